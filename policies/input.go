@@ -1,0 +1,75 @@
+package policies
+
+// Subject kinds, as input.subject.kind.
+const (
+	SubjectAnonymous    = "anonymous"     // no credential presented
+	SubjectUser         = "user"          // a verified Clerk session
+	SubjectGatewayToken = "gateway_token" // a machine client holding one gateway's token
+	SubjectAdminToken   = "admin_token"   // an operator holding the admin token (admin listener only)
+)
+
+// Protocols, as input.protocol.
+const (
+	ProtocolHTTP  = "http"
+	ProtocolWS    = "ws"
+	ProtocolAdmin = "admin"
+)
+
+// Input is what a policy sees as input for one decision. Field names in Rego are the json tags.
+type Input struct {
+	Subject  Subject    `json:"subject"`
+	Gateway  GatewayRef `json:"gateway"`
+	Request  Request    `json:"request"`
+	ClientIP string     `json:"client_ip"`
+	Protocol string     `json:"protocol"`
+	// Action names what is being attempted, e.g. "http.read", "tools.invoke", "admin.member.write".
+	Action string `json:"action"`
+	// WS describes one WebSocket message; nil for plain HTTP.
+	WS *WSMessage `json:"ws,omitempty"`
+}
+
+// Subject is the identified caller. It never carries a credential.
+type Subject struct {
+	Kind      string `json:"kind"`
+	ID        string `json:"id"`
+	SessionID string `json:"session_id,omitempty"`
+	OrgID     string `json:"org_id,omitempty"`
+	OrgRole   string `json:"org_role,omitempty"`
+	// FactorAges is Clerk's fva claim: minutes since the first and second factor were verified,
+	// -1 where never. Empty when unknown.
+	FactorAges []int `json:"factor_ages,omitempty"`
+	// Gateway is the gateway a gateway_token subject belongs to.
+	Gateway string `json:"gateway,omitempty"`
+}
+
+// GatewayRef names the gateway a request is for; its record is data.gateways[id].
+type GatewayRef struct {
+	ID     string `json:"id"`
+	Tenant string `json:"tenant,omitempty"`
+}
+
+// Request is the HTTP side of the input, after normalisation.
+type Request struct {
+	Method string `json:"method"`
+	Path   string `json:"path"`
+	Host   string `json:"host"`
+	// Tool is the tool named in a POST /tools/invoke body, empty otherwise.
+	Tool string `json:"tool,omitempty"`
+}
+
+// WSMessage is one client→gateway frame of the OpenClaw protocol.
+type WSMessage struct {
+	Method string `json:"method"`
+	Tool   string `json:"tool,omitempty"`
+	Skill  string `json:"skill,omitempty"`
+}
+
+// Decision is the result of data.moltgate.authz.decision.
+type Decision struct {
+	Allow  bool   `json:"allow"`
+	Reason string `json:"reason"`
+	// Status is the HTTP status of a refusal (401, 403, ...); 0 means 403.
+	Status int `json:"status,omitempty"`
+	// Scopes caps the OpenClaw operator scopes sent upstream in trusted-proxy mode.
+	Scopes []string `json:"scopes,omitempty"`
+}
