@@ -1,0 +1,415 @@
+// Package registry keeps the gateways, their tenants, owners, members with roles, IP
+// allowlists, skill rules and tokens. The store is the source of truth; the registry holds a
+// copy in memory for the request path and keeps the policy engine's data in step with it.
+//
+// Invariants: every change is validated before anything is written; a gateway token is stored
+// only as a SHA-256 hash (for comparison) and sealed by the keystore (for upstream use).
+package registry
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/moltgate/moltgate/keystore"
+)
+
+// Errors of registry operations, for errors.Is.
+var (
+	ErrNotFound = errors.New("registry: gateway not found")
+	ErrExists   = errors.New("registry: gateway already exists")
+	ErrInvalid  = errors.New("registry: invalid")
+)
+
+const (
+	bucket       = "gateways"
+	tokenPurpose = "gateway-token"
+)
+
+// KV is the storage the registry needs; store.Bolt implements it.
+type KV interface {
+	Get(bucket, key string) ([]byte, error)
+	Put(bucket, key string, value []byte) error
+	Delete(bucket, key string) error
+	ForEach(bucket string, fn func(key string, value []byte) error) error
+}
+
+// Syncer receives every change, synchronously, before the change is visible to readers: the
+// policy engine implements it so that data.gateways never lags the registry.
+type Syncer interface {
+	PutGateway(ctx context.Context, g Gateway) error
+	DeleteGateway(ctx context.Context, id string) error
+}
+
+// Entry is what the request path needs of one gateway: the record and its opened upstream
+// token. Entries are immutable; a change replaces the entry.
+type Entry struct {
+	Gateway
+	// UpstreamURL is Upstream parsed.
+	UpstreamURL *url.URL
+	// Token is the gateway token, for upstream use in token mode.
+	Token keystore.Secret
+}
+
+// Registry is safe for concurrent use.
+type Registry struct {
+	kv   KV
+	keys *keystore.Keystore
+	sync Syncer
+	now  func() time.Time
+
+	writeMu sync.Mutex // serialises changes so store, engine and memory agree
+	mu      sync.RWMutex
+	byID    map[string]*Entry
+	byToken map[[32]byte]string
+
+	subsMu sync.Mutex
+	subs   []func(id string)
+}
+
+// New loads every gateway from kv, opens their tokens and hands them to sync.
+func New(ctx context.Context, kv KV, keys *keystore.Keystore, syncer Syncer, now func() time.Time) (*Registry, error) {
+	if now == nil {
+		now = time.Now
+	}
+	r := &Registry{kv: kv, keys: keys, sync: syncer, now: now,
+		byID: map[string]*Entry{}, byToken: map[[32]byte]string{}}
+	err := kv.ForEach(bucket, func(id string, v []byte) error {
+		var g Gateway
+		if err := json.Unmarshal(v, &g); err != nil {
+			return fmt.Errorf("registry: load %q: %w", id, err)
+		}
+		e, err := r.entry(g)
+		if err != nil {
+			return fmt.Errorf("registry: load %q: %w", id, err)
+		}
+		r.byID[id] = e
+		r.byToken[[32]byte(g.TokenHash)] = id
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range r.byID {
+		if err := syncer.PutGateway(ctx, e.Gateway); err != nil {
+			return nil, fmt.Errorf("registry: sync %q: %w", e.ID, err)
+		}
+	}
+	return r, nil
+}
+
+// Subscribe registers fn to be called, after each change, with the id of the changed or
+// removed gateway (WebSocket relays re-decide their connections).
+func (r *Registry) Subscribe(fn func(id string)) {
+	r.subsMu.Lock()
+	r.subs = append(r.subs, fn)
+	r.subsMu.Unlock()
+}
+
+// Lookup returns the entry of gateway id. The entry must not be modified.
+func (r *Registry) Lookup(id string) (*Entry, bool) {
+	r.mu.RLock()
+	e, ok := r.byID[id]
+	r.mu.RUnlock()
+	return e, ok
+}
+
+// ByToken returns the gateway whose token is tok. The lookup is by SHA-256 and the final
+// comparison constant-time, so response timing reveals nothing about stored tokens.
+func (r *Registry) ByToken(tok string) (*Entry, bool) {
+	h := HashToken(tok)
+	r.mu.RLock()
+	id, ok := r.byToken[h]
+	e := r.byID[id]
+	r.mu.RUnlock()
+	if !ok || e == nil || subtle.ConstantTimeCompare(e.TokenHash, h[:]) != 1 {
+		return nil, false
+	}
+	return e, true
+}
+
+// List returns copies of all gateways, sorted by id.
+func (r *Registry) List() []Gateway {
+	r.mu.RLock()
+	out := make([]Gateway, 0, len(r.byID))
+	for _, e := range r.byID {
+		out = append(out, e.Gateway.clone())
+	}
+	r.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Get returns a copy of gateway id.
+func (r *Registry) Get(id string) (Gateway, error) {
+	e, ok := r.Lookup(id)
+	if !ok {
+		return Gateway{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	return e.Gateway.clone(), nil
+}
+
+// Len is the number of gateways.
+func (r *Registry) Len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.byID)
+}
+
+// Create adds a gateway with the given token (64 hex digits). Members, allowlist and skills
+// in g are validated like any change; Created, Revision and the token fields are set here.
+func (r *Registry) Create(ctx context.Context, g Gateway, token string) (Gateway, error) {
+	if !ValidToken(token) {
+		return Gateway{}, fmt.Errorf("%w: token: want 64 lowercase hex digits", ErrInvalid)
+	}
+	g = g.clone()
+	if g.AuthMode == "" {
+		g.AuthMode = AuthToken
+	}
+	if err := g.Validate(); err != nil {
+		return Gateway{}, err
+	}
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	if _, ok := r.Lookup(g.ID); ok {
+		return Gateway{}, fmt.Errorf("%w: %q", ErrExists, g.ID)
+	}
+	h := HashToken(token)
+	r.mu.RLock()
+	_, dup := r.byToken[h]
+	r.mu.RUnlock()
+	if dup {
+		return Gateway{}, fmt.Errorf("%w: token: already used by another gateway", ErrInvalid)
+	}
+	sealed, err := r.keys.Seal(g.Tenant, tokenRecord(g.ID), tokenPurpose, []byte(token))
+	if err != nil {
+		return Gateway{}, fmt.Errorf("registry: seal token: %w", err)
+	}
+	g.TokenHash, g.TokenSealed = h[:], sealed
+	g.Created, g.Revision = r.now().UTC(), 1
+	if err := r.commit(ctx, g); err != nil {
+		return Gateway{}, err
+	}
+	return g.clone(), nil
+}
+
+// Update applies change to a copy of gateway id, validates it and commits it. change may
+// return an error to abort without writing.
+func (r *Registry) Update(ctx context.Context, id string, change func(*Gateway) error) (Gateway, error) {
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	e, ok := r.Lookup(id)
+	if !ok {
+		return Gateway{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	g := e.Gateway.clone()
+	if err := change(&g); err != nil {
+		return Gateway{}, err
+	}
+	// Identity and secrets are not changeable through Update.
+	g.ID, g.Tenant, g.TokenHash, g.TokenSealed, g.Created = e.ID, e.Tenant, e.TokenHash, e.TokenSealed, e.Created
+	g.Revision = e.Revision + 1
+	if err := g.Validate(); err != nil {
+		return Gateway{}, err
+	}
+	if err := r.commit(ctx, g); err != nil {
+		return Gateway{}, err
+	}
+	return g.clone(), nil
+}
+
+// Delete removes gateway id.
+func (r *Registry) Delete(ctx context.Context, id string) error {
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	e, ok := r.Lookup(id)
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	if err := r.kv.Delete(bucket, id); err != nil {
+		return fmt.Errorf("registry: delete %q: %w", id, err)
+	}
+	r.mu.Lock()
+	delete(r.byID, id)
+	delete(r.byToken, [32]byte(e.TokenHash))
+	r.mu.Unlock()
+	if err := r.sync.DeleteGateway(ctx, id); err != nil {
+		return fmt.Errorf("registry: sync delete %q: %w", id, err)
+	}
+	r.notify(id)
+	return nil
+}
+
+// commit writes g to the policy data, the store and memory. If the store refuses, the policy
+// data is put back, so a failed change leaves every copy as it was.
+func (r *Registry) commit(ctx context.Context, g Gateway) error {
+	e, err := r.entry(g)
+	if err != nil {
+		return err
+	}
+	v, err := json.Marshal(g)
+	if err != nil {
+		return fmt.Errorf("registry: encode %q: %w", g.ID, err)
+	}
+	if err := r.sync.PutGateway(ctx, g); err != nil {
+		return fmt.Errorf("registry: sync %q: %w", g.ID, err)
+	}
+	if err := r.kv.Put(bucket, g.ID, v); err != nil {
+		undo := func() error { return r.sync.DeleteGateway(ctx, g.ID) }
+		if old, ok := r.Lookup(g.ID); ok {
+			undo = func() error { return r.sync.PutGateway(ctx, old.Gateway) }
+		}
+		return errors.Join(fmt.Errorf("registry: write %q: %w", g.ID, err), undo())
+	}
+	r.mu.Lock()
+	r.byID[g.ID] = e
+	r.byToken[[32]byte(g.TokenHash)] = g.ID
+	r.mu.Unlock()
+	r.notify(g.ID)
+	return nil
+}
+
+func (r *Registry) notify(id string) {
+	r.subsMu.Lock()
+	subs := slices.Clone(r.subs)
+	r.subsMu.Unlock()
+	for _, fn := range subs {
+		fn(id)
+	}
+}
+
+func (r *Registry) entry(g Gateway) (*Entry, error) {
+	u, err := parseUpstream(g.Upstream)
+	if err != nil {
+		return nil, err
+	}
+	if len(g.TokenHash) != sha256.Size {
+		return nil, fmt.Errorf("%w: token hash missing", ErrInvalid)
+	}
+	tok, err := r.keys.Open(g.Tenant, tokenRecord(g.ID), tokenPurpose, g.TokenSealed)
+	if err != nil {
+		return nil, fmt.Errorf("registry: open token of %q: %w", g.ID, err)
+	}
+	return &Entry{Gateway: g, UpstreamURL: u, Token: tok}, nil
+}
+
+func tokenRecord(id string) string { return "gateways/" + id + "/token" }
+
+// HashToken is the stored form of a gateway token.
+func HashToken(tok string) [32]byte { return sha256.Sum256([]byte(tok)) }
+
+// ValidToken reports whether s has the shape of a gateway token: 64 lowercase hex digits.
+func ValidToken(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+var (
+	idPattern   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$`)
+)
+
+// Validate reports every problem with g at once, each naming its field.
+func (g *Gateway) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...))
+	}
+	// The id is a DNS label: it becomes <id>.<gateway_domain>, so nothing else may route.
+	if !idPattern.MatchString(g.ID) {
+		bad("id %q: want a DNS label (a-z, 0-9, '-', at most 63)", g.ID)
+	}
+	if !namePattern.MatchString(g.Tenant) {
+		bad("tenant %q: want 1-128 of A-Z a-z 0-9 _ . : @ -", g.Tenant)
+	}
+	if !namePattern.MatchString(g.Owner) {
+		bad("owner %q: want a user id", g.Owner)
+	}
+	if _, err := parseUpstream(g.Upstream); err != nil {
+		errs = append(errs, err)
+	}
+	if g.AuthMode != AuthToken && g.AuthMode != AuthTrustedProxy {
+		bad("auth_mode %q: want token or trusted-proxy", g.AuthMode)
+	}
+	for _, user := range slices.Sorted(maps.Keys(g.Members)) {
+		if !namePattern.MatchString(user) {
+			bad("members: user %q: want a user id", user)
+		}
+		if !ValidRole(g.Members[user]) {
+			bad("members[%s]: role %q: want viewer, operator or admin", user, g.Members[user])
+		}
+	}
+	for i, c := range g.Allowlist {
+		if _, err := ParseCIDR(c); err != nil {
+			bad("allowlist[%d]: %q: not an IP address or CIDR", i, c)
+		}
+	}
+	for field, names := range map[string][]string{"skills.allow": g.Skills.Allow, "skills.deny": g.Skills.Deny} {
+		for i, n := range names {
+			if !namePattern.MatchString(n) {
+				bad("%s[%d]: %q: want a tool or skill name", field, i, n)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ValidRole reports whether role is one of the member roles.
+func ValidRole(role string) bool {
+	return role == RoleViewer || role == RoleOperator || role == RoleAdmin
+}
+
+// ParseCIDR accepts a CIDR or a single address (as a /32 or /128) and returns it masked.
+func ParseCIDR(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return p.Masked(), nil
+}
+
+func parseUpstream(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+		u.RawQuery != "" || u.Fragment != "" {
+		// The value is not quoted: a URL with user info would put a credential in the error.
+		return nil, fmt.Errorf("%w: upstream: want http(s)://host[:port][/path] without user info, query or fragment", ErrInvalid)
+	}
+	return u, nil
+}
+
+func (g Gateway) clone() Gateway {
+	g.Members = maps.Clone(g.Members)
+	g.Allowlist = slices.Clone(g.Allowlist)
+	g.Skills.Allow = slices.Clone(g.Skills.Allow)
+	g.Skills.Deny = slices.Clone(g.Skills.Deny)
+	g.TokenHash = slices.Clone(g.TokenHash)
+	g.TokenSealed = slices.Clone(g.TokenSealed)
+	return g
+}
