@@ -1,0 +1,334 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/moltgate/moltgate/registry"
+)
+
+// Config is the moltgate serve configuration. Every zero value means the documented default,
+// so an empty file (or none) runs on the embedded defaults.
+type Config struct {
+	// Listen is the proxy's address. Default 127.0.0.1:8080.
+	Listen string `yaml:"listen"`
+	// AdminListen serves /metrics, /healthz, /readyz and the admin API. Default 127.0.0.1:9090.
+	AdminListen string `yaml:"admin_listen"`
+	// DataDir holds the bbolt store, audit files and development keys. Default ./data.
+	DataDir string `yaml:"data_dir"`
+	// GatewayDomain routes <id>.<gateway_domain> to gateway id. Default gw.localhost.
+	GatewayDomain string `yaml:"gateway_domain"`
+	// TrustedProxies are CIDRs whose CF-Connecting-IP / X-Forwarded-For are believed. Default none.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// MasterKey is the keystore master key (32 bytes, hex or base64). Default: a development key
+	// generated in <data_dir>/master.key, with a warning at every start.
+	MasterKey *SecretRef `yaml:"master_key"`
+	// AdminToken authenticates operators on the admin API. Default: a development token
+	// generated in <data_dir>/admin.token.
+	AdminToken *SecretRef `yaml:"admin_token"`
+	// PlatformAdmins are Clerk user ids allowed the whole admin API. Default none.
+	PlatformAdmins []string `yaml:"platform_admins"`
+	// Clerk verifies dashboard sessions. Default: off (only gateway tokens are accepted).
+	Clerk *ClerkConfig `yaml:"clerk"`
+	// Policies selects the Rego policy set.
+	Policies PoliciesConfig `yaml:"policies"`
+	// Limits bound what a client can make moltgate hold.
+	Limits LimitsConfig `yaml:"limits"`
+	// Upstream tunes connections to gateways.
+	Upstream UpstreamConfig `yaml:"upstream"`
+	// Log configures logging.
+	Log LogConfig `yaml:"log"`
+	// ShutdownTimeout bounds draining at SIGTERM. Default 15s.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// SecretRef names where a secret is, never the secret: a file (first line used, white space
+// trimmed) or an environment variable.
+type SecretRef struct {
+	File string `yaml:"file"`
+	Env  string `yaml:"env"`
+}
+
+// ClerkConfig configures Clerk session verification.
+type ClerkConfig struct {
+	// APIURL is the Backend API base. Default https://api.clerk.com/v1.
+	APIURL string `yaml:"api_url"`
+	// SecretKey authenticates JWKS fetches.
+	SecretKey *SecretRef `yaml:"secret_key"`
+	// Issuer is the exact iss of session tokens, e.g. https://clerk.example.com. Required.
+	Issuer string `yaml:"issuer"`
+	// AuthorizedParties are the accepted azp values (dashboard origins). Required.
+	AuthorizedParties []string `yaml:"authorized_parties"`
+	// Leeway tolerates clock skew on exp and nbf. Default 5s.
+	Leeway time.Duration `yaml:"leeway"`
+}
+
+// PoliciesConfig selects the policy set.
+type PoliciesConfig struct {
+	// Dir holds *.rego (and data) files to use instead of the embedded defaults.
+	Dir string `yaml:"dir"`
+	// Timeout bounds one decision; past it the request is refused. Default 50ms.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// LimitsConfig bounds request handling.
+type LimitsConfig struct {
+	// MaxToolBodyBytes bounds the POST /tools/invoke body. Default 1048576.
+	MaxToolBodyBytes int64 `yaml:"max_tool_body_bytes"`
+}
+
+// UpstreamConfig tunes the transport to gateways.
+type UpstreamConfig struct {
+	// DialTimeout default 5s.
+	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// ResponseHeaderTimeout default 60s.
+	ResponseHeaderTimeout time.Duration `yaml:"response_header_timeout"`
+	// MaxIdleConnsPerHost default 256.
+	MaxIdleConnsPerHost int `yaml:"max_idle_conns_per_host"`
+}
+
+// LogConfig configures logging.
+type LogConfig struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `yaml:"level"`
+	// Format is json or text. Default json.
+	Format string `yaml:"format"`
+}
+
+// UnmarshalYAML refuses an inline secret without repeating it in the error.
+func (s *SecretRef) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: a secret must be given by reference, {file: PATH} or {env: NAME}; inline values are not accepted", n.Line)
+	}
+	type plain SecretRef
+	return n.Decode((*plain)(s))
+}
+
+// loadConfig reads path (none: defaults), applies MOLTGATE_* overrides from env, fills
+// defaults and validates, reporting every problem at once.
+func loadConfig(path string, env func(string) string) (*Config, error) {
+	cfg := &Config{}
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if err := cfg.applyEnv(env); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return cfg, nil
+}
+
+// applyEnv applies the MOLTGATE_* overrides listed in the README.
+func (c *Config) applyEnv(env func(string) string) error {
+	list := func(v string) []string {
+		var out []string
+		for f := range strings.SplitSeq(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				out = append(out, f)
+			}
+		}
+		return out
+	}
+	clerk := func() *ClerkConfig {
+		if c.Clerk == nil {
+			c.Clerk = &ClerkConfig{}
+		}
+		return c.Clerk
+	}
+	set := map[string]func(string){
+		"MOLTGATE_LISTEN":                   func(v string) { c.Listen = v },
+		"MOLTGATE_ADMIN_LISTEN":             func(v string) { c.AdminListen = v },
+		"MOLTGATE_DATA_DIR":                 func(v string) { c.DataDir = v },
+		"MOLTGATE_GATEWAY_DOMAIN":           func(v string) { c.GatewayDomain = v },
+		"MOLTGATE_TRUSTED_PROXIES":          func(v string) { c.TrustedProxies = list(v) },
+		"MOLTGATE_PLATFORM_ADMINS":          func(v string) { c.PlatformAdmins = list(v) },
+		"MOLTGATE_MASTER_KEY_FILE":          func(v string) { c.MasterKey = &SecretRef{File: v} },
+		"MOLTGATE_ADMIN_TOKEN_FILE":         func(v string) { c.AdminToken = &SecretRef{File: v} },
+		"MOLTGATE_POLICY_DIR":               func(v string) { c.Policies.Dir = v },
+		"MOLTGATE_LOG_LEVEL":                func(v string) { c.Log.Level = v },
+		"MOLTGATE_LOG_FORMAT":               func(v string) { c.Log.Format = v },
+		"MOLTGATE_CLERK_API_URL":            func(v string) { clerk().APIURL = v },
+		"MOLTGATE_CLERK_ISSUER":             func(v string) { clerk().Issuer = v },
+		"MOLTGATE_CLERK_AUTHORIZED_PARTIES": func(v string) { clerk().AuthorizedParties = list(v) },
+		"MOLTGATE_CLERK_SECRET_KEY_FILE":    func(v string) { clerk().SecretKey = &SecretRef{File: v} },
+	}
+	for name, fn := range set {
+		if v := env(name); v != "" {
+			fn(v)
+		}
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&c.Listen, "127.0.0.1:8080")
+	def(&c.AdminListen, "127.0.0.1:9090")
+	def(&c.DataDir, "./data")
+	def(&c.GatewayDomain, "gw.localhost")
+	def(&c.Log.Level, "info")
+	def(&c.Log.Format, "json")
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 15 * time.Second
+	}
+	if c.Policies.Timeout == 0 {
+		c.Policies.Timeout = 50 * time.Millisecond
+	}
+	if c.Clerk != nil {
+		def(&c.Clerk.APIURL, "https://api.clerk.com/v1")
+		if c.Clerk.Leeway == 0 {
+			c.Clerk.Leeway = 5 * time.Second
+		}
+	}
+}
+
+// Validate reports every problem at once, each naming its key.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{key}, args...)...))
+	}
+	for key, addr := range map[string]string{"listen": c.Listen, "admin_listen": c.AdminListen} {
+		if _, err := netip.ParseAddrPort(addr); err != nil {
+			bad(key, "%q: want IP:port", addr)
+		}
+	}
+	if c.Listen == c.AdminListen {
+		bad("admin_listen", "must differ from listen")
+	}
+	if gatewayDomainOK(c.GatewayDomain) != nil {
+		bad("gateway_domain", "%q: want a DNS name", c.GatewayDomain)
+	}
+	for i, p := range c.TrustedProxies {
+		if _, err := registry.ParseCIDR(p); err != nil {
+			bad(fmt.Sprintf("trusted_proxies[%d]", i), "%q: not an IP address or CIDR", p)
+		}
+	}
+	for key, ref := range map[string]*SecretRef{"master_key": c.MasterKey, "admin_token": c.AdminToken} {
+		if ref != nil {
+			if err := ref.validate(); err != nil {
+				bad(key, "%v", err)
+			}
+		}
+	}
+	if k := c.Clerk; k != nil {
+		if u, err := url.Parse(k.APIURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad("clerk.api_url", "want an http(s) URL")
+		}
+		if k.SecretKey == nil {
+			bad("clerk.secret_key", "required")
+		} else if err := k.SecretKey.validate(); err != nil {
+			bad("clerk.secret_key", "%v", err)
+		}
+		if u, err := url.Parse(k.Issuer); err != nil || u.Scheme != "https" || u.Host == "" {
+			bad("clerk.issuer", "%q: want the https issuer of session tokens", k.Issuer)
+		}
+		if len(k.AuthorizedParties) == 0 {
+			bad("clerk.authorized_parties", "required: the dashboard origins allowed as azp")
+		}
+		if k.Leeway < 0 || k.Leeway > time.Minute {
+			bad("clerk.leeway", "%v: want 0 to 1m", k.Leeway)
+		}
+	}
+	if c.Policies.Timeout < 0 {
+		bad("policies.timeout", "negative")
+	}
+	if c.Limits.MaxToolBodyBytes < 0 {
+		bad("limits.max_tool_body_bytes", "negative")
+	}
+	if c.Upstream.DialTimeout < 0 || c.Upstream.ResponseHeaderTimeout < 0 || c.Upstream.MaxIdleConnsPerHost < 0 {
+		bad("upstream", "timeouts and connection counts must not be negative")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q: want debug, info, warn or error", c.Log.Level)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "text" {
+		bad("log.format", "%q: want json or text", c.Log.Format)
+	}
+	if c.ShutdownTimeout < 0 {
+		bad("shutdown_timeout", "negative")
+	}
+	return errors.Join(errs...)
+}
+
+func gatewayDomainOK(d string) error {
+	if d == "" || len(d) > 200 || strings.HasPrefix(d, ".") || strings.HasSuffix(d, ".") {
+		return errors.New("bad domain")
+	}
+	for label := range strings.SplitSeq(d, ".") {
+		if label == "" {
+			return errors.New("empty label")
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+				return errors.New("bad character")
+			}
+		}
+	}
+	return nil
+}
+
+func (s *SecretRef) validate() error {
+	if (s.File == "") == (s.Env == "") {
+		return errors.New("give exactly one of file or env")
+	}
+	return nil
+}
+
+// resolve reads the secret a reference names. Errors name the reference, never the value.
+func (s *SecretRef) resolve(env func(string) string) ([]byte, error) {
+	if s.Env != "" {
+		v := env(s.Env)
+		if v == "" {
+			return nil, fmt.Errorf("secret from env %s: not set", s.Env)
+		}
+		return []byte(strings.TrimSpace(v)), nil
+	}
+	data, err := os.ReadFile(s.File)
+	if err != nil {
+		return nil, fmt.Errorf("secret from file: %w", err)
+	}
+	line, _, _ := bytes.Cut(data, []byte("\n"))
+	line = bytes.TrimSpace(line)
+	if len(line) == 0 {
+		return nil, fmt.Errorf("secret from file %s: empty", s.File)
+	}
+	return line, nil
+}
+
+// trustedPrefixes parses TrustedProxies (validated already).
+func (c *Config) trustedPrefixes() []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(c.TrustedProxies))
+	for _, p := range c.TrustedProxies {
+		if pfx, err := registry.ParseCIDR(p); err == nil {
+			out = append(out, pfx)
+		}
+	}
+	return out
+}

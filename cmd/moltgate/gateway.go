@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/moltgate/moltgate/proxy/admin"
+	"github.com/moltgate/moltgate/registry"
+)
+
+// gatewayCommand is the CLI of the admin API's gateway endpoints.
+func gatewayCommand(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlags("gateway", stderr)
+	adminURL := fs.String("admin-url", "http://127.0.0.1:9090", "admin listener URL")
+	// Subcommand flags are parsed by the same set, so they may come before or after the verb.
+	id := fs.String("id", "", "gateway id (add)")
+	tenant := fs.String("tenant", "", "tenant (add)")
+	owner := fs.String("owner", "", "owner user id (add)")
+	upstream := fs.String("upstream", "", "gateway URL (add)")
+	mode := fs.String("auth-mode", "token", "upstream auth: token or trusted-proxy (add)")
+	tokenFile := fs.String("token-file", "", "file holding the gateway's existing token (add; default: generate)")
+	allow := fs.String("allow", "", "comma-separated tool names to allow (skills set)")
+	deny := fs.String("deny", "", "comma-separated tool names to deny (skills set)")
+	jsonOut := fs.Bool("json", false, "print JSON")
+	rest, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) == 0 {
+		return usageError{"usage: moltgate gateway add|list|show|remove|member|allowlist|skills …"}
+	}
+	token, err := adminToken(env)
+	if err != nil {
+		return err
+	}
+	c := &admin.Client{BaseURL: *adminURL, Token: token, HTTP: &http.Client{Timeout: 30 * time.Second}}
+	print := func(v any) error {
+		if g, ok := v.(admin.Gateway); ok && !*jsonOut {
+			return printGateway(stdout, g)
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	verb, rest := rest[0], rest[1:]
+	need := func(n int, form string) error {
+		if len(rest) != n {
+			return usageError{"usage: moltgate gateway " + form}
+		}
+		return nil
+	}
+	switch verb {
+	case "add":
+		if err := need(0, "add --id ID --tenant T --owner USER --upstream URL [--auth-mode token|trusted-proxy] [--token-file F]"); err != nil {
+			return err
+		}
+		req := admin.CreateRequest{ID: *id, Tenant: *tenant, Owner: *owner, Upstream: *upstream, AuthMode: registry.AuthMode(*mode)}
+		if *tokenFile != "" {
+			b, err := os.ReadFile(*tokenFile)
+			if err != nil {
+				return fmt.Errorf("token file: %w", err)
+			}
+			req.Token = strings.TrimSpace(string(b))
+		}
+		resp, err := c.Create(ctx, req)
+		if err != nil {
+			return err
+		}
+		if *jsonOut {
+			return print(resp)
+		}
+		if err := printGateway(stdout, resp.Gateway); err != nil {
+			return err
+		}
+		if resp.Token != "" {
+			fmt.Fprintf(stdout, "\ngateway token (shown once; configure the gateway with it):\n%s\n", resp.Token)
+		}
+		return nil
+	case "list":
+		gws, err := c.List(ctx)
+		if err != nil {
+			return err
+		}
+		if *jsonOut {
+			return print(gws)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tTENANT\tOWNER\tMODE\tMEMBERS\tUPSTREAM")
+		for _, g := range gws {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", g.ID, g.Tenant, g.Owner, g.AuthMode, len(g.Members), g.Upstream)
+		}
+		return tw.Flush()
+	case "show":
+		if err := need(1, "show ID"); err != nil {
+			return err
+		}
+		g, err := c.Get(ctx, rest[0])
+		if err != nil {
+			return err
+		}
+		return print(g)
+	case "remove":
+		if err := need(1, "remove ID"); err != nil {
+			return err
+		}
+		if err := c.Delete(ctx, rest[0]); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "removed %s\n", rest[0])
+		return nil
+	case "member":
+		switch {
+		case len(rest) == 4 && rest[0] == "add":
+			g, err := c.SetMember(ctx, rest[1], rest[2], rest[3])
+			if err != nil {
+				return err
+			}
+			return print(g)
+		case len(rest) == 3 && rest[0] == "remove":
+			g, err := c.RemoveMember(ctx, rest[1], rest[2])
+			if err != nil {
+				return err
+			}
+			return print(g)
+		}
+		return usageError{"usage: moltgate gateway member add ID USER ROLE | member remove ID USER"}
+	case "allowlist":
+		if len(rest) < 2 || rest[0] != "set" {
+			return usageError{"usage: moltgate gateway allowlist set ID [CIDR...]"}
+		}
+		g, err := c.SetAllowlist(ctx, rest[1], rest[2:])
+		if err != nil {
+			return err
+		}
+		return print(g)
+	case "skills":
+		if len(rest) != 2 || rest[0] != "set" {
+			return usageError{"usage: moltgate gateway skills set ID [--allow A,B] [--deny C,D]"}
+		}
+		g, err := c.SetSkills(ctx, rest[1], registry.SkillRules{Allow: splitList(*allow), Deny: splitList(*deny)})
+		if err != nil {
+			return err
+		}
+		return print(g)
+	}
+	return usageError{fmt.Sprintf("unknown gateway command %q", verb)}
+}
+
+// adminToken is MOLTGATE_ADMIN_TOKEN, else the development token file in the default data dir.
+func adminToken(env func(string) string) (string, error) {
+	if t := env("MOLTGATE_ADMIN_TOKEN"); t != "" {
+		return t, nil
+	}
+	dir := env("MOLTGATE_DATA_DIR")
+	if dir == "" {
+		dir = "./data"
+	}
+	b, err := os.ReadFile(filepath.Join(dir, devAdminTokenFile))
+	if err != nil {
+		return "", fmt.Errorf("no admin token: set MOLTGATE_ADMIN_TOKEN (or run from the directory of a development `moltgate serve`)")
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func printGateway(w io.Writer, g admin.Gateway) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "id\t%s\ntenant\t%s\nowner\t%s\nupstream\t%s\nauth mode\t%s\nrevision\t%d\n",
+		g.ID, g.Tenant, g.Owner, g.Upstream, g.AuthMode, g.Revision)
+	for user, role := range g.Members {
+		fmt.Fprintf(tw, "member\t%s (%s)\n", user, role)
+	}
+	fmt.Fprintf(tw, "allowlist\t%s\nskills allow\t%s\nskills deny\t%s\n",
+		strings.Join(g.Allowlist, " "), strings.Join(g.Skills.Allow, ","), strings.Join(g.Skills.Deny, ","))
+	return tw.Flush()
+}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/moltgate/moltgate/policies"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// usageError is a mistake in the command line: exit status 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func exitCode(err error) int {
+	var u usageError
+	if errors.As(err, &u) {
+		return 2
+	}
+	return 1
+}
+
+const usage = `usage: moltgate <command> [flags]
+
+  serve [--config FILE]          run the proxy and the admin listener
+  config check FILE              validate a configuration file without serving
+  gateway add --id ID --tenant T --owner USER --upstream URL [--auth-mode token|trusted-proxy] [--token-file F]
+  gateway list | show ID | remove ID
+  gateway member add ID USER ROLE | gateway member remove ID USER
+  gateway allowlist set ID [CIDR...]
+  gateway skills set ID [--allow NAME,...] [--deny NAME,...]
+  policy test [DIR]              run the *_test.rego files (default: the embedded policies)
+  version
+
+The gateway commands talk to the admin API: --admin-url (default http://127.0.0.1:9090) and
+the admin token from MOLTGATE_ADMIN_TOKEN (default: read ./data/admin.token).
+`
+
+// run executes one command line. Only run and its helpers read flags and the environment.
+func run(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usageError{"no command"}
+	}
+	switch args[0] {
+	case "serve":
+		fs := newFlags("serve", stderr)
+		cfgPath := fs.String("config", "", "configuration file (default: embedded defaults)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return usageError{err.Error()}
+		}
+		cfg, err := loadConfig(*cfgPath, env)
+		if err != nil {
+			return err
+		}
+		return serve(ctx, cfg, env, stderr)
+	case "config":
+		if len(args) != 3 || args[1] != "check" {
+			return usageError{"usage: moltgate config check FILE"}
+		}
+		if _, err := loadConfig(args[2], env); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: ok\n", args[2])
+		return nil
+	case "gateway":
+		return gatewayCommand(ctx, args[1:], env, stdout, stderr)
+	case "policy":
+		return policyCommand(ctx, args[1:], stdout)
+	case "version":
+		fmt.Fprintln(stdout, "moltgate", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return usageError{fmt.Sprintf("unknown command %q", args[0])}
+}
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func policyCommand(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) < 1 || args[0] != "test" || len(args) > 2 {
+		return usageError{"usage: moltgate policy test [DIR]"}
+	}
+	fsys := policies.Default()
+	if len(args) == 2 {
+		fsys = os.DirFS(args[1])
+	}
+	results, err := policies.RunTests(ctx, fsys)
+	if err != nil {
+		return err
+	}
+	failed := 0
+	for _, r := range results {
+		if r.Failed() {
+			failed++
+			fmt.Fprintln(stdout, "FAIL", r.String())
+		}
+	}
+	fmt.Fprintf(stdout, "%d passed, %d failed\n", len(results)-failed, failed)
+	if failed > 0 {
+		return fmt.Errorf("policy test: %d failed", failed)
+	}
+	return nil
+}
+
+// parseInterleaved parses flags wherever they stand among the positional words and returns
+// the words in order ("gateway skills set gw1 --deny exec").
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var words []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, usageError{err.Error()}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return words, nil
+		}
+		if args[0] == "--" {
+			return append(words, args[1:]...), nil
+		}
+		words, args = append(words, args[0]), args[1:]
+	}
+}
+
+// splitList splits a comma-separated flag value.
+func splitList(v string) []string {
+	var out []string
+	for f := range strings.SplitSeq(v, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}

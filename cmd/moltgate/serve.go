@@ -1,0 +1,263 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/moltgate/moltgate/audit"
+	"github.com/moltgate/moltgate/keystore"
+	"github.com/moltgate/moltgate/policies"
+	"github.com/moltgate/moltgate/proxy"
+	"github.com/moltgate/moltgate/proxy/admin"
+	"github.com/moltgate/moltgate/proxy/authn"
+	"github.com/moltgate/moltgate/registry"
+	"github.com/moltgate/moltgate/store"
+)
+
+const (
+	devMasterKeyFile  = "master.key"
+	devAdminTokenFile = "admin.token"
+)
+
+// serve runs the proxy and admin listeners until ctx ends, then drains and flushes audit.
+func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.Writer) error {
+	logger := newLogger(cfg.Log, stderr)
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	master, err := masterKey(cfg, env, logger, stderr)
+	if err != nil {
+		return err
+	}
+	ring, err := keystore.NewKeyring(1, master)
+	clear(master)
+	if err != nil {
+		return err
+	}
+	adminTok, err := adminTokenSecret(cfg, env, logger)
+	if err != nil {
+		return err
+	}
+
+	metrics := prometheus.NewRegistry()
+	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	kv, err := store.OpenBolt(filepath.Join(cfg.DataDir, "moltgate.db"))
+	if err != nil {
+		return err
+	}
+	defer kv.Close()
+	auditLog, err := audit.OpenFile(audit.FileConfig{Dir: filepath.Join(cfg.DataDir, "audit")}, logger)
+	if err != nil {
+		return err
+	}
+	defer auditLog.Close()
+
+	engine, err := policies.New(ctx, policies.Config{Dir: cfg.Policies.Dir, Timeout: cfg.Policies.Timeout}, logger, metrics)
+	if err != nil {
+		return err
+	}
+	if err := engine.SetPlatformAdmins(ctx, cfg.PlatformAdmins); err != nil {
+		return err
+	}
+	gateways, err := registry.New(ctx, kv, keystore.New(ring), engine, nil)
+	if err != nil {
+		return err
+	}
+
+	var sessions proxy.Verifier
+	if c := cfg.Clerk; c != nil {
+		secret, err := c.SecretKey.resolve(env)
+		if err != nil {
+			return fmt.Errorf("clerk.secret_key: %w", err)
+		}
+		clerk, err := authn.NewClerk(authn.ClerkConfig{APIURL: c.APIURL, SecretKey: string(secret), Issuer: c.Issuer,
+			AuthorizedParties: c.AuthorizedParties, Leeway: c.Leeway}, logger, metrics)
+		if err != nil {
+			return err
+		}
+		sessions = clerk
+	}
+
+	trusted := cfg.trustedPrefixes()
+	handler, err := proxy.New(proxy.Config{
+		GatewayDomain:    cfg.GatewayDomain,
+		TrustedProxies:   trusted,
+		MaxToolBodyBytes: cfg.Limits.MaxToolBodyBytes,
+		Transport: proxy.NewTransport(proxy.TransportConfig{DialTimeout: cfg.Upstream.DialTimeout,
+			ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout, MaxIdleConnsPerHost: cfg.Upstream.MaxIdleConnsPerHost}),
+	}, proxy.Deps{Gateways: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger, Metrics: metrics})
+	if err != nil {
+		return err
+	}
+	adminAPI, err := admin.New(admin.Config{AdminToken: adminTok, TrustedProxies: trusted},
+		admin.Deps{Registry: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger})
+	if err != nil {
+		return err
+	}
+
+	var draining atomic.Bool
+	adminMux := http.NewServeMux()
+	adminMux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{Registry: metrics}))
+	adminMux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	adminMux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if draining.Load() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	adminMux.Handle("/v1/", adminAPI)
+
+	proxyLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		proxyLn.Close()
+		return fmt.Errorf("admin_listen: %w", err)
+	}
+	proxySrv := newServer(handler, logger)
+	adminSrv := newServer(adminMux, logger)
+	logger.Info("moltgate serving", "proxy", proxyLn.Addr().String(), "admin", adminLn.Addr().String(),
+		"gateway_domain", cfg.GatewayDomain, "gateways", gateways.Len(), "policy_revision", engine.Revision(),
+		"sessions", sessions != nil, "version", version)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveUntilClosed(proxySrv, proxyLn) })
+	g.Go(func() error { return serveUntilClosed(adminSrv, adminLn) })
+	g.Go(func() error { return auditLog.Run(gctx, time.Second) })
+	g.Go(func() error { reloadOnHangup(gctx, engine, logger); return nil })
+	g.Go(func() error {
+		<-gctx.Done()
+		draining.Store(true)
+		logger.Info("moltgate draining", "timeout", cfg.ShutdownTimeout.String())
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		return errors.Join(proxySrv.Shutdown(sctx), adminSrv.Shutdown(sctx))
+	})
+	err = g.Wait()
+	logger.Info("moltgate stopped")
+	return err
+}
+
+func newServer(h http.Handler, logger *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second, // slowloris
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+}
+
+func serveUntilClosed(srv *http.Server, ln net.Listener) error {
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// reloadOnHangup reloads the policy set at SIGHUP; a broken set is refused and the old one
+// keeps deciding.
+func reloadOnHangup(ctx context.Context, engine *policies.Engine, logger *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := engine.Reload(ctx); err != nil {
+				logger.Error("policy reload refused; the previous policy set stays", "err", err)
+				continue
+			}
+			logger.Info("policy reloaded", "policy_revision", engine.Revision())
+		}
+	}
+}
+
+func newLogger(c LogConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func masterKey(cfg *Config, env func(string) string, logger *slog.Logger, stderr io.Writer) (keystore.Secret, error) {
+	if cfg.MasterKey != nil {
+		text, err := cfg.MasterKey.resolve(env)
+		if err != nil {
+			return nil, fmt.Errorf("master_key: %w", err)
+		}
+		return keystore.ParseMasterKey(text)
+	}
+	path := filepath.Join(cfg.DataDir, devMasterKeyFile)
+	key, created, err := keystore.LoadOrCreateDevKey(path)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(stderr, "\n"+
+		"  ************************************************************************\n"+
+		"  *  WARNING: DEVELOPMENT MASTER KEY in %s\n"+
+		"  *  Every tenant secret is encrypted under a key stored in plain text on\n"+
+		"  *  this disk. Never use this in production: set master_key in the config.\n"+
+		"  ************************************************************************\n\n", path)
+	logger.Warn("using the development master key: not for production", "path", path, "created", created)
+	return key, nil
+}
+
+// adminTokenSecret resolves the admin token, or creates the development one.
+func adminTokenSecret(cfg *Config, env func(string) string, logger *slog.Logger) ([]byte, error) {
+	if cfg.AdminToken != nil {
+		tok, err := cfg.AdminToken.resolve(env)
+		if err != nil {
+			return nil, fmt.Errorf("admin_token: %w", err)
+		}
+		if len(tok) < 32 {
+			return nil, errors.New("admin_token: shorter than 32 characters")
+		}
+		return tok, nil
+	}
+	path := filepath.Join(cfg.DataDir, devAdminTokenFile)
+	tok, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return nil, err
+		}
+		tok = []byte(hex.EncodeToString(b))
+		if err := os.WriteFile(path, append(tok, '\n'), 0o600); err != nil {
+			return nil, fmt.Errorf("admin token: %w", err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("admin token: %w", err)
+	}
+	logger.Warn("using the development admin token file", "path", path)
+	return bytes.TrimSpace(tok), nil
+}

@@ -1,0 +1,80 @@
+# moltgate default authorization policy: the entry point and the facts shared by the proxy
+# (proxy.rego) and admin API (admin.rego) rules.
+#
+# The result, data.moltgate.authz.decision, is always exactly one object
+# {allow, reason, status?, scopes?}: every rule that produces a decision is a single
+# complete rule built as an ordered else-chain, so no data can make two definitions
+# disagree (no eval_conflict_error), and anything unmatched falls to the default deny.
+#
+# Performance: the gateway record is looked up by key (data.gateways[input.gateway.id]);
+# nothing here iterates over data.gateways.
+package moltgate.authz
+
+default decision := {"allow": false, "reason": "denied", "status": 403}
+
+decision := proxy_decision if {
+	proxy_request
+} else := admin_decision if {
+	admin_request
+}
+
+# proxy_request: traffic moltgate forwards to a tenant gateway.
+proxy_request if {
+	input.protocol in {"http", "ws"}
+	is_string(input.action)
+	not startswith(input.action, "admin.")
+}
+
+# admin_request: a call to moltgate's own admin API.
+admin_request if {
+	input.protocol == "admin"
+	is_string(input.action)
+	startswith(input.action, "admin.")
+}
+
+# gateway is the record of the gateway the request is for (undefined when unknown).
+gateway := data.gateways[input.gateway.id]
+
+gateway_known if is_object(gateway)
+
+# A subject only counts as authenticated when the fields its kind depends on are present:
+# an empty user id must never match an owner or member entry.
+authenticated if user_id
+
+authenticated if {
+	input.subject.kind == "gateway_token"
+	is_string(input.subject.gateway)
+	input.subject.gateway != ""
+}
+
+authenticated if input.subject.kind == "admin_token"
+
+# user_id is the id of a user subject; undefined for every other kind of subject.
+user_id := input.subject.id if {
+	input.subject.kind == "user"
+	is_string(input.subject.id)
+	input.subject.id != ""
+}
+
+is_owner if gateway.owner == user_id
+
+# member_role is the role the user holds on the gateway (undefined for non-members).
+member_role := gateway.members[user_id]
+
+is_member if is_string(member_role)
+
+# role_allows: the member's role lists the action (data.roles[role].actions).
+role_allows if input.action in data.roles[member_role].actions
+
+role_scopes := object.get(data.roles, [member_role, "scopes"], [])
+
+# own_token: a gateway token presented to the gateway it was issued for.
+own_token if {
+	input.subject.kind == "gateway_token"
+	input.subject.gateway == input.gateway.id
+}
+
+platform_admin if user_id in data.platform_admins
+
+# full_scopes are granted to owners and gateway tokens.
+full_scopes := ["operator.read", "operator.write", "operator.admin"]

@@ -1,0 +1,147 @@
+package policies
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/storage"
+
+	"github.com/moltgate/moltgate/registry"
+)
+
+// Top-level data documents the engine owns. Policy data files must not define them.
+const (
+	dataGateways       = "gateways"
+	dataPlatformAdmins = "platform_admins"
+)
+
+// ErrInvalidGateway is returned for a gateway record the engine cannot store (empty id).
+var ErrInvalidGateway = errors.New("invalid gateway")
+
+// gatewayValue converts a registry record to the document policies read as
+// data.gateways[id]. Token hash, sealed token, upstream address and timestamps are left
+// out: policy data never holds secrets.
+//
+// Allowlist entries are canonicalised (a bare address becomes a /32 or /128 prefix); an
+// entry that does not parse is kept as written, so it matches no address and the allowlist
+// still binds: dropping it could turn a restricted gateway into an open one.
+func (e *Engine) gatewayValue(ctx context.Context, g *registry.Gateway) ast.Value {
+	members := make([][2]*ast.Term, 0, len(g.Members))
+	for _, user := range slices.Sorted(maps.Keys(g.Members)) {
+		members = append(members, [2]*ast.Term{ast.StringTerm(user), ast.StringTerm(g.Members[user])})
+	}
+	allow := make([]*ast.Term, 0, len(g.Allowlist))
+	for _, entry := range g.Allowlist {
+		allow = append(allow, ast.StringTerm(e.canonicalCIDR(ctx, g.ID, entry)))
+	}
+	return ast.NewObject(
+		[2]*ast.Term{ast.StringTerm("id"), ast.StringTerm(g.ID)},
+		[2]*ast.Term{ast.StringTerm("tenant"), ast.StringTerm(g.Tenant)},
+		[2]*ast.Term{ast.StringTerm("owner"), ast.StringTerm(g.Owner)},
+		[2]*ast.Term{ast.StringTerm("auth_mode"), ast.StringTerm(string(g.AuthMode))},
+		[2]*ast.Term{ast.StringTerm("members"), ast.NewTerm(ast.NewObject(members...))},
+		[2]*ast.Term{ast.StringTerm("allowlist"), ast.ArrayTerm(allow...)},
+		[2]*ast.Term{ast.StringTerm("skills"), ast.ObjectTerm(
+			[2]*ast.Term{ast.StringTerm("allow"), stringsTerm(g.Skills.Allow)},
+			[2]*ast.Term{ast.StringTerm("deny"), stringsTerm(g.Skills.Deny)},
+		)},
+	)
+}
+
+func (e *Engine) canonicalCIDR(ctx context.Context, gateway, entry string) string {
+	s := strings.TrimSpace(entry)
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked().String()
+	}
+	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+		return netip.PrefixFrom(a, a.BitLen()).String()
+	}
+	e.logger.LogAttrs(ctx, slog.LevelWarn, "policies: allowlist entry is not a CIDR; it matches no address",
+		slog.String("gateway", gateway), slog.String("entry", entry))
+	return entry
+}
+
+func stringsTerm(ss []string) *ast.Term {
+	ts := make([]*ast.Term, len(ss))
+	for i, s := range ss {
+		ts[i] = ast.StringTerm(s)
+	}
+	return ast.ArrayTerm(ts...)
+}
+
+// SetGateways replaces data.gateways with gws, in one write: a decision sees either the old
+// set or the new one. Use it at start-up and after losing track of changes; PutGateway and
+// DeleteGateway apply single changes without rebuilding the set.
+func (e *Engine) SetGateways(ctx context.Context, gws []registry.Gateway) error {
+	items := make([][2]*ast.Term, 0, len(gws))
+	seen := make(map[string]struct{}, len(gws))
+	for i := range gws {
+		g := &gws[i]
+		if g.ID == "" {
+			return fmt.Errorf("policies: set gateways: gateways[%d]: %w: empty id", i, ErrInvalidGateway)
+		}
+		if _, dup := seen[g.ID]; dup {
+			return fmt.Errorf("policies: set gateways: gateways[%d]: %w: duplicate id %q", i, ErrInvalidGateway, g.ID)
+		}
+		seen[g.ID] = struct{}{}
+		items = append(items, [2]*ast.Term{ast.StringTerm(g.ID), ast.NewTerm(e.gatewayValue(ctx, g))})
+	}
+	obj := ast.NewObject(items...)
+	if err := e.write(ctx, storage.AddOp, storage.Path{dataGateways}, obj); err != nil {
+		return fmt.Errorf("policies: set gateways: %w", err)
+	}
+	return nil
+}
+
+// PutGateway adds or replaces one gateway in data.gateways.
+func (e *Engine) PutGateway(ctx context.Context, g registry.Gateway) error {
+	if g.ID == "" {
+		return fmt.Errorf("policies: put gateway: %w: empty id", ErrInvalidGateway)
+	}
+	if err := e.write(ctx, storage.AddOp, storage.Path{dataGateways, g.ID}, e.gatewayValue(ctx, &g)); err != nil {
+		return fmt.Errorf("policies: put gateway %q: %w", g.ID, err)
+	}
+	return nil
+}
+
+// DeleteGateway removes one gateway from data.gateways. Deleting an unknown id is not an
+// error. Note: OPA's in-memory store copies the gateways object to remove a key, so a
+// delete costs time linear in the number of gateways (about a millisecond for 10,000);
+// puts do not.
+func (e *Engine) DeleteGateway(ctx context.Context, id string) error {
+	err := e.write(ctx, storage.RemoveOp, storage.Path{dataGateways, id}, nil)
+	if err != nil && !storage.IsNotFound(err) {
+		return fmt.Errorf("policies: delete gateway %q: %w", id, err)
+	}
+	return nil
+}
+
+// SetPlatformAdmins replaces data.platform_admins, the user ids allowed every admin API
+// action. Platform admins get no access to tenant gateways' traffic.
+func (e *Engine) SetPlatformAdmins(ctx context.Context, ids []string) error {
+	ids = slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return id == "" })
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	if err := e.write(ctx, storage.AddOp, storage.Path{dataPlatformAdmins}, stringsTerm(ids).Value); err != nil {
+		return fmt.Errorf("policies: set platform admins: %w", err)
+	}
+	return nil
+}
+
+// write applies one change in its own write transaction.
+func (e *Engine) write(ctx context.Context, op storage.PatchOp, path storage.Path, v ast.Value) error {
+	var value any
+	if v != nil {
+		value = v
+	}
+	return storage.Txn(ctx, e.store, storage.WriteParams, func(txn storage.Transaction) error {
+		return e.store.Write(ctx, txn, op, path, value)
+	})
+}

@@ -1,0 +1,174 @@
+package policies
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// codec converts Input to an OPA value and a result back to a Decision without going
+// through JSON or reflection: on the hot path that conversion costs more than the policy.
+// Its key terms are built once and only read afterwards, so one codec serves concurrent
+// decisions.
+type codec struct {
+	subject, gateway, request, clientIP, protocol, action, ws *ast.Term
+	kind, id, sessionID, orgID, orgRole, factorAges           *ast.Term
+	tenant, method, path, host, tool, skill                   *ast.Term
+	allow, reason, status, scopes                             *ast.Term
+	emptyIP                                                   *ast.Term
+}
+
+func newCodec() *codec {
+	s := ast.StringTerm
+	return &codec{
+		subject: s("subject"), gateway: s("gateway"), request: s("request"), clientIP: s("client_ip"),
+		protocol: s("protocol"), action: s("action"), ws: s("ws"),
+		kind: s("kind"), id: s("id"), sessionID: s("session_id"), orgID: s("org_id"), orgRole: s("org_role"),
+		factorAges: s("factor_ages"),
+		tenant:     s("tenant"), method: s("method"), path: s("path"), host: s("host"), tool: s("tool"), skill: s("skill"),
+		allow: s("allow"), reason: s("reason"), status: s("status"), scopes: s("scopes"),
+		emptyIP: s(""),
+	}
+}
+
+// str returns a term for s, shared with OPA's interned terms where one exists.
+func str(s string) *ast.Term { return ast.InternedTerm(s) }
+
+// input builds the policy input. Fields tagged omitempty in Input are left out when empty,
+// exactly as the JSON encoding of Input would, so policies see the same document either way.
+func (c *codec) input(in *Input) ast.Value {
+	subj := make([][2]*ast.Term, 0, 8)
+	subj = append(subj, [2]*ast.Term{c.kind, str(in.Subject.Kind)}, [2]*ast.Term{c.id, str(in.Subject.ID)})
+	if in.Subject.SessionID != "" {
+		subj = append(subj, [2]*ast.Term{c.sessionID, str(in.Subject.SessionID)})
+	}
+	if in.Subject.OrgID != "" {
+		subj = append(subj, [2]*ast.Term{c.orgID, str(in.Subject.OrgID)})
+	}
+	if in.Subject.OrgRole != "" {
+		subj = append(subj, [2]*ast.Term{c.orgRole, str(in.Subject.OrgRole)})
+	}
+	if len(in.Subject.FactorAges) > 0 {
+		ages := make([]*ast.Term, len(in.Subject.FactorAges))
+		for i, a := range in.Subject.FactorAges {
+			ages[i] = ast.InternedTerm(a)
+		}
+		subj = append(subj, [2]*ast.Term{c.factorAges, ast.ArrayTerm(ages...)})
+	}
+	if in.Subject.Gateway != "" {
+		subj = append(subj, [2]*ast.Term{c.gateway, str(in.Subject.Gateway)})
+	}
+
+	gw := [][2]*ast.Term{{c.id, str(in.Gateway.ID)}}
+	if in.Gateway.Tenant != "" {
+		gw = append(gw, [2]*ast.Term{c.tenant, str(in.Gateway.Tenant)})
+	}
+
+	req := make([][2]*ast.Term, 3, 4)
+	req[0] = [2]*ast.Term{c.method, str(in.Request.Method)}
+	req[1] = [2]*ast.Term{c.path, str(in.Request.Path)}
+	req[2] = [2]*ast.Term{c.host, str(in.Request.Host)}
+	if in.Request.Tool != "" {
+		req = append(req, [2]*ast.Term{c.tool, str(in.Request.Tool)})
+	}
+
+	top := make([][2]*ast.Term, 6, 7)
+	top[0] = [2]*ast.Term{c.subject, ast.NewTerm(ast.NewObject(subj...))}
+	top[1] = [2]*ast.Term{c.gateway, ast.NewTerm(ast.NewObject(gw...))}
+	top[2] = [2]*ast.Term{c.request, ast.NewTerm(ast.NewObject(req...))}
+	top[3] = [2]*ast.Term{c.clientIP, c.ip(in.ClientIP)}
+	top[4] = [2]*ast.Term{c.protocol, str(in.Protocol)}
+	top[5] = [2]*ast.Term{c.action, str(in.Action)}
+	if in.WS != nil {
+		ws := [][2]*ast.Term{{c.method, str(in.WS.Method)}}
+		if in.WS.Tool != "" {
+			ws = append(ws, [2]*ast.Term{c.tool, str(in.WS.Tool)})
+		}
+		if in.WS.Skill != "" {
+			ws = append(ws, [2]*ast.Term{c.skill, str(in.WS.Skill)})
+		}
+		top = append(top, [2]*ast.Term{c.ws, ast.NewTerm(ast.NewObject(ws...))})
+	}
+	return ast.NewObject(top...)
+}
+
+// ip returns client_ip as policies see it: a valid address in canonical form, or "" when
+// the proxy could not tell one. An IPv4-mapped IPv6 address is unmapped so that it matches
+// IPv4 allowlist entries, and a zone is dropped.
+func (c *codec) ip(s string) *ast.Term {
+	if s == "" {
+		return c.emptyIP
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return c.emptyIP
+	}
+	if a.Is4In6() || a.Zone() != "" {
+		return ast.StringTerm(a.Unmap().WithZone("").String())
+	}
+	return ast.StringTerm(s)
+}
+
+var errNotObject = errors.New("decision is not an object")
+
+// decision converts the policy result. Anything but an object whose allow is a boolean,
+// whose reason (if present) is a string, whose status (if present) is an integer and whose
+// scopes (if present) is an array of strings is an error.
+func (c *codec) decision(t *ast.Term) (Decision, error) {
+	obj, ok := t.Value.(ast.Object)
+	if !ok {
+		return Decision{}, fmt.Errorf("%w: %s", errNotObject, ast.ValueName(t.Value))
+	}
+	var d Decision
+	allow, ok := termValue[ast.Boolean](obj.Get(c.allow))
+	if !ok {
+		return Decision{}, errors.New("decision.allow is not a boolean")
+	}
+	d.Allow = bool(allow)
+	if rt := obj.Get(c.reason); rt != nil {
+		r, ok := rt.Value.(ast.String)
+		if !ok {
+			return Decision{}, errors.New("decision.reason is not a string")
+		}
+		d.Reason = string(r)
+	}
+	if st := obj.Get(c.status); st != nil {
+		n, ok := st.Value.(ast.Number)
+		if !ok {
+			return Decision{}, errors.New("decision.status is not a number")
+		}
+		i, ok := n.Int()
+		if !ok || i < 0 || i > 999 {
+			return Decision{}, fmt.Errorf("decision.status %v is not an HTTP status", n)
+		}
+		d.Status = i
+	}
+	if sc := obj.Get(c.scopes); sc != nil {
+		arr, ok := sc.Value.(*ast.Array)
+		if !ok {
+			return Decision{}, errors.New("decision.scopes is not an array")
+		}
+		if arr.Len() > 0 {
+			d.Scopes = make([]string, arr.Len())
+			for i := range arr.Len() {
+				s, ok := arr.Elem(i).Value.(ast.String)
+				if !ok {
+					return Decision{}, errors.New("decision.scopes holds a non-string")
+				}
+				d.Scopes[i] = string(s)
+			}
+		}
+	}
+	return d, nil
+}
+
+func termValue[T ast.Value](t *ast.Term) (T, bool) {
+	var zero T
+	if t == nil {
+		return zero, false
+	}
+	v, ok := t.Value.(T)
+	return v, ok
+}

@@ -1,0 +1,347 @@
+package policies
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"os"
+	"path"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/loader"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// DecisionQuery is the one query the engine prepares and evaluates.
+const DecisionQuery = "data.moltgate.authz.decision"
+
+// DefaultTimeout bounds one decision when Config.Timeout is zero.
+const DefaultTimeout = 50 * time.Millisecond
+
+// Config configures an Engine. The zero value serves the embedded default policy set with
+// the default timeout.
+type Config struct {
+	// Dir, if set, is a directory whose policy set replaces the embedded one: every *.rego
+	// file except *_test.rego, and every data file (*.json, *.yaml, *.yml), loaded as
+	// `opa eval -d Dir` would (a data file in a subdirectory sits under data.<subdir>).
+	// Subdirectories named testdata or starting with "." are skipped. Empty means the
+	// embedded default set (see Default).
+	Dir string
+	// Timeout bounds the evaluation of one decision; past it the decision fails closed.
+	// Zero means DefaultTimeout (50ms).
+	Timeout time.Duration
+}
+
+// Engine evaluates policy decisions. It is safe for concurrent use: Decide may run
+// alongside data updates and Reload.
+type Engine struct {
+	dir     string
+	timeout time.Duration
+	logger  *slog.Logger
+	store   storage.Store
+	codec   *codec
+	metrics *metrics
+
+	cur      atomic.Pointer[policySet]
+	reloadMu sync.Mutex // serialises Reload
+}
+
+// policySet is one compiled generation of policy source and static data.
+type policySet struct {
+	query    rego.PreparedEvalQuery
+	revision string
+	docs     map[string]any // top-level documents of the set's data files
+}
+
+// New loads and compiles the policy set named by cfg, prepares the decision query against
+// an in-memory store holding the set's data files plus empty data.gateways and
+// data.platform_admins, and registers the engine's metrics on reg (nil: not registered).
+// Compile errors name the file and line.
+func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Engine, error) {
+	if cfg.Timeout < 0 {
+		return nil, fmt.Errorf("policies: timeout: negative (%v)", cfg.Timeout)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	e := &Engine{
+		dir:     cfg.Dir,
+		timeout: cfg.Timeout,
+		logger:  logger,
+		codec:   newCodec(),
+	}
+	if e.timeout == 0 {
+		e.timeout = DefaultTimeout
+	}
+
+	src, err := e.load()
+	if err != nil {
+		return nil, err
+	}
+
+	// The store keeps parsed AST values so evaluation reads data without converting it, and
+	// skips the JSON round trip on write: the engine writes only values it built itself.
+	e.store = inmem.NewWithOpts(inmem.OptReturnASTValuesOnRead(true), inmem.OptRoundTripOnWrite(false))
+	root := make(map[string]any, len(src.docs)+2)
+	maps.Copy(root, src.docs)
+	root[dataGateways] = map[string]any{}
+	root[dataPlatformAdmins] = []any{}
+	rootValue, err := ast.InterfaceToValue(root)
+	if err != nil {
+		return nil, fmt.Errorf("policies: data: %w", err)
+	}
+	if err := e.write(ctx, storage.AddOp, storage.RootPath, rootValue); err != nil {
+		return nil, fmt.Errorf("policies: data: %w", err)
+	}
+
+	set, err := e.prepare(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	e.metrics = m
+	e.cur.Store(set)
+	return e, nil
+}
+
+// Revision returns a short hash of the loaded policy set (modules and data files), for
+// audit events: two engines with the same revision decide alike given the same gateways.
+func (e *Engine) Revision() string { return e.cur.Load().revision }
+
+// Decide evaluates data.moltgate.authz.decision for in.
+//
+// It fails closed: when the policy errs, exceeds the time limit, is undefined or returns
+// anything but an object with a boolean allow, Decide returns PolicyErrorDecision() (deny,
+// 503) and a *DecisionError, which matches ErrPolicy. A non-nil error never comes with
+// Allow true.
+func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
+	start := time.Now()
+	d, err := e.decide(ctx, in)
+	e.metrics.duration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		e.metrics.errors.Inc()
+		e.metrics.deny.Inc()
+		return PolicyErrorDecision(), err
+	}
+	if d.Allow {
+		e.metrics.allow.Inc()
+	} else {
+		e.metrics.deny.Inc()
+	}
+	return d, nil
+}
+
+func (e *Engine) decide(ctx context.Context, in *Input) (Decision, error) {
+	if in == nil {
+		return Decision{}, &DecisionError{Kind: FailInput, Err: errors.New("nil input")}
+	}
+	if err := ctx.Err(); err != nil {
+		return Decision{}, &DecisionError{Kind: FailTimeout, Err: err}
+	}
+	set := e.cur.Load()
+	input := e.codec.input(in)
+
+	// One cancel flag, raised by a timer or by ctx, instead of the goroutine per query that
+	// rego starts when it handles cancellation itself.
+	cancel := topdown.NewCancel()
+	timer := time.AfterFunc(e.timeout, cancel.Cancel)
+	stop := context.AfterFunc(ctx, cancel.Cancel)
+	rs, err := set.query.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel))
+	timer.Stop()
+	stop()
+
+	if err != nil {
+		if topdown.IsCancel(err) || cancel.Cancelled() {
+			cause := ctx.Err()
+			if cause == nil {
+				cause = fmt.Errorf("exceeded %v", e.timeout)
+			}
+			return Decision{}, &DecisionError{Kind: FailTimeout, Err: cause}
+		}
+		return Decision{}, &DecisionError{Kind: FailEval, Err: err}
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return Decision{}, &DecisionError{Kind: FailUndefined}
+	}
+	if len(rs) > 1 {
+		return Decision{}, &DecisionError{Kind: FailResult, Err: fmt.Errorf("%d results", len(rs))}
+	}
+	t, ok := rs[0].Expressions[0].Value.(*ast.Term)
+	if !ok {
+		return Decision{}, &DecisionError{Kind: FailResult, Err: fmt.Errorf("unexpected result type %T", rs[0].Expressions[0].Value)}
+	}
+	d, err := e.codec.decision(t)
+	if err != nil {
+		return Decision{}, &DecisionError{Kind: FailResult, Err: err}
+	}
+	return d, nil
+}
+
+// Reload re-reads the policy set (Config.Dir; the embedded set has nothing to re-read but
+// is recompiled all the same), compiles it and swaps it in atomically. A set that fails to
+// load or compile is refused with an error naming file and line, and the current set keeps
+// serving. Gateways and platform admins are kept.
+func (e *Engine) Reload(ctx context.Context) error {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+
+	src, err := e.load()
+	if err != nil {
+		return fmt.Errorf("policies: reload: %w", err)
+	}
+	set, err := e.prepare(ctx, src)
+	if err != nil {
+		return fmt.Errorf("policies: reload: %w", err)
+	}
+	old := e.cur.Load()
+	if !reflect.DeepEqual(old.docs, set.docs) {
+		if err := e.replaceDocs(ctx, old.docs, set.docs); err != nil {
+			return fmt.Errorf("policies: reload: data: %w", err)
+		}
+	}
+	e.cur.Store(set)
+	e.logger.LogAttrs(ctx, slog.LevelInfo, "policies: reloaded",
+		slog.String("from_revision", old.revision), slog.String("revision", set.revision))
+	return nil
+}
+
+// replaceDocs swaps the data-file documents in one transaction. Between this write and the
+// swap of the query, the old policies may see the new data files for an instant.
+func (e *Engine) replaceDocs(ctx context.Context, old, docs map[string]any) error {
+	return storage.Txn(ctx, e.store, storage.WriteParams, func(txn storage.Transaction) error {
+		for k := range old {
+			if _, ok := docs[k]; !ok {
+				if err := e.store.Write(ctx, txn, storage.RemoveOp, storage.Path{k}, nil); err != nil && !storage.IsNotFound(err) {
+					return err
+				}
+			}
+		}
+		for _, k := range slices.Sorted(maps.Keys(docs)) {
+			v, err := ast.InterfaceToValue(docs[k])
+			if err != nil {
+				return fmt.Errorf("data.%s: %w", k, err)
+			}
+			if err := e.store.Write(ctx, txn, storage.AddOp, storage.Path{k}, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// source is a loaded, compiled policy set not yet prepared.
+type source struct {
+	compiler *ast.Compiler
+	docs     map[string]any
+	revision string
+}
+
+// load reads and compiles the configured policy set.
+func (e *Engine) load() (*source, error) {
+	fsys, name := Default(), "embedded policies"
+	if e.dir != "" {
+		if st, err := os.Stat(e.dir); err != nil {
+			return nil, fmt.Errorf("policies: load %s: %w", e.dir, err)
+		} else if !st.IsDir() {
+			return nil, fmt.Errorf("policies: load %s: not a directory", e.dir)
+		}
+		fsys, name = os.DirFS(e.dir), e.dir
+	}
+	res, err := loadFS(fsys, false)
+	if err != nil {
+		return nil, fmt.Errorf("policies: load %s: %w", name, err)
+	}
+	for _, k := range []string{dataGateways, dataPlatformAdmins} {
+		if _, ok := res.Documents[k]; ok {
+			return nil, fmt.Errorf("policies: load %s: data files define data.%s, which the engine owns", name, k)
+		}
+	}
+	modules := res.ParsedModules()
+	if len(modules) == 0 {
+		return nil, fmt.Errorf("policies: load %s: no .rego files", name)
+	}
+	c := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)
+	if c.Compile(modules); c.Failed() {
+		return nil, fmt.Errorf("policies: compile %s: %w", name, c.Errors)
+	}
+	if len(c.GetRulesExact(ast.MustParseRef(DecisionQuery))) == 0 {
+		return nil, fmt.Errorf("policies: compile %s: %w", name, ErrNoDecisionRule)
+	}
+	rev, err := revision(res)
+	if err != nil {
+		return nil, fmt.Errorf("policies: load %s: %w", name, err)
+	}
+	return &source{compiler: c, docs: res.Documents, revision: rev}, nil
+}
+
+func (e *Engine) prepare(ctx context.Context, src *source) (*policySet, error) {
+	pq, err := rego.New(
+		rego.Query(DecisionQuery),
+		rego.Compiler(src.compiler),
+		rego.Store(e.store),
+		// Hand results back as AST terms: the codec reads them without a JSON detour.
+		rego.GenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }),
+	).PrepareForEval(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("policies: prepare: %w", err)
+	}
+	return &policySet{query: pq, revision: src.revision, docs: src.docs}, nil
+}
+
+// loadFS loads the modules (with *_test.rego when tests is true) and data files of a policy
+// set, laid out as `opa test` / `opa eval -d` read a directory.
+func loadFS(fsys fs.FS, tests bool) (*loader.Result, error) {
+	filter := func(p string, info fs.FileInfo, depth int) bool {
+		name := info.Name()
+		if info.IsDir() {
+			return depth > 0 && (name == "testdata" || strings.HasPrefix(name, "."))
+		}
+		switch path.Ext(name) {
+		case ".rego":
+			return !tests && strings.HasSuffix(name, "_test.rego")
+		case ".json", ".yaml", ".yml":
+			return false
+		}
+		return true
+	}
+	return loader.NewFileLoader().
+		WithFS(fsys).
+		WithRegoVersion(ast.RegoV1).
+		WithProcessAnnotation(true).
+		Filtered([]string{"."}, filter)
+}
+
+// revision hashes module names and sources and the data documents.
+func revision(res *loader.Result) (string, error) {
+	h := sha256.New()
+	for _, name := range slices.Sorted(maps.Keys(res.Modules)) {
+		fmt.Fprintf(h, "module %q %d\n", name, len(res.Modules[name].Raw))
+		h.Write(res.Modules[name].Raw)
+	}
+	docs, err := json.Marshal(res.Documents) // map keys are sorted: deterministic
+	if err != nil {
+		return "", fmt.Errorf("hash data: %w", err)
+	}
+	h.Write([]byte("data\n"))
+	h.Write(docs)
+	return hex.EncodeToString(h.Sum(nil))[:12], nil
+}

@@ -1,0 +1,167 @@
+# Tests of proxy traffic rules (proxy.rego). Fixtures live in authz_test.rego.
+package moltgate.authz_test
+
+import data.moltgate.authz
+
+full := ["operator.read", "operator.write", "operator.admin"]
+
+# --- who may reach a gateway -------------------------------------------------------------
+
+test_anonymous_unauthenticated if {
+	refused(http(anonymous, "gw1", "http.read"), 401, "unauthenticated")
+}
+
+test_anonymous_unauthenticated_even_for_unknown_gateway if {
+	refused(http(anonymous, "nope", "http.read"), 401, "unauthenticated")
+}
+
+test_unknown_gateway if {
+	refused(http(user("u_owner"), "nope", "http.read"), 404, "unknown_gateway")
+}
+
+test_owner_every_proxy_action if {
+	every a in ["http.read", "http.write"] {
+		d := decide(http(user("u_owner"), "gw1", a))
+		d.allow == true
+		d.reason == "owner"
+		d.scopes == full
+	}
+	decide(invoke(user("u_owner"), "gw1", "web_search")).allow == true
+	decide(object.union(http(user("u_owner"), "gw1", "chat.send"), {"protocol": "ws"})).allow == true
+}
+
+test_owner_of_one_gateway_is_stranger_on_another if {
+	refused(from_ip(http(user("u_owner"), "gw2", "http.read"), "10.1.2.3"), 403, "not_a_member")
+}
+
+test_viewer if {
+	d := decide(http(user("u_viewer"), "gw1", "http.read"))
+	d.allow == true
+	d.reason == "member"
+	d.scopes == ["operator.read"]
+	refused(http(user("u_viewer"), "gw1", "http.write"), 403, "role_forbids")
+	refused(invoke(user("u_viewer"), "gw1", "web_search"), 403, "role_forbids")
+}
+
+test_operator if {
+	allowed(http(user("u_operator"), "gw1", "http.read"))
+	allowed(http(user("u_operator"), "gw1", "http.write"))
+	d := decide(invoke(user("u_operator"), "gw1", "web_search"))
+	d.allow == true
+	d.scopes == ["operator.read", "operator.write"]
+}
+
+test_member_admin_role if {
+	d := decide(http(user("u_admin"), "gw1", "http.write"))
+	d.allow == true
+	d.scopes == full
+}
+
+test_member_with_unknown_role_forbidden if {
+	refused(http(user("u_ghost"), "gw1", "http.read"), 403, "role_forbids")
+}
+
+test_roles_come_from_data if {
+	d := authz.decision with input as http(user("u_viewer"), "gw1", "http.write")
+		with data.gateways as gateways
+		with data.roles.viewer as {"actions": ["http.write"], "scopes": ["custom"]}
+	d.allow == true
+	d.scopes == ["custom"]
+}
+
+test_stranger_not_a_member if {
+	refused(http(user("u_stranger"), "gw1", "http.read"), 403, "not_a_member")
+}
+
+test_platform_admin_gets_no_proxy_traffic if {
+	refused(http(user("u_platform"), "gw1", "http.read"), 403, "not_a_member")
+}
+
+test_admin_token_gets_no_proxy_traffic if {
+	refused(http(admin_token, "gw1", "http.read"), 403, "denied")
+}
+
+test_unknown_subject_kind_unauthenticated if {
+	refused(http({"kind": "robot", "id": "r"}, "gw1", "http.read"), 401, "unauthenticated")
+}
+
+# --- gateway tokens ----------------------------------------------------------------------
+
+test_token_own_gateway if {
+	every a in ["http.read", "http.write"] {
+		d := decide(http(token("gw1"), "gw1", a))
+		d.allow == true
+		d.reason == "gateway_token"
+		d.scopes == full
+	}
+	allowed(invoke(token("gw1"), "gw1", "web_search"))
+}
+
+test_token_other_gateway if {
+	refused(http(token("gw1"), "gw3x", "http.read"), 404, "unknown_gateway")
+	refused(from_ip(http(token("gw1"), "gw2", "http.read"), "10.0.0.1"), 403, "wrong_gateway")
+}
+
+test_token_other_actions_forbidden if {
+	refused(object.union(http(token("gw1"), "gw1", "chat.send"), {"protocol": "ws"}), 403, "token_forbids")
+}
+
+# --- network allowlist ---------------------------------------------------------------------
+
+test_allowlist_binds_owner if {
+	refused(http(user("u_owner2"), "gw2", "http.read"), 403, "ip_not_allowed")
+	allowed(from_ip(http(user("u_owner2"), "gw2", "http.read"), "10.20.30.40"))
+}
+
+test_allowlist_binds_token if {
+	refused(http(token("gw2"), "gw2", "http.read"), 403, "ip_not_allowed")
+	allowed(from_ip(http(token("gw2"), "gw2", "http.read"), "10.0.0.9"))
+}
+
+test_allowlist_ipv6 if {
+	allowed(from_ip(http(user("u_owner2"), "gw2", "http.read"), "2001:db8::1"))
+	refused(from_ip(http(user("u_owner2"), "gw2", "http.read"), "2001:db9::1"), 403, "ip_not_allowed")
+}
+
+test_allowlist_unknown_client_ip if {
+	refused(from_ip(http(user("u_owner2"), "gw2", "http.read"), ""), 403, "ip_not_allowed")
+	refused(from_ip(http(user("u_owner2"), "gw2", "http.read"), "garbage"), 403, "ip_not_allowed")
+	refused(object.remove(http(user("u_owner2"), "gw2", "http.read"), ["client_ip"]), 403, "ip_not_allowed")
+}
+
+test_allowlist_invalid_cidr_matches_nothing if {
+	refused(from_ip(http(token("gw3"), "gw3", "http.read"), "10.0.0.1"), 403, "ip_not_allowed")
+}
+
+test_allowlist_wins_over_stranger_reason if {
+	refused(http(user("u_stranger"), "gw2", "http.read"), 403, "ip_not_allowed")
+}
+
+test_empty_allowlist_admits_any_address if {
+	allowed(from_ip(http(user("u_owner"), "gw1", "http.read"), ""))
+}
+
+# --- tools -----------------------------------------------------------------------------
+
+test_tool_missing if {
+	refused(invoke(user("u_owner"), "gw1", ""), 403, "tool_missing")
+	refused(http(user("u_owner"), "gw1", "tools.invoke"), 403, "tool_missing")
+}
+
+test_tool_denied_wins_over_owner if {
+	refused(invoke(user("u_owner"), "gw1", "exec"), 403, "tool_denied")
+	refused(invoke(token("gw1"), "gw1", "exec"), 403, "tool_denied")
+}
+
+test_tool_allow_list if {
+	allowed(from_ip(invoke(user("u_owner2"), "gw2", "web_search"), "10.0.0.1"))
+	refused(from_ip(invoke(user("u_owner2"), "gw2", "shell"), "10.0.0.1"), 403, "tool_denied")
+}
+
+test_tool_deny_wins_over_allow_list if {
+	refused(from_ip(invoke(user("u_owner2"), "gw2", "read_file"), "10.0.0.1"), 403, "tool_denied")
+}
+
+test_tool_rules_only_for_tools_invoke if {
+	allowed(object.union(http(user("u_owner"), "gw1", "http.write"), {"request": {"tool": "exec"}}))
+}

@@ -1,0 +1,431 @@
+// Package admin is moltgate's JSON admin API, served on the admin listener for the dashboard
+// back end and operators, and the client the CLI uses. Every call is authenticated (the admin
+// token, or a Clerk session), decided by the same policy engine as proxy traffic, and audited.
+package admin
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/moltgate/moltgate/audit"
+	"github.com/moltgate/moltgate/policies"
+	"github.com/moltgate/moltgate/proxy"
+	"github.com/moltgate/moltgate/proxy/authn"
+	"github.com/moltgate/moltgate/registry"
+)
+
+// Registry is the registry as the admin API changes it.
+type Registry interface {
+	List() []registry.Gateway
+	Get(id string) (registry.Gateway, error)
+	Create(ctx context.Context, g registry.Gateway, token string) (registry.Gateway, error)
+	Update(ctx context.Context, id string, change func(*registry.Gateway) error) (registry.Gateway, error)
+	Delete(ctx context.Context, id string) error
+}
+
+// Config configures the admin API.
+type Config struct {
+	// AdminToken authenticates operators (Bearer). Empty disables token access.
+	AdminToken []byte
+	// TrustedProxies as for the proxy: whose forwarding headers give the client address.
+	TrustedProxies []netip.Prefix
+}
+
+// Deps are the parts the admin API works with.
+type Deps struct {
+	Registry Registry
+	Policy   proxy.Decider
+	Sessions proxy.Verifier // nil: only the admin token
+	Audit    proxy.Auditor
+	Logger   *slog.Logger
+}
+
+// Server serves /v1/ of the admin API.
+type Server struct {
+	cfg  Config
+	deps Deps
+	mux  *http.ServeMux
+}
+
+// maxBody bounds admin request bodies.
+const maxBody = 64 << 10
+
+// New returns the admin API handler.
+func New(cfg Config, deps Deps) (*Server, error) {
+	if deps.Registry == nil || deps.Policy == nil || deps.Audit == nil || deps.Logger == nil {
+		return nil, errors.New("admin: Registry, Policy, Audit and Logger are required")
+	}
+	s := &Server{cfg: cfg, deps: deps, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /v1/gateways", s.list)
+	s.mux.HandleFunc("POST /v1/gateways", s.create)
+	s.mux.HandleFunc("GET /v1/gateways/{id}", s.show)
+	s.mux.HandleFunc("DELETE /v1/gateways/{id}", s.remove)
+	s.mux.HandleFunc("PUT /v1/gateways/{id}/members/{user}", s.putMember)
+	s.mux.HandleFunc("DELETE /v1/gateways/{id}/members/{user}", s.deleteMember)
+	s.mux.HandleFunc("PUT /v1/gateways/{id}/allowlist", s.putAllowlist)
+	s.mux.HandleFunc("PUT /v1/gateways/{id}/skills", s.putSkills)
+	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, _ *http.Request) {
+		proxy.Refuse(w, http.StatusNotFound, "no_such_endpoint")
+	})
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Gateway is a gateway as the admin API shows it: never a token, hash or ciphertext.
+type Gateway struct {
+	ID        string              `json:"id"`
+	Tenant    string              `json:"tenant"`
+	Owner     string              `json:"owner"`
+	Upstream  string              `json:"upstream"`
+	AuthMode  registry.AuthMode   `json:"auth_mode"`
+	Members   map[string]string   `json:"members"`
+	Allowlist []string            `json:"allowlist"`
+	Skills    registry.SkillRules `json:"skills"`
+	Created   time.Time           `json:"created"`
+	Revision  uint64              `json:"revision"`
+}
+
+func view(g registry.Gateway) Gateway {
+	v := Gateway{ID: g.ID, Tenant: g.Tenant, Owner: g.Owner, Upstream: g.Upstream, AuthMode: g.AuthMode,
+		Members: g.Members, Allowlist: g.Allowlist, Skills: g.Skills, Created: g.Created, Revision: g.Revision}
+	if v.Members == nil {
+		v.Members = map[string]string{}
+	}
+	if v.Allowlist == nil {
+		v.Allowlist = []string{}
+	}
+	return v
+}
+
+// CreateRequest is the body of POST /v1/gateways.
+type CreateRequest struct {
+	ID       string            `json:"id"`
+	Tenant   string            `json:"tenant"`
+	Owner    string            `json:"owner"`
+	Upstream string            `json:"upstream"`
+	AuthMode registry.AuthMode `json:"auth_mode,omitempty"`
+	// Token is the gateway's existing token; empty generates one, returned once.
+	Token string `json:"token,omitempty"`
+}
+
+// CreateResponse is the answer to POST /v1/gateways. Token is set only when generated.
+type CreateResponse struct {
+	Gateway Gateway `json:"gateway"`
+	Token   string  `json:"token,omitempty"`
+}
+
+// MemberRequest is the body of PUT /v1/gateways/{id}/members/{user}.
+type MemberRequest struct {
+	Role string `json:"role"`
+}
+
+// AllowlistRequest is the body of PUT /v1/gateways/{id}/allowlist.
+type AllowlistRequest struct {
+	CIDRs []string `json:"cidrs"`
+}
+
+// call is one admin request after authentication.
+type call struct {
+	subject policies.Subject
+	ev      audit.Event
+}
+
+// authorize identifies the caller and asks the policy about action on gateway id ("" for
+// none). It answers the refusal itself and returns ok=false when the call may not go on.
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, action, id string) (*call, bool) {
+	c := &call{ev: audit.Event{Action: action, Gateway: id, ClientIP: clientAddr(r, s.cfg.TrustedProxies),
+		PolicyRevision: s.deps.Policy.Revision(), Details: map[string]string{"method": r.Method, "path": r.URL.Path}}}
+	subject, status, reason := s.identify(r)
+	c.subject, c.ev.Actor = subject, audit.Actor{Kind: subject.Kind, ID: subject.ID}
+	if status == 0 && subject.Kind == policies.SubjectAnonymous {
+		status, reason = http.StatusUnauthorized, "unauthenticated"
+	}
+	if status != 0 {
+		s.refuse(w, r, c, audit.TypeAuthnFailure, status, reason)
+		return nil, false
+	}
+	in := policies.Input{Subject: subject, Gateway: policies.GatewayRef{ID: id}, ClientIP: c.ev.ClientIP,
+		Protocol: policies.ProtocolAdmin, Action: action, Request: policies.Request{Method: r.Method, Path: r.URL.Path, Host: r.Host}}
+	if g, err := s.deps.Registry.Get(id); err == nil {
+		in.Gateway.Tenant, c.ev.Tenant = g.Tenant, g.Tenant
+	}
+	d, err := s.deps.Policy.Decide(r.Context(), &in)
+	if err != nil {
+		s.deps.Logger.LogAttrs(r.Context(), slog.LevelError, "admin: policy evaluation failed", slog.Any("err", err))
+		s.refuse(w, r, c, audit.TypeAdminDeny, http.StatusServiceUnavailable, "policy_error")
+		return nil, false
+	}
+	if !d.Allow {
+		status := d.Status
+		if status == 0 {
+			status = http.StatusForbidden
+		}
+		s.refuse(w, r, c, audit.TypeAdminDeny, status, d.Reason)
+		return nil, false
+	}
+	return c, true
+}
+
+func (s *Server) identify(r *http.Request) (policies.Subject, int, string) {
+	anon := policies.Subject{Kind: policies.SubjectAnonymous}
+	tok, ok, err := authn.Credential(r)
+	switch {
+	case err != nil:
+		return anon, http.StatusUnauthorized, authn.Reason(err)
+	case !ok:
+		return anon, 0, ""
+	case len(s.cfg.AdminToken) > 0 && subtle.ConstantTimeCompare([]byte(tok), s.cfg.AdminToken) == 1:
+		// Constant-time: the comparison's duration must not tell how much of a guess was right.
+		return policies.Subject{Kind: policies.SubjectAdminToken, ID: "admin-token"}, 0, ""
+	case s.deps.Sessions == nil || authn.IsGatewayToken(tok):
+		// Gateway tokens are for proxy traffic only.
+		return anon, http.StatusUnauthorized, "unknown_token"
+	}
+	id, err := s.deps.Sessions.Verify(r.Context(), tok)
+	if err != nil {
+		if errors.Is(err, authn.ErrKeysUnavailable) {
+			return anon, http.StatusServiceUnavailable, authn.Reason(err)
+		}
+		return policies.Subject{Kind: policies.SubjectUser}, http.StatusUnauthorized, authn.Reason(err)
+	}
+	return policies.Subject{Kind: policies.SubjectUser, ID: id.UserID, SessionID: id.SessionID,
+		OrgID: id.OrgID, OrgRole: id.OrgRole, FactorAges: id.FactorAges}, 0, ""
+}
+
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, c *call, typ string, status int, reason string) {
+	c.ev.Type, c.ev.Outcome, c.ev.Reason = typ, "deny", reason
+	c.ev.Details["status"] = strconv.Itoa(status)
+	s.emit(r.Context(), c.ev)
+	proxy.Refuse(w, status, reason)
+}
+
+// done audits a successful change and answers it.
+func (s *Server) done(w http.ResponseWriter, r *http.Request, c *call, status int, body any) {
+	c.ev.Type, c.ev.Outcome = audit.TypeAdminChange, "success"
+	s.emit(r.Context(), c.ev)
+	writeJSON(w, status, body)
+}
+
+func (s *Server) emit(ctx context.Context, ev audit.Event) {
+	if err := s.deps.Audit.Emit(ctx, ev); err != nil {
+		s.deps.Logger.LogAttrs(ctx, slog.LevelError, "admin: audit emit failed", slog.Any("err", err))
+	}
+}
+
+// failed answers a registry error: invalid input is 400 with the validation message (it
+// names fields and values the caller sent, never secrets), anything else is internal.
+func (s *Server) failed(w http.ResponseWriter, r *http.Request, c *call, err error) {
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		s.refuse(w, r, c, audit.TypeAdminDeny, http.StatusNotFound, "unknown_gateway")
+	case errors.Is(err, registry.ErrExists):
+		c.ev.Type, c.ev.Outcome, c.ev.Reason = audit.TypeAdminDeny, "deny", "gateway_exists"
+		s.emit(r.Context(), c.ev)
+		writeJSON(w, http.StatusConflict, map[string]string{"error": "gateway exists", "reason": "gateway_exists"})
+	case errors.Is(err, registry.ErrInvalid), errors.Is(err, errBadBody):
+		c.ev.Type, c.ev.Outcome, c.ev.Reason = audit.TypeAdminDeny, "deny", "invalid"
+		s.emit(r.Context(), c.ev)
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "invalid"})
+	default:
+		s.deps.Logger.LogAttrs(r.Context(), slog.LevelError, "admin: change failed", slog.Any("err", err))
+		c.ev.Type, c.ev.Outcome, c.ev.Reason = audit.TypeAdminChange, "error", "internal"
+		s.emit(r.Context(), c.ev)
+		proxy.Refuse(w, http.StatusServiceUnavailable, "internal")
+	}
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.authorize(w, r, "admin.gateway.list", "")
+	if !ok {
+		return
+	}
+	out := []Gateway{}
+	for _, g := range s.deps.Registry.List() {
+		// Each gateway is shown only if the caller may read it: a tenant lists its own.
+		in := policies.Input{Subject: c.subject, Gateway: policies.GatewayRef{ID: g.ID, Tenant: g.Tenant},
+			ClientIP: c.ev.ClientIP, Protocol: policies.ProtocolAdmin, Action: "admin.gateway.read"}
+		if d, err := s.deps.Policy.Decide(r.Context(), &in); err == nil && d.Allow {
+			out = append(out, view(g))
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) create(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.authorize(w, r, "admin.gateway.create", "")
+	if !ok {
+		return
+	}
+	var req CreateRequest
+	if err := decode(r, &req); err != nil {
+		s.failed(w, r, c, err)
+		return
+	}
+	c.ev.Gateway, c.ev.Tenant = req.ID, req.Tenant
+	token, generated := req.Token, false
+	if token == "" {
+		var err error
+		if token, err = authn.NewGatewayToken(); err != nil {
+			s.failed(w, r, c, err)
+			return
+		}
+		generated = true
+	}
+	g, err := s.deps.Registry.Create(r.Context(), registry.Gateway{ID: req.ID, Tenant: req.Tenant,
+		Owner: req.Owner, Upstream: req.Upstream, AuthMode: req.AuthMode}, token)
+	if err != nil {
+		s.failed(w, r, c, err)
+		return
+	}
+	resp := CreateResponse{Gateway: view(g)}
+	if generated {
+		resp.Token = token
+	}
+	c.ev.Details["owner"] = g.Owner
+	s.done(w, r, c, http.StatusCreated, resp)
+}
+
+func (s *Server) show(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, ok := s.authorize(w, r, "admin.gateway.read", id); !ok {
+		return
+	}
+	g, err := s.deps.Registry.Get(id)
+	if err != nil {
+		proxy.Refuse(w, http.StatusNotFound, "unknown_gateway")
+		return
+	}
+	writeJSON(w, http.StatusOK, view(g))
+}
+
+func (s *Server) remove(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	c, ok := s.authorize(w, r, "admin.gateway.delete", id)
+	if !ok {
+		return
+	}
+	if err := s.deps.Registry.Delete(r.Context(), id); err != nil {
+		s.failed(w, r, c, err)
+		return
+	}
+	s.done(w, r, c, http.StatusOK, map[string]string{"deleted": id})
+}
+
+func (s *Server) putMember(w http.ResponseWriter, r *http.Request) {
+	id, user := r.PathValue("id"), r.PathValue("user")
+	c, ok := s.authorize(w, r, "admin.member.write", id)
+	if !ok {
+		return
+	}
+	var req MemberRequest
+	if err := decode(r, &req); err != nil {
+		s.failed(w, r, c, err)
+		return
+	}
+	c.ev.Details["member"], c.ev.Details["role"] = user, req.Role
+	s.update(w, r, c, id, func(g *registry.Gateway) error {
+		if g.Members == nil {
+			g.Members = map[string]string{}
+		}
+		g.Members[user] = req.Role
+		return nil
+	})
+}
+
+func (s *Server) deleteMember(w http.ResponseWriter, r *http.Request) {
+	id, user := r.PathValue("id"), r.PathValue("user")
+	c, ok := s.authorize(w, r, "admin.member.write", id)
+	if !ok {
+		return
+	}
+	c.ev.Details["member"] = user
+	s.update(w, r, c, id, func(g *registry.Gateway) error {
+		if _, ok := g.Members[user]; !ok {
+			return registry.ErrNotFound
+		}
+		delete(g.Members, user)
+		return nil
+	})
+}
+
+func (s *Server) putAllowlist(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	c, ok := s.authorize(w, r, "admin.allowlist.write", id)
+	if !ok {
+		return
+	}
+	var req AllowlistRequest
+	if err := decode(r, &req); err != nil {
+		s.failed(w, r, c, err)
+		return
+	}
+	s.update(w, r, c, id, func(g *registry.Gateway) error { g.Allowlist = slices.Clone(req.CIDRs); return nil })
+}
+
+func (s *Server) putSkills(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	c, ok := s.authorize(w, r, "admin.skills.write", id)
+	if !ok {
+		return
+	}
+	var req registry.SkillRules
+	if err := decode(r, &req); err != nil {
+		s.failed(w, r, c, err)
+		return
+	}
+	s.update(w, r, c, id, func(g *registry.Gateway) error { g.Skills = req; return nil })
+}
+
+func (s *Server) update(w http.ResponseWriter, r *http.Request, c *call, id string, change func(*registry.Gateway) error) {
+	g, err := s.deps.Registry.Update(r.Context(), id, change)
+	if err != nil {
+		s.failed(w, r, c, err)
+		return
+	}
+	s.done(w, r, c, http.StatusOK, view(g))
+}
+
+var errBadBody = errors.New("admin: body must be one JSON object with known fields, at most 64 KiB")
+
+// decode reads one strict JSON object: unknown fields, trailing data and oversized bodies
+// are refused, so a typo cannot silently drop a setting.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody+1))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return errBadBody
+	}
+	if dec.More() {
+		return errBadBody
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errBadBody
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func clientAddr(r *http.Request, trusted []netip.Prefix) string {
+	a := proxy.ClientIP(r, trusted)
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}

@@ -1,0 +1,134 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/moltgate/moltgate/registry"
+)
+
+// Client calls the admin API; the CLI is built on it.
+type Client struct {
+	// BaseURL is the admin listener, e.g. http://127.0.0.1:9090.
+	BaseURL string
+	// Token is the admin token or a Clerk session token, sent as Bearer.
+	Token string
+	// HTTP is the client to use. Default http.DefaultClient.
+	HTTP *http.Client
+}
+
+// APIError is a refusal from the admin API.
+type APIError struct {
+	Status  int
+	Message string `json:"error"`
+	Reason  string `json:"reason"`
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("admin API: %d %s (%s)", e.Status, e.Message, e.Reason)
+}
+
+// List returns the gateways the caller may read.
+func (c *Client) List(ctx context.Context) ([]Gateway, error) {
+	var out []Gateway
+	return out, c.do(ctx, http.MethodGet, "/v1/gateways", nil, &out)
+}
+
+// Create adds a gateway; the response holds the token if one was generated.
+func (c *Client) Create(ctx context.Context, req CreateRequest) (CreateResponse, error) {
+	var out CreateResponse
+	return out, c.do(ctx, http.MethodPost, "/v1/gateways", req, &out)
+}
+
+// Get returns one gateway.
+func (c *Client) Get(ctx context.Context, id string) (Gateway, error) {
+	var out Gateway
+	return out, c.do(ctx, http.MethodGet, "/v1/gateways/"+url.PathEscape(id), nil, &out)
+}
+
+// Delete removes a gateway.
+func (c *Client) Delete(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/gateways/"+url.PathEscape(id), nil, nil)
+}
+
+// SetMember gives user role on gateway id.
+func (c *Client) SetMember(ctx context.Context, id, user, role string) (Gateway, error) {
+	var out Gateway
+	return out, c.do(ctx, http.MethodPut, "/v1/gateways/"+url.PathEscape(id)+"/members/"+url.PathEscape(user),
+		MemberRequest{Role: role}, &out)
+}
+
+// RemoveMember takes user off gateway id.
+func (c *Client) RemoveMember(ctx context.Context, id, user string) (Gateway, error) {
+	var out Gateway
+	return out, c.do(ctx, http.MethodDelete, "/v1/gateways/"+url.PathEscape(id)+"/members/"+url.PathEscape(user), nil, &out)
+}
+
+// SetAllowlist replaces gateway id's IP allowlist; none admits any address.
+func (c *Client) SetAllowlist(ctx context.Context, id string, cidrs []string) (Gateway, error) {
+	var out Gateway
+	if cidrs == nil {
+		cidrs = []string{}
+	}
+	return out, c.do(ctx, http.MethodPut, "/v1/gateways/"+url.PathEscape(id)+"/allowlist", AllowlistRequest{CIDRs: cidrs}, &out)
+}
+
+// SetSkills replaces gateway id's skill rules.
+func (c *Client) SetSkills(ctx context.Context, id string, rules registry.SkillRules) (Gateway, error) {
+	var out Gateway
+	return out, c.do(ctx, http.MethodPut, "/v1/gateways/"+url.PathEscape(id)+"/skills", rules, &out)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("admin: encode: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.BaseURL, "/")+path, body)
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("admin: read response: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		apiErr := &APIError{Status: resp.StatusCode}
+		if json.Unmarshal(data, apiErr) != nil {
+			apiErr.Message = http.StatusText(resp.StatusCode)
+		}
+		return apiErr
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("admin: decode response: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,388 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/moltgate/moltgate/audit"
+	"github.com/moltgate/moltgate/policies"
+	"github.com/moltgate/moltgate/proxy/authn"
+	"github.com/moltgate/moltgate/registry"
+)
+
+// Decider is the policy engine.
+type Decider interface {
+	Decide(ctx context.Context, in *policies.Input) (policies.Decision, error)
+	Revision() string
+}
+
+// Verifier verifies Clerk session tokens.
+type Verifier interface {
+	Verify(ctx context.Context, token string) (authn.Identity, error)
+}
+
+// Auditor records security events.
+type Auditor interface {
+	Emit(ctx context.Context, e audit.Event) error
+}
+
+// Gateways is the registry as the request path sees it.
+type Gateways interface {
+	Lookup(id string) (*registry.Entry, bool)
+	ByToken(tok string) (*registry.Entry, bool)
+}
+
+// Config configures a Handler. The zero value of each field is its documented default.
+type Config struct {
+	// GatewayDomain: a request for <id>.<GatewayDomain> goes to gateway id. Default "gw.localhost".
+	GatewayDomain string
+	// TrustedProxies are the peers whose CF-Connecting-IP and X-Forwarded-For are believed.
+	// Default none: the socket peer is the client.
+	TrustedProxies []netip.Prefix
+	// MaxToolBodyBytes bounds the POST /tools/invoke body read to find the tool. Default 1 MiB.
+	MaxToolBodyBytes int64
+	// Transport carries requests to gateways. Default NewTransport(TransportConfig{}).
+	Transport http.RoundTripper
+}
+
+// Deps are the parts a Handler works with.
+type Deps struct {
+	Gateways Gateways
+	Policy   Decider
+	// Sessions verifies Clerk session JWTs; nil refuses every JWT (gateway tokens still work).
+	Sessions Verifier
+	Audit    Auditor
+	Logger   *slog.Logger
+	Metrics  prometheus.Registerer
+}
+
+// Handler is the proxy's http.Handler.
+type Handler struct {
+	cfg  Config
+	deps Deps
+	m    *metrics
+	rp   *httputil.ReverseProxy
+
+	reqPrefix string
+	reqSeq    atomic.Uint64
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// New returns a Handler.
+func New(cfg Config, deps Deps) (*Handler, error) {
+	if deps.Gateways == nil || deps.Policy == nil || deps.Audit == nil || deps.Logger == nil || deps.Metrics == nil {
+		return nil, errors.New("proxy: Gateways, Policy, Audit, Logger and Metrics are required")
+	}
+	if cfg.GatewayDomain == "" {
+		cfg.GatewayDomain = "gw.localhost"
+	}
+	cfg.GatewayDomain = strings.ToLower(strings.TrimSuffix(cfg.GatewayDomain, "."))
+	if cfg.MaxToolBodyBytes <= 0 {
+		cfg.MaxToolBodyBytes = 1 << 20
+	}
+	if cfg.Transport == nil {
+		cfg.Transport = NewTransport(TransportConfig{})
+	}
+	m, err := newMetrics(deps.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: metrics: %w", err)
+	}
+	var prefix [4]byte
+	_, _ = rand.Read(prefix[:])
+	h := &Handler{cfg: cfg, deps: deps, m: m, reqPrefix: hex.EncodeToString(prefix[:]) + "-"}
+	h.rp = &httputil.ReverseProxy{
+		Rewrite:       h.rewrite,
+		Transport:     cfg.Transport,
+		FlushInterval: -1, // stream every write at once: chat and agent output are streams
+		BufferPool:    newBufferPool(),
+		ErrorHandler:  h.upstreamError,
+		ErrorLog:      slog.NewLogLogger(deps.Logger.Handler(), slog.LevelWarn),
+	}
+	return h, nil
+}
+
+// request is what one request carries from the decision to the rewrite.
+type request struct {
+	entry   *registry.Entry
+	path    string
+	subject policies.Subject
+	scopes  []string
+	id      string
+	https   bool
+}
+
+type requestKey struct{}
+
+// ServeHTTP routes, identifies, decides and forwards or refuses one request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	route, decision := "gateway", "allow"
+	defer func() {
+		h.m.requests.WithLabelValues(route, decision, statusClass(sw.status())).Inc()
+		h.m.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	}()
+	rq := &request{id: h.newRequestID()}
+	sw.Header().Set("X-Request-Id", rq.id)
+
+	entry, ok := h.deps.Gateways.Lookup(gatewayID(r.Host, h.cfg.GatewayDomain))
+	if !ok {
+		route, decision = "unknown", "deny"
+		Refuse(sw, http.StatusNotFound, "unknown_gateway")
+		return
+	}
+	rq.entry = entry
+	ip := ClientIP(r, h.cfg.TrustedProxies)
+	ev := audit.Event{Tenant: entry.Tenant, Gateway: entry.ID, RequestID: rq.id, ClientIP: addrString(ip)}
+
+	p, err := normalizePath(r.URL)
+	if err != nil {
+		decision = "deny"
+		h.refuseAudited(sw, r, ev, audit.TypePolicyDeny, http.StatusBadRequest, "bad_path")
+		return
+	}
+	rq.path = p
+
+	subject, status, reason := h.identify(r)
+	ev.Actor = audit.Actor{Kind: subject.Kind, ID: subject.ID}
+	if status != 0 {
+		decision = "unauthenticated"
+		h.m.authnFailed.WithLabelValues(reason).Inc()
+		h.refuseAudited(sw, r, ev, audit.TypeAuthnFailure, status, reason)
+		return
+	}
+	rq.subject = subject
+
+	// The WebSocket relay decides every message; until it serves this route, upgrades are
+	// refused rather than passed through after one decision at the handshake.
+	if isUpgrade(r) {
+		decision = "deny"
+		h.refuseAudited(sw, r, ev, audit.TypePolicyDeny, http.StatusForbidden, "websocket_not_enabled")
+		return
+	}
+
+	in := policies.Input{
+		Subject:  subject,
+		Gateway:  policies.GatewayRef{ID: entry.ID, Tenant: entry.Tenant},
+		Request:  policies.Request{Method: r.Method, Path: p, Host: r.Host},
+		ClientIP: ev.ClientIP,
+		Protocol: policies.ProtocolHTTP,
+		Action:   httpAction(r.Method, p),
+	}
+	if in.Action == actionToolsInvoke {
+		tool, status, reason := readTool(r, h.cfg.MaxToolBodyBytes)
+		if status != 0 {
+			decision = "deny"
+			h.refuseAudited(sw, r, ev, audit.TypePolicyDeny, status, reason)
+			return
+		}
+		in.Request.Tool = tool
+	}
+	ev.Action = in.Action
+
+	d, err := h.deps.Policy.Decide(r.Context(), &in)
+	if err != nil || !d.Allow {
+		status, reason := d.Status, d.Reason
+		if err != nil {
+			// Fail closed: whatever the engine returned, an error refuses.
+			decision, status, reason = "error", http.StatusServiceUnavailable, "policy_error"
+			h.deps.Logger.LogAttrs(r.Context(), slog.LevelError, "policy evaluation failed",
+				slog.String("request_id", rq.id), slog.String("gateway", entry.ID), slog.Any("err", err))
+		} else {
+			decision = "deny"
+		}
+		if status == 0 {
+			status = http.StatusForbidden
+		}
+		h.refuseAudited(sw, r, ev, audit.TypePolicyDeny, status, reason)
+		return
+	}
+	rq.scopes = d.Scopes
+	rq.https = r.TLS != nil || (contains(h.cfg.TrustedProxies, peerAddr(r)) && r.Header.Get("X-Forwarded-Proto") == "https")
+	h.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), requestKey{}, rq)))
+}
+
+// identify returns the subject behind r, or a refusal status and reason.
+func (h *Handler) identify(r *http.Request) (policies.Subject, int, string) {
+	tok, ok, err := authn.Credential(r)
+	switch {
+	case err != nil:
+		return policies.Subject{Kind: policies.SubjectAnonymous}, http.StatusUnauthorized, authn.Reason(err)
+	case !ok:
+		return policies.Subject{Kind: policies.SubjectAnonymous}, 0, ""
+	case authn.IsGatewayToken(tok):
+		e, found := h.deps.Gateways.ByToken(tok)
+		if !found {
+			return policies.Subject{Kind: policies.SubjectGatewayToken}, http.StatusUnauthorized, "unknown_token"
+		}
+		return policies.Subject{Kind: policies.SubjectGatewayToken, ID: "token:" + e.ID, Gateway: e.ID}, 0, ""
+	case h.deps.Sessions == nil:
+		return policies.Subject{Kind: policies.SubjectUser}, http.StatusUnauthorized, "sessions_disabled"
+	}
+	id, err := h.deps.Sessions.Verify(r.Context(), tok)
+	if err != nil {
+		reason := authn.Reason(err)
+		if errors.Is(err, authn.ErrKeysUnavailable) || reason == "internal" {
+			return policies.Subject{Kind: policies.SubjectUser}, http.StatusServiceUnavailable, reason
+		}
+		return policies.Subject{Kind: policies.SubjectUser}, http.StatusUnauthorized, reason
+	}
+	return policies.Subject{
+		Kind: policies.SubjectUser, ID: id.UserID, SessionID: id.SessionID,
+		OrgID: id.OrgID, OrgRole: id.OrgRole, FactorAges: id.FactorAges,
+	}, 0, ""
+}
+
+// refuseAudited refuses r and records why. A failure to audit is logged; the request is
+// refused either way.
+func (h *Handler) refuseAudited(w http.ResponseWriter, r *http.Request, ev audit.Event, typ string, status int, reason string) {
+	ev.Type, ev.Outcome, ev.Reason = typ, "deny", reason
+	ev.PolicyRevision = h.deps.Policy.Revision()
+	if ev.Details == nil {
+		ev.Details = map[string]string{"method": r.Method, "status": strconv.Itoa(status)}
+	}
+	if err := h.deps.Audit.Emit(r.Context(), ev); err != nil {
+		h.deps.Logger.LogAttrs(r.Context(), slog.LevelError, "audit emit failed",
+			slog.String("request_id", ev.RequestID), slog.Any("err", err))
+	}
+	Refuse(w, status, reason)
+}
+
+// Policy actions of plain HTTP requests.
+const (
+	actionRead        = "http.read"
+	actionWrite       = "http.write"
+	actionToolsInvoke = "tools.invoke"
+)
+
+func httpAction(method, path string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return actionRead
+	case http.MethodPost:
+		// Matched loosely (case, trailing slash) so that no spelling the gateway might route
+		// to its tool endpoint escapes the tool check.
+		if strings.EqualFold(strings.TrimSuffix(path, "/"), "/tools/invoke") {
+			return actionToolsInvoke
+		}
+	}
+	return actionWrite
+}
+
+// readTool reads the POST /tools/invoke body, up to limit bytes, for its "tool" and puts the
+// body back intact for the gateway.
+func readTool(r *http.Request, limit int64) (tool string, status int, reason string) {
+	// An encoded body would be read one way here and another way upstream.
+	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		return "", http.StatusBadRequest, "bad_body"
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return "", http.StatusBadRequest, "bad_body"
+	}
+	if int64(len(body)) > limit {
+		return "", http.StatusRequestEntityTooLarge, "body_too_large"
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	r.Header.Del("Transfer-Encoding")
+	// Exact key match into a map, not a struct: encoding/json matches struct fields without
+	// regard to case, so {"tool":"exec","TOOL":"ok"} would read as "ok" here and as "exec" in
+	// the gateway's JSON.parse.
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return "", http.StatusBadRequest, "bad_body"
+	}
+	raw, ok := fields["tool"]
+	if !ok {
+		return "", 0, ""
+	}
+	if err := json.Unmarshal(raw, &tool); err != nil {
+		return "", http.StatusBadRequest, "bad_body"
+	}
+	return tool, 0, ""
+}
+
+func isUpgrade(r *http.Request) bool {
+	return r.Header.Get("Upgrade") != "" || headerHasToken(r.Header, "Connection", "upgrade")
+}
+
+func headerHasToken(h http.Header, key, token string) bool {
+	for _, v := range h.Values(key) {
+		for part := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(part), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (h *Handler) newRequestID() string {
+	b := make([]byte, 0, 32)
+	b = append(b, h.reqPrefix...)
+	b = strconv.AppendUint(b, h.reqSeq.Add(1), 16)
+	return string(b)
+}
+
+func peerAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+// statusWriter remembers the status sent, for metrics. Unwrap keeps Flush and Hijack
+// reachable through http.ResponseController.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 && code >= 200 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) status() int {
+	if w.code == 0 {
+		return StatusClientClosed
+	}
+	return w.code
+}

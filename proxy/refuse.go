@@ -1,0 +1,46 @@
+package proxy
+
+import (
+	"net/http"
+	"strconv"
+)
+
+// StatusClientClosed is logged and counted (never sent) when the client went away first.
+const StatusClientClosed = 499
+
+// refusal is the body of every response moltgate makes itself: a short message and a stable
+// reason code, never internals.
+var refusalMessages = map[int]string{
+	http.StatusBadRequest:            "bad request",
+	http.StatusUnauthorized:          "unauthenticated",
+	http.StatusForbidden:             "forbidden",
+	http.StatusNotFound:              "not found",
+	http.StatusRequestEntityTooLarge: "request body too large",
+	http.StatusBadGateway:            "upstream unavailable",
+	http.StatusServiceUnavailable:    "unavailable",
+	http.StatusGatewayTimeout:        "upstream timeout",
+}
+
+// Refuse writes {"error": …, "reason": …}. reason is one of moltgate's fixed codes, so no
+// JSON escaping is needed beyond quoting.
+func Refuse(w http.ResponseWriter, status int, reason string) {
+	msg, ok := refusalMessages[status]
+	if !ok {
+		status, msg = http.StatusForbidden, refusalMessages[http.StatusForbidden]
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	if status == http.StatusUnauthorized {
+		h.Set("Www-Authenticate", `Bearer realm="moltgate"`)
+	}
+	w.WriteHeader(status)
+	body := make([]byte, 0, 64)
+	body = append(body, `{"error":`...)
+	body = strconv.AppendQuote(body, msg)
+	body = append(body, `,"reason":`...)
+	body = strconv.AppendQuote(body, reason)
+	body = append(body, "}\n"...)
+	_, _ = w.Write(body)
+}
