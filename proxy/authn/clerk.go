@@ -2,7 +2,6 @@ package authn
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -231,7 +230,7 @@ func (c *Clerk) Verify(ctx context.Context, token string) (Identity, error) {
 		return Identity{}, fail(ReasonMalformed, errors.New("token size"))
 	}
 	now := c.now()
-	h := sha256.Sum256([]byte(token))
+	h := hashString(token)
 	switch id, res := c.cache.get(h, now, c.leeway); res {
 	case cacheHit:
 		c.metrics.cacheHits.Inc()

@@ -1,0 +1,484 @@
+package proxy_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+
+	"github.com/moltgate/moltgate/audit"
+	"github.com/moltgate/moltgate/keystore"
+	"github.com/moltgate/moltgate/policies"
+	"github.com/moltgate/moltgate/proxy"
+	"github.com/moltgate/moltgate/proxy/authn"
+	"github.com/moltgate/moltgate/proxy/authn/clerktest"
+	"github.com/moltgate/moltgate/registry"
+	"github.com/moltgate/moltgate/store"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
+}
+
+// upstream is a stand-in gateway that records what it received.
+type upstream struct {
+	*httptest.Server
+	mu   sync.Mutex
+	seen []*http.Request
+	body [][]byte
+}
+
+func newUpstream(t *testing.T) *upstream {
+	u := &upstream{}
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		u.mu.Lock()
+		u.seen = append(u.seen, r.Clone(r.Context()))
+		u.body = append(u.body, b)
+		u.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"ok":true}`)
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+func (u *upstream) last(t *testing.T) (*http.Request, []byte) {
+	t.Helper()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.seen) == 0 {
+		t.Fatal("upstream received nothing")
+	}
+	return u.seen[len(u.seen)-1], u.body[len(u.body)-1]
+}
+
+func (u *upstream) count() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.seen)
+}
+
+const (
+	tokA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	tokB = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+)
+
+type fixture struct {
+	srv      *httptest.Server
+	up       *upstream
+	clerk    *clerktest.Server
+	reg      *registry.Registry
+	auditDir string
+	metrics  *prometheus.Registry
+}
+
+// newFixture runs the real proxy with the real policy engine, registry, Clerk verifier (against
+// clerktest) and audit log, in front of a recording upstream. Gateway "gwa" (tenant-a, owner
+// user_owner, token tokA, members user_viewer/operator/admin) and "gwb" (tenant-b, token tokB).
+func newFixture(t *testing.T, mode registry.AuthMode, trusted ...string) *fixture {
+	t.Helper()
+	f := &fixture{up: newUpstream(t), clerk: clerktest.New(t), auditDir: filepath.Join(t.TempDir(), "audit"),
+		metrics: prometheus.NewRegistry()}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	engine, err := policies.New(t.Context(), policies.Config{}, logger, f.metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := store.OpenBolt(filepath.Join(t.TempDir(), "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kv.Close() })
+	ring, _ := keystore.NewKeyring(1, bytes.Repeat([]byte{9}, 32))
+	f.reg, err = registry.New(t.Context(), kv, keystore.New(ring), engine, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range []struct {
+		gw  registry.Gateway
+		tok string
+	}{
+		{registry.Gateway{ID: "gwa", Tenant: "tenant-a", Owner: "user_owner", Upstream: f.up.URL, AuthMode: mode,
+			Members: map[string]string{"user_viewer": "viewer", "user_operator": "operator", "user_admin": "admin"}}, tokA},
+		{registry.Gateway{ID: "gwb", Tenant: "tenant-b", Owner: "user_other", Upstream: f.up.URL, AuthMode: mode}, tokB},
+	} {
+		if _, err := f.reg.Create(t.Context(), g.gw, g.tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clerk, err := authn.NewClerk(authn.ClerkConfig{APIURL: f.clerk.URL, SecretKey: f.clerk.SecretKey(),
+		Issuer: f.clerk.Issuer(), AuthorizedParties: []string{clerktest.DefaultAuthorizedParty}}, logger, f.metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auditLog, err := audit.OpenFile(audit.FileConfig{Dir: f.auditDir}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { auditLog.Close() })
+	var prefixes []netip.Prefix
+	for _, p := range trusted {
+		prefixes = append(prefixes, netip.MustParsePrefix(p))
+	}
+	tr := proxy.NewTransport(proxy.TransportConfig{})
+	t.Cleanup(tr.CloseIdleConnections)
+	h, err := proxy.New(proxy.Config{TrustedProxies: prefixes, MaxToolBodyBytes: 4096, Transport: tr},
+		proxy.Deps{Gateways: f.reg, Policy: engine, Sessions: clerk, Audit: auditLog, Logger: logger, Metrics: f.metrics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.srv = httptest.NewServer(h)
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fixture) user(sub string) string {
+	return f.clerk.Mint(clerktest.Claims{Subject: sub})
+}
+
+type call struct {
+	method, host, path, body string
+	header                   map[string]string
+}
+
+func (f *fixture) do(t *testing.T, c call) (int, map[string]string) {
+	t.Helper()
+	if c.method == "" {
+		c.method = http.MethodGet
+	}
+	if c.host == "" {
+		c.host = "gwa.gw.localhost"
+	}
+	req, err := http.NewRequestWithContext(t.Context(), c.method, f.srv.URL+c.path, strings.NewReader(c.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = c.host
+	for k, v := range c.header {
+		req.Header.Set(k, v)
+	}
+	resp, err := f.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]string
+	b, _ := io.ReadAll(resp.Body)
+	_ = json.Unmarshal(b, &body)
+	return resp.StatusCode, body
+}
+
+// lastEvent returns the newest audit event, after checking the chain.
+func (f *fixture) lastEvent(t *testing.T) (audit.Event, int) {
+	t.Helper()
+	n, err := audit.VerifyDir(f.auditDir)
+	if err != nil {
+		t.Fatalf("audit chain: %v", err)
+	}
+	if n == 0 {
+		return audit.Event{}, 0
+	}
+	data, _ := os.ReadFile(filepath.Join(f.auditDir, "events-000001.jsonl"))
+	lines := bytes.Split(bytes.TrimSpace(data), []byte("\n"))
+	var e audit.Event
+	if err := json.Unmarshal(lines[len(lines)-1], &e); err != nil {
+		t.Fatal(err)
+	}
+	return e, n
+}
+
+func bearer(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }
+
+func TestDecisions(t *testing.T) {
+	f := newFixture(t, registry.AuthToken)
+	expired := f.clerk.Mint(clerktest.Claims{Subject: "user_owner", IssuedAt: timeAgo(20), Expiry: timeAgo(10)})
+	tests := []struct {
+		name      string
+		c         call
+		status    int
+		reason    string
+		eventType string
+		forwarded bool
+		wantActor string
+	}{
+		{"owner reads", call{path: "/health", header: bearer(f.user("user_owner"))}, 200, "", "", true, ""},
+		{"owner by cookie", call{path: "/health", header: map[string]string{"Cookie": "__session=" + f.user("user_owner")}}, 200, "", "", true, ""},
+		{"owner writes", call{method: "POST", path: "/hooks/x", header: bearer(f.user("user_owner"))}, 200, "", "", true, ""},
+		{"viewer reads", call{path: "/", header: bearer(f.user("user_viewer"))}, 200, "", "", true, ""},
+		{"viewer may not write", call{method: "POST", path: "/hooks/x", header: bearer(f.user("user_viewer"))}, 403, "role_forbids", audit.TypePolicyDeny, false, "user_viewer"},
+		{"viewer may not invoke tools", call{method: "POST", path: "/tools/invoke", body: `{"tool":"sessions_list"}`, header: bearer(f.user("user_viewer"))}, 403, "role_forbids", audit.TypePolicyDeny, false, "user_viewer"},
+		{"operator invokes", call{method: "POST", path: "/tools/invoke", body: `{"tool":"sessions_list","args":{}}`, header: bearer(f.user("user_operator"))}, 200, "", "", true, ""},
+		{"stranger", call{path: "/", header: bearer(f.user("user_stranger"))}, 403, "not_a_member", audit.TypePolicyDeny, false, "user_stranger"},
+		{"anonymous", call{path: "/"}, 401, "unauthenticated", audit.TypePolicyDeny, false, ""},
+		{"gateway token", call{path: "/control-ui-config.json", header: bearer(tokA)}, 200, "", "", true, ""},
+		{"other tenant's token", call{path: "/", header: bearer(tokB)}, 403, "wrong_gateway", audit.TypePolicyDeny, false, "token:gwb"},
+		{"unknown token", call{path: "/", header: bearer(strings.Repeat("c", 64))}, 401, "unknown_token", audit.TypeAuthnFailure, false, ""},
+		{"expired jwt", call{path: "/", header: bearer(expired)}, 401, "expired", audit.TypeAuthnFailure, false, ""},
+		{"alg none", call{path: "/", header: bearer(f.clerk.ForgeAlgNone(clerktest.Claims{Subject: "user_owner"}))}, 401, "", audit.TypeAuthnFailure, false, ""},
+		{"hs256 with public key", call{path: "/", header: bearer(f.clerk.ForgeHS256WithPublicKey(clerktest.Claims{Subject: "user_owner"}))}, 401, "", audit.TypeAuthnFailure, false, ""},
+		{"foreign key", call{path: "/", header: bearer(f.clerk.ForgeForeignKey(clerktest.Claims{Subject: "user_owner"}))}, 401, "", audit.TypeAuthnFailure, false, ""},
+		{"wrong azp", call{path: "/", header: bearer(f.clerk.Mint(clerktest.Claims{Subject: "user_owner", AuthorizedParty: "https://evil.test"}))}, 401, "wrong_audience", audit.TypeAuthnFailure, false, ""},
+		{"no sid", call{path: "/", header: bearer(f.clerk.Mint(clerktest.Claims{Subject: "user_owner", OmitSessionID: true}))}, 401, "no_session", audit.TypeAuthnFailure, false, ""},
+		{"garbage bearer", call{path: "/", header: bearer("not.a.jwt")}, 401, "", audit.TypeAuthnFailure, false, ""},
+		{"basic auth", call{path: "/", header: map[string]string{"Authorization": "Basic dXNlcjpwYXNz"}}, 401, "malformed", audit.TypeAuthnFailure, false, ""},
+		{"unknown gateway", call{host: "nope.gw.localhost", path: "/", header: bearer(tokA)}, 404, "unknown_gateway", "", false, ""},
+		{"nested host", call{host: "gwb.gwa.gw.localhost", path: "/", header: bearer(tokA)}, 404, "unknown_gateway", "", false, ""},
+		{"host with port and dot", call{host: "gwa.gw.localhost.:443", path: "/health", header: bearer(tokA)}, 200, "", "", true, ""},
+		{"encoded slash", call{path: "/tools%2finvoke", header: bearer(tokA)}, 400, "bad_path", audit.TypePolicyDeny, false, ""},
+		{"tool body too large", call{method: "POST", path: "/tools/invoke", body: `{"tool":"x","pad":"` + strings.Repeat("p", 5000) + `"}`, header: bearer(tokA)}, 413, "body_too_large", audit.TypePolicyDeny, false, "token:gwa"},
+		{"tool body not json", call{method: "POST", path: "/tools/invoke", body: `{"tool":`, header: bearer(tokA)}, 400, "bad_body", audit.TypePolicyDeny, false, "token:gwa"},
+		{"websocket refused until relayed", call{path: "/", header: map[string]string{"Authorization": "Bearer " + tokA, "Connection": "Upgrade", "Upgrade": "websocket"}}, 403, "websocket_not_enabled", audit.TypePolicyDeny, false, "token:gwa"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := f.up.count()
+			_, eventsBefore := f.lastEvent(t)
+			status, body := f.do(t, tt.c)
+			if status != tt.status {
+				t.Fatalf("status: got %d, want %d (body %v)", status, tt.status, body)
+			}
+			if tt.reason != "" && body["reason"] != tt.reason {
+				t.Fatalf("reason: got %q, want %q", body["reason"], tt.reason)
+			}
+			if tt.status >= 400 && (body["error"] == "" || body["reason"] == "") {
+				t.Fatalf("refusal body: got %v, want error and reason", body)
+			}
+			if got := f.up.count() > before; got != tt.forwarded {
+				t.Fatalf("forwarded: got %v, want %v", got, tt.forwarded)
+			}
+			ev, events := f.lastEvent(t)
+			if tt.eventType == "" {
+				if events != eventsBefore {
+					t.Fatalf("unexpected audit event %+v", ev)
+				}
+				return
+			}
+			if events != eventsBefore+1 || ev.Type != tt.eventType || ev.Outcome != "deny" {
+				t.Fatalf("audit: got %d→%d events, last %+v; want one %s", eventsBefore, events, ev, tt.eventType)
+			}
+			if tt.reason != "" && ev.Reason != tt.reason {
+				t.Fatalf("audit reason: got %q, want %q", ev.Reason, tt.reason)
+			}
+			if tt.wantActor != "" && ev.Actor.ID != tt.wantActor {
+				t.Fatalf("audit actor: got %+v, want %s", ev.Actor, tt.wantActor)
+			}
+			if ev.Gateway != "gwa" || ev.Tenant != "tenant-a" || ev.RequestID == "" || ev.ClientIP != "127.0.0.1" {
+				t.Fatalf("audit event fields: %+v", ev)
+			}
+			raw, _ := json.Marshal(ev)
+			for _, secret := range []string{tokA, tokB, "eyJ"} {
+				if bytes.Contains(raw, []byte(secret)) {
+					t.Fatalf("audit event holds a credential: %s", raw)
+				}
+			}
+		})
+	}
+	if got := testutil.ToFloat64(mustCounter(t, f.metrics, "moltgate_authn_failures_total", "expired")); got < 1 {
+		t.Fatalf("authn failure metric: got %v", got)
+	}
+}
+
+func timeAgo(minutes int) time.Time { return time.Now().Add(-time.Duration(minutes) * time.Minute) }
+
+func mustCounter(t *testing.T, reg *prometheus.Registry, name string, labels ...string) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for i, lp := range m.GetLabel() {
+				if i < len(labels) && lp.GetValue() != labels[i] {
+					continue next
+				}
+			}
+			return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "x", Help: "x"}, func() float64 { return m.GetCounter().GetValue() })
+		}
+	}
+	t.Fatalf("metric %s%v not found", name, labels)
+	return nil
+}
+
+func TestForwardedRequestCarriesOnlyGatewayCredentials(t *testing.T) {
+	f := newFixture(t, registry.AuthToken)
+	jwt := f.user("user_operator")
+	status, _ := f.do(t, call{method: "POST", path: "/a/../tools//invoke?x=1", body: `{"tool":"sessions_list","args":{"k":"v"}}`,
+		header: map[string]string{
+			"Authorization":       "Bearer " + jwt,
+			"Cookie":              "__session=" + jwt + "; __client_uat=1; theme=dark",
+			"X-Forwarded-For":     "6.6.6.6",
+			"X-Forwarded-User":    "user_owner",
+			"X-Openclaw-Scopes":   "operator.admin",
+			"Forwarded":           "for=6.6.6.6",
+			"X-Real-Ip":           "6.6.6.6",
+			"Cf-Connecting-Ip":    "6.6.6.6",
+			"Proxy-Authorization": "Basic eA==",
+		}})
+	if status != 200 {
+		t.Fatalf("status %d", status)
+	}
+	r, body := f.up.last(t)
+	if got := r.Header.Get("Authorization"); got != "Bearer "+tokA {
+		t.Fatalf("upstream Authorization: got %q, want the gateway token", got)
+	}
+	if got := r.Header.Get("Cookie"); got != "theme=dark" {
+		t.Fatalf("upstream Cookie: got %q, want only theme=dark", got)
+	}
+	for _, h := range []string{"X-Forwarded-For", "X-Forwarded-User", "X-Openclaw-Scopes", "Forwarded", "X-Real-Ip", "Cf-Connecting-Ip", "Proxy-Authorization"} {
+		if v := r.Header.Get(h); v != "" {
+			t.Errorf("upstream got %s: %q", h, v)
+		}
+	}
+	if r.URL.Path != "/tools/invoke" || r.URL.RawQuery != "x=1" {
+		t.Fatalf("upstream path: got %q?%q", r.URL.Path, r.URL.RawQuery)
+	}
+	if string(body) != `{"tool":"sessions_list","args":{"k":"v"}}` {
+		t.Fatalf("upstream body: got %q", body)
+	}
+	if r.Header.Get("X-Request-Id") == "" {
+		t.Fatal("no request id upstream")
+	}
+}
+
+func TestTrustedProxyModeSendsIdentityAndCappedScopes(t *testing.T) {
+	f := newFixture(t, registry.AuthTrustedProxy)
+	tests := []struct{ user, scopes string }{
+		{"user_viewer", "operator.read"},
+		{"user_operator", "operator.read,operator.write"},
+		{"user_owner", "operator.read,operator.write,operator.admin"},
+	}
+	for _, tt := range tests {
+		if status, _ := f.do(t, call{path: "/", header: bearer(f.user(tt.user))}); status != 200 {
+			t.Fatalf("%s: status %d", tt.user, status)
+		}
+		r, _ := f.up.last(t)
+		if got := r.Header.Get("X-Forwarded-User"); got != tt.user {
+			t.Errorf("x-forwarded-user: got %q, want %q", got, tt.user)
+		}
+		if got := r.Header.Get("X-Openclaw-Scopes"); got != tt.scopes {
+			t.Errorf("%s scopes: got %q, want %q", tt.user, got, tt.scopes)
+		}
+		if r.Header.Get("X-Forwarded-Proto") == "" || r.Header.Get("Authorization") != "" {
+			t.Errorf("%s: proto %q, authorization %q", tt.user, r.Header.Get("X-Forwarded-Proto"), r.Header.Get("Authorization"))
+		}
+	}
+}
+
+func TestToolRules(t *testing.T) {
+	f := newFixture(t, registry.AuthToken)
+	if _, err := f.reg.Update(t.Context(), "gwa", func(g *registry.Gateway) error {
+		g.Skills.Deny = []string{"exec"}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		body   string
+		status int
+		reason string
+	}{
+		{`{"tool":"sessions_list"}`, 200, ""},
+		{`{"tool":"exec"}`, 403, "tool_denied"},
+		// encoding/json would match "TOOL" to a struct field; the gateway's JSON.parse would not.
+		{`{"tool":"exec","TOOL":"sessions_list"}`, 403, "tool_denied"},
+		{`{"tool":"sessions_list","tool":"exec"}`, 403, "tool_denied"},
+		{`{"\u0074ool":"exec"}`, 403, "tool_denied"},
+		{`{"args":{}}`, 403, "tool_missing"},
+		{`{"tool":7}`, 400, "bad_body"},
+		{`[]`, 400, "bad_body"},
+	}
+	for _, tt := range tests {
+		status, body := f.do(t, call{method: "POST", path: "/tools/invoke", body: tt.body, header: bearer(tokA)})
+		if status != tt.status || (tt.reason != "" && body["reason"] != tt.reason) {
+			t.Errorf("%s: got %d %v, want %d %s", tt.body, status, body, tt.status, tt.reason)
+		}
+	}
+	// Another spelling of the endpoint is still a tool call.
+	status, body := f.do(t, call{method: "POST", path: "/TOOLS/invoke/", body: `{"tool":"exec"}`, header: bearer(tokA)})
+	if status != 403 || body["reason"] != "tool_denied" {
+		t.Fatalf("variant path: got %d %v", status, body)
+	}
+	// A gzip-encoded body would be read differently here and upstream.
+	status, _ = f.do(t, call{method: "POST", path: "/tools/invoke", body: "x", header: map[string]string{"Authorization": "Bearer " + tokA, "Content-Encoding": "gzip"}})
+	if status != 400 {
+		t.Fatalf("encoded body: got %d, want 400", status)
+	}
+}
+
+func TestAllowlistAndTrustedProxies(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		trusted []string
+		allow   []string
+		xff     string
+		status  int
+	}{
+		{"allowlist admits the peer", nil, []string{"127.0.0.1"}, "", 200},
+		{"allowlist binds the owner", nil, []string{"192.0.2.0/24"}, "", 403},
+		{"spoofed xff from untrusted peer changes nothing", nil, []string{"192.0.2.0/24"}, "192.0.2.7", 403},
+		{"xff believed from a trusted proxy", []string{"127.0.0.0/8"}, []string{"192.0.2.0/24"}, "192.0.2.7", 200},
+		{"trusted proxy, client outside", []string{"127.0.0.0/8"}, []string{"192.0.2.0/24"}, "198.51.100.1", 403},
+		{"ipv6 allowlist", []string{"127.0.0.0/8"}, []string{"2001:db8::/32"}, "2001:db8::5", 200},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, registry.AuthToken, tt.trusted...)
+			if _, err := f.reg.Update(t.Context(), "gwa", func(g *registry.Gateway) error { g.Allowlist = tt.allow; return nil }); err != nil {
+				t.Fatal(err)
+			}
+			h := bearer(f.user("user_owner"))
+			if tt.xff != "" {
+				h["X-Forwarded-For"] = tt.xff
+			}
+			status, body := f.do(t, call{path: "/", header: h})
+			if status != tt.status {
+				t.Fatalf("got %d %v, want %d", status, body, tt.status)
+			}
+			if status == 403 {
+				if body["reason"] != "ip_not_allowed" {
+					t.Fatalf("reason %q", body["reason"])
+				}
+				ev, _ := f.lastEvent(t)
+				if want := tt.xff; want == "" || len(tt.trusted) == 0 {
+					if ev.ClientIP != "127.0.0.1" {
+						t.Fatalf("audited client ip %q, want the peer", ev.ClientIP)
+					}
+				} else if ev.ClientIP != want {
+					t.Fatalf("audited client ip %q, want %q", ev.ClientIP, want)
+				}
+			}
+		})
+	}
+}
+
+func TestUpstreamDown(t *testing.T) {
+	f := newFixture(t, registry.AuthToken)
+	f.up.Close()
+	status, body := f.do(t, call{path: "/", header: bearer(tokA)})
+	if status != 502 || body["reason"] != "upstream_unavailable" {
+		t.Fatalf("got %d %v", status, body)
+	}
+	if strings.Contains(body["error"], "127.0.0.1") {
+		t.Fatalf("refusal shows internals: %v", body)
+	}
+}
