@@ -34,7 +34,6 @@ test_platform_admin_every_admin_action if {
 
 test_platform_admins_come_from_data if {
 	d := authz.decision with input as admin(user("u_owner"), "new", "admin.gateway.create")
-		with data.gateways as gateways
 		with data.platform_admins as ["u_owner"]
 	d.allow == true
 	refused(admin(user("u_owner"), "new", "admin.gateway.create"), 403, "platform_admin_only")

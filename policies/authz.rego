@@ -12,21 +12,12 @@ package moltgate.authz
 
 default decision := {"allow": false, "reason": "denied", "status": 403}
 
+# Proxy traffic (proxy.rego) or admin API (admin.rego); anything else is denied.
 decision := proxy_decision if {
-	proxy_request
-} else := admin_decision if {
-	admin_request
-}
-
-# proxy_request: traffic moltgate forwards to a tenant gateway.
-proxy_request if {
 	input.protocol in {"http", "ws"}
 	is_string(input.action)
 	not startswith(input.action, "admin.")
-}
-
-# admin_request: a call to moltgate's own admin API.
-admin_request if {
+} else := admin_decision if {
 	input.protocol == "admin"
 	is_string(input.action)
 	startswith(input.action, "admin.")
@@ -64,17 +55,15 @@ member_role := gateway.members[user_id]
 is_member if is_string(member_role)
 
 # role_allows: the member's role lists the action (data.roles[role].actions).
-role_allows if input.action in data.roles[member_role].actions
+role_allows if role_grants(member_role)
 
-role_scopes := object.get(data.roles, [member_role, "scopes"], [])
+role_grants(role) if input.action in data.roles[role].actions
 
 # own_token: a gateway token presented to the gateway it was issued for.
 own_token if {
 	input.subject.kind == "gateway_token"
 	input.subject.gateway == input.gateway.id
+	gateway_known
 }
 
 platform_admin if user_id in data.platform_admins
-
-# full_scopes are granted to owners and gateway tokens.
-full_scopes := ["operator.read", "operator.write", "operator.admin"]

@@ -3,39 +3,10 @@ package moltgate.authz_test
 
 import data.moltgate.authz
 
-# --- fixtures --------------------------------------------------------------------------
+# --- fixtures ----------------------------------------------------------------------------
 
-gateways := {
-	"gw1": {
-		"id": "gw1",
-		"tenant": "t1",
-		"owner": "u_owner",
-		"auth_mode": "token",
-		"members": {"u_viewer": "viewer", "u_operator": "operator", "u_admin": "admin", "u_ghost": "nosuchrole"},
-		"allowlist": [],
-		"skills": {"allow": [], "deny": ["exec"]},
-	},
-	"gw2": {
-		"id": "gw2",
-		"tenant": "t2",
-		"owner": "u_owner2",
-		"auth_mode": "trusted-proxy",
-		"members": {"u_viewer": "admin"},
-		"allowlist": ["10.0.0.0/8", "2001:db8::/32"],
-		"skills": {"allow": ["web_search", "read_file"], "deny": ["read_file"]},
-	},
-	"gw3": {
-		"id": "gw3",
-		"tenant": "t3",
-		"owner": "",
-		"auth_mode": "token",
-		"members": {},
-		"allowlist": ["not-a-cidr"],
-		"skills": {"allow": [], "deny": []},
-	},
-}
-
-platform_admins := ["u_platform"]
+# data.gateways and data.platform_admins come from fixtures_test.json: real data, not
+# `with` overrides, so the tests see data exactly as the engine's store serves it.
 
 user(id) := {"kind": "user", "id": id}
 
@@ -72,8 +43,6 @@ admin(subject, gw, action) := {
 # decide evaluates the decision for req against the fixtures.
 decide(req) := d if {
 	d := authz.decision with input as req
-		with data.gateways as gateways
-		with data.platform_admins as platform_admins
 }
 
 allowed(req) if decide(req).allow == true

@@ -21,6 +21,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/loader"
+	opametrics "github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
@@ -38,8 +39,9 @@ const DefaultTimeout = 50 * time.Millisecond
 // the default timeout.
 type Config struct {
 	// Dir, if set, is a directory whose policy set replaces the embedded one: every *.rego
-	// file except *_test.rego, and every data file (*.json, *.yaml, *.yml), loaded as
-	// `opa eval -d Dir` would (a data file in a subdirectory sits under data.<subdir>).
+	// file and every data file (*.json, *.yaml, *.yml), except test files (*_test.rego,
+	// *_test.json, ...), loaded as `opa eval -d Dir` would (a data file in a subdirectory
+	// sits under data.<subdir>).
 	// Subdirectories named testdata or starting with "." are skipped. Empty means the
 	// embedded default set (see Default).
 	Dir string
@@ -57,6 +59,9 @@ type Engine struct {
 	store   storage.Store
 	codec   *codec
 	metrics *metrics
+
+	noMetricsM opametrics.Metrics
+	noMetrics rego.EvalOption // OPA's internal timers are not read: skip their allocations
 
 	cur      atomic.Pointer[policySet]
 	reloadMu sync.Mutex // serialises Reload
@@ -81,10 +86,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 		logger = slog.New(slog.DiscardHandler)
 	}
 	e := &Engine{
-		dir:     cfg.Dir,
-		timeout: cfg.Timeout,
-		logger:  logger,
-		codec:   newCodec(),
+		dir:       cfg.Dir,
+		timeout:   cfg.Timeout,
+		logger:    logger,
+		codec:     newCodec(),
+		noMetrics: rego.EvalMetrics(opametrics.NoOp()),
+		noMetricsM: opametrics.NoOp(),
 	}
 	if e.timeout == 0 {
 		e.timeout = DefaultTimeout
@@ -165,7 +172,7 @@ func (e *Engine) decide(ctx context.Context, in *Input) (Decision, error) {
 	cancel := topdown.NewCancel()
 	timer := time.AfterFunc(e.timeout, cancel.Cancel)
 	stop := context.AfterFunc(ctx, cancel.Cancel)
-	rs, err := set.query.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel))
+	rs, err := set.query.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel), e.noMetrics)
 	timer.Stop()
 	stop()
 
@@ -315,11 +322,11 @@ func loadFS(fsys fs.FS, tests bool) (*loader.Result, error) {
 		if info.IsDir() {
 			return depth > 0 && (name == "testdata" || strings.HasPrefix(name, "."))
 		}
-		switch path.Ext(name) {
-		case ".rego":
-			return !tests && strings.HasSuffix(name, "_test.rego")
-		case ".json", ".yaml", ".yml":
-			return false
+		ext := path.Ext(name)
+		switch ext {
+		case ".rego", ".json", ".yaml", ".yml":
+			// name_test.rego and test fixtures (name_test.json, ...) only load for tests.
+			return !tests && strings.HasSuffix(name, "_test"+ext)
 		}
 		return true
 	}

@@ -63,7 +63,6 @@ test_member_with_unknown_role_forbidden if {
 
 test_roles_come_from_data if {
 	d := authz.decision with input as http(user("u_viewer"), "gw1", "http.write")
-		with data.gateways as gateways
 		with data.roles.viewer as {"actions": ["http.write"], "scopes": ["custom"]}
 	d.allow == true
 	d.scopes == ["custom"]

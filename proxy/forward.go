@@ -89,6 +89,11 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 			proto = "https"
 		}
 		hdr.Set("X-Forwarded-Proto", proto)
+		// The gateway refuses a trusted-proxy request that names no client
+		// (proxy_attribution_required); this is the address moltgate decided on.
+		if rq.client != "" {
+			hdr.Set("X-Forwarded-For", rq.client)
+		}
 		// Scopes capped by the caller's role; without any the gateway grants read only.
 		scopes := rq.scopes
 		if len(scopes) == 0 {

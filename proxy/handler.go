@@ -126,6 +126,7 @@ type request struct {
 	scopes  []string
 	id      string
 	https   bool
+	client  string // client address, for X-Forwarded-For in trusted-proxy mode
 }
 
 type requestKey struct{}
@@ -214,7 +215,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuseAudited(sw, r, ev, audit.TypePolicyDeny, status, reason)
 		return
 	}
-	rq.scopes = d.Scopes
+	rq.scopes, rq.client = d.Scopes, ev.ClientIP
 	rq.https = r.TLS != nil || (contains(h.cfg.TrustedProxies, peerAddr(r)) && r.Header.Get("X-Forwarded-Proto") == "https")
 	h.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), requestKey{}, rq)))
 }

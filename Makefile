@@ -1,0 +1,58 @@
+# moltgate: the README's two commands are `make run` and `make test`; both set themselves up.
+GO            ?= go
+BIN           := bin/moltgate
+VERSION       ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The real OpenClaw gateway the end-to-end tests run, on Node 24 from npm (pinned).
+OPENCLAW_DIR  := .cache/openclaw
+NODE_PKG      := node@24.21.0
+OPENCLAW_PKGS := openclaw@2026.9.6 openclaw-node@0.14.0
+OPENCLAW_STAMP := $(OPENCLAW_DIR)/.installed-2026.9.6-0.14.0-24.21.0
+TEST_TIMEOUT  ?= 30m
+
+.PHONY: all build run test testdeps bench fuzz vet clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/moltgate
+
+## run: build and serve on the embedded defaults (data in ./data, development keys).
+run: build
+	./$(BIN) serve
+
+## test: install what the tests need, then run every test with the race detector.
+test: testdeps
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+testdeps: $(OPENCLAW_STAMP)
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server (Debian package)"; \
+	  { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; } || \
+	  { echo "could not install redis-server: run 'apt-get install redis-server' as root" >&2; exit 1; }; }
+	$(GO) mod download
+
+# Node 24 first (OpenClaw needs >= 24.16; the machine's node may be older), then OpenClaw with
+# that node first on PATH so its install scripts run under it.
+$(OPENCLAW_STAMP):
+	mkdir -p $(OPENCLAW_DIR)
+	test -f $(OPENCLAW_DIR)/package.json || echo '{"name":"moltgate-openclaw-testenv","private":true}' > $(OPENCLAW_DIR)/package.json
+	cd $(OPENCLAW_DIR) && npm install --no-audit --no-fund --loglevel=error $(NODE_PKG)
+	cd $(OPENCLAW_DIR) && PATH="$$PWD/node_modules/.bin:$$PATH" npm install --no-audit --no-fund --loglevel=error $(OPENCLAW_PKGS)
+	touch $@
+
+## bench: the speed figures of the README's Performance section, with ratios to baselines.
+bench: testdeps
+	$(GO) test -run '^$$' -bench . -benchtime 2s -cpu 1 ./policies/ ./proxy/authn/ ./keystore/
+	$(GO) test -run '^TestBenchProxy$$' -count=1 -v -timeout 20m ./cmd/moltgate/ | grep -E '^(bench|---|ok|FAIL)'
+
+## fuzz: a short run of every fuzz target (seeded from testdata/).
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzNormalizePath$$' -fuzztime 30s ./proxy/
+	$(GO) test -run '^$$' -fuzz '^FuzzClientIP$$' -fuzztime 30s ./proxy/
+	$(GO) test -run '^$$' -fuzz '^FuzzCredential$$' -fuzztime 30s ./proxy/authn/
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime 30s ./proxy/authn/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecide$$' -fuzztime 30s ./policies/
+
+clean:
+	rm -rf bin
