@@ -1,0 +1,136 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "moltgate.yaml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func noEnv(string) string { return "" }
+
+func TestConfigDefaults(t *testing.T) {
+	cfg, err := loadConfig("", noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:8080" || cfg.AdminListen != "127.0.0.1:9090" || cfg.DataDir != "./data" ||
+		cfg.GatewayDomain != "gw.localhost" || cfg.MasterKey != nil || cfg.Clerk != nil ||
+		cfg.Policies.Timeout != 50*time.Millisecond || cfg.Log.Format != "json" {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+	// An empty file is the defaults too.
+	if _, err := loadConfig(writeConfig(t, ""), noEnv); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConfigEnvOverrides(t *testing.T) {
+	env := map[string]string{
+		"MOLTGATE_LISTEN":                   "127.0.0.1:18080",
+		"MOLTGATE_TRUSTED_PROXIES":          "10.0.0.0/8, 192.0.2.1",
+		"MOLTGATE_CLERK_ISSUER":             "https://clerk.example.com",
+		"MOLTGATE_CLERK_AUTHORIZED_PARTIES": "https://app.example.com",
+		"MOLTGATE_CLERK_SECRET_KEY_FILE":    "/run/secrets/clerk",
+	}
+	cfg, err := loadConfig(writeConfig(t, "listen: 127.0.0.1:1\n"), func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:18080" || len(cfg.TrustedProxies) != 2 || cfg.Clerk.SecretKey.File != "/run/secrets/clerk" ||
+		cfg.Clerk.APIURL != "https://api.clerk.com/v1" {
+		t.Fatalf("overrides: %+v %+v", cfg, cfg.Clerk)
+	}
+}
+
+func TestConfigRejects(t *testing.T) {
+	tests := []struct {
+		name, text string
+		want       []string // every one must be named in the one error
+		notWant    string
+	}{
+		{"unknown keys, all of them", "listen: 127.0.0.1:1\nlisen: x\nclerk:\n  isuer: y\n", []string{"lisen", "isuer"}, ""},
+		{"duplicate key", "listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n", []string{"already defined"}, ""},
+		{"inline secret is refused without echoing it", "admin_token: hunter2-inline-secret\n", []string{"by reference"}, "hunter2"},
+		{"inline clerk secret", "clerk:\n  secret_key: sk_live_abcdef\n", []string{"by reference"}, "sk_live_abcdef"},
+		{"every semantic problem at once", `
+listen: nonsense
+admin_listen: nonsense
+gateway_domain: "Bad_Domain"
+trusted_proxies: [10.0.0.0/33, ok]
+log: {level: loud, format: xml}
+master_key: {file: a, env: B}
+clerk:
+  api_url: ftp://x
+  issuer: http://clerk.example.com
+`, []string{"listen:", "admin_listen:", "gateway_domain:", "trusted_proxies[0]", "trusted_proxies[1]", "log.level",
+			"log.format", "master_key:", "clerk.api_url", "clerk.issuer", "clerk.authorized_parties", "clerk.secret_key"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := loadConfig(writeConfig(t, tt.text), noEnv)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not name %q:\n%v", w, err)
+				}
+			}
+			if tt.notWant != "" && strings.Contains(err.Error(), tt.notWant) {
+				t.Errorf("error repeats the secret: %v", err)
+			}
+		})
+	}
+}
+
+func TestSecretRefResolve(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "s")
+	os.WriteFile(f, []byte("  value-from-file \nsecond line\n"), 0o600)
+	if v, err := (&SecretRef{File: f}).resolve(noEnv); err != nil || string(v) != "value-from-file" {
+		t.Fatalf("file: %q %v", v, err)
+	}
+	env := func(k string) string { return map[string]string{"S": "from-env"}[k] }
+	if v, err := (&SecretRef{Env: "S"}).resolve(env); err != nil || string(v) != "from-env" {
+		t.Fatalf("env: %q %v", v, err)
+	}
+	if _, err := (&SecretRef{Env: "MISSING"}).resolve(env); err == nil {
+		t.Fatal("unset env accepted")
+	}
+	os.WriteFile(f, []byte("\n"), 0o600)
+	if _, err := (&SecretRef{File: f}).resolve(noEnv); err == nil {
+		t.Fatal("empty file accepted")
+	}
+}
+
+func TestRunCommandLine(t *testing.T) {
+	var out, errOut strings.Builder
+	good := writeConfig(t, "listen: 127.0.0.1:18080\n")
+	if err := run(t.Context(), []string{"config", "check", good}, noEnv, &out, &errOut); err != nil || !strings.Contains(out.String(), "ok") {
+		t.Fatalf("config check: %v %q", err, out.String())
+	}
+	bad := writeConfig(t, "listen: nope\n")
+	if err := run(t.Context(), []string{"config", "check", bad}, noEnv, &out, &errOut); err == nil || exitCode(err) != 1 {
+		t.Fatalf("config check of a bad file: %v", err)
+	}
+	for _, args := range [][]string{nil, {"frobnicate"}, {"config"}, {"gateway"}, {"serve", "--nope"}} {
+		if err := run(t.Context(), args, noEnv, &out, &errOut); exitCode(err) != 2 {
+			t.Errorf("%v: got %v (exit %d), want a usage error", args, err, exitCode(err))
+		}
+	}
+	out.Reset()
+	if err := run(t.Context(), []string{"policy", "test"}, noEnv, &out, &errOut); err != nil || !strings.Contains(out.String(), " passed, 0 failed") {
+		t.Fatalf("policy test: %v %q", err, out.String())
+	}
+}
