@@ -43,7 +43,7 @@ type upstream struct {
 	body [][]byte
 }
 
-func newUpstream(t *testing.T) *upstream {
+func newUpstream(t testing.TB) *upstream {
 	u := &upstream{}
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
@@ -91,7 +91,7 @@ type fixture struct {
 // newFixture runs the real proxy with the real policy engine, registry, Clerk verifier (against
 // clerktest) and audit log, in front of a recording upstream. Gateway "gwa" (tenant-a, owner
 // user_owner, token tokA, members user_viewer/operator/admin) and "gwb" (tenant-b, token tokB).
-func newFixture(t *testing.T, mode registry.AuthMode, trusted ...string) *fixture {
+func newFixture(t testing.TB, mode registry.AuthMode, trusted ...string) *fixture {
 	t.Helper()
 	f := &fixture{up: newUpstream(t), clerk: clerktest.New(t), auditDir: filepath.Join(t.TempDir(), "audit"),
 		metrics: prometheus.NewRegistry()}

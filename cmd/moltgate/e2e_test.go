@@ -26,6 +26,9 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	if benchRole() {
+		return
+	}
 	dir, err := os.MkdirTemp("", "moltgate-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

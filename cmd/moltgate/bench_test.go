@@ -1,0 +1,257 @@
+package main_test
+
+// BenchmarkProxy is the proxy part of `make bench`: wrk drives the same load through a plain
+// httputil.ReverseProxy and through `moltgate serve` (10,000 gateways, Clerk JWT on every
+// request, policy, audit on) to the same upstream, in one run, and prints each figure and
+// the ratios on lines starting with "bench ". Both proxies and the upstream are separate
+// processes (this test binary re-executed in a role), so each has its own runtime.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moltgate/moltgate/internal/testenv"
+	"github.com/moltgate/moltgate/keystore"
+	"github.com/moltgate/moltgate/proxy"
+	"github.com/moltgate/moltgate/proxy/authn/clerktest"
+	"github.com/moltgate/moltgate/registry"
+	"github.com/moltgate/moltgate/store"
+)
+
+const benchRoleEnv = "MOLTGATE_BENCH_ROLE"
+
+// benchRole runs this binary as a bench upstream or baseline proxy when asked to, and
+// reports whether it did.
+func benchRole() bool {
+	role, addr := os.Getenv(benchRoleEnv), os.Getenv("MOLTGATE_BENCH_ADDR")
+	var h http.Handler
+	switch role {
+	case "upstream":
+		body := []byte(`{"ok":true,"status":"live"}`)
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/json")
+			w.Write(body)
+		})
+	case "baseline":
+		target, _ := url.Parse(os.Getenv("MOLTGATE_BENCH_UPSTREAM"))
+		h = &httputil.ReverseProxy{
+			Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
+			Transport: proxy.NewTransport(proxy.TransportConfig{}),
+		}
+	default:
+		return false
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	(&http.Server{Handler: h}).Serve(ln)
+	return true
+}
+
+func startRole(b *testing.B, role, upstream string) string {
+	b.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(b))
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), benchRoleEnv+"="+role, "MOLTGATE_BENCH_ADDR="+addr, "MOLTGATE_BENCH_UPSTREAM="+upstream)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitHTTP(b, "http://"+addr+"/")
+	return "http://" + addr
+}
+
+func waitHTTP(b *testing.B, u string) {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(u); err == nil {
+			resp.Body.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.Fatalf("%s did not answer", u)
+}
+
+// noSync stands in for the policy engine while gateways are written before serve starts;
+// serve loads them into its own engine.
+type noSync struct{}
+
+func (noSync) PutGateway(context.Context, registry.Gateway) error { return nil }
+func (noSync) DeleteGateway(context.Context, string) error        { return nil }
+
+// seedGateways writes n gateways owned by user_bench into dataDir's store, sealed under the
+// development master key that serve will load from the same place.
+func seedGateways(b *testing.B, dataDir, upstream string, n int) {
+	b.Helper()
+	key, _, err := keystore.LoadOrCreateDevKey(filepath.Join(dataDir, "master.key"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ring, _ := keystore.NewKeyring(1, key)
+	kv, err := store.OpenBolt(filepath.Join(dataDir, "moltgate.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer kv.Close()
+	reg, err := registry.New(b.Context(), kv, keystore.New(ring), noSync{}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range n {
+		tok := fmt.Sprintf("%064x", i+1)
+		g := registry.Gateway{ID: fmt.Sprintf("gw%05d", i), Tenant: fmt.Sprintf("tenant-%05d", i), Owner: "user_bench",
+			Upstream: upstream, Members: map[string]string{"user_m1": "viewer", "user_m2": "operator"}}
+		if _, err := reg.Create(b.Context(), g, tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+type wrkResult struct {
+	rps      float64
+	p50, p99 time.Duration
+}
+
+var (
+	wrkRPS     = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	wrkLatency = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([0-9.]+)(us|ms|s)\s*$`)
+	wrkErrors  = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+)
+
+func runWrk(b *testing.B, target, host, auth string, d time.Duration) wrkResult {
+	b.Helper()
+	out, err := exec.Command("wrk", "-t2", "-c64", "-d"+d.String(), "--latency",
+		"-H", "Host: "+host, "-H", "Authorization: Bearer "+auth, target+"/health").CombinedOutput()
+	if err != nil {
+		b.Fatalf("wrk: %v\n%s", err, out)
+	}
+	if m := wrkErrors.FindSubmatch(out); m != nil {
+		b.Fatalf("wrk saw %s refused requests:\n%s", m[1], out)
+	}
+	var r wrkResult
+	m := wrkRPS.FindSubmatch(out)
+	if m == nil {
+		b.Fatalf("wrk output:\n%s", out)
+	}
+	r.rps, _ = strconv.ParseFloat(string(m[1]), 64)
+	for _, l := range wrkLatency.FindAllSubmatch(out, -1) {
+		v, _ := strconv.ParseFloat(string(l[2]), 64)
+		unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[string(l[3])]
+		d := time.Duration(v * float64(unit))
+		if string(l[1]) == "50" {
+			r.p50 = d
+		} else {
+			r.p99 = d
+		}
+	}
+	return r
+}
+
+func peakRSS(b *testing.B, pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	b.Fatal("no VmHWM")
+	return 0
+}
+
+func BenchmarkProxy(b *testing.B) {
+	if _, err := exec.LookPath("wrk"); err != nil {
+		b.Fatal("wrk not found: apt-get install wrk (make bench installs it)")
+	}
+	const gateways = 10_000
+	duration := 10 * time.Second
+	if v, err := time.ParseDuration(os.Getenv("MOLTGATE_BENCH_DURATION")); err == nil {
+		duration = v
+	}
+	upstream := startRole(b, "upstream", "")
+	baseline := startRole(b, "baseline", upstream)
+
+	clerk := clerktest.New(b)
+	dir := b.TempDir()
+	secret := filepath.Join(dir, "clerk.key")
+	os.WriteFile(secret, []byte(clerk.SecretKey()), 0o600)
+	dataDir := filepath.Join(dir, "data")
+	start := time.Now()
+	seedGateways(b, dataDir, upstream, gateways)
+	seeded := time.Since(start)
+
+	adminTok := filepath.Join(dir, "admin.token")
+	os.WriteFile(adminTok, []byte(strings.Repeat("ab", 20)), 0o600)
+	listen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(b))
+	adminListen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(b))
+	cfg := filepath.Join(dir, "moltgate.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("listen: %s\nadmin_listen: %s\ndata_dir: %s\nadmin_token: {file: %s}\nlog: {level: warn}\n"+
+		"clerk:\n  api_url: %s\n  secret_key: {file: %s}\n  issuer: %s\n  authorized_parties: [%s]\n",
+		listen, adminListen, dataDir, adminTok, clerk.URL, secret, clerk.Issuer(), clerktest.DefaultAuthorizedParty)), 0o600)
+	var logs bytes.Buffer
+	cmd := exec.Command(binary, "serve", "--config", cfg)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	waitHTTP(b, "http://"+adminListen+"/readyz")
+
+	jwt := clerk.Mint(clerktest.Claims{Subject: "user_bench", Expiry: time.Now().Add(time.Hour)})
+	host := "gw04242.gw.localhost"
+	b.ResetTimer()
+	// Warm both, then measure each twice, interleaved, and keep the better run of each:
+	// the machine's noise hits both alike.
+	runWrk(b, baseline, host, jwt, 2*time.Second)
+	runWrk(b, "http://"+listen, host, jwt, 2*time.Second)
+	var base, mg wrkResult
+	for range 2 {
+		if r := runWrk(b, baseline, host, jwt, duration); r.rps > base.rps {
+			base = r
+		}
+		if r := runWrk(b, "http://"+listen, host, jwt, duration); r.rps > mg.rps {
+			mg = r
+		}
+	}
+	b.StopTimer()
+	rss := peakRSS(b, cmd.Process.Pid)
+	lines := []string{
+		fmt.Sprintf("bench proxy_gateways %d (seeded in %v)", gateways, seeded.Round(time.Millisecond)),
+		fmt.Sprintf("bench proxy_baseline_rps %.0f", base.rps),
+		fmt.Sprintf("bench proxy_moltgate_rps %.0f", mg.rps),
+		fmt.Sprintf("bench proxy_rps_ratio %.2f (target >= 0.80)", mg.rps/base.rps),
+		fmt.Sprintf("bench proxy_baseline_p50_us %.0f", float64(base.p50)/1e3),
+		fmt.Sprintf("bench proxy_moltgate_p50_us %.0f", float64(mg.p50)/1e3),
+		fmt.Sprintf("bench proxy_baseline_p99_us %.0f", float64(base.p99)/1e3),
+		fmt.Sprintf("bench proxy_moltgate_p99_us %.0f", float64(mg.p99)/1e3),
+		fmt.Sprintf("bench proxy_added_p99_us %.0f", float64(mg.p99-base.p99)/1e3),
+		fmt.Sprintf("bench moltgate_peak_rss_mib %.1f (10,000 gateways, under load)", rss),
+	}
+	for _, l := range lines {
+		fmt.Println(l)
+	}
+	b.ReportMetric(mg.rps/base.rps, "ratio")
+	b.ReportMetric(rss, "peak-RSS-MiB")
+}
