@@ -12,8 +12,13 @@ package moltgate.authz
 
 default decision := {"allow": false, "reason": "denied", "status": 403}
 
-# Proxy traffic (proxy.rego) or admin API (admin.rego); anything else is denied.
-decision := proxy_decision if {
+# A WebSocket message (ws.rego), proxy traffic (proxy.rego) or the admin API (admin.rego);
+# anything else is denied.
+decision := ws_decision if {
+	input.protocol == "ws"
+	input.action == "ws.call"
+	is_string(input.ws.method)
+} else := proxy_decision if {
 	input.protocol in {"http", "ws"}
 	is_string(input.action)
 	not startswith(input.action, "admin.")

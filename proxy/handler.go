@@ -23,6 +23,7 @@ import (
 	"github.com/moltgate/moltgate/audit"
 	"github.com/moltgate/moltgate/policies"
 	"github.com/moltgate/moltgate/proxy/authn"
+	"github.com/moltgate/moltgate/proxy/wsrelay"
 	"github.com/moltgate/moltgate/registry"
 )
 
@@ -70,6 +71,8 @@ type Deps struct {
 	Audit    Auditor
 	Logger   *slog.Logger
 	Metrics  prometheus.Registerer
+	// Relay serves allowed WebSocket upgrades; nil refuses every upgrade.
+	Relay *wsrelay.Relay
 }
 
 // Handler is the proxy's http.Handler.
@@ -161,7 +164,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rq.path = p
 
-	subject, status, reason := h.identify(r)
+	subject, expires, status, reason := h.identify(r)
 	ev.Actor = audit.Actor{Kind: subject.Kind, ID: subject.ID}
 	if status != 0 {
 		decision = "unauthenticated"
@@ -170,14 +173,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rq.subject = subject
-
-	// The WebSocket relay decides every message; until it serves this route, upgrades are
-	// refused rather than passed through after one decision at the handshake.
-	if isUpgrade(r) {
-		decision = "deny"
-		h.refuseAudited(sw, r, ev, audit.TypePolicyDeny, http.StatusForbidden, "websocket_not_enabled")
-		return
-	}
 
 	in := policies.Input{
 		Subject:  subject,
@@ -217,38 +212,57 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rq.scopes, rq.client = d.Scopes, ev.ClientIP
 	rq.https = r.TLS != nil || (contains(h.cfg.TrustedProxies, peerAddr(r)) && r.Header.Get("X-Forwarded-Proto") == "https")
+	if isUpgrade(r) {
+		// Only WebSockets are relayed, and only by the relay, which decides every message;
+		// a plain pass-through would be decided once at the handshake and never again.
+		if h.deps.Relay == nil || !headerHasToken(r.Header, "Upgrade", "websocket") {
+			decision = "deny"
+			h.refuseAudited(sw, r, ev, audit.TypePolicyDeny, http.StatusForbidden, "websocket_not_enabled")
+			return
+		}
+		err := h.deps.Relay.Serve(sw, r, wsrelay.Session{Entry: entry, Subject: subject, Expires: expires, Input: in,
+			Scopes: d.Scopes, RequestID: rq.id, Path: p, RawQuery: r.URL.RawQuery, HTTPS: rq.https})
+		var refusal *wsrelay.Refusal
+		if errors.As(err, &refusal) {
+			decision = "deny"
+			h.refuseAudited(sw, r, ev, audit.TypePolicyDeny, refusal.Status, refusal.Reason)
+		}
+		return
+	}
 	h.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), requestKey{}, rq)))
 }
 
-// identify returns the subject behind r, or a refusal status and reason.
-func (h *Handler) identify(r *http.Request) (policies.Subject, int, string) {
+// identify returns the subject behind r and when its credential expires (zero: never), or a
+// refusal status and reason.
+func (h *Handler) identify(r *http.Request) (policies.Subject, time.Time, int, string) {
+	var never time.Time
 	tok, ok, err := authn.Credential(r)
 	switch {
 	case err != nil:
-		return policies.Subject{Kind: policies.SubjectAnonymous}, http.StatusUnauthorized, authn.Reason(err)
+		return policies.Subject{Kind: policies.SubjectAnonymous}, never, http.StatusUnauthorized, authn.Reason(err)
 	case !ok:
-		return policies.Subject{Kind: policies.SubjectAnonymous}, 0, ""
+		return policies.Subject{Kind: policies.SubjectAnonymous}, never, 0, ""
 	case authn.IsGatewayToken(tok):
 		e, found := h.deps.Gateways.ByToken(tok)
 		if !found {
-			return policies.Subject{Kind: policies.SubjectGatewayToken}, http.StatusUnauthorized, "unknown_token"
+			return policies.Subject{Kind: policies.SubjectGatewayToken}, never, http.StatusUnauthorized, "unknown_token"
 		}
-		return policies.Subject{Kind: policies.SubjectGatewayToken, ID: "token:" + e.ID, Gateway: e.ID}, 0, ""
+		return policies.Subject{Kind: policies.SubjectGatewayToken, ID: "token:" + e.ID, Gateway: e.ID}, never, 0, ""
 	case h.deps.Sessions == nil:
-		return policies.Subject{Kind: policies.SubjectUser}, http.StatusUnauthorized, "sessions_disabled"
+		return policies.Subject{Kind: policies.SubjectUser}, never, http.StatusUnauthorized, "sessions_disabled"
 	}
 	id, err := h.deps.Sessions.Verify(r.Context(), tok)
 	if err != nil {
 		reason := authn.Reason(err)
 		if errors.Is(err, authn.ErrKeysUnavailable) || reason == "internal" {
-			return policies.Subject{Kind: policies.SubjectUser}, http.StatusServiceUnavailable, reason
+			return policies.Subject{Kind: policies.SubjectUser}, never, http.StatusServiceUnavailable, reason
 		}
-		return policies.Subject{Kind: policies.SubjectUser}, http.StatusUnauthorized, reason
+		return policies.Subject{Kind: policies.SubjectUser}, never, http.StatusUnauthorized, reason
 	}
 	return policies.Subject{
 		Kind: policies.SubjectUser, ID: id.UserID, SessionID: id.SessionID,
 		OrgID: id.OrgID, OrgRole: id.OrgRole, FactorAges: id.FactorAges,
-	}, 0, ""
+	}, id.Expires, 0, ""
 }
 
 // refuseAudited refuses r and records why. A failure to audit is logged; the request is

@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -25,6 +26,7 @@ import (
 	"github.com/moltgate/moltgate/proxy"
 	"github.com/moltgate/moltgate/proxy/authn"
 	"github.com/moltgate/moltgate/proxy/authn/clerktest"
+	"github.com/moltgate/moltgate/proxy/wsrelay"
 	"github.com/moltgate/moltgate/registry"
 	"github.com/moltgate/moltgate/store"
 )
@@ -41,11 +43,16 @@ type upstream struct {
 	mu   sync.Mutex
 	seen []*http.Request
 	body [][]byte
+	ws   wsGateway
 }
 
 func newUpstream(t testing.TB) *upstream {
 	u := &upstream{}
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") == "websocket" {
+			u.serveWS(w, r)
+			return
+		}
 		b, _ := io.ReadAll(r.Body)
 		u.mu.Lock()
 		u.seen = append(u.seen, r.Clone(r.Context()))
@@ -86,12 +93,19 @@ type fixture struct {
 	reg      *registry.Registry
 	auditDir string
 	metrics  *prometheus.Registry
+	relay    *wsrelay.Relay
 }
 
 // newFixture runs the real proxy with the real policy engine, registry, Clerk verifier (against
 // clerktest) and audit log, in front of a recording upstream. Gateway "gwa" (tenant-a, owner
 // user_owner, token tokA, members user_viewer/operator/admin) and "gwb" (tenant-b, token tokB).
 func newFixture(t testing.TB, mode registry.AuthMode, trusted ...string) *fixture {
+	t.Helper()
+	return buildFixture(t, mode, nil, trusted...)
+}
+
+// buildFixture is newFixture with a WebSocket relay when wsCfg is not nil.
+func buildFixture(t testing.TB, mode registry.AuthMode, wsCfg *wsrelay.Config, trusted ...string) *fixture {
 	t.Helper()
 	f := &fixture{up: newUpstream(t), clerk: clerktest.New(t), auditDir: filepath.Join(t.TempDir(), "audit"),
 		metrics: prometheus.NewRegistry()}
@@ -138,8 +152,19 @@ func newFixture(t testing.TB, mode registry.AuthMode, trusted ...string) *fixtur
 	}
 	tr := proxy.NewTransport(proxy.TransportConfig{})
 	t.Cleanup(tr.CloseIdleConnections)
+	var relay *wsrelay.Relay
+	if wsCfg != nil {
+		relay, err = wsrelay.New(*wsCfg, wsrelay.Deps{Gateways: f.reg, Policy: engine, Sessions: clerk, Audit: auditLog,
+			Logger: logger, Metrics: f.metrics})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.relay = relay
+		f.reg.Subscribe(func(id string) { go relay.Recheck(context.Background(), id) })
+		t.Cleanup(func() { relay.Shutdown(context.Background()) })
+	}
 	h, err := proxy.New(proxy.Config{TrustedProxies: prefixes, MaxToolBodyBytes: 4096, Transport: tr},
-		proxy.Deps{Gateways: f.reg, Policy: engine, Sessions: clerk, Audit: auditLog, Logger: logger, Metrics: f.metrics})
+		proxy.Deps{Gateways: f.reg, Policy: engine, Sessions: clerk, Audit: auditLog, Logger: logger, Metrics: f.metrics, Relay: relay})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,6 +226,23 @@ func (f *fixture) lastEvent(t *testing.T) (audit.Event, int) {
 		t.Fatal(err)
 	}
 	return e, n
+}
+
+// events returns every audit event, after checking the chain.
+func (f *fixture) events(t *testing.T) []audit.Event {
+	t.Helper()
+	if _, err := audit.VerifyDir(f.auditDir); err != nil {
+		t.Fatalf("audit chain: %v", err)
+	}
+	data, _ := os.ReadFile(filepath.Join(f.auditDir, "events-000001.jsonl"))
+	var out []audit.Event
+	for _, line := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
+		var e audit.Event
+		if len(line) > 0 && json.Unmarshal(line, &e) == nil {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func bearer(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }

@@ -16,6 +16,7 @@ var refusalMessages = map[int]string{
 	http.StatusForbidden:             "forbidden",
 	http.StatusNotFound:              "not found",
 	http.StatusRequestEntityTooLarge: "request body too large",
+	http.StatusTooManyRequests:       "too many requests",
 	http.StatusBadGateway:            "upstream unavailable",
 	http.StatusServiceUnavailable:    "unavailable",
 	http.StatusGatewayTimeout:        "upstream timeout",

@@ -45,6 +45,10 @@ type Config struct {
 	Limits LimitsConfig `yaml:"limits"`
 	// Upstream tunes connections to gateways.
 	Upstream UpstreamConfig `yaml:"upstream"`
+	// WebSocket bounds relayed sockets.
+	WebSocket WebSocketConfig `yaml:"websocket"`
+	// Audit configures the audit spool, sinks and archive.
+	Audit AuditConfig `yaml:"audit"`
 	// Log configures logging.
 	Log LogConfig `yaml:"log"`
 	// ShutdownTimeout bounds draining at SIGTERM. Default 15s.
@@ -94,6 +98,24 @@ type UpstreamConfig struct {
 	ResponseHeaderTimeout time.Duration `yaml:"response_header_timeout"`
 	// MaxIdleConnsPerHost default 256.
 	MaxIdleConnsPerHost int `yaml:"max_idle_conns_per_host"`
+}
+
+// WebSocketConfig bounds relayed WebSockets.
+type WebSocketConfig struct {
+	// AllowedOrigins are the browser origins allowed to open sockets. Default: the Clerk
+	// authorized parties (the dashboard origins); without Clerk, none.
+	AllowedOrigins []string `yaml:"allowed_origins"`
+	// MaxMessageBytes bounds one client message (larger closes with 1009). Default 1048576.
+	MaxMessageBytes int64 `yaml:"max_message_bytes"`
+	// MessagesPerSecond and Burst limit client messages per socket. Defaults 50 and 100.
+	MessagesPerSecond float64 `yaml:"messages_per_second"`
+	Burst             int     `yaml:"burst"`
+	// MaxConnsPerSubject bounds open sockets per user or token. Default 32.
+	MaxConnsPerSubject int `yaml:"max_conns_per_subject"`
+	// IdleTimeout closes sockets with no traffic. Default 10m.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// WriteTimeout closes sockets whose client does not read. Default 10s.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
 }
 
 // LogConfig configures logging.
@@ -166,6 +188,8 @@ func (c *Config) applyEnv(env func(string) string) error {
 		"MOLTGATE_ADMIN_TOKEN_FILE":         func(v string) { c.AdminToken = &SecretRef{File: v} },
 		"MOLTGATE_POLICY_DIR":               func(v string) { c.Policies.Dir = v },
 		"MOLTGATE_LOG_LEVEL":                func(v string) { c.Log.Level = v },
+		"MOLTGATE_AUDIT_REPLICA":            func(v string) { c.Audit.Replica = v },
+		"MOLTGATE_AUDIT_REDIS_ADDR":         func(v string) { c.Audit.Redis = &AuditRedisConfig{Addr: v} },
 		"MOLTGATE_LOG_FORMAT":               func(v string) { c.Log.Format = v },
 		"MOLTGATE_CLERK_API_URL":            func(v string) { clerk().APIURL = v },
 		"MOLTGATE_CLERK_ISSUER":             func(v string) { clerk().Issuer = v },
@@ -189,6 +213,7 @@ func (c *Config) setDefaults() {
 	def(&c.Listen, "127.0.0.1:8080")
 	def(&c.AdminListen, "127.0.0.1:9090")
 	def(&c.DataDir, "./data")
+	c.Audit.setDefaults(c.DataDir)
 	def(&c.GatewayDomain, "gw.localhost")
 	def(&c.Log.Level, "info")
 	def(&c.Log.Format, "json")
@@ -197,6 +222,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Policies.Timeout == 0 {
 		c.Policies.Timeout = 50 * time.Millisecond
+	}
+	if c.Clerk != nil && c.WebSocket.AllowedOrigins == nil {
+		c.WebSocket.AllowedOrigins = c.Clerk.AuthorizedParties
 	}
 	if c.Clerk != nil {
 		def(&c.Clerk.APIURL, "https://api.clerk.com/v1")
@@ -271,9 +299,19 @@ func (c *Config) Validate() error {
 	if c.Log.Format != "json" && c.Log.Format != "text" {
 		bad("log.format", "%q: want json or text", c.Log.Format)
 	}
+	if w := c.WebSocket; w.MaxMessageBytes < 0 || w.MessagesPerSecond < 0 || w.Burst < 0 || w.MaxConnsPerSubject < 0 ||
+		w.IdleTimeout < 0 || w.WriteTimeout < 0 {
+		bad("websocket", "limits and timeouts must not be negative")
+	}
+	for i, o := range c.WebSocket.AllowedOrigins {
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			bad(fmt.Sprintf("websocket.allowed_origins[%d]", i), "%q: want scheme://host[:port]", o)
+		}
+	}
 	if c.ShutdownTimeout < 0 {
 		bad("shutdown_timeout", "negative")
 	}
+	errs = append(errs, c.Audit.validate()...)
 	return errors.Join(errs...)
 }
 

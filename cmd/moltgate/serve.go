@@ -24,12 +24,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/moltgate/moltgate/audit"
 	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/policies"
 	"github.com/moltgate/moltgate/proxy"
 	"github.com/moltgate/moltgate/proxy/admin"
 	"github.com/moltgate/moltgate/proxy/authn"
+	"github.com/moltgate/moltgate/proxy/wsrelay"
 	"github.com/moltgate/moltgate/registry"
 	"github.com/moltgate/moltgate/store"
 )
@@ -67,10 +67,11 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		return err
 	}
 	defer kv.Close()
-	auditLog, err := audit.OpenFile(audit.FileConfig{Dir: filepath.Join(cfg.DataDir, "audit")}, logger)
+	auditStack, err := openAudit(cfg, env, kv, keystore.New(ring), logger, metrics)
 	if err != nil {
 		return err
 	}
+	auditLog := auditStack.log
 	defer auditLog.Close()
 
 	engine, err := policies.New(ctx, policies.Config{Dir: cfg.Policies.Dir, Timeout: cfg.Policies.Timeout}, logger, metrics)
@@ -99,6 +100,19 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		sessions = clerk
 	}
 
+	relay, err := wsrelay.New(wsrelay.Config{
+		AllowedOrigins: cfg.WebSocket.AllowedOrigins, MaxMessageBytes: cfg.WebSocket.MaxMessageBytes,
+		MessagesPerSecond: cfg.WebSocket.MessagesPerSecond, Burst: cfg.WebSocket.Burst,
+		MaxConnsPerSubject: cfg.WebSocket.MaxConnsPerSubject, IdleTimeout: cfg.WebSocket.IdleTimeout,
+		WriteTimeout: cfg.WebSocket.WriteTimeout,
+	}, wsrelay.Deps{Gateways: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger, Metrics: metrics})
+	if err != nil {
+		return err
+	}
+	// Authorization is continuous: every registry change re-decides the open sockets of
+	// that gateway (a removed member loses a live socket at once).
+	gateways.Subscribe(func(id string) { go relay.Recheck(context.WithoutCancel(ctx), id) })
+
 	trusted := cfg.trustedPrefixes()
 	handler, err := proxy.New(proxy.Config{
 		GatewayDomain:    cfg.GatewayDomain,
@@ -106,7 +120,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		MaxToolBodyBytes: cfg.Limits.MaxToolBodyBytes,
 		Transport: proxy.NewTransport(proxy.TransportConfig{DialTimeout: cfg.Upstream.DialTimeout,
 			ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout, MaxIdleConnsPerHost: cfg.Upstream.MaxIdleConnsPerHost}),
-	}, proxy.Deps{Gateways: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger, Metrics: metrics})
+	}, proxy.Deps{Gateways: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger, Metrics: metrics, Relay: relay})
 	if err != nil {
 		return err
 	}
@@ -125,9 +139,13 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 			http.Error(w, "draining", http.StatusServiceUnavailable)
 			return
 		}
+		if err := auditLog.Ready(); err != nil {
+			http.Error(w, "audit unavailable: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		io.WriteString(w, "ready\n")
 	})
-	adminMux.Handle("/v1/", adminAPI)
+	adminMux.Handle("/v1/", auditGate(adminAPI, auditLog.Ready))
 
 	proxyLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -138,7 +156,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		proxyLn.Close()
 		return fmt.Errorf("admin_listen: %w", err)
 	}
-	proxySrv := newServer(handler, logger)
+	proxySrv := newServer(auditGate(handler, auditLog.Ready), logger)
 	adminSrv := newServer(adminMux, logger)
 	logger.Info("moltgate serving", "proxy", proxyLn.Addr().String(), "admin", adminLn.Addr().String(),
 		"gateway_domain", cfg.GatewayDomain, "gateways", gateways.Len(), "policy_revision", engine.Revision(),
@@ -147,15 +165,20 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveUntilClosed(proxySrv, proxyLn) })
 	g.Go(func() error { return serveUntilClosed(adminSrv, adminLn) })
-	g.Go(func() error { return auditLog.Run(gctx, time.Second) })
-	g.Go(func() error { reloadOnHangup(gctx, engine, logger); return nil })
+	// Audit outlives the listeners: events of requests drained at shutdown are still taken.
+	auditCtx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
+	g.Go(func() error { return auditStack.run(auditCtx) })
+	g.Go(func() error { reloadOnHangup(gctx, engine, relay, logger); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
 		draining.Store(true)
 		logger.Info("moltgate draining", "timeout", cfg.ShutdownTimeout.String())
+		defer stopAudit()
 		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 		defer cancel()
-		return errors.Join(proxySrv.Shutdown(sctx), adminSrv.Shutdown(sctx))
+		// Sockets are hijacked connections that http.Server.Shutdown does not track: the
+		// relay sends them close frames and waits for them itself.
+		return errors.Join(proxySrv.Shutdown(sctx), relay.Shutdown(sctx), adminSrv.Shutdown(sctx))
 	})
 	err = g.Wait()
 	logger.Info("moltgate stopped")
@@ -181,7 +204,7 @@ func serveUntilClosed(srv *http.Server, ln net.Listener) error {
 
 // reloadOnHangup reloads the policy set at SIGHUP; a broken set is refused and the old one
 // keeps deciding.
-func reloadOnHangup(ctx context.Context, engine *policies.Engine, logger *slog.Logger) {
+func reloadOnHangup(ctx context.Context, engine *policies.Engine, relay *wsrelay.Relay, logger *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -195,6 +218,7 @@ func reloadOnHangup(ctx context.Context, engine *policies.Engine, logger *slog.L
 				continue
 			}
 			logger.Info("policy reloaded", "policy_revision", engine.Revision())
+			relay.Recheck(ctx, "")
 		}
 	}
 }

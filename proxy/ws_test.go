@@ -1,0 +1,498 @@
+package proxy_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/moltgate/moltgate/audit"
+	"github.com/moltgate/moltgate/proxy/authn/clerktest"
+	"github.com/moltgate/moltgate/proxy/wsrelay"
+	"github.com/moltgate/moltgate/registry"
+)
+
+// wsGateway is the WebSocket side of the stand-in upstream: it speaks just enough of the
+// OpenClaw protocol (challenge, connect → hello-ok, req → res) to test the relay's mechanics.
+// The end-to-end tests run the same flows against a real OpenClaw gateway.
+type wsGateway struct {
+	mu       sync.Mutex
+	frames   []map[string]any // client frames that reached the gateway
+	upgrades []http.Header
+	// closeWith, when set, makes the gateway close every socket after hello-ok.
+	closeWith websocket.StatusCode
+	// flood makes the gateway send this many 64 KiB events after hello-ok.
+	flood int
+}
+
+func (u *upstream) serveWS(w http.ResponseWriter, r *http.Request) {
+	g := &u.ws
+	g.mu.Lock()
+	g.upgrades = append(g.upgrades, r.Header.Clone())
+	closeWith, flood := g.closeWith, g.flood
+	g.mu.Unlock()
+	c, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer c.CloseNow()
+	ctx := r.Context()
+	c.Write(ctx, websocket.MessageText, []byte(`{"type":"event","event":"connect.challenge","payload":{"nonce":"n1"}}`))
+	for {
+		_, data, err := c.Read(ctx)
+		if err != nil {
+			return
+		}
+		var f map[string]any
+		if json.Unmarshal(data, &f) != nil {
+			return
+		}
+		g.mu.Lock()
+		g.frames = append(g.frames, f)
+		g.mu.Unlock()
+		id, _ := json.Marshal(f["id"])
+		payload := `{"method":` + mustJSON(f["method"]) + `}`
+		if f["method"] == "connect" {
+			payload = `{"type":"hello-ok"}`
+		}
+		c.Write(ctx, websocket.MessageText, []byte(`{"type":"res","id":`+string(id)+`,"ok":true,"payload":`+payload+`}`))
+		if f["method"] == "connect" && closeWith != 0 {
+			c.Close(closeWith, "gateway says bye")
+			return
+		}
+		if f["method"] == "connect" && flood > 0 {
+			big := `{"type":"event","event":"tick","payload":"` + strings.Repeat("x", 64<<10) + `"}`
+			for range flood {
+				if c.Write(ctx, websocket.MessageText, []byte(big)) != nil {
+					return
+				}
+			}
+		}
+	}
+}
+
+func mustJSON(v any) string { b, _ := json.Marshal(v); return string(b) }
+
+func (g *wsGateway) methods() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []string
+	for _, f := range g.frames {
+		m, _ := f["method"].(string)
+		out = append(out, m)
+	}
+	return out
+}
+
+func (g *wsGateway) frame(i int) map[string]any {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.frames[i]
+}
+
+var testWSConfig = wsrelay.Config{AllowedOrigins: []string{"https://app.example.test"}, MaxMessageBytes: 4096,
+	MessagesPerSecond: 20, Burst: 40, MaxConnsPerSubject: 3, WriteTimeout: 500 * time.Millisecond}
+
+func newWSFixture(t *testing.T, mode registry.AuthMode) *fixture {
+	cfg := testWSConfig
+	cfg.AllowedOrigins = append([]string(nil), cfg.AllowedOrigins...)
+	return buildFixture(t, mode, &cfg)
+}
+
+// client is a test client of the relayed socket.
+type client struct {
+	t *testing.T
+	c *websocket.Conn
+	n int
+}
+
+func (f *fixture) dial(t *testing.T, host string, header http.Header) (*client, *http.Response, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if header == nil {
+		header = http.Header{}
+	}
+	header.Set("Host", host)
+	c, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(f.srv.URL, "http")+"/ws", &websocket.DialOptions{
+		HTTPHeader: header, Host: host,
+	})
+	if err != nil {
+		return nil, resp, err
+	}
+	c.SetReadLimit(1 << 20)
+	t.Cleanup(func() { c.CloseNow() })
+	return &client{t: t, c: c}, resp, nil
+}
+
+func (c *client) read() map[string]any {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(c.t.Context(), 5*time.Second)
+	defer cancel()
+	_, data, err := c.c.Read(ctx)
+	if err != nil {
+		c.t.Fatalf("read: %v", err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		c.t.Fatalf("frame %s: %v", data, err)
+	}
+	return m
+}
+
+func (c *client) send(raw string) {
+	c.t.Helper()
+	if err := c.c.Write(c.t.Context(), websocket.MessageText, []byte(raw)); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+// call sends a request and returns its response (skipping events).
+func (c *client) call(method string, params any) map[string]any {
+	c.t.Helper()
+	c.n++
+	id := "r" + string(rune('0'+c.n%10)) + strings.Repeat("x", c.n/10)
+	c.send(`{"type":"req","id":"` + id + `","method":"` + method + `","params":` + mustJSON(params) + `}`)
+	for {
+		m := c.read()
+		if m["type"] == "res" && m["id"] == id {
+			return m
+		}
+	}
+}
+
+// closed waits for the socket to be closed and returns the close status and reason.
+func (c *client) closed() (websocket.StatusCode, string) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(c.t.Context(), 5*time.Second)
+	defer cancel()
+	for {
+		_, _, err := c.c.Read(ctx)
+		if err != nil {
+			var ce websocket.CloseError
+			if errors.As(err, &ce) {
+				return ce.Code, ce.Reason
+			}
+			return websocket.CloseStatus(err), err.Error()
+		}
+	}
+}
+
+func bearerHeader(tok string) http.Header {
+	return http.Header{"Authorization": {"Bearer " + tok}}
+}
+
+// connected dials as the bearer of tok and completes the connect handshake.
+func (f *fixture) connected(t *testing.T, tok string) *client {
+	t.Helper()
+	c, resp, err := f.dial(t, "gwa.gw.localhost", bearerHeader(tok))
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("dial: %v (status %d)", err, status)
+	}
+	if m := c.read(); m["event"] != "connect.challenge" {
+		t.Fatalf("first frame %v, want the challenge", m)
+	}
+	if res := c.call("connect", map[string]any{"auth": map[string]any{"token": "client-guess"}, "scopes": []string{"operator.read", "operator.admin"}}); res["ok"] != true {
+		t.Fatalf("connect: %v", res)
+	}
+	return c
+}
+
+func TestWSConnectCarriesTheGatewayTokenAndCappedScopes(t *testing.T) {
+	f := newWSFixture(t, registry.AuthToken)
+	c := f.connected(t, f.user("user_viewer"))
+	first := f.up.ws.frame(0)
+	params := first["params"].(map[string]any)
+	if auth := params["auth"].(map[string]any); auth["token"] != tokA {
+		t.Fatalf("connect auth upstream: %v, want the gateway token", auth)
+	}
+	if scopes := mustJSON(params["scopes"]); scopes != `["operator.read"]` {
+		t.Fatalf("scopes upstream: %s, want a viewer's", scopes)
+	}
+	if h := f.up.ws.upgrades[0]; h.Get("Origin") != "" || h.Get("Authorization") != "" || h.Get("Cookie") != "" {
+		t.Fatalf("upgrade headers leaked to the gateway: %v", h)
+	}
+	// A viewer reads; writes and admin changes are refused in protocol form and the socket
+	// stays usable.
+	if res := c.call("sessions.list", map[string]any{}); res["ok"] != true {
+		t.Fatalf("sessions.list: %v", res)
+	}
+	for _, m := range []string{"chat.send", "config.set", "terminal.open"} {
+		res := c.call(m, map[string]any{})
+		errObj, _ := res["error"].(map[string]any)
+		if res["ok"] != false || errObj["code"] != "FORBIDDEN" {
+			t.Fatalf("%s: got %v, want a FORBIDDEN res", m, res)
+		}
+	}
+	if res := c.call("status", nil); res["ok"] != true {
+		t.Fatalf("socket unusable after refusals: %v", res)
+	}
+	if got := strings.Join(f.up.ws.methods(), ","); got != "connect,sessions.list,status" {
+		t.Fatalf("gateway received %s", got)
+	}
+	ev, _ := f.lastEvent(t)
+	_ = ev
+}
+
+func TestWSMethodsByRole(t *testing.T) {
+	f := newWSFixture(t, registry.AuthToken)
+	fresh := []int{5, 2} // second factor 2 minutes ago
+	stale := []int{5, 60}
+	tests := []struct {
+		name   string
+		tok    string
+		method string
+		params any
+		allow  bool
+	}{
+		{"operator chats", f.user("user_operator"), "chat.send", map[string]any{}, true},
+		{"operator may not change config", f.user("user_operator"), "config.set", map[string]any{}, false},
+		{"admin changes config", f.user("user_admin"), "config.set", map[string]any{}, true},
+		{"admin may not open the terminal", f.user("user_admin"), "terminal.open", map[string]any{}, false},
+		{"owner without a second factor", f.user("user_owner"), "terminal.open", map[string]any{}, false},
+		{"owner with a stale second factor", f.clerk.Mint(clerktest.Claims{Subject: "user_owner", FactorAges: stale}), "exec.approval.resolve", map[string]any{}, false},
+		{"owner with a fresh second factor", f.clerk.Mint(clerktest.Claims{Subject: "user_owner", FactorAges: fresh}), "terminal.open", map[string]any{}, true},
+		{"gateway token is not the owner", tokA, "device.pair.approve", map[string]any{}, false},
+		{"gateway token operates", tokA, "sessions.reset", map[string]any{}, true},
+		{"unknown family is admin-only", f.user("user_operator"), "newfeature.do", map[string]any{}, false},
+		{"operator invokes an allowed tool", f.user("user_operator"), "tools.invoke", map[string]any{"name": "sessions_list"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := f.connected(t, tt.tok)
+			res := c.call(tt.method, tt.params)
+			if got := res["ok"] == true; got != tt.allow {
+				t.Fatalf("%s: got %v, want allow=%v", tt.method, res, tt.allow)
+			}
+			c.c.Close(websocket.StatusNormalClosure, "")
+		})
+	}
+	// Skill rules bind WebSocket tool calls too.
+	if _, err := f.reg.Update(t.Context(), "gwa", func(g *registry.Gateway) error { g.Skills.Deny = []string{"exec"}; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	c := f.connected(t, f.user("user_owner"))
+	res := c.call("tools.invoke", map[string]any{"name": "exec"})
+	if res["ok"] != false || !strings.Contains(mustJSON(res["error"]), "tool_denied") {
+		t.Fatalf("denied tool: %v", res)
+	}
+}
+
+func TestWSHostileClients(t *testing.T) {
+	f := newWSFixture(t, registry.AuthToken)
+	owner := f.user("user_owner")
+	tests := []struct {
+		name   string
+		do     func(c *client)
+		status websocket.StatusCode
+	}{
+		{"no connect first", func(c *client) { c.send(`{"type":"req","id":"1","method":"sessions.list","params":{}}`) }, websocket.StatusPolicyViolation},
+		{"not json", func(c *client) { c.send(`hello`) }, websocket.StatusPolicyViolation},
+		{"not a request", func(c *client) { c.send(`{"type":"event","event":"x"}`) }, websocket.StatusPolicyViolation},
+		{"binary", func(c *client) { c.c.Write(c.t.Context(), websocket.MessageBinary, []byte(`{}`)) }, websocket.StatusPolicyViolation},
+		{"oversized", func(c *client) {
+			c.send(`{"type":"req","id":"1","method":"connect","params":{"x":"` + strings.Repeat("a", 8192) + `"}}`)
+		}, websocket.StatusMessageTooBig},
+		{"method spelled twice", func(c *client) {
+			// Exact keys: the gateway reads "connect"; a case-insensitive reader would see "health".
+			c.send(`{"type":"req","id":"1","method":"sessions.list","Method":"connect","params":{}}`)
+		}, websocket.StatusPolicyViolation},
+		{"flood", func(c *client) {
+			c.send(`{"type":"req","id":"c","method":"connect","params":{}}`)
+			for i := range 200 {
+				if c.c.Write(c.t.Context(), websocket.MessageText, []byte(`{"type":"req","id":"`+string(rune('a'+i%26))+`","method":"status"}`)) != nil {
+					return
+				}
+			}
+		}, websocket.StatusPolicyViolation},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, _, err := f.dial(t, "gwa.gw.localhost", bearerHeader(owner))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.read() // challenge
+			before := len(f.up.ws.methods())
+			tt.do(c)
+			code, reason := c.closed()
+			if code != tt.status {
+				t.Fatalf("close: got %d %q, want %d", code, reason, tt.status)
+			}
+			if tt.name != "flood" && len(f.up.ws.methods()) != before {
+				t.Fatalf("a refused frame reached the gateway: %v", f.up.ws.methods()[before:])
+			}
+		})
+	}
+}
+
+func TestWSUpgradeRefusals(t *testing.T) {
+	f := newWSFixture(t, registry.AuthToken)
+	owner := f.user("user_owner")
+	tests := []struct {
+		name   string
+		header http.Header
+		status int
+	}{
+		{"forged origin", http.Header{"Authorization": {"Bearer " + owner}, "Origin": {"https://evil.example"}}, 403},
+		{"anonymous", http.Header{}, 401},
+		{"stranger", bearerHeader(f.user("user_stranger")), 403},
+		{"other tenant's token", bearerHeader(tokB), 403},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, resp, err := f.dial(t, "gwa.gw.localhost", tt.header)
+			if err == nil || resp == nil || resp.StatusCode != tt.status {
+				t.Fatalf("got %v (%v), want %d", err, resp, tt.status)
+			}
+		})
+	}
+	// The dashboard origin may connect.
+	c, _, err := f.dial(t, "gwa.gw.localhost", http.Header{"Authorization": {"Bearer " + owner}, "Origin": {"https://app.example.test"}})
+	if err != nil {
+		t.Fatalf("allowed origin: %v", err)
+	}
+	c.c.Close(websocket.StatusNormalClosure, "")
+	// Per-subject connection limit.
+	var open []*client
+	for range testWSConfig.MaxConnsPerSubject {
+		open = append(open, f.connected(t, f.user("user_operator")))
+	}
+	if _, resp, err := f.dial(t, "gwa.gw.localhost", bearerHeader(f.user("user_operator"))); err == nil || resp.StatusCode != 429 {
+		t.Fatalf("connection over the limit: %v %v", err, resp)
+	}
+	for _, c := range open {
+		c.c.Close(websocket.StatusNormalClosure, "")
+	}
+}
+
+func TestWSContinuousAuthorization(t *testing.T) {
+	f := newWSFixture(t, registry.AuthToken)
+	viewer := f.connected(t, f.user("user_viewer"))
+	owner := f.connected(t, f.user("user_owner"))
+	start := time.Now()
+	if _, err := f.reg.Update(t.Context(), "gwa", func(g *registry.Gateway) error { delete(g.Members, "user_viewer"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	code, reason := viewer.closed()
+	if code != websocket.StatusPolicyViolation || !strings.Contains(reason, "not_a_member") || time.Since(start) > time.Second {
+		t.Fatalf("removed member: got %d %q after %v", code, reason, time.Since(start))
+	}
+	if res := owner.call("status", nil); res["ok"] != true {
+		t.Fatalf("owner's socket affected: %v", res)
+	}
+	// An allowlist that excludes the owner closes their socket too; removing the gateway
+	// closes everything.
+	if _, err := f.reg.Update(t.Context(), "gwa", func(g *registry.Gateway) error { g.Allowlist = []string{"192.0.2.0/24"}; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if code, reason := owner.closed(); code != websocket.StatusPolicyViolation || !strings.Contains(reason, "ip_not_allowed") {
+		t.Fatalf("allowlist: got %d %q", code, reason)
+	}
+	if _, err := f.reg.Update(t.Context(), "gwa", func(g *registry.Gateway) error { g.Allowlist = nil; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	tok := f.connected(t, tokA)
+	if err := f.reg.Delete(t.Context(), "gwa"); err != nil {
+		t.Fatal(err)
+	}
+	if code, reason := tok.closed(); code != websocket.StatusPolicyViolation || !strings.Contains(reason, "gateway removed") {
+		t.Fatalf("removed gateway: got %d %q", code, reason)
+	}
+	evs := 0
+	for _, e := range f.events(t) {
+		if e.Type == audit.TypePolicyDeny && e.Action == "ws.call" {
+			evs++
+		}
+	}
+	if evs < 3 {
+		t.Fatalf("revocations audited: %d, want 3", evs)
+	}
+}
+
+func TestWSSessionExpiryAndRefresh(t *testing.T) {
+	f := newWSFixture(t, registry.AuthToken)
+	short := func() string {
+		return f.clerk.Mint(clerktest.Claims{Subject: "user_owner", IssuedAt: time.Now(), Expiry: time.Now().Add(1500 * time.Millisecond)})
+	}
+	// Leeway is 5s in the verifier; the socket ends at exp itself.
+	c := f.connected(t, short())
+	code, reason := c.closed()
+	if code != websocket.StatusPolicyViolation || reason != "session expired" {
+		t.Fatalf("expiry: got %d %q", code, reason)
+	}
+	c2 := f.connected(t, short())
+	fresh := f.clerk.Mint(clerktest.Claims{Subject: "user_owner", Expiry: time.Now().Add(time.Hour)})
+	if res := c2.call(wsrelay.RefreshMethod, map[string]any{"token": fresh}); res["ok"] != true {
+		t.Fatalf("refresh: %v", res)
+	}
+	other := f.clerk.Mint(clerktest.Claims{Subject: "user_viewer", Expiry: time.Now().Add(time.Hour)})
+	if res := c2.call(wsrelay.RefreshMethod, map[string]any{"token": other}); res["ok"] != false {
+		t.Fatalf("refresh as another user accepted: %v", res)
+	}
+	time.Sleep(2 * time.Second) // past the first token's exp: the socket must still serve
+	if res := c2.call("status", nil); res["ok"] != true {
+		t.Fatalf("after refresh: %v", res)
+	}
+	for _, m := range f.up.ws.methods() {
+		if m == wsrelay.RefreshMethod {
+			t.Fatal("the refresh request reached the gateway")
+		}
+	}
+}
+
+func TestWSClosePassesThroughAndSlowReaders(t *testing.T) {
+	f := newWSFixture(t, registry.AuthToken)
+	f.up.ws.mu.Lock()
+	f.up.ws.closeWith = 4001
+	f.up.ws.mu.Unlock()
+	c := f.connected(t, f.user("user_owner"))
+	if code, reason := c.closed(); code != 4001 || reason != "gateway says bye" {
+		t.Fatalf("close passthrough: got %d %q", code, reason)
+	}
+	// A client that does not read while the gateway streams is closed, not buffered for.
+	f.up.ws.mu.Lock()
+	f.up.ws.closeWith, f.up.ws.flood = 0, 400
+	f.up.ws.mu.Unlock()
+	slow, _, err := f.dial(t, "gwa.gw.localhost", bearerHeader(f.user("user_owner")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow.read()
+	slow.send(`{"type":"req","id":"c","method":"connect","params":{}}`)
+	deadline := time.Now().Add(10 * time.Second)
+	for f.relay.Open() > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := f.relay.Open(); n != 0 {
+		t.Fatalf("slow reader still relayed after 10s (%d open)", n)
+	}
+}
+
+func TestWSShutdownSendsCloseFrames(t *testing.T) {
+	f := newWSFixture(t, registry.AuthToken)
+	c := f.connected(t, f.user("user_owner"))
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- f.relay.Shutdown(ctx) }()
+	if code, _ := c.closed(); code != websocket.StatusGoingAway {
+		t.Fatalf("shutdown close: got %d, want 1001", code)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, resp, err := f.dial(t, "gwa.gw.localhost", bearerHeader(f.user("user_owner"))); err == nil || resp.StatusCode != 503 {
+		t.Fatalf("upgrade after shutdown: %v %v", err, resp)
+	}
+}

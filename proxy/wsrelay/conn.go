@@ -1,0 +1,426 @@
+package wsrelay
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/moltgate/moltgate/audit"
+	"github.com/moltgate/moltgate/policies"
+)
+
+// RefreshMethod is the request a client sends on an open socket to present a fresh Clerk
+// session token before the one that opened the socket expires:
+// {"type":"req","id":…,"method":"moltgate.session.refresh","params":{"token":"<jwt>"}}.
+// moltgate answers it itself; the gateway never sees it.
+const RefreshMethod = "moltgate.session.refresh"
+
+// Close reasons (metric label values).
+const (
+	closeClient    = "client_closed"
+	closeGateway   = "gateway_closed"
+	closeRevoked   = "revoked"
+	closeExpired   = "expired"
+	closeIdle      = "idle"
+	closeRate      = "rate_limited"
+	closeTooBig    = "too_big"
+	closeProtocol  = "protocol"
+	closeShutdown  = "shutdown"
+	closeSlow      = "slow_reader"
+	closeUpstream  = "upstream_error"
+	closePolicyErr = "policy_error"
+)
+
+// copyBuffers lend the gateway→client copy its buffer only while a message is in flight, so
+// an idle socket holds none.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+type conn struct {
+	rl               *Relay
+	s                Session
+	client, upstream *websocket.Conn
+	tokenHash        []byte
+
+	closeOnce sync.Once
+	done      chan struct{}
+	closers   sync.WaitGroup // the close handshakes end() started; run waits for them
+
+	mu        sync.Mutex
+	expires   time.Time
+	expiry    *time.Timer
+	idle      *time.Timer
+	ping      *time.Timer
+	connected bool // the first frame (connect) has gone through
+
+	// Rate limiting, touched only by the client reader.
+	tokens float64
+	refill time.Time
+}
+
+func newConn(rl *Relay, s Session, client, upstream *websocket.Conn) *conn {
+	c := &conn{rl: rl, s: s, client: client, upstream: upstream, done: make(chan struct{}),
+		expires: s.Expires, tokens: float64(rl.cfg.Burst), refill: rl.deps.Now()}
+	if s.Subject.Kind == policies.SubjectGatewayToken {
+		c.tokenHash = slices.Clone(s.Entry.TokenHash)
+	}
+	client.SetReadLimit(rl.cfg.MaxMessageBytes)
+	return c
+}
+
+func (c *conn) run(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c.mu.Lock()
+	if !c.expires.IsZero() {
+		c.expiry = time.AfterFunc(c.expires.Sub(c.rl.deps.Now()), c.expired)
+	}
+	c.idle = time.AfterFunc(c.rl.cfg.IdleTimeout, func() {
+		c.end(closeIdle, websocket.StatusGoingAway, "idle timeout")
+	})
+	c.ping = time.AfterFunc(c.rl.cfg.PingInterval, func() { c.pingClient(ctx) })
+	c.mu.Unlock()
+	upDone := make(chan struct{})
+	go func() { defer close(upDone); c.fromGateway(ctx) }()
+	c.fromClient(ctx)
+	<-upDone
+	c.closers.Wait()
+	c.mu.Lock()
+	for _, t := range []*time.Timer{c.expiry, c.idle, c.ping} {
+		if t != nil {
+			t.Stop()
+		}
+	}
+	c.mu.Unlock()
+}
+
+func (c *conn) touch() {
+	c.mu.Lock()
+	c.idle.Reset(c.rl.cfg.IdleTimeout)
+	c.mu.Unlock()
+}
+
+func (c *conn) pingClient(ctx context.Context) {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	pctx, cancel := context.WithTimeout(ctx, c.rl.cfg.WriteTimeout)
+	err := c.client.Ping(pctx)
+	cancel()
+	if err != nil {
+		c.end(closeSlow, websocket.StatusGoingAway, "ping timeout")
+		return
+	}
+	c.mu.Lock()
+	c.ping.Reset(c.rl.cfg.PingInterval)
+	c.mu.Unlock()
+}
+
+func (c *conn) expired() {
+	c.audit(audit.TypePolicyDeny, "session_expired", "")
+	c.end(closeExpired, websocket.StatusPolicyViolation, "session expired")
+}
+
+// end closes both sides once: the client with code and reason, the gateway as going away.
+func (c *conn) end(metric string, code websocket.StatusCode, reason string) {
+	c.closeOnce.Do(func() {
+		close(c.done)
+		c.rl.m.closes.WithLabelValues(metric).Inc()
+		// Both handshakes wait for the peer's close frame (up to 5s): run them side by side,
+		// so a timer or a recheck calling end never blocks on a silent peer.
+		c.closers.Go(func() { c.upstream.Close(websocket.StatusGoingAway, "client connection closed") })
+		c.closers.Go(func() { c.client.Close(code, reason) })
+	})
+}
+
+// close is end for the relay's own reasons (shutdown).
+func (c *conn) close(code websocket.StatusCode, reason string) { c.end(closeShutdown, code, reason) }
+
+// fromGateway streams gateway messages to the client, one at a time: a client that does not
+// take a message within WriteTimeout is closed rather than buffered for.
+func (c *conn) fromGateway(ctx context.Context) {
+	for {
+		typ, r, err := c.upstream.Reader(ctx)
+		if err != nil {
+			c.gatewayGone(err)
+			return
+		}
+		wctx, cancel := context.WithTimeout(ctx, c.rl.cfg.WriteTimeout)
+		w, err := c.client.Writer(wctx, typ)
+		if err == nil {
+			bp := copyBuffers.Get().(*[]byte)
+			_, err = io.CopyBuffer(w, r, *bp)
+			copyBuffers.Put(bp)
+			if cerr := w.Close(); err == nil {
+				err = cerr
+			}
+		}
+		cancel()
+		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) {
+				c.end(closeSlow, websocket.StatusPolicyViolation, "client too slow")
+			} else {
+				c.end(closeClient, websocket.StatusGoingAway, "")
+			}
+			return
+		}
+		c.rl.m.messages.WithLabelValues("gateway", "none").Inc()
+		c.touch()
+	}
+}
+
+// gatewayGone passes the gateway's close code and reason on to the client.
+func (c *conn) gatewayGone(err error) {
+	var ce websocket.CloseError
+	if errors.As(err, &ce) {
+		code := ce.Code
+		if code == websocket.StatusNoStatusRcvd {
+			code = websocket.StatusNormalClosure
+		}
+		c.end(closeGateway, code, ce.Reason)
+		return
+	}
+	c.end(closeUpstream, websocket.StatusInternalError, "gateway connection lost")
+}
+
+// fromClient reads, checks and decides every client message.
+func (c *conn) fromClient(ctx context.Context) {
+	for {
+		typ, data, err := c.client.Read(ctx)
+		if err != nil {
+			c.clientGone(err)
+			return
+		}
+		start := time.Now()
+		c.touch()
+		if !c.allowRate() {
+			c.audit(audit.TypePolicyDeny, "rate_limited", "")
+			c.end(closeRate, websocket.StatusPolicyViolation, "message rate limit exceeded")
+			return
+		}
+		if typ != websocket.MessageText {
+			c.end(closeProtocol, websocket.StatusPolicyViolation, "binary messages are not accepted")
+			return
+		}
+		f, err := parseFrame(data)
+		if err != nil {
+			c.end(closeProtocol, websocket.StatusPolicyViolation, "not an OpenClaw request frame")
+			return
+		}
+		if !c.handle(ctx, f, data) {
+			return
+		}
+		c.rl.m.relay.Observe(time.Since(start).Seconds())
+	}
+}
+
+func (c *conn) clientGone(err error) {
+	switch websocket.CloseStatus(err) {
+	case websocket.StatusMessageTooBig:
+		c.end(closeTooBig, websocket.StatusMessageTooBig, "message too big")
+	case -1:
+		var ce websocket.CloseError
+		if errors.As(err, &ce) {
+			c.end(closeClient, websocket.StatusGoingAway, "")
+		} else if c.closedByUs() {
+			return
+		} else {
+			// coder/websocket answers an oversized message with 1009 itself and returns
+			// a plain error; anything else is a lost connection.
+			c.end(closeClient, websocket.StatusGoingAway, "")
+		}
+	default:
+		c.end(closeClient, websocket.StatusGoingAway, "")
+	}
+}
+
+func (c *conn) closedByUs() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// handle decides one request frame and forwards, refuses or answers it. It reports whether
+// the socket stays open.
+func (c *conn) handle(ctx context.Context, f *frame, data []byte) bool {
+	c.mu.Lock()
+	first := !c.connected
+	c.mu.Unlock()
+	switch {
+	case first && f.method != "connect":
+		c.audit(audit.TypePolicyDeny, "connect_required", f.method)
+		c.end(closeProtocol, websocket.StatusPolicyViolation, "the first request must be connect")
+		return false
+	case first:
+		out, err := c.rewriteConnect(f)
+		if err != nil {
+			c.end(closeProtocol, websocket.StatusPolicyViolation, "malformed connect")
+			return false
+		}
+		c.mu.Lock()
+		c.connected = true
+		c.mu.Unlock()
+		return c.forward(ctx, out, "allow")
+	case f.method == "connect":
+		c.end(closeProtocol, websocket.StatusPolicyViolation, "connect sent twice")
+		return false
+	case f.method == RefreshMethod:
+		return c.refresh(ctx, f)
+	}
+	in := c.s.Input
+	in.Protocol, in.Action = policies.ProtocolWS, "ws.call"
+	in.WS = &policies.WSMessage{Method: f.method, Tool: f.tool(), Skill: f.skill()}
+	d, err := c.rl.deps.Policy.Decide(ctx, &in)
+	switch {
+	case err != nil:
+		c.rl.m.messages.WithLabelValues("client", "error").Inc()
+		c.rl.deps.Logger.LogAttrs(ctx, slog.LevelError, "wsrelay: policy evaluation failed",
+			slog.String("request_id", c.s.RequestID), slog.Any("err", err))
+		c.audit(audit.TypePolicyDeny, "policy_error", f.method)
+		return c.reply(ctx, errorResponse(f.id, "UNAVAILABLE", "moltgate: policy evaluation failed"))
+	case !d.Allow:
+		c.rl.m.messages.WithLabelValues("client", "deny").Inc()
+		c.audit(audit.TypePolicyDeny, d.Reason, f.method)
+		return c.reply(ctx, errorResponse(f.id, "FORBIDDEN", "moltgate: "+d.Reason))
+	}
+	return c.forward(ctx, data, "allow")
+}
+
+func (c *conn) forward(ctx context.Context, data []byte, decision string) bool {
+	wctx, cancel := context.WithTimeout(ctx, c.rl.cfg.WriteTimeout)
+	err := c.upstream.Write(wctx, websocket.MessageText, data)
+	cancel()
+	if err != nil {
+		c.end(closeUpstream, websocket.StatusInternalError, "gateway connection lost")
+		return false
+	}
+	c.rl.m.messages.WithLabelValues("client", decision).Inc()
+	return true
+}
+
+func (c *conn) reply(ctx context.Context, msg []byte) bool {
+	wctx, cancel := context.WithTimeout(ctx, c.rl.cfg.WriteTimeout)
+	err := c.client.Write(wctx, websocket.MessageText, msg)
+	cancel()
+	if err != nil {
+		c.end(closeSlow, websocket.StatusPolicyViolation, "client too slow")
+		return false
+	}
+	return true
+}
+
+// rewriteConnect sets the connect request's credentials and scopes: in token mode the
+// gateway token goes into auth (the client never holds it); in every mode the scopes asked
+// for are capped by what the caller's role allows.
+func (c *conn) rewriteConnect(f *frame) ([]byte, error) {
+	if f.params == nil {
+		f.params = map[string]json.RawMessage{}
+	}
+	if c.s.Entry.AuthMode != "trusted-proxy" {
+		auth, err := json.Marshal(map[string]string{"token": string(c.s.Entry.Token)})
+		if err != nil {
+			return nil, err
+		}
+		f.params["auth"] = auth
+	} else {
+		delete(f.params, "auth")
+	}
+	var asked []string
+	if raw, ok := f.params["scopes"]; ok {
+		if err := json.Unmarshal(raw, &asked); err != nil {
+			return nil, err
+		}
+	} else {
+		asked = c.s.Scopes
+	}
+	granted := make([]string, 0, len(asked))
+	for _, s := range asked {
+		if slices.Contains(c.s.Scopes, s) {
+			granted = append(granted, s)
+		}
+	}
+	scopes, _ := json.Marshal(granted)
+	f.params["scopes"] = scopes
+	return f.encode()
+}
+
+// refresh extends the socket's life with a fresh session token of the same user.
+func (c *conn) refresh(ctx context.Context, f *frame) bool {
+	tok := f.str("token")
+	if c.rl.deps.Sessions == nil || c.s.Subject.Kind != policies.SubjectUser || tok == "" {
+		return c.reply(ctx, errorResponse(f.id, "INVALID_REQUEST", "moltgate: no session to refresh"))
+	}
+	id, err := c.rl.deps.Sessions.Verify(ctx, tok)
+	if err != nil || id.UserID != c.s.Subject.ID {
+		c.audit(audit.TypeAuthnFailure, "refresh_refused", RefreshMethod)
+		return c.reply(ctx, errorResponse(f.id, "UNAUTHORIZED", "moltgate: session token refused"))
+	}
+	c.mu.Lock()
+	c.expires = id.Expires
+	if c.expiry != nil && !id.Expires.IsZero() {
+		c.expiry.Reset(id.Expires.Sub(c.rl.deps.Now()))
+	}
+	c.mu.Unlock()
+	return c.reply(ctx, okResponse(f.id, map[string]string{"expires": id.Expires.UTC().Format(time.RFC3339)}))
+}
+
+// recheck re-decides the socket as its upgrade was decided, against current policy and data.
+func (c *conn) recheck(ctx context.Context) {
+	e, ok := c.rl.deps.Gateways.Lookup(c.s.Entry.ID)
+	if !ok {
+		c.audit(audit.TypePolicyDeny, "gateway_removed", "")
+		c.end(closeRevoked, websocket.StatusPolicyViolation, "gateway removed")
+		return
+	}
+	if c.tokenHash != nil && subtle.ConstantTimeCompare(c.tokenHash, e.TokenHash) != 1 {
+		c.audit(audit.TypePolicyDeny, "token_changed", "")
+		c.end(closeRevoked, websocket.StatusPolicyViolation, "gateway token changed")
+		return
+	}
+	in := c.s.Input
+	d, err := c.rl.deps.Policy.Decide(ctx, &in)
+	switch {
+	case err != nil:
+		c.audit(audit.TypePolicyDeny, "policy_error", "")
+		c.end(closePolicyErr, websocket.StatusPolicyViolation, "policy evaluation failed")
+	case !d.Allow:
+		c.audit(audit.TypePolicyDeny, d.Reason, "")
+		c.end(closeRevoked, websocket.StatusPolicyViolation, "access revoked: "+d.Reason)
+	}
+}
+
+func (c *conn) allowRate() bool {
+	now := c.rl.deps.Now()
+	c.tokens = min(float64(c.rl.cfg.Burst), c.tokens+now.Sub(c.refill).Seconds()*c.rl.cfg.MessagesPerSecond)
+	c.refill = now
+	if c.tokens < 1 {
+		return false
+	}
+	c.tokens--
+	return true
+}
+
+func (c *conn) audit(typ, reason, method string) {
+	in := c.s.Input
+	ev := audit.Event{Type: typ, Actor: audit.Actor{Kind: in.Subject.Kind, ID: in.Subject.ID}, Tenant: c.s.Entry.Tenant,
+		Gateway: c.s.Entry.ID, Action: "ws.call", Outcome: "deny", Reason: reason, RequestID: c.s.RequestID,
+		ClientIP: in.ClientIP, PolicyRevision: c.rl.deps.Policy.Revision(), Details: map[string]string{"protocol": "ws"}}
+	if method != "" {
+		ev.Details["method"] = method
+	}
+	if err := c.rl.deps.Audit.Emit(context.Background(), ev); err != nil {
+		c.rl.deps.Logger.Error("wsrelay: audit emit failed", "request_id", c.s.RequestID, "err", err)
+	}
+}

@@ -1,0 +1,330 @@
+package wsrelay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/moltgate/moltgate/audit"
+	"github.com/moltgate/moltgate/policies"
+	"github.com/moltgate/moltgate/proxy/authn"
+	"github.com/moltgate/moltgate/registry"
+)
+
+// Decider is the policy engine.
+type Decider interface {
+	Decide(ctx context.Context, in *policies.Input) (policies.Decision, error)
+	Revision() string
+}
+
+// Auditor records security events.
+type Auditor interface {
+	Emit(ctx context.Context, e audit.Event) error
+}
+
+// Verifier verifies a Clerk session token presented again on an open socket.
+type Verifier interface {
+	Verify(ctx context.Context, token string) (authn.Identity, error)
+}
+
+// Gateways finds a gateway's current entry when a socket is re-decided.
+type Gateways interface {
+	Lookup(id string) (*registry.Entry, bool)
+}
+
+// Config bounds what one client can make the relay hold. Zero values are the defaults.
+type Config struct {
+	// AllowedOrigins are the exact browser origins (scheme://host[:port]) that may open a
+	// socket. A request with any other Origin is refused: a page on another site must not
+	// ride a user's cookies into their gateway (cross-site WebSocket hijacking). Requests
+	// without Origin (CLI and machine clients) are not browsers and pass.
+	AllowedOrigins []string
+	// MaxMessageBytes bounds one client message; larger closes the socket (1009). Default 1 MiB.
+	MaxMessageBytes int64
+	// MaxUpstreamMessageBytes bounds one gateway message. Default 64 MiB (streamed, not held).
+	MaxUpstreamMessageBytes int64
+	// MessagesPerSecond and Burst limit client messages; beyond, the socket closes (1008).
+	// Defaults 50 and 100.
+	MessagesPerSecond float64
+	Burst             int
+	// MaxConnsPerSubject bounds the open sockets of one user or token. Default 32.
+	MaxConnsPerSubject int
+	// IdleTimeout closes a socket with no message either way for this long. Default 10m.
+	IdleTimeout time.Duration
+	// WriteTimeout closes a socket whose client does not take a message in time (a slow
+	// reader cannot make the relay hold more than one message for it). Default 10s.
+	WriteTimeout time.Duration
+	// PingInterval pings idle clients. Default 30s.
+	PingInterval time.Duration
+	// HTTPClient dials gateways. Default a client with no proxy and a 10s timeout.
+	HTTPClient *http.Client
+}
+
+// Deps are the parts the relay works with.
+type Deps struct {
+	Gateways Gateways
+	Policy   Decider
+	Sessions Verifier // nil: sessions cannot be refreshed on a socket
+	Audit    Auditor
+	Logger   *slog.Logger
+	Metrics  prometheus.Registerer
+	Now      func() time.Time
+}
+
+// Session is what the proxy decided at the upgrade.
+type Session struct {
+	Entry   *registry.Entry
+	Subject policies.Subject
+	// Expires ends the socket unless the client refreshes its session first; zero: never.
+	Expires time.Time
+	// Input is the allowed upgrade decision's input, re-decided when things change.
+	Input     policies.Input
+	Scopes    []string
+	RequestID string
+	Path      string // normalised
+	RawQuery  string
+	HTTPS     bool
+}
+
+// Relay relays and decides WebSockets. It is safe for concurrent use.
+type Relay struct {
+	cfg  Config
+	deps Deps
+	m    *metrics
+
+	mu         sync.Mutex
+	conns      map[*conn]struct{}
+	perSubject map[string]int
+	closing    bool
+	wg         sync.WaitGroup
+}
+
+// New returns a Relay.
+func New(cfg Config, deps Deps) (*Relay, error) {
+	if deps.Gateways == nil || deps.Policy == nil || deps.Audit == nil || deps.Logger == nil || deps.Metrics == nil {
+		return nil, errors.New("wsrelay: Gateways, Policy, Audit, Logger and Metrics are required")
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = 1 << 20
+	}
+	if cfg.MaxUpstreamMessageBytes <= 0 {
+		cfg.MaxUpstreamMessageBytes = 64 << 20
+	}
+	if cfg.MessagesPerSecond <= 0 {
+		cfg.MessagesPerSecond = 50
+	}
+	if cfg.Burst <= 0 {
+		cfg.Burst = 100
+	}
+	if cfg.MaxConnsPerSubject <= 0 {
+		cfg.MaxConnsPerSubject = 32
+	}
+	def(&cfg.IdleTimeout, 10*time.Minute)
+	def(&cfg.WriteTimeout, 10*time.Second)
+	def(&cfg.PingInterval, 30*time.Second)
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	}
+	for i, o := range cfg.AllowedOrigins {
+		cfg.AllowedOrigins[i] = strings.ToLower(strings.TrimSuffix(o, "/"))
+	}
+	m, err := newMetrics(deps.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("wsrelay: metrics: %w", err)
+	}
+	return &Relay{cfg: cfg, deps: deps, m: m, conns: map[*conn]struct{}{}, perSubject: map[string]int{}}, nil
+}
+
+// Refusal is a reason the relay refuses an upgrade before accepting it; the proxy answers it.
+type Refusal struct {
+	Status int
+	Reason string
+}
+
+func (r *Refusal) Error() string { return "wsrelay: refused: " + r.Reason }
+
+// Serve accepts the client socket, dials the gateway and relays until either side closes,
+// the socket is no longer allowed, or the relay shuts down. A *Refusal means nothing was
+// accepted and the caller must answer the request.
+func (rl *Relay) Serve(w http.ResponseWriter, r *http.Request, s Session) error {
+	if origin := r.Header.Get("Origin"); origin != "" && !rl.originAllowed(origin) {
+		return &Refusal{http.StatusForbidden, "origin_not_allowed"}
+	}
+	key := s.Subject.Kind + ":" + s.Subject.ID
+	rl.mu.Lock()
+	switch {
+	case rl.closing:
+		rl.mu.Unlock()
+		return &Refusal{http.StatusServiceUnavailable, "shutting_down"}
+	case rl.perSubject[key] >= rl.cfg.MaxConnsPerSubject:
+		rl.mu.Unlock()
+		return &Refusal{http.StatusTooManyRequests, "too_many_connections"}
+	}
+	rl.perSubject[key]++
+	rl.wg.Add(1)
+	rl.mu.Unlock()
+	defer func() {
+		rl.mu.Lock()
+		if rl.perSubject[key]--; rl.perSubject[key] <= 0 {
+			delete(rl.perSubject, key)
+		}
+		rl.mu.Unlock()
+		rl.wg.Done()
+	}()
+
+	upstream, err := rl.dial(r.Context(), s)
+	if err != nil {
+		rl.m.closes.WithLabelValues("upstream_unavailable").Inc()
+		rl.deps.Logger.LogAttrs(r.Context(), slog.LevelWarn, "wsrelay: gateway dial failed",
+			slog.String("request_id", s.RequestID), slog.String("gateway", s.Entry.ID), slog.Any("err", err))
+		return &Refusal{http.StatusBadGateway, "upstream_unavailable"}
+	}
+	// The Origin was checked above against the dashboard origins; Accept's own same-host
+	// check would refuse every dashboard, which lives on another host than the gateway.
+	client, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true, CompressionMode: websocket.CompressionDisabled})
+	if err != nil {
+		upstream.CloseNow()
+		return nil // Accept has answered the request
+	}
+	c := newConn(rl, s, client, upstream)
+	rl.mu.Lock()
+	if rl.closing {
+		rl.mu.Unlock()
+		c.close(websocket.StatusGoingAway, "server shutting down")
+		return nil
+	}
+	rl.conns[c] = struct{}{}
+	rl.mu.Unlock()
+	rl.m.open.Inc()
+	defer func() {
+		rl.mu.Lock()
+		delete(rl.conns, c)
+		rl.mu.Unlock()
+		rl.m.open.Dec()
+	}()
+	c.run(context.WithoutCancel(r.Context()))
+	return nil
+}
+
+func (rl *Relay) originAllowed(origin string) bool {
+	origin = strings.ToLower(strings.TrimSuffix(origin, "/"))
+	for _, o := range rl.cfg.AllowedOrigins {
+		if o == origin {
+			return true
+		}
+	}
+	return false
+}
+
+// dial opens the gateway side with the gateway's upstream credentials. The client's Origin
+// is not passed on: any Origin makes OpenClaw treat the connection as a browser.
+func (rl *Relay) dial(ctx context.Context, s Session) (*websocket.Conn, error) {
+	u := *s.Entry.UpstreamURL
+	switch u.Scheme {
+	case "https":
+		u.Scheme = "wss"
+	default:
+		u.Scheme = "ws"
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/") + s.Path
+	u.RawPath, u.RawQuery = "", s.RawQuery
+	h := http.Header{}
+	if s.Entry.AuthMode == registry.AuthTrustedProxy {
+		h.Set("X-Forwarded-User", s.Subject.ID)
+		proto := "http"
+		if s.HTTPS {
+			proto = "https"
+		}
+		h.Set("X-Forwarded-Proto", proto)
+		if s.Input.ClientIP != "" {
+			h.Set("X-Forwarded-For", s.Input.ClientIP)
+		}
+		scopes := s.Scopes
+		if len(scopes) == 0 {
+			scopes = []string{"operator.read"}
+		}
+		h.Set("X-Openclaw-Scopes", strings.Join(scopes, ","))
+	}
+	h.Set("X-Request-Id", s.RequestID)
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	up, resp, err := websocket.Dial(dctx, (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawQuery: u.RawQuery}).String(),
+		&websocket.DialOptions{HTTPClient: rl.cfg.HTTPClient, HTTPHeader: h, CompressionMode: websocket.CompressionDisabled})
+	if err != nil {
+		if resp != nil {
+			return nil, fmt.Errorf("dial: status %d: %w", resp.StatusCode, err)
+		}
+		return nil, fmt.Errorf("dial: %w", err)
+	}
+	up.SetReadLimit(rl.cfg.MaxUpstreamMessageBytes)
+	return up, nil
+}
+
+// Recheck re-decides the open sockets of gateway id ("" for all) and closes those no longer
+// allowed. Call it after any change to policy, the registry or tokens.
+func (rl *Relay) Recheck(ctx context.Context, id string) {
+	rl.mu.Lock()
+	var cs []*conn
+	for c := range rl.conns {
+		if id == "" || c.s.Entry.ID == id {
+			cs = append(cs, c)
+		}
+	}
+	rl.mu.Unlock()
+	for _, c := range cs {
+		c.recheck(ctx)
+	}
+}
+
+// Shutdown stops new sockets, sends every open one a close frame (1001) and waits for them to
+// end, until ctx is done.
+func (rl *Relay) Shutdown(ctx context.Context) error {
+	rl.mu.Lock()
+	rl.closing = true
+	cs := make([]*conn, 0, len(rl.conns))
+	for c := range rl.conns {
+		cs = append(cs, c)
+	}
+	rl.mu.Unlock()
+	for _, c := range cs {
+		go c.close(websocket.StatusGoingAway, "server shutting down")
+	}
+	done := make(chan struct{})
+	go func() { rl.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		rl.mu.Lock()
+		for c := range rl.conns {
+			c.client.CloseNow()
+			c.upstream.CloseNow()
+		}
+		rl.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+// Open is the number of relayed sockets.
+func (rl *Relay) Open() int {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	return len(rl.conns)
+}
