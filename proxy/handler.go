@@ -193,6 +193,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ev.Action = in.Action
 
+	// A WebSocket client that cannot set headers (Node's WebSocket, openclaw-node) carries
+	// its credential in the connect request's auth.token instead: the relay identifies and
+	// decides the socket on that first frame, before anything reaches the gateway. Token
+	// mode only: in trusted-proxy mode the identity must be on the upgrade itself.
+	if subject.Kind == policies.SubjectAnonymous && h.deps.Relay != nil && entry.AuthMode == registry.AuthToken &&
+		isUpgrade(r) && headerHasToken(r.Header, "Upgrade", "websocket") {
+		h.relay(sw, r, ev, &decision, wsrelay.Session{Entry: entry, Subject: subject, Input: in, RequestID: rq.id,
+			Path: p, RawQuery: r.URL.RawQuery, Identify: h.identifyToken})
+		return
+	}
+
 	d, err := h.deps.Policy.Decide(r.Context(), &in)
 	if err != nil || !d.Allow {
 		status, reason := d.Status, d.Reason
@@ -220,28 +231,39 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.refuseAudited(sw, r, ev, audit.TypePolicyDeny, http.StatusForbidden, "websocket_not_enabled")
 			return
 		}
-		err := h.deps.Relay.Serve(sw, r, wsrelay.Session{Entry: entry, Subject: subject, Expires: expires, Input: in,
+		h.relay(sw, r, ev, &decision, wsrelay.Session{Entry: entry, Subject: subject, Expires: expires, Input: in,
 			Scopes: d.Scopes, RequestID: rq.id, Path: p, RawQuery: r.URL.RawQuery, HTTPS: rq.https})
-		var refusal *wsrelay.Refusal
-		if errors.As(err, &refusal) {
-			decision = "deny"
-			h.refuseAudited(sw, r, ev, audit.TypePolicyDeny, refusal.Status, refusal.Reason)
-		}
 		return
 	}
 	h.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), requestKey{}, rq)))
 }
 
+// relay hands an upgrade to the WebSocket relay and answers what it refuses.
+func (h *Handler) relay(w http.ResponseWriter, r *http.Request, ev audit.Event, decision *string, s wsrelay.Session) {
+	var refusal *wsrelay.Refusal
+	if err := h.deps.Relay.Serve(w, r, s); errors.As(err, &refusal) {
+		*decision = "deny"
+		h.refuseAudited(w, r, ev, audit.TypePolicyDeny, refusal.Status, refusal.Reason)
+	}
+}
+
 // identify returns the subject behind r and when its credential expires (zero: never), or a
 // refusal status and reason.
 func (h *Handler) identify(r *http.Request) (policies.Subject, time.Time, int, string) {
-	var never time.Time
 	tok, ok, err := authn.Credential(r)
 	switch {
 	case err != nil:
-		return policies.Subject{Kind: policies.SubjectAnonymous}, never, http.StatusUnauthorized, authn.Reason(err)
+		return policies.Subject{Kind: policies.SubjectAnonymous}, time.Time{}, http.StatusUnauthorized, authn.Reason(err)
 	case !ok:
-		return policies.Subject{Kind: policies.SubjectAnonymous}, never, 0, ""
+		return policies.Subject{Kind: policies.SubjectAnonymous}, time.Time{}, 0, ""
+	}
+	return h.identifyToken(r.Context(), tok)
+}
+
+// identifyToken identifies the holder of tok: a gateway token or a Clerk session token.
+func (h *Handler) identifyToken(ctx context.Context, tok string) (policies.Subject, time.Time, int, string) {
+	var never time.Time
+	switch {
 	case authn.IsGatewayToken(tok):
 		e, found := h.deps.Gateways.ByToken(tok)
 		if !found {
@@ -251,7 +273,7 @@ func (h *Handler) identify(r *http.Request) (policies.Subject, time.Time, int, s
 	case h.deps.Sessions == nil:
 		return policies.Subject{Kind: policies.SubjectUser}, never, http.StatusUnauthorized, "sessions_disabled"
 	}
-	id, err := h.deps.Sessions.Verify(r.Context(), tok)
+	id, err := h.deps.Sessions.Verify(ctx, tok)
 	if err != nil {
 		reason := authn.Reason(err)
 		if errors.Is(err, authn.ErrKeysUnavailable) || reason == "internal" {

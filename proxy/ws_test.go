@@ -345,7 +345,6 @@ func TestWSUpgradeRefusals(t *testing.T) {
 		status int
 	}{
 		{"forged origin", http.Header{"Authorization": {"Bearer " + owner}, "Origin": {"https://evil.example"}}, 403},
-		{"anonymous", http.Header{}, 401},
 		{"stranger", bearerHeader(f.user("user_stranger")), 403},
 		{"other tenant's token", bearerHeader(tokB), 403},
 	}
@@ -494,5 +493,63 @@ func TestWSShutdownSendsCloseFrames(t *testing.T) {
 	}
 	if _, resp, err := f.dial(t, "gwa.gw.localhost", bearerHeader(f.user("user_owner"))); err == nil || resp.StatusCode != 503 {
 		t.Fatalf("upgrade after shutdown: %v %v", err, resp)
+	}
+}
+
+// Clients that cannot set headers (openclaw-node) identify in the connect request instead.
+func TestWSIdentifiesOnConnect(t *testing.T) {
+	f := newWSFixture(t, registry.AuthToken)
+	tests := []struct {
+		name  string
+		token string
+		ok    bool
+		code  string
+	}{
+		{"no credential", "", false, "UNAUTHORIZED"},
+		{"forged session", f.clerk.ForgeAlgNone(clerktest.Claims{Subject: "user_owner"}), false, "UNAUTHORIZED"},
+		{"stranger", f.user("user_stranger"), false, "FORBIDDEN"},
+		{"other tenant's token", tokB, false, "FORBIDDEN"},
+		{"viewer session", f.user("user_viewer"), true, ""},
+		{"gateway token", tokA, true, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, _, err := f.dial(t, "gwa.gw.localhost", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.read() // the gateway's challenge
+			before := len(f.up.ws.methods())
+			res := c.call("connect", map[string]any{"auth": map[string]any{"token": tt.token}})
+			if ok := res["ok"] == true; ok != tt.ok {
+				t.Fatalf("connect: got %v, want ok=%v", res, tt.ok)
+			}
+			if !tt.ok {
+				if code := res["error"].(map[string]any)["code"]; code != tt.code {
+					t.Fatalf("code %v, want %s", code, tt.code)
+				}
+				if st, _ := c.closed(); st != websocket.StatusPolicyViolation {
+					t.Fatalf("close %d, want 1008", st)
+				}
+				if len(f.up.ws.methods()) != before {
+					t.Fatal("a refused connect reached the gateway")
+				}
+				return
+			}
+			if auth := f.up.ws.frame(before)["params"].(map[string]any)["auth"].(map[string]any); auth["token"] != tokA {
+				t.Fatalf("gateway got auth %v", auth)
+			}
+			if tt.token != tokA {
+				if res := c.call("config.set", map[string]any{}); res["ok"] != false {
+					t.Fatalf("viewer identified on connect may change config: %v", res)
+				}
+			}
+			c.c.Close(websocket.StatusNormalClosure, "")
+		})
+	}
+	// In trusted-proxy mode the identity must be on the upgrade: no deferred identification.
+	tp := newWSFixture(t, registry.AuthTrustedProxy)
+	if _, resp, err := tp.dial(t, "gwa.gw.localhost", nil); err == nil || resp.StatusCode != 401 {
+		t.Fatalf("anonymous trusted-proxy upgrade: %v %v", err, resp)
 	}
 }

@@ -264,6 +264,9 @@ func (c *conn) handle(ctx context.Context, f *frame, data []byte) bool {
 		c.end(closeProtocol, websocket.StatusPolicyViolation, "the first request must be connect")
 		return false
 	case first:
+		if c.s.Identify != nil && !c.identify(ctx, f) {
+			return false
+		}
 		out, err := c.rewriteConnect(f)
 		if err != nil {
 			c.end(closeProtocol, websocket.StatusPolicyViolation, "malformed connect")
@@ -318,6 +321,54 @@ func (c *conn) reply(ctx context.Context, msg []byte) bool {
 		c.end(closeSlow, websocket.StatusPolicyViolation, "client too slow")
 		return false
 	}
+	return true
+}
+
+// identify authenticates a socket opened without credentials by the connect request's
+// auth.token and decides it as its upgrade would have been. A refusal answers the connect
+// with an error and closes the socket; nothing has reached the gateway but its challenge.
+func (c *conn) identify(ctx context.Context, f *frame) bool {
+	var auth struct {
+		Token string `json:"token"`
+	}
+	if raw, ok := f.params["auth"]; ok {
+		_ = json.Unmarshal(raw, &auth)
+	}
+	refuse := func(typ, code, reason string) bool {
+		c.audit(typ, reason, "connect")
+		c.reply(ctx, errorResponse(f.id, code, "moltgate: "+reason))
+		c.end(closeRevoked, websocket.StatusPolicyViolation, reason)
+		return false
+	}
+	if auth.Token == "" {
+		return refuse(audit.TypePolicyDeny, "UNAUTHORIZED", "unauthenticated")
+	}
+	subject, expires, status, reason := c.s.Identify(ctx, auth.Token)
+	if status != 0 {
+		return refuse(audit.TypeAuthnFailure, "UNAUTHORIZED", reason)
+	}
+	in := c.s.Input
+	in.Subject = subject
+	d, err := c.rl.deps.Policy.Decide(ctx, &in)
+	if err != nil {
+		return refuse(audit.TypePolicyDeny, "UNAVAILABLE", "policy_error")
+	}
+	c.mu.Lock()
+	c.s.Subject, c.s.Input = subject, in
+	c.mu.Unlock()
+	if !d.Allow {
+		return refuse(audit.TypePolicyDeny, "FORBIDDEN", d.Reason)
+	}
+	c.mu.Lock()
+	c.s.Scopes = d.Scopes
+	if subject.Kind == policies.SubjectGatewayToken {
+		c.tokenHash = slices.Clone(c.s.Entry.TokenHash)
+	}
+	c.s.Identify, c.expires = nil, expires
+	if !expires.IsZero() {
+		c.expiry = time.AfterFunc(expires.Sub(c.rl.deps.Now()), c.expired)
+	}
+	c.mu.Unlock()
 	return true
 }
 
@@ -378,18 +429,23 @@ func (c *conn) refresh(ctx context.Context, f *frame) bool {
 
 // recheck re-decides the socket as its upgrade was decided, against current policy and data.
 func (c *conn) recheck(ctx context.Context) {
+	c.mu.Lock()
+	pending, in, tokenHash := c.s.Identify != nil, c.s.Input, c.tokenHash
+	c.mu.Unlock()
 	e, ok := c.rl.deps.Gateways.Lookup(c.s.Entry.ID)
 	if !ok {
 		c.audit(audit.TypePolicyDeny, "gateway_removed", "")
 		c.end(closeRevoked, websocket.StatusPolicyViolation, "gateway removed")
 		return
 	}
-	if c.tokenHash != nil && subtle.ConstantTimeCompare(c.tokenHash, e.TokenHash) != 1 {
+	if pending {
+		return // decided when its connect request identifies it
+	}
+	if tokenHash != nil && subtle.ConstantTimeCompare(tokenHash, e.TokenHash) != 1 {
 		c.audit(audit.TypePolicyDeny, "token_changed", "")
 		c.end(closeRevoked, websocket.StatusPolicyViolation, "gateway token changed")
 		return
 	}
-	in := c.s.Input
 	d, err := c.rl.deps.Policy.Decide(ctx, &in)
 	switch {
 	case err != nil:
@@ -413,7 +469,9 @@ func (c *conn) allowRate() bool {
 }
 
 func (c *conn) audit(typ, reason, method string) {
+	c.mu.Lock()
 	in := c.s.Input
+	c.mu.Unlock()
 	ev := audit.Event{Type: typ, Actor: audit.Actor{Kind: in.Subject.Kind, ID: in.Subject.ID}, Tenant: c.s.Entry.Tenant,
 		Gateway: c.s.Entry.ID, Action: "ws.call", Outcome: "deny", Reason: reason, RequestID: c.s.RequestID,
 		ClientIP: in.ClientIP, PolicyRevision: c.rl.deps.Policy.Revision(), Details: map[string]string{"protocol": "ws"}}

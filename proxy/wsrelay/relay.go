@@ -93,6 +93,10 @@ type Session struct {
 	Path      string // normalised
 	RawQuery  string
 	HTTPS     bool
+	// Identify, when set, means the upgrade carried no credential: the connect request's
+	// auth.token identifies the caller (as the proxy identifies a bearer token, returning a
+	// refusal status and reason on failure) and the socket is decided on that first frame.
+	Identify func(ctx context.Context, token string) (policies.Subject, time.Time, int, string)
 }
 
 // Relay relays and decides WebSockets. It is safe for concurrent use.
@@ -168,6 +172,10 @@ func (rl *Relay) Serve(w http.ResponseWriter, r *http.Request, s Session) error 
 		return &Refusal{http.StatusForbidden, "origin_not_allowed"}
 	}
 	key := s.Subject.Kind + ":" + s.Subject.ID
+	if s.Identify != nil {
+		// Not identified yet: bounded per client address until connect says who it is.
+		key = "pending:" + s.Input.ClientIP
+	}
 	rl.mu.Lock()
 	switch {
 	case rl.closing:
