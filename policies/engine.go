@@ -60,7 +60,7 @@ type Engine struct {
 	codec   *codec
 	metrics *metrics
 
-	noMetricsM opametrics.Metrics
+	caches    ruleCachePool
 	noMetrics rego.EvalOption // OPA's internal timers are not read: skip their allocations
 
 	cur      atomic.Pointer[policySet]
@@ -91,7 +91,6 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 		logger:    logger,
 		codec:     newCodec(),
 		noMetrics: rego.EvalMetrics(opametrics.NoOp()),
-		noMetricsM: opametrics.NoOp(),
 	}
 	if e.timeout == 0 {
 		e.timeout = DefaultTimeout
@@ -172,9 +171,12 @@ func (e *Engine) decide(ctx context.Context, in *Input) (Decision, error) {
 	cancel := topdown.NewCancel()
 	timer := time.AfterFunc(e.timeout, cancel.Cancel)
 	stop := context.AfterFunc(ctx, cancel.Cancel)
-	rs, err := set.query.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel), e.noMetrics)
+	cache := e.caches.get()
+	rs, err := set.query.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel),
+		rego.EvalVirtualCache(cache), e.noMetrics)
 	timer.Stop()
 	stop()
+	e.caches.put(cache)
 
 	if err != nil {
 		if topdown.IsCancel(err) || cancel.Cancelled() {

@@ -1,80 +1,74 @@
 # Proxy traffic: HTTP requests and WebSocket messages moltgate forwards to a tenant gateway.
 #
-# This is the hot path: every request is decided here, so the three allows are written as
-# single rule bodies with their conditions inline (a helper rule costs about as much as
-# ten comparisons). Refusals are only evaluated when no allow matched.
+# This is the hot path: every request is decided here. The gateway record is looked up once
+# and handed to a per-subject-kind function, whose else-chain checks refusals in priority
+# order and ends in the allow. Conditions are written inline because, in OPA, every rule or
+# function evaluation costs about as much as ten comparisons.
+#
+# Refusal order (first match wins):
+#   unauthenticated 401 > unknown_gateway 404 > ip_not_allowed > (users) not_a_member >
+#   role_forbids > (tokens) wrong_gateway > token_forbids > tool_missing > tool_denied.
+# The allowlist and the tool rules come before every allow, so they bind owners and
+# gateway tokens too. Platform admins get nothing here: tenant isolation.
 package moltgate.authz
 
 # Actions a gateway token may perform on its own gateway.
 token_actions := {"http.read", "http.write", "tools.invoke"}
 
-# proxy_decision: the three ways to be allowed, then proxy_refusal. Each allow spells out
-# every condition a refusal checks for that kind of subject (the network allowlist and the
-# tool rules bind owners and gateway tokens too), so an allow means exactly "no refusal
-# applies". Platform admins get nothing here: tenant isolation.
-proxy_decision := {"allow": true, "reason": "owner", "scopes": ["operator.read", "operator.write", "operator.admin"]} if {
-	gw := data.gateways[input.gateway.id]
+proxy_decision := user_decision(gw) if {
 	input.subject.kind == "user"
+	is_string(input.subject.id)
 	input.subject.id != ""
-	gw.owner == input.subject.id
-	ip_allowed_on(gw)
-	tool_allowed_on(gw)
-} else := {"allow": true, "reason": "gateway_token", "scopes": ["operator.read", "operator.write", "operator.admin"]} if {
 	gw := data.gateways[input.gateway.id]
+	is_object(gw)
+} else := token_decision(gw) if {
 	input.subject.kind == "gateway_token"
-	input.subject.gateway == input.gateway.id
-	input.action in token_actions
-	ip_allowed_on(gw)
-	tool_allowed_on(gw)
-} else := {"allow": true, "reason": "member", "scopes": object.get(data.roles, [role, "scopes"], [])} if {
+	is_string(input.subject.gateway)
+	input.subject.gateway != ""
 	gw := data.gateways[input.gateway.id]
-	input.subject.kind == "user"
-	input.subject.id != ""
-	role := gw.members[input.subject.id]
-	input.action in data.roles[role].actions
-	ip_allowed_on(gw)
-	tool_allowed_on(gw)
-} else := proxy_refusal
-
-# proxy_refusal: why a request no allow matched is refused; the first match wins. Written
-# inline like the allows, so a refusal costs little more than an allow.
-#
-# Mind OPA's negation: `not f(x)` is itself undefined (so the branch fails) when the
-# argument x is undefined. Negate a helper rule instead (gateway_known, role_grants), or
-# make sure the argument is defined (the gateway is known past the second branch).
-proxy_refusal := {"allow": false, "reason": "unauthenticated", "status": 401} if {
+	is_object(gw)
+} else := {"allow": false, "reason": "unauthenticated", "status": 401} if {
 	not authenticated
 } else := {"allow": false, "reason": "unknown_gateway", "status": 404} if {
 	not gateway_known
-} else := {"allow": false, "reason": "ip_not_allowed", "status": 403} if {
-	not ip_allowed_on(data.gateways[input.gateway.id])
-} else := {"allow": false, "reason": "denied", "status": 403} if {
-	# admin tokens, and any kind this policy does not know, never reach a gateway.
-	not input.subject.kind in {"user", "gateway_token"}
-} else := {"allow": false, "reason": "wrong_gateway", "status": 403} if {
-	input.subject.kind == "gateway_token"
-	input.subject.gateway != input.gateway.id
-} else := {"allow": false, "reason": "token_forbids", "status": 403} if {
-	input.subject.kind == "gateway_token"
-	not input.action in token_actions
+} else := {"allow": false, "reason": "denied", "status": 403}
+
+# The admin token and any other kind of subject ends in the final "denied" above.
+
+# user_decision(gw): a signed-in user on a known gateway.
+user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403} if {
+	not ip_allowed_on(gw)
 } else := {"allow": false, "reason": "not_a_member", "status": 403} if {
-	input.subject.kind == "user"
-	gw := data.gateways[input.gateway.id]
 	gw.owner != input.subject.id
 	not gw.members[input.subject.id]
 } else := {"allow": false, "reason": "role_forbids", "status": 403} if {
-	input.subject.kind == "user"
-	gw := data.gateways[input.gateway.id]
 	gw.owner != input.subject.id
 	role := gw.members[input.subject.id]
-	not role_grants(role)
-} else := {"allow": false, "reason": "tool_missing", "status": 403} if {
+	not input.action in object.get(data.roles, [role, "actions"], [])
+} else := {"allow": false, "reason": refusal, "status": 403} if {
 	input.action == "tools.invoke"
-	not tool_named
-} else := {"allow": false, "reason": "tool_denied", "status": 403} if {
+	refusal := tool_refusal(gw)
+} else := {"allow": true, "reason": "owner", "scopes": ["operator.read", "operator.write", "operator.admin"]} if {
+	gw.owner == input.subject.id
+} else := {"allow": true, "reason": "member", "scopes": scopes} if {
+	# The role is checked again: with a malformed record (no owner) the refusals above
+	# cannot apply, and an allow must never rest on them alone.
+	role := gw.members[input.subject.id]
+	input.action in data.roles[role].actions
+	scopes := object.get(data.roles[role], "scopes", [])
+}
+
+# token_decision(gw): a gateway token on a known gateway.
+token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403} if {
+	not ip_allowed_on(gw)
+} else := {"allow": false, "reason": "wrong_gateway", "status": 403} if {
+	input.subject.gateway != input.gateway.id
+} else := {"allow": false, "reason": "token_forbids", "status": 403} if {
+	not input.action in token_actions
+} else := {"allow": false, "reason": refusal, "status": 403} if {
 	input.action == "tools.invoke"
-	not tool_allowed_on(data.gateways[input.gateway.id])
-} else := {"allow": false, "reason": "denied", "status": 403}
+	refusal := tool_refusal(gw)
+} else := {"allow": true, "reason": "gateway_token", "scopes": ["operator.read", "operator.write", "operator.admin"]}
 
 # ip_allowed_on(gw): the gateway has no allowlist, or the client address is inside one of
 # its CIDRs. moltgate passes client_ip as a valid address or "" (unknown); an unknown
@@ -87,20 +81,17 @@ ip_allowed_on(gw) if {
 	count(net.cidr_contains_matches(gw.allowlist, input.client_ip)) > 0
 }
 
-# tool_allowed_on(gw): the tool rules pass. They only concern tools.invoke: the tool must
-# be named, not in skills.deny (deny always wins) and, when skills.allow is not empty, in it.
-tool_allowed_on(_) if input.action != "tools.invoke"
-
-tool_allowed_on(gw) if {
-	input.action == "tools.invoke"
-	tool_named
-	not input.request.tool in object.get(gw, ["skills", "deny"], [])
-	tool_listed_on(gw)
+# tool_refusal(gw): why a tools.invoke call is refused, undefined when it is not. The tool
+# must be named, not in skills.deny (deny always wins) and, when skills.allow is not empty,
+# listed there.
+tool_refusal(gw) := "tool_missing" if {
+	not tool_named
+} else := "tool_denied" if {
+	input.request.tool in object.get(gw, ["skills", "deny"], [])
+} else := "tool_denied" if {
+	count(object.get(gw, ["skills", "allow"], [])) > 0
+	not input.request.tool in gw.skills.allow
 }
-
-tool_listed_on(gw) if count(object.get(gw, ["skills", "allow"], [])) == 0
-
-tool_listed_on(gw) if input.request.tool in gw.skills.allow
 
 tool_named if {
 	is_string(input.request.tool)
