@@ -1,0 +1,257 @@
+package keystore_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/moltgate/moltgate/audit"
+	"github.com/moltgate/moltgate/internal/testenv"
+	"github.com/moltgate/moltgate/keystore"
+	"github.com/moltgate/moltgate/registry"
+	"github.com/moltgate/moltgate/store"
+)
+
+type nopSyncer struct{}
+
+func (nopSyncer) PutGateway(context.Context, registry.Gateway) error { return nil }
+func (nopSyncer) DeleteGateway(context.Context, string) error       { return nil }
+
+type nopAudit struct{ n atomic.Int64 }
+
+func (a *nopAudit) Emit(context.Context, audit.Event) error { a.n.Add(1); return nil }
+
+type kvStore interface {
+	keystore.KV
+	Close() error
+}
+
+// world is everything the keystore covers, on one store: key records and gateway tokens.
+type world struct {
+	kv     keystore.KV
+	source keystore.FileSource
+	ks     *keystore.Keystore
+	keys   *keystore.Keys
+	reg    *registry.Registry
+	rot    *keystore.Rotator
+	audit  *nopAudit
+}
+
+// openWorld loads the keyring file and builds keystore, keys, registry and rotator over kv.
+func openWorld(t testing.TB, kv keystore.KV, keyring string, onReseal func(int)) *world {
+	t.Helper()
+	src := keystore.FileSource{Path: keyring}
+	versions, err := src.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := keystore.NewKeyringFrom(versions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks := keystore.NewWithSalts(ring, kv)
+	w := &world{kv: kv, source: src, ks: ks, audit: &nopAudit{}}
+	if w.keys, err = keystore.NewKeys(keystore.KeysConfig{Keystore: ks, KV: kv, Audit: w.audit}); err != nil {
+		t.Fatal(err)
+	}
+	if w.reg, err = registry.New(context.Background(), kv, ks, nopSyncer{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if w.rot, err = keystore.NewRotator(keystore.RotatorConfig{Keystore: ks, KV: kv, Source: src,
+		Targets: []keystore.Target{w.keys, w.reg}, OnReseal: onReseal}); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func writeKeyring(t testing.TB, dir string) string {
+	path := filepath.Join(dir, "keyring")
+	if err := os.WriteFile(path, []byte("1:"+hex.EncodeToString(bytes.Repeat([]byte{1}, 32))+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func secretOf(tenant, i int) string { return fmt.Sprintf("sk-test-%02d-%04d-SECRETSECRET", tenant, i) }
+func tokenOf(i int) string          { return fmt.Sprintf("%064x", 1000+i) }
+
+// seed stores nKeys key records over 4 tenants and nGateways gateways.
+func seed(t testing.TB, w *world, nKeys, nGateways int) map[string]string {
+	t.Helper()
+	want := map[string]string{} // "tenant/id" → secret
+	for i := range nKeys {
+		tenant := i % 4
+		k, err := w.keys.Add(context.Background(), keystore.AddRequest{Tenant: fmt.Sprintf("tenant-%d", tenant),
+			Provider: "openai", Secret: keystore.Secret(secretOf(tenant, i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[k.Tenant+"/"+k.ID] = secretOf(tenant, i)
+	}
+	for i := range nGateways {
+		_, err := w.reg.Create(context.Background(), registry.Gateway{ID: fmt.Sprintf("gw%d", i), Tenant: fmt.Sprintf("tenant-%d", i%4),
+			Owner: "user_1", Upstream: "http://127.0.0.1:1"}, tokenOf(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return want
+}
+
+// checkAll opens every record from the store through a fresh world (what a restarted process
+// sees) and returns the master versions in use.
+func checkAll(t testing.TB, kv keystore.KV, keyring string, want map[string]string, nGateways int) map[uint32]int {
+	t.Helper()
+	w := openWorld(t, kv, keyring, nil) // registry.New opens every gateway token or fails
+	o, err := keystore.NewOpener(w.keys, audit.Actor{Kind: "service", ID: "test"}, "check", w.audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, secret := range want {
+		tenant, id, _ := cut(name)
+		got, err := o.Open(context.Background(), tenant, id)
+		if err != nil || string(got) != secret {
+			t.Fatalf("record %s: %v", name, err)
+		}
+	}
+	for i := range nGateways {
+		e, ok := w.reg.Lookup(fmt.Sprintf("gw%d", i))
+		if !ok || string(e.Token) != tokenOf(i) {
+			t.Fatalf("gateway gw%d: token lost", i)
+		}
+	}
+	use, err := w.rot.Usage(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if use.Total != len(want)+nGateways {
+		t.Fatalf("records: got %d, want %d", use.Total, len(want)+nGateways)
+	}
+	return use.Master
+}
+
+func cut(s string) (string, string, bool) {
+	for i := range len(s) {
+		if s[i] == '/' {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+func TestRotateMasterWhileReading(t *testing.T) {
+	backends := map[string]func(t *testing.T) keystore.KV{
+		"bolt": func(t *testing.T) keystore.KV {
+			b, err := store.OpenBolt(filepath.Join(t.TempDir(), "kv.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { b.Close() })
+			return b
+		},
+		"redis": func(t *testing.T) keystore.KV {
+			r, err := store.OpenRedis(t.Context(), store.RedisConfig{Addr: testenv.Redis(t).Addr})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { r.Close() })
+			return r
+		},
+	}
+	for name, open := range backends {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			kv := open(t)
+			keyring := writeKeyring(t, t.TempDir())
+			w := openWorld(t, kv, keyring, nil)
+			want := seed(t, w, 60, 6)
+			o, _ := keystore.NewOpener(w.keys, audit.Actor{Kind: "service", ID: "proxy"}, "upstream-credential", w.audit)
+
+			// Readers keep opening every record while the rotation runs: none may fail.
+			ctx, stop := context.WithCancel(t.Context())
+			var wg sync.WaitGroup
+			var reads atomic.Int64
+			for range 3 {
+				wg.Go(func() {
+					for ctx.Err() == nil {
+						for name, secret := range want {
+							tenant, id, _ := cut(name)
+							got, err := o.Open(context.Background(), tenant, id)
+							if err != nil || string(got) != secret {
+								t.Errorf("read during rotation: %s: %v", name, err)
+								return
+							}
+							reads.Add(1)
+						}
+					}
+				})
+			}
+			job, err := w.rot.StartMaster(t.Context())
+			if err != nil || job.Master != 2 {
+				t.Fatalf("start: %+v, %v", job, err)
+			}
+			job, err = w.rot.RunJob(t.Context())
+			stop()
+			wg.Wait()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if job.Phase != "done" || job.Resealed != 66 || fmt.Sprint(job.Retired) != "[1]" {
+				t.Fatalf("job: got %+v, want done, 66 resealed, [1] retired", job)
+			}
+			if reads.Load() == 0 {
+				t.Fatal("no reads ran during rotation")
+			}
+			if use := checkAll(t, kv, keyring, want, 6); len(use) != 1 || use[2] != 66 {
+				t.Fatalf("versions in use: got %v, want only 2", use)
+			}
+			if v, _ := w.source.Load(t.Context()); len(v) != 1 || v[2] == nil {
+				t.Fatal("keyring file still holds the retired version")
+			}
+
+			// Per-tenant rotation: only tenant-1's records change, and its old salt retires.
+			job, err = w.rot.StartTenant(t.Context(), "tenant-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if job, err = w.rot.RunJob(t.Context()); err != nil || job.Resealed != 15+2 {
+				t.Fatalf("tenant job: %+v, %v (want 17 resealed: 15 keys, 2 gateways)", job, err)
+			}
+			use, _ := w.rot.Usage(t.Context())
+			if fmt.Sprint(use.Salts["tenant-1"]) != "map[2:17]" || fmt.Sprint(use.Salts["tenant-0"]) != "map[1:17]" {
+				t.Fatalf("salts in use: got %v", use.Salts)
+			}
+			if ts, _ := w.ks.TenantSalts("tenant-1"); len(ts.Versions) != 1 {
+				t.Fatalf("tenant-1 old salt not retired: %v", ts.Versions)
+			}
+			checkAll(t, kv, keyring, want, 6)
+		})
+	}
+}
+
+func TestRotateRefusesSecondKind(t *testing.T) {
+	b, err := store.OpenBolt(filepath.Join(t.TempDir(), "kv.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	w := openWorld(t, b, writeKeyring(t, t.TempDir()), nil)
+	seed(t, w, 4, 0)
+	if _, err := w.rot.StartMaster(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.rot.StartTenant(t.Context(), "tenant-0"); !errors.Is(err, keystore.ErrRotationBusy) {
+		t.Fatalf("tenant rotation during master rotation: got %v, want ErrRotationBusy", err)
+	}
+	// A second rotate-master resumes the unfinished one instead of adding a version.
+	if j, err := w.rot.StartMaster(t.Context()); err != nil || j.Master != 2 {
+		t.Fatalf("restart: %+v, %v", j, err)
+	}
+}

@@ -1,0 +1,154 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisConfig configures the Redis backend.
+type RedisConfig struct {
+	// Addr is host:port of the Redis server. Required.
+	Addr string
+	// Username and Password authenticate (ACL); empty means none.
+	Username string
+	Password string
+	// DB is the database number. Default 0.
+	DB int
+	// Prefix is put before every bucket's hash key. Default "moltgate:kv:".
+	Prefix string
+	// Timeout bounds one operation, since the KV interface carries no context. Default 5s.
+	Timeout time.Duration
+}
+
+// Redis is the KV store on a Redis server, for many replicas sharing state: one hash per
+// bucket (key <prefix><bucket>), fields are keys. It has the same semantics as Bolt: Get of a
+// missing key is ErrNotFound, ForEach walks in key order, Swap is atomic (a Lua script).
+// It is safe for concurrent use.
+type Redis struct {
+	c       *redis.Client
+	prefix  string
+	timeout time.Duration
+}
+
+// OpenRedis connects to cfg.Addr and checks the server answers.
+func OpenRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
+	if cfg.Addr == "" {
+		return nil, errors.New("store: redis: addr required")
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "moltgate:kv:"
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	c := redis.NewClient(&redis.Options{Addr: cfg.Addr, Username: cfg.Username, Password: cfg.Password, DB: cfg.DB,
+		DisableIdentity: true})
+	r := &Redis{c: c, prefix: cfg.Prefix, timeout: cfg.Timeout}
+	pctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	if err := c.Ping(pctx).Err(); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("store: redis %s: %w", cfg.Addr, err)
+	}
+	return r, nil
+}
+
+// Close closes the connections.
+func (r *Redis) Close() error { return r.c.Close() }
+
+func (r *Redis) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), r.timeout)
+}
+
+// Get returns the value under bucket/key, or ErrNotFound.
+func (r *Redis) Get(bucket, key string) ([]byte, error) {
+	ctx, cancel := r.ctx()
+	defer cancel()
+	v, err := r.c.HGet(ctx, r.prefix+bucket, key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: redis get %s: %w", bucket, err)
+	}
+	return v, nil
+}
+
+// Put stores value under bucket/key.
+func (r *Redis) Put(bucket, key string, value []byte) error {
+	ctx, cancel := r.ctx()
+	defer cancel()
+	if err := r.c.HSet(ctx, r.prefix+bucket, key, value).Err(); err != nil {
+		return fmt.Errorf("store: redis put %s: %w", bucket, err)
+	}
+	return nil
+}
+
+// Delete removes bucket/key; deleting a missing key is not an error.
+func (r *Redis) Delete(bucket, key string) error {
+	ctx, cancel := r.ctx()
+	defer cancel()
+	if err := r.c.HDel(ctx, r.prefix+bucket, key).Err(); err != nil {
+		return fmt.Errorf("store: redis delete %s: %w", bucket, err)
+	}
+	return nil
+}
+
+// ForEach calls fn for every key in bucket in key order. It reads the whole bucket first
+// (HGETALL), so fn sees a snapshot and may write to the store.
+func (r *Redis) ForEach(bucket string, fn func(key string, value []byte) error) error {
+	ctx, cancel := r.ctx()
+	all, err := r.c.HGetAll(ctx, r.prefix+bucket).Result()
+	cancel()
+	if err != nil {
+		return fmt.Errorf("store: redis list %s: %w", bucket, err)
+	}
+	keys := make([]string, 0, len(all))
+	for k := range all {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if err := fn(k, []byte(all[k])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// swapScript is Swap in one atomic step. ARGV: field, expect-absent flag, old, delete flag, new.
+var swapScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[2] == '1' then
+  if cur then return 0 end
+elseif (not cur) or cur ~= ARGV[3] then
+  return 0
+end
+if ARGV[4] == '1' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[5]) end
+return 1
+`)
+
+// Swap replaces bucket/key with new only if it holds old (see Bolt.Swap).
+func (r *Redis) Swap(bucket, key string, old, new []byte) error {
+	ctx, cancel := r.ctx()
+	defer cancel()
+	flag := func(b bool) string {
+		if b {
+			return "1"
+		}
+		return "0"
+	}
+	n, err := swapScript.Run(ctx, r.c, []string{r.prefix + bucket}, key, flag(old == nil), old, flag(new == nil), new).Int()
+	if err != nil {
+		return fmt.Errorf("store: redis swap %s: %w", bucket, err)
+	}
+	if n != 1 {
+		return ErrConflict
+	}
+	return nil
+}
