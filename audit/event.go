@@ -1,9 +1,18 @@
-// Package audit records security events: authentication failures, policy denials and admin
-// changes. Each event carries the hash of its predecessor, so an edited, deleted, inserted or
-// reordered event breaks the chain and Verify names it.
+// Package audit records security events: authentication failures, policy denials, admin
+// changes, and its own checkpoints and retention deletions. Each event carries the hash of
+// its predecessor in its replica's chain, so an edited, deleted, inserted or reordered event
+// breaks the chain and Verify names it; signed checkpoints in the chain anchor it to a key
+// an attacker does not hold.
+//
+// Events flow: Emit → spool (FileLog: append-only segments, fsync batched) → sinks (Redis
+// Streams, or the archive directly) → archive (gzip segments with manifests, kept for the
+// retention period). The spool deletes a segment only after the archive holds every event in
+// it; if the spool would overflow, Emit fails with ErrSpoolFull and Ready reports it, so the
+// proxy refuses requests rather than run unaudited.
 //
 // Invariants: events never contain a secret (callers pass ids and reason codes, never tokens);
-// an event Emit returned nil for has been written to the file.
+// an event Emit returned nil for has been written to the spool file (and fsynced, with
+// FileConfig.Durable); no event leaves the spool before the archive acknowledged it.
 package audit
 
 import (
@@ -16,16 +25,24 @@ import (
 	"time"
 )
 
-// Schema is the version of the event format.
-const Schema = 1
+// Schema is the version of the event format. Version 1 events (no replica, no decision
+// fields) still verify: every field added since is omitted when empty.
+const Schema = 2
 
-// Event types.
+// Event types. Each is produced by a real action; the README lists them.
 const (
-	TypeAuthnFailure = "authn.failure" // a credential was presented and refused
-	TypePolicyDeny   = "policy.deny"   // a request was refused by policy (or policy failed: fail closed)
-	TypeAdminChange  = "admin.change"  // the admin API changed the registry
-	TypeAdminDeny    = "admin.deny"    // the admin API refused a caller
+	TypeAuthnFailure    = "authn.failure"          // a credential was presented and refused
+	TypePolicyDeny      = "policy.deny"            // a request was refused by policy (or policy failed: fail closed)
+	TypeAdminChange     = "admin.change"           // the admin API changed the registry
+	TypeAdminDeny       = "admin.deny"             // the admin API refused a caller
+	TypeAuditRead       = "audit.read"             // someone read audit events through the admin API
+	TypeCheckpoint      = "audit.checkpoint"       // a signed checkpoint of the chain head
+	TypeRetentionDelete = "audit.retention.delete" // an archive segment past its retention was deleted
 )
+
+// knownTypes bounds the metric label of events by type.
+var knownTypes = map[string]bool{TypeAuthnFailure: true, TypePolicyDeny: true, TypeAdminChange: true,
+	TypeAdminDeny: true, TypeAuditRead: true, TypeCheckpoint: true, TypeRetentionDelete: true}
 
 // Actor is who acted: a subject kind and id, never a credential.
 type Actor struct {
@@ -34,6 +51,7 @@ type Actor struct {
 }
 
 // Event is one audit record. Fields marked "set by Emit" are filled in when it is written.
+// Hash must stay the last field: seal relies on it.
 type Event struct {
 	Schema         int               `json:"schema"`            // set by Emit
 	ID             string            `json:"id"`                // set by Emit: sortable (time first)
@@ -50,14 +68,71 @@ type Event struct {
 	ClientIP       string            `json:"client_ip,omitempty"`
 	PolicyRevision string            `json:"policy_revision,omitempty"`
 	Details        map[string]string `json:"details,omitempty"` // no secrets
-	Prev           string            `json:"prev"`              // set by Emit: hash of the previous event
-	Hash           string            `json:"hash"`              // set by Emit: hash of this event
+	Replica        string            `json:"replica,omitempty"` // set by Emit: the chain's replica
+	// Decision holds the OPA decision-log fields of decision events (policy.deny,
+	// admin.deny); set by Emit. Its fields appear at the top level of the JSON object.
+	*Decision
+	Prev string `json:"prev"` // set by Emit: hash of the previous event
+	Hash string `json:"hash"` // set by Emit: hash of this event
+}
+
+// DecisionPath is the OPA decision-log "path" of moltgate's decisions.
+const DecisionPath = "moltgate/authz/decision"
+
+// Decision is the part of a decision event that OPA's decision-log tooling reads
+// (decision_id, path, input, result, timestamp, labels). Input is a subset of the policy
+// input without secrets.
+type Decision struct {
+	DecisionID string            `json:"decision_id"`
+	Path       string            `json:"path"`
+	Input      DecisionInput     `json:"input"`
+	Result     DecisionResult    `json:"result"`
+	Timestamp  string            `json:"timestamp"`
+	Labels     map[string]string `json:"labels,omitempty"`
+}
+
+// DecisionInput is the recorded subset of the policy input.
+type DecisionInput struct {
+	Subject  Actor         `json:"subject"`
+	Gateway  DecisionGWRef `json:"gateway"`
+	Action   string        `json:"action,omitempty"`
+	ClientIP string        `json:"client_ip,omitempty"`
+	Method   string        `json:"method,omitempty"`
+}
+
+// DecisionGWRef names the gateway a decision was about.
+type DecisionGWRef struct {
+	ID     string `json:"id,omitempty"`
+	Tenant string `json:"tenant,omitempty"`
+}
+
+// DecisionResult is data.moltgate.authz.decision as recorded: refused, with its reason.
+type DecisionResult struct {
+	Allow  bool   `json:"allow"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// decisionFor fills the OPA fields of a decision event from its moltgate fields.
+func decisionFor(e *Event) *Decision {
+	return &Decision{
+		DecisionID: e.ID,
+		Path:       DecisionPath,
+		Input: DecisionInput{Subject: e.Actor, Gateway: DecisionGWRef{ID: e.Gateway, Tenant: e.Tenant},
+			Action: e.Action, ClientIP: e.ClientIP, Method: e.Details["method"]},
+		Result:    DecisionResult{Allow: e.Outcome == "success", Reason: e.Reason},
+		Timestamp: e.Time.Format(time.RFC3339Nano),
+		Labels:    map[string]string{"replica": e.Replica, "revision": e.PolicyRevision},
+	}
 }
 
 // genesis is the Prev of the first event of a chain.
 const genesis = "0000000000000000000000000000000000000000000000000000000000000000"
 
-// seal sets e.Hash from prev and the rest of the event and returns the encoded line.
+// hashTail is how an event with an empty Hash ends when encoded: Hash is the last field.
+const hashTail = `"hash":""}`
+
+// seal sets e.Hash to the SHA-256 of e encoded with an empty Hash and returns the encoded
+// line (newline-terminated). One encoding: the hash is spliced into the hashed bytes.
 func (e *Event) seal() ([]byte, error) {
 	e.Hash = ""
 	body, err := json.Marshal(e)
@@ -66,10 +141,11 @@ func (e *Event) seal() ([]byte, error) {
 	}
 	sum := sha256.Sum256(body)
 	e.Hash = hex.EncodeToString(sum[:])
-	line, err := json.Marshal(e)
-	if err != nil {
-		return nil, fmt.Errorf("audit: encode: %w", err)
-	}
+	n := len(body) - 2 // before `"}`
+	line := make([]byte, 0, len(body)+len(e.Hash)+1)
+	line = append(line, body[:n]...)
+	line = append(line, e.Hash...)
+	line = append(line, `"}`...)
 	return append(line, '\n'), nil
 }
 

@@ -38,6 +38,7 @@ const usage = `usage: moltgate <command> [flags]
   gateway allowlist set ID [CIDR...]
   gateway skills set ID [--allow NAME,...] [--deny NAME,...]
   policy test [DIR]              run the *_test.rego files (default: the embedded policies)
+  audit verify|archive|tail|query|pubkey …   read, check and archive audit events (audit help)
   version
 
 The gateway commands talk to the admin API: --admin-url (default http://127.0.0.1:9090) and
@@ -75,6 +76,8 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 		return gatewayCommand(ctx, args[1:], env, stdout, stderr)
 	case "policy":
 		return policyCommand(ctx, args[1:], stdout)
+	case "audit":
+		return auditCommand(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "moltgate", version)
 		return nil

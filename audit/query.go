@@ -1,0 +1,133 @@
+package audit
+
+import (
+	"bufio"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Query selects events; empty fields match everything.
+type Query struct {
+	Tenant  string
+	Gateway string
+	Type    string
+	Since   time.Time // inclusive
+	Until   time.Time // exclusive
+}
+
+// Match reports whether e is selected.
+func (q Query) Match(e *Event) bool {
+	return (q.Tenant == "" || e.Tenant == q.Tenant) && (q.Gateway == "" || e.Gateway == q.Gateway) &&
+		(q.Type == "" || e.Type == q.Type) && (q.Since.IsZero() || !e.Time.Before(q.Since)) &&
+		(q.Until.IsZero() || e.Time.Before(q.Until))
+}
+
+// Reader reads events for operators and the admin API: the archive first, then the spool
+// (which may still hold events already archived: each replica's seq is read once).
+type Reader struct {
+	// SpoolDir is the spool's directory ("" none).
+	SpoolDir string
+	// ArchiveDir is the archive's directory ("" none).
+	ArchiveDir string
+}
+
+// Query calls fn with every selected event in order (per replica, by seq) until fn returns
+// false.
+func (r Reader) Query(q Query, fn func(Event) bool) error {
+	seen := map[string]uint64{} // per replica: the highest seq given
+	emit := func(e Event) bool {
+		if e.Seq <= seen[e.Replica] {
+			return true
+		}
+		seen[e.Replica] = e.Seq
+		if !q.Match(&e) {
+			return true
+		}
+		return fn(e)
+	}
+	more := true
+	if r.ArchiveDir != "" {
+		var err error
+		if more, err = queryArchive(r.ArchiveDir, q, emit); err != nil {
+			return err
+		}
+	}
+	if more && r.SpoolDir != "" {
+		files, err := eventFiles(r.SpoolDir)
+		if err != nil {
+			return err
+		}
+		for _, p := range files {
+			f, err := os.Open(p)
+			if err != nil {
+				return fmt.Errorf("audit: %w", err)
+			}
+			more, err = scanEvents(f, emit)
+			f.Close()
+			if err != nil || !more {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func queryArchive(dir string, q Query, fn func(Event) bool) (bool, error) {
+	reps, err := os.ReadDir(dir)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return true, nil
+		}
+		return false, fmt.Errorf("audit: %w", err)
+	}
+	for _, r := range reps {
+		if !r.IsDir() {
+			continue
+		}
+		rdir := filepath.Join(dir, r.Name())
+		ms, err := readManifests(rdir)
+		if err != nil {
+			return false, err
+		}
+		for _, m := range ms {
+			if m.Deleted != nil || !q.Until.IsZero() && !m.FirstTime.Before(q.Until) || !q.Since.IsZero() && m.LastTime.Before(q.Since) {
+				continue
+			}
+			f, err := os.Open(filepath.Join(rdir, m.Segment()))
+			if err != nil {
+				return false, fmt.Errorf("audit: %w", err)
+			}
+			zr, err := gzip.NewReader(f)
+			if err != nil {
+				f.Close()
+				return false, fmt.Errorf("audit: %s: %w", m.Segment(), err)
+			}
+			more, err := scanEvents(zr, fn)
+			f.Close()
+			if err != nil || !more {
+				return more, err
+			}
+		}
+	}
+	return true, nil
+}
+
+func scanEvents(r io.Reader, fn func(Event) bool) (bool, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		var e Event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return false, fmt.Errorf("audit: unreadable event: %w", err)
+		}
+		if !fn(e) {
+			return false, nil
+		}
+	}
+	return true, sc.Err()
+}

@@ -1,0 +1,398 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/moltgate/moltgate/audit"
+	"github.com/moltgate/moltgate/keystore"
+	"github.com/moltgate/moltgate/proxy"
+	"github.com/moltgate/moltgate/store"
+)
+
+// AuditConfig configures the audit pipeline: spool, sinks, checkpoints and archive.
+type AuditConfig struct {
+	// Replica names this instance's chain and Redis stream. Default: the host name.
+	Replica string `yaml:"replica"`
+	// SpoolMaxBytes bounds the unarchived events kept locally; at it, requests are refused.
+	// Default 1073741824 (1 GiB).
+	SpoolMaxBytes int64 `yaml:"spool_max_bytes"`
+	// Durable makes each event wait for its (batched) fsync before the request completes.
+	// Default off: events are written before the request completes and fsynced every
+	// sync_interval.
+	Durable bool `yaml:"durable"`
+	// SyncInterval is the fsync batch interval. Default 100ms.
+	SyncInterval time.Duration `yaml:"sync_interval"`
+	// CheckpointEvery signs the chain head after this many events. Default 10000.
+	CheckpointEvery int `yaml:"checkpoint_every"`
+	// CheckpointInterval signs the chain head at least this often while events come. Default 1m.
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+	// Redis, when set, ships events to Redis Streams (one per replica). Default: off, the spool
+	// is archived directly.
+	Redis *AuditRedisConfig `yaml:"redis"`
+	// Archive is the long-term store.
+	Archive AuditArchiveConfig `yaml:"archive"`
+}
+
+// AuditRedisConfig locates Redis.
+type AuditRedisConfig struct {
+	// Addr is host:port. Required.
+	Addr string `yaml:"addr"`
+	// Password, if Redis needs one.
+	Password *SecretRef `yaml:"password"`
+	// DB number. Default 0.
+	DB int `yaml:"db"`
+}
+
+// AuditArchiveConfig configures the archive and its worker.
+type AuditArchiveConfig struct {
+	// Dir holds the archive. Default <data_dir>/audit-archive.
+	Dir string `yaml:"dir"`
+	// Interval between archiving rounds. Default 1m.
+	Interval time.Duration `yaml:"interval"`
+	// Retention keeps archived events this long. Default 7 years; never below 1 year.
+	Retention time.Duration `yaml:"retention"`
+	// Disabled stops this replica's archive worker (with Redis, another replica or
+	// `moltgate audit archive` archives). Default: the worker runs.
+	Disabled bool `yaml:"disabled"`
+}
+
+func (a *AuditConfig) setDefaults(dataDir string) {
+	if a.Replica == "" {
+		a.Replica, _ = os.Hostname()
+		if a.Replica == "" {
+			a.Replica = "local"
+		}
+	}
+	if a.SpoolMaxBytes == 0 {
+		a.SpoolMaxBytes = 1 << 30
+	}
+	if a.SyncInterval == 0 {
+		a.SyncInterval = 100 * time.Millisecond
+	}
+	if a.CheckpointEvery == 0 {
+		a.CheckpointEvery = 10000
+	}
+	if a.CheckpointInterval == 0 {
+		a.CheckpointInterval = time.Minute
+	}
+	if a.Archive.Dir == "" {
+		a.Archive.Dir = filepath.Join(dataDir, "audit-archive")
+	}
+	if a.Archive.Interval == 0 {
+		a.Archive.Interval = time.Minute
+	}
+	if a.Archive.Retention == 0 {
+		a.Archive.Retention = audit.DefaultRetention
+	}
+}
+
+func (a *AuditConfig) validate() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("audit.%s: "+format, append([]any{key}, args...)...))
+	}
+	if strings.ContainsAny(a.Replica, " /\\:*?") {
+		bad("replica", "%q: no spaces, slashes, colons or wildcards", a.Replica)
+	}
+	if a.SpoolMaxBytes < 1<<20 {
+		bad("spool_max_bytes", "%d: want at least 1048576", a.SpoolMaxBytes)
+	}
+	if a.SyncInterval < 0 || a.CheckpointInterval < 0 || a.Archive.Interval < 0 || a.CheckpointEvery < 0 {
+		bad("intervals", "must not be negative")
+	}
+	if a.Archive.Retention < audit.MinRetention {
+		bad("archive.retention", "%v: below the minimum of %v", a.Archive.Retention, audit.MinRetention)
+	}
+	if r := a.Redis; r != nil {
+		if r.Addr == "" {
+			bad("redis.addr", "required")
+		}
+		if r.Password != nil {
+			if err := r.Password.validate(); err != nil {
+				bad("redis.password", "%v", err)
+			}
+		}
+	}
+	return errs
+}
+
+// auditStack is the running audit pipeline of serve.
+type auditStack struct {
+	log  *audit.FileLog
+	run  func(ctx context.Context) error
+	rdb  *redis.Client
+	arch *audit.Archive
+}
+
+// openAudit opens the spool, its sinks and archive, and loads (or creates) the checkpoint
+// signing key, sealed in the keystore.
+func openAudit(cfg *Config, env func(string) string, kv *store.Bolt, ks *keystore.Keystore, logger *slog.Logger, reg prometheus.Registerer) (*auditStack, error) {
+	ac := cfg.Audit
+	key, err := checkpointKey(kv, ks)
+	if err != nil {
+		return nil, err
+	}
+	pub := audit.PublicKeyHex(key.Public().(ed25519.PublicKey))
+	if err := os.WriteFile(filepath.Join(cfg.DataDir, "audit-checkpoint.pub"), []byte(pub+"\n"), 0o644); err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	st := &auditStack{}
+	var arch *audit.Archive
+	if !ac.Archive.Disabled {
+		if arch, err = audit.OpenArchive(audit.ArchiveConfig{Dir: ac.Archive.Dir, Retention: ac.Archive.Retention, Metrics: reg}, logger); err != nil {
+			return nil, err
+		}
+	}
+	var sinks []audit.Sink
+	if r := ac.Redis; r != nil {
+		opts := &redis.Options{Addr: r.Addr, DB: r.DB}
+		if r.Password != nil {
+			pw, err := r.Password.resolve(env)
+			if err != nil {
+				return nil, fmt.Errorf("audit.redis.password: %w", err)
+			}
+			opts.Password = string(pw)
+		}
+		st.rdb = redis.NewClient(opts)
+		sinks = append(sinks, audit.NewRedisSink(st.rdb, ac.Replica))
+	} else if arch != nil {
+		sinks = append(sinks, arch.Sink(ac.Replica, 0, ac.Archive.Interval))
+	}
+	st.log, err = audit.OpenFile(audit.FileConfig{Dir: filepath.Join(cfg.DataDir, "audit"), SpoolMaxBytes: ac.SpoolMaxBytes,
+		Replica: ac.Replica, Durable: ac.Durable, Signer: key, CheckpointEvery: ac.CheckpointEvery,
+		CheckpointInterval: ac.CheckpointInterval, Sinks: sinks, Metrics: reg}, logger)
+	if err != nil {
+		return nil, err
+	}
+	logger.Info("audit ready", "replica", ac.Replica, "redis", ac.Redis != nil, "archive", !ac.Archive.Disabled,
+		"checkpoint_key", pub)
+	st.arch = arch
+	st.run = func(ctx context.Context) error {
+		g, gctx := errgroup.WithContext(ctx)
+		g.Go(func() error { return st.log.Run(ctx, ac.SyncInterval) })
+		if arch != nil {
+			g.Go(func() error { arch.RunRetention(gctx, 24*time.Hour, st.log.Emit); return nil })
+			if st.rdb != nil {
+				d := audit.NewDrainer(st.rdb, arch, ac.Replica, logger)
+				g.Go(func() error { d.Run(gctx, ac.Archive.Interval); return nil })
+			}
+		}
+		err := g.Wait()
+		if st.rdb != nil {
+			st.rdb.Close()
+		}
+		return err
+	}
+	return st, nil
+}
+
+// Where the checkpoint key is kept: sealed by the keystore for the platform itself.
+const (
+	ckTenant  = "moltgate"
+	ckRecord  = "audit/checkpoint-key"
+	ckPurpose = "audit-checkpoint"
+	ckBucket  = "audit"
+)
+
+func checkpointKey(kv *store.Bolt, ks *keystore.Keystore) (ed25519.PrivateKey, error) {
+	sealed, err := kv.Get(ckBucket, ckRecord)
+	if err == nil {
+		seed, err := ks.Open(ckTenant, ckRecord, ckPurpose, sealed)
+		if err != nil {
+			return nil, fmt.Errorf("audit: checkpoint key: %w", err)
+		}
+		defer clear(seed)
+		if len(seed) != ed25519.SeedSize {
+			return nil, errors.New("audit: checkpoint key: bad length")
+		}
+		return ed25519.NewKeyFromSeed(seed), nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("audit: checkpoint key: %w", err)
+	}
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	sealed, err = ks.Seal(ckTenant, ckRecord, ckPurpose, key.Seed())
+	if err != nil {
+		return nil, fmt.Errorf("audit: checkpoint key: %w", err)
+	}
+	if err := kv.Put(ckBucket, ckRecord, sealed); err != nil {
+		return nil, fmt.Errorf("audit: checkpoint key: %w", err)
+	}
+	return key, nil
+}
+
+// auditGate refuses requests while the audit spool cannot take events: moltgate does not
+// serve unaudited (fail closed).
+func auditGate(next http.Handler, ready func() error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ready() != nil {
+			proxy.Refuse(w, http.StatusServiceUnavailable, "audit_unavailable")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+const auditUsage = `usage:
+  moltgate audit verify (--files DIR | --archive DIR | --redis ADDR --stream KEY) [--pubkey HEX|FILE]
+  moltgate audit archive --redis ADDR --dir DIR [--consumer NAME]    drain every stream into the archive once
+  moltgate audit tail [--files DIR] [-n N]
+  moltgate audit query [--archive DIR] [--files DIR] [--tenant T] [--gateway G] [--type TYPE] [--since RFC3339] [--until RFC3339]
+  moltgate audit pubkey [--data DIR]
+`
+
+// auditCommand is the operators' CLI over audit files, streams and archives. It reads them
+// directly (no admin API): run it where the data is.
+func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, auditUsage)
+		return usageError{"audit: no subcommand"}
+	}
+	fs := newFlags("audit "+args[0], stderr)
+	files := fs.String("files", "", "spool directory (<data_dir>/audit)")
+	archive := fs.String("archive", "", "archive directory")
+	dir := fs.String("dir", "", "archive directory (archive)")
+	redisAddr := fs.String("redis", "", "Redis host:port")
+	stream := fs.String("stream", "", "stream key, e.g. moltgate:audit:<replica>")
+	pubkey := fs.String("pubkey", "", "trusted checkpoint key: hex, or a file holding it")
+	consumer := fs.String("consumer", "", "consumer name in the archive group (default: host name)")
+	n := fs.Int("n", 20, "events (tail)")
+	tenant := fs.String("tenant", "", "tenant (query)")
+	gateway := fs.String("gateway", "", "gateway (query)")
+	typ := fs.String("type", "", "event type (query)")
+	since := fs.String("since", "", "RFC 3339 time (query)")
+	until := fs.String("until", "", "RFC 3339 time (query)")
+	data := fs.String("data", "./data", "data directory (pubkey)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return usageError{err.Error()}
+	}
+	switch args[0] {
+	case "verify":
+		opts := audit.VerifyOptions{}
+		if *pubkey != "" {
+			text := *pubkey
+			if b, err := os.ReadFile(text); err == nil {
+				text = strings.TrimSpace(string(b))
+			}
+			k, err := audit.ParsePublicKey(text)
+			if err != nil {
+				return err
+			}
+			opts.PublicKey = k
+		}
+		switch {
+		case *files != "":
+			rep, err := audit.VerifyFiles(*files, opts)
+			if err != nil {
+				return err
+			}
+			printReport(stdout, *files, rep)
+		case *archive != "":
+			reps, err := audit.VerifyArchive(*archive, opts)
+			if err != nil {
+				return err
+			}
+			for r, rep := range reps {
+				printReport(stdout, r, rep)
+			}
+		case *redisAddr != "" && *stream != "":
+			rdb := redis.NewClient(&redis.Options{Addr: *redisAddr})
+			defer rdb.Close()
+			rep, err := audit.VerifyStream(ctx, rdb, *stream, opts)
+			if err != nil {
+				return err
+			}
+			printReport(stdout, *stream, rep)
+		default:
+			return usageError{"usage: moltgate audit verify (--files DIR | --archive DIR | --redis ADDR --stream KEY)"}
+		}
+		return nil
+	case "archive":
+		if *redisAddr == "" || *dir == "" {
+			return usageError{"usage: moltgate audit archive --redis ADDR --dir DIR"}
+		}
+		logger := slog.New(slog.NewTextHandler(stderr, nil))
+		arch, err := audit.OpenArchive(audit.ArchiveConfig{Dir: *dir}, logger)
+		if err != nil {
+			return err
+		}
+		name := *consumer
+		if name == "" {
+			name, _ = os.Hostname()
+		}
+		rdb := redis.NewClient(&redis.Options{Addr: *redisAddr})
+		defer rdb.Close()
+		got, err := audit.NewDrainer(rdb, arch, name, logger).DrainOnce(ctx)
+		fmt.Fprintf(stdout, "archived %d events\n", got)
+		return err
+	case "tail", "query":
+		rd := audit.Reader{SpoolDir: *files, ArchiveDir: *archive}
+		var q audit.Query
+		if args[0] == "query" {
+			q = audit.Query{Tenant: *tenant, Gateway: *gateway, Type: *typ}
+			for _, t := range []struct {
+				s   string
+				dst *time.Time
+			}{{*since, &q.Since}, {*until, &q.Until}} {
+				if t.s != "" {
+					v, err := time.Parse(time.RFC3339, t.s)
+					if err != nil {
+						return usageError{"audit query: --since/--until: want RFC 3339"}
+					}
+					*t.dst = v
+				}
+			}
+		} else if rd.SpoolDir == "" {
+			rd.SpoolDir = filepath.Join(*data, "audit")
+		}
+		var ring []audit.Event
+		enc := json.NewEncoder(stdout)
+		err := rd.Query(q, func(e audit.Event) bool {
+			if args[0] == "tail" {
+				ring = append(ring, e)
+				if len(ring) > *n {
+					ring = ring[1:]
+				}
+				return true
+			}
+			return enc.Encode(e) == nil
+		})
+		for _, e := range ring {
+			enc.Encode(e)
+		}
+		return err
+	case "pubkey":
+		b, err := os.ReadFile(filepath.Join(*data, "audit-checkpoint.pub"))
+		if err != nil {
+			return fmt.Errorf("audit pubkey: %w (written by serve at start)", err)
+		}
+		_, err = stdout.Write(b)
+		return err
+	}
+	fmt.Fprint(stderr, auditUsage)
+	return usageError{fmt.Sprintf("audit: unknown subcommand %q", args[0])}
+}
+
+func printReport(w io.Writer, name string, r audit.Report) {
+	fmt.Fprintf(w, "%s: ok: %d events (seq %d-%d), %d checkpoints, %d after the last checkpoint\n",
+		name, r.Events, r.First, r.Last, r.Checkpoints, r.Unanchored)
+}

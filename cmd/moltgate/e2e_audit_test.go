@@ -1,0 +1,161 @@
+package main_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/moltgate/moltgate/audit"
+	"github.com/moltgate/moltgate/internal/testenv"
+)
+
+// Issue 5: moltgate serve killed with SIGKILL mid-burst and restarted: the archive holds
+// every event acknowledged to a caller exactly once, `audit verify` passes over files,
+// stream and archive, and tampering with one archived event makes it fail naming that event.
+func TestAuditSurvivesSIGKILL(t *testing.T) {
+	rs := testenv.Redis(t)
+	data := filepath.Join(t.TempDir(), "data")
+	archive := filepath.Join(data, "audit-archive")
+	config := fmt.Sprintf(`
+listen: @LISTEN@
+admin_listen: @ADMIN@
+data_dir: %s
+admin_token: {file: @ADMINTOKEN@}
+audit:
+  replica: e2e
+  sync_interval: 20ms
+  checkpoint_every: 100
+  redis: {addr: %s}
+  archive: {interval: 100ms}
+`, data, rs.Addr)
+	mg := startMoltgate(t, config)
+
+	// Callers with a wrong token: each refusal is an authn.failure event naming the path,
+	// acknowledged to the caller by the 401.
+	var acked sync.Map
+	var n atomic.Int64
+	var stop atomic.Bool
+	client := &http.Client{Timeout: 5 * time.Second}
+	burst := func(base string) {
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Go(func() {
+				for !stop.Load() {
+					i := n.Add(1)
+					req, _ := http.NewRequest("GET", fmt.Sprintf("%s/v1/gateways/m%d", base, i), nil)
+					req.Header.Set("Authorization", "Bearer not-the-admin-token")
+					resp, err := client.Do(req)
+					if err != nil {
+						return // killed
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == http.StatusUnauthorized {
+						acked.Store(fmt.Sprintf("m%d", i), true)
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	done := make(chan struct{})
+	go func() { burst(mg.adminURL); close(done) }()
+	waitUntil(t, "a few thousand events", func() bool { return n.Load() > 3000 })
+	if err := mg.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	count := 0
+	acked.Range(func(any, any) bool { count++; return true })
+	t.Logf("%d events acknowledged before SIGKILL", count)
+
+	mg2 := startMoltgate(t, config)
+	mg2.cli(t, "gateway", "list") // an admin action after the restart
+	waitUntil(t, "every acknowledged event archived", func() bool {
+		got := archivedPaths(t, archive)
+		missing := 0
+		acked.Range(func(k, _ any) bool {
+			if got["/v1/gateways/"+k.(string)] == 0 {
+				missing++
+			}
+			return true
+		})
+		return missing == 0
+	})
+	for path, c := range archivedPaths(t, archive) {
+		if c > 1 {
+			t.Fatalf("%s archived %d times", path, c)
+		}
+	}
+
+	pub := filepath.Join(data, "audit-checkpoint.pub")
+	for _, args := range [][]string{
+		{"audit", "verify", "--archive", archive, "--pubkey", pub},
+		{"audit", "verify", "--files", filepath.Join(data, "audit"), "--pubkey", pub},
+		{"audit", "verify", "--redis", rs.Addr, "--stream", audit.StreamKey("e2e"), "--pubkey", pub},
+	} {
+		out, err := exec.Command(binary, args...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "ok") {
+			t.Fatalf("moltgate %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+
+	// Tamper with one archived event: verify names it.
+	segs, _ := filepath.Glob(filepath.Join(archive, "e2e", "*.jsonl.gz"))
+	if len(segs) == 0 {
+		t.Fatal("no archive segments")
+	}
+	seg := segs[0]
+	raw, _ := os.ReadFile(seg)
+	zr, err := gzip.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, _ := io.ReadAll(zr)
+	lines := bytes.Split(plain, []byte("\n"))
+	lines[2] = bytes.Replace(lines[2], []byte(`"deny"`), []byte(`"success"`), 1)
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(bytes.Join(lines, []byte("\n")))
+	zw.Close()
+	os.WriteFile(seg, buf.Bytes(), 0o600)
+	out, err := exec.Command(binary, "audit", "verify", "--archive", archive).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "seq 3") || !strings.Contains(string(out), "edited") {
+		t.Fatalf("tampered archive: %v\n%s\nwant a failure naming seq 3", err, out)
+	}
+}
+
+// archivedPaths counts archived authn.failure events by the path they name.
+func archivedPaths(t *testing.T, dir string) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	err := audit.Reader{ArchiveDir: dir}.Query(audit.Query{Type: audit.TypeAuthnFailure}, func(e audit.Event) bool {
+		got[e.Details["path"]]++
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
