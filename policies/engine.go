@@ -32,8 +32,10 @@ import (
 // DecisionQuery is the one query the engine prepares and evaluates.
 const DecisionQuery = "data.moltgate.authz.decision"
 
-// DefaultTimeout bounds one decision when Config.Timeout is zero.
-const DefaultTimeout = 50 * time.Millisecond
+// DefaultTimeout bounds one decision when Config.Timeout is zero. A decision takes tens of
+// microseconds; the bound is wall time, so it leaves room for a starved or collecting
+// process, where a refusal would be noise rather than protection.
+const DefaultTimeout = 250 * time.Millisecond
 
 // Config configures an Engine. The zero value serves the embedded default policy set with
 // the default timeout.
@@ -46,7 +48,7 @@ type Config struct {
 	// embedded default set (see Default).
 	Dir string
 	// Timeout bounds the evaluation of one decision; past it the decision fails closed.
-	// Zero means DefaultTimeout (50ms).
+	// Zero means DefaultTimeout (250ms).
 	Timeout time.Duration
 }
 

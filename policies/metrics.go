@@ -18,8 +18,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	duration := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "moltgate_policy_evaluation_duration_seconds",
 		Help: "Time to evaluate one policy decision.",
-		// 5µs to 50ms: a decision is expected in tens of microseconds; 50ms is the default limit.
-		Buckets: []float64{5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 5e-3, 10e-3, 50e-3},
+		// 5µs to 250ms: a decision is expected in tens of microseconds; 250ms is the default limit.
+		Buckets: []float64{5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 5e-3, 10e-3, 50e-3, 250e-3},
 	})
 	errs := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "moltgate_policy_errors_total",

@@ -22,7 +22,7 @@ func BenchmarkServeHTTP(b *testing.B) {
 			w := httptest.NewRecorder()
 			h.ServeHTTP(w, req)
 			if w.Code != 200 {
-				b.Fatalf("status %d", w.Code)
+				b.Fatalf("status %d: %s", w.Code, w.Body)
 			}
 		}
 	})
