@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/moltgate/moltgate/audit"
@@ -120,6 +122,16 @@ type KeysConfig struct {
 // also across processes sharing the store: every record change is a compare-and-swap.
 type Keys struct {
 	cfg KeysConfig
+	// sealing is held (read) from sealing a new secret until its record is stored, so Quiesce
+	// can wait out seals made under a key version rotation is about to retire.
+	sealing sync.RWMutex
+}
+
+// Quiesce implements Quiescer: it returns once every Add that sealed its secret before the
+// call has stored its record, so a usage scan after it sees every ciphertext in flight.
+func (m *Keys) Quiesce() {
+	m.sealing.Lock()
+	defer m.sealing.Unlock() //nolint:staticcheck // an empty critical section is the barrier
 }
 
 // NewKeys returns a key manager.
@@ -197,6 +209,8 @@ func (m *Keys) Add(_ context.Context, req AddRequest) (APIKey, error) {
 		return APIKey{}, err
 	}
 	k.Fingerprint = fp
+	m.sealing.RLock()
+	defer m.sealing.RUnlock()
 	sealed, err := m.cfg.Keystore.Seal(req.Tenant, keyRecordName(k.ID), string(k.Kind), req.Secret)
 	if err != nil {
 		return APIKey{}, err
@@ -433,17 +447,32 @@ func NewOpener(keys *Keys, actor audit.Actor, reason string, sink Auditor) (*Ope
 }
 
 // Open returns the secret of key id of tenant. The caller clears it after use.
+//
+// A record read just before rotation re-encrypted it may name a key version that rotation has
+// retired since (it retires a version once no stored record uses it). The stored record is
+// then under a current version: Open reads it again, as long as it keeps changing.
 func (o *Opener) Open(ctx context.Context, tenant, id string) (Secret, error) {
-	rec, _, err := o.keys.load(tenant, id)
+	rec, raw, err := o.keys.load(tenant, id)
 	if err != nil {
 		o.audit(ctx, tenant, id, rec.APIKey, "error", "not_found")
 		return nil, err
 	}
-	if rec.State == StateRevoked || len(rec.Sealed) == 0 {
-		o.audit(ctx, tenant, id, rec.APIKey, "deny", "revoked")
-		return nil, fmt.Errorf("%w: key is revoked", ErrKeyState)
+	var plain []byte
+	for range 8 {
+		if rec.State == StateRevoked || len(rec.Sealed) == 0 {
+			o.audit(ctx, tenant, id, rec.APIKey, "deny", "revoked")
+			return nil, fmt.Errorf("%w: key is revoked", ErrKeyState)
+		}
+		plain, err = o.keys.cfg.Keystore.Open(tenant, keyRecordName(id), string(rec.Kind), rec.Sealed)
+		if !errors.Is(err, ErrUnknownVersion) {
+			break
+		}
+		again, raw2, lerr := o.keys.load(tenant, id)
+		if lerr != nil || bytes.Equal(raw2, raw) {
+			break // the stored record is what failed: report the first error
+		}
+		rec, raw = again, raw2
 	}
-	plain, err := o.keys.cfg.Keystore.Open(tenant, keyRecordName(id), string(rec.Kind), rec.Sealed)
 	if err != nil {
 		o.audit(ctx, tenant, id, rec.APIKey, "error", "does_not_open")
 		return nil, err

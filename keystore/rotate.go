@@ -28,6 +28,15 @@ type Target interface {
 	Reseal(ctx context.Context, fn ResealFunc) error
 }
 
+// Quiescer is implemented by a Target whose writers seal a value before storing it (a new key
+// record, a new gateway token). Quiesce returns once every such write that sealed before the
+// call has been stored. Rotation calls it before the usage scan that decides retirement, so a
+// value sealed under a version about to retire, but not stored yet, is seen by the scan
+// (and keeps its version loaded) instead of landing after the version is gone.
+type Quiescer interface {
+	Quiesce()
+}
+
 // errUnchanged makes Keys.update skip the write.
 var errUnchanged = errors.New("unchanged")
 
@@ -281,6 +290,13 @@ func (r *Rotator) RunJob(ctx context.Context) (Job, error) {
 		}
 	}
 	j.Resealed += n
+	// Seals begun before this point may be under the old versions (a cached key, or a seal that
+	// raced StartMaster); wait until they are stored, so the scan below sees them.
+	for _, t := range r.cfg.Targets {
+		if q, ok := t.(Quiescer); ok {
+			q.Quiesce()
+		}
+	}
 	use, err := r.Usage(ctx)
 	if err != nil {
 		return j, err

@@ -22,7 +22,7 @@ import (
 type nopSyncer struct{}
 
 func (nopSyncer) PutGateway(context.Context, registry.Gateway) error { return nil }
-func (nopSyncer) DeleteGateway(context.Context, string) error       { return nil }
+func (nopSyncer) DeleteGateway(context.Context, string) error        { return nil }
 
 type nopAudit struct{ n atomic.Int64 }
 
@@ -253,5 +253,76 @@ func TestRotateRefusesSecondKind(t *testing.T) {
 	// A second rotate-master resumes the unfinished one instead of adding a version.
 	if j, err := w.rot.StartMaster(t.Context()); err != nil || j.Master != 2 {
 		t.Fatalf("restart: %+v, %v", j, err)
+	}
+}
+
+// hookKV runs a function once, the next time a key record is read, after the read: the
+// reader holds the record as it was before whatever the function does.
+type hookKV struct {
+	keystore.KV
+	hook atomic.Pointer[func()]
+}
+
+func (h *hookKV) Get(bucket, key string) ([]byte, error) {
+	v, err := h.KV.Get(bucket, key)
+	if bucket == "keystore.keys" {
+		if fn := h.hook.Swap(nil); fn != nil {
+			(*fn)()
+		}
+	}
+	return v, err
+}
+
+// TestOpenAcrossRetirement is the interleaving behind an intermittent failure of
+// TestRotateMasterWhileReading: a reader loads a record sealed under master version 1, then a
+// whole rotation re-encrypts it and retires version 1, then the reader decrypts what it
+// loaded. The open must still succeed (from the record as stored now).
+func TestOpenAcrossRetirement(t *testing.T) {
+	for name, open := range map[string]func(t *testing.T) keystore.KV{
+		"bolt": func(t *testing.T) keystore.KV {
+			b, err := store.OpenBolt(filepath.Join(t.TempDir(), "kv.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { b.Close() })
+			return b
+		},
+		"redis": func(t *testing.T) keystore.KV {
+			r, err := store.OpenRedis(t.Context(), store.RedisConfig{Addr: testenv.Redis(t).Addr})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { r.Close() })
+			return r
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			kv := &hookKV{KV: open(t)}
+			w := openWorld(t, kv, writeKeyring(t, t.TempDir()), nil)
+			want := seed(t, w, 4, 1)
+			o, err := keystore.NewOpener(w.keys, audit.Actor{Kind: "service", ID: "proxy"}, "upstream-credential", w.audit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var job keystore.Job
+			var rerr error
+			rotate := func() {
+				if _, rerr = w.rot.StartMaster(context.Background()); rerr == nil {
+					job, rerr = w.rot.RunJob(context.Background())
+				}
+			}
+			kv.hook.Store(&rotate)
+			for name, secret := range want {
+				tenant, id, _ := cut(name)
+				got, err := o.Open(t.Context(), tenant, id)
+				if err != nil || string(got) != secret {
+					t.Fatalf("open %s across retirement: %v", name, err)
+				}
+				break
+			}
+			if rerr != nil || fmt.Sprint(job.Retired) != "[1]" {
+				t.Fatalf("the rotation in between did not retire version 1: %+v, %v", job, rerr)
+			}
+		})
 	}
 }
