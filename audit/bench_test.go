@@ -43,10 +43,14 @@ func BenchmarkSpoolToRedis(b *testing.B) {
 		}
 	})
 	head, _ := l.Head()
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		id, err := rdb.XRevRangeN(context.Background(), StreamKey("bench"), "+", "-", 1).Result()
 		if err == nil && len(id) == 1 && id[0].ID == fmt.Sprintf("%d-0", head) {
 			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("redis did not receive seq %d within 2 minutes (last entry %v, err %v)", head, id, err)
 		}
 		time.Sleep(time.Millisecond)
 	}

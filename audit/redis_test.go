@@ -24,9 +24,10 @@ func redisClient(t testing.TB, addr string) *redis.Client {
 	return rdb
 }
 
-// Issue 5: Redis killed mid-stream, restarted empty, and made slow: every acknowledged event
-// reaches the archive exactly once, in a chain that verifies.
-func TestRedisFaultsLoseNothing(t *testing.T) {
+// redisPipeline starts a redis-server and a running spool of replica shipping to it, with
+// an (empty) archive beside it for a Drainer.
+func redisPipeline(t *testing.T, replica string, maxFileBytes int64) (*testenv.RedisServer, *redis.Client, *Archive, *FileLog) {
+	t.Helper()
 	srv := testenv.Redis(t)
 	rdb := redisClient(t, srv.Addr)
 	dir := t.TempDir()
@@ -34,12 +35,19 @@ func TestRedisFaultsLoseNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := OpenFile(FileConfig{Dir: filepath.Join(dir, "spool"), MaxFileBytes: 16 << 10, Replica: "r1",
-		Sinks: []Sink{NewRedisSink(rdb, "r1")}}, quiet)
+	l, err := OpenFile(FileConfig{Dir: filepath.Join(dir, "spool"), MaxFileBytes: maxFileBytes, Replica: replica,
+		Sinks: []Sink{NewRedisSink(rdb, replica)}}, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
 	runLog(t, l)
+	return srv, rdb, arch, l
+}
+
+// Issue 5: Redis killed mid-stream, restarted empty, and made slow: every acknowledged event
+// reaches the archive exactly once, in a chain that verifies.
+func TestRedisFaultsLoseNothing(t *testing.T) {
+	srv, rdb, arch, l := redisPipeline(t, "r1", 16<<10)
 	d := NewDrainer(rdb, arch, "archiver-1", quiet)
 	d.MinIdle, d.Count = 100*time.Millisecond, 500
 	ctx, cancel := context.WithCancel(context.Background())
@@ -64,7 +72,12 @@ func TestRedisFaultsLoseNothing(t *testing.T) {
 		wg.Wait()
 	}
 	caughtUp := func(what string) {
-		waitFor(t, what, func() bool { s, _ := l.Head(); a, _ := arch.Head("r1"); return a == s })
+		waitForState(t, what, func() (bool, string) {
+			s, _ := l.Head()
+			a, _ := arch.Head("r1")
+			n, _ := rdb.XLen(t.Context(), StreamKey("r1")).Result()
+			return a == s, fmt.Sprintf("spool head %d, archive head %d, stream length %d", s, a, n)
+		})
 	}
 
 	burst(2000)
@@ -100,15 +113,13 @@ func TestRedisFaultsLoseNothing(t *testing.T) {
 	})
 	srv.Kill()
 	srv.Restart()
-	for {
-		if _, err := d.DrainOnce(t.Context()); err == nil {
-			s, _ := l.Head()
-			if a, _ := arch.Head("r1"); a == s {
-				break
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitForState(t, "archive after the last empty restart", func() (bool, string) {
+		_, err := d.DrainOnce(t.Context())
+		s, _ := l.Head()
+		a, _ := arch.Head("r1")
+		n, _ := rdb.XLen(t.Context(), StreamKey("r1")).Result()
+		return err == nil && a == s, fmt.Sprintf("drain error %v, spool head %d, archive head %d, stream length %d", err, s, a, n)
+	})
 
 	if e := testutil.ToFloat64(l.m.sinkErrors.WithLabelValues("redis")); e == 0 {
 		t.Fatal("no sink errors counted: redis was never down while events flowed")
@@ -163,5 +174,28 @@ func TestVerifyStreamNamesTampering(t *testing.T) {
 				t.Fatalf("got %v, want seq %d named (%s)", err, tc.seq, tc.contain)
 			}
 		})
+	}
+}
+
+// A Redis restarted empty while the replica is idle (every event shipped, none archived
+// yet) is refilled from the spool without waiting for a new event: the shipper checks
+// what the sink holds on every tick, not only when it has something new to send.
+func TestRedisRestartedEmptyWhileIdleIsRefilled(t *testing.T) {
+	srv, rdb, arch, l := redisPipeline(t, "idle", 0)
+	emitMarked(t, l, 0, 300)
+	key := StreamKey("idle")
+	waitFor(t, "redis to hold all 300 events", func() bool { n, _ := rdb.XLen(t.Context(), key).Result(); return n == 300 })
+	srv.Restart()
+	waitFor(t, "the spool to send the 300 events again to the empty redis", func() bool {
+		n, _ := rdb.XLen(t.Context(), key).Result()
+		return n == 300
+	})
+	d := NewDrainer(rdb, arch, "archiver-idle", quiet)
+	if _, err := d.DrainOnce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	checkMarkers(t, archivedMarkers(t, arch.Dir()), 300)
+	if _, err := VerifyArchive(arch.Dir(), VerifyOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -87,6 +87,10 @@ func (sh *shipper) run(ctx context.Context) {
 			return
 		case <-sh.wake:
 		case <-wait:
+			// Idle or not, ask the sink again what it holds: a Redis restarted empty or
+			// flushed while nothing new was emitted would otherwise miss events (and show no
+			// lag) until the next Emit.
+			sh.known = false
 		case <-retry:
 		}
 	}

@@ -36,10 +36,21 @@ func runLog(t *testing.T, l *FileLog) {
 // waitFor polls cond until it holds or 20 s pass.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
+	waitForState(t, what, func() (bool, string) { return cond(), "" })
+}
+
+// waitForState polls cond until it holds or 20 s pass; on a timeout the test fails with
+// the state cond last described.
+func waitForState(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			t.Fatalf("timed out after 20s waiting for %s; last state: %s", what, cmp(state, "(none)"))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
