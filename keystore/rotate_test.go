@@ -146,8 +146,9 @@ func cut(s string) (string, string, bool) {
 	return s, "", false
 }
 
-func TestRotateMasterWhileReading(t *testing.T) {
-	backends := map[string]func(t *testing.T) keystore.KV{
+// kvBackends opens each store the keystore runs on: bbolt, and a real redis-server.
+func kvBackends() map[string]func(t *testing.T) keystore.KV {
+	return map[string]func(t *testing.T) keystore.KV{
 		"bolt": func(t *testing.T) keystore.KV {
 			b, err := store.OpenBolt(filepath.Join(t.TempDir(), "kv.db"))
 			if err != nil {
@@ -165,7 +166,10 @@ func TestRotateMasterWhileReading(t *testing.T) {
 			return r
 		},
 	}
-	for name, open := range backends {
+}
+
+func TestRotateMasterWhileReading(t *testing.T) {
+	for name, open := range kvBackends() {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			kv := open(t)
@@ -278,24 +282,7 @@ func (h *hookKV) Get(bucket, key string) ([]byte, error) {
 // whole rotation re-encrypts it and retires version 1, then the reader decrypts what it
 // loaded. The open must still succeed (from the record as stored now).
 func TestOpenAcrossRetirement(t *testing.T) {
-	for name, open := range map[string]func(t *testing.T) keystore.KV{
-		"bolt": func(t *testing.T) keystore.KV {
-			b, err := store.OpenBolt(filepath.Join(t.TempDir(), "kv.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { b.Close() })
-			return b
-		},
-		"redis": func(t *testing.T) keystore.KV {
-			r, err := store.OpenRedis(t.Context(), store.RedisConfig{Addr: testenv.Redis(t).Addr})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { r.Close() })
-			return r
-		},
-	} {
+	for name, open := range kvBackends() {
 		t.Run(name, func(t *testing.T) {
 			kv := &hookKV{KV: open(t)}
 			w := openWorld(t, kv, writeKeyring(t, t.TempDir()), nil)

@@ -48,7 +48,9 @@ type HTTPVerifier struct {
 	Client *http.Client
 }
 
-var errNoEndpoint = errors.New("keystore: no verifier for this provider")
+// ErrNoVerifier means no check is configured for the key's provider: the key can be neither
+// verified nor, therefore, activated until one is.
+var ErrNoVerifier = errors.New("keystore: no verifier for this provider")
 
 // Verify implements Verifier.
 func (v *HTTPVerifier) Verify(ctx context.Context, provider string, _ Kind, secret Secret) error {
@@ -58,7 +60,7 @@ func (v *HTTPVerifier) Verify(ctx context.Context, provider string, _ Kind, secr
 	}
 	ep, ok := eps[provider]
 	if !ok {
-		return fmt.Errorf("%w %q", errNoEndpoint, provider)
+		return fmt.Errorf("%w %q", ErrNoVerifier, provider)
 	}
 	if strings.ContainsAny(string(secret), "\r\n") {
 		return fmt.Errorf("%w: key contains a line break", ErrKeyRejected)

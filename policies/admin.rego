@@ -2,7 +2,27 @@
 package moltgate.authz
 
 # Admin actions that are not about one existing gateway.
-unscoped_admin_actions := {"admin.gateway.create", "admin.gateway.list"}
+unscoped_admin_actions := {"admin.gateway.create", "admin.gateway.list"} | tenant_key_actions | keystore_admin_actions
+
+# Tenant key actions (provider API keys and channel credentials of input.gateway.tenant; no
+# gateway id): the tenant's organization admins, platform admins and the admin token.
+tenant_key_actions := {
+	"admin.keys.read", "admin.keys.add", "admin.keys.verify",
+	"admin.keys.activate", "admin.keys.revoke", "admin.keys.rotate",
+}
+
+# Keystore-wide actions (master key rotation and its status): platform admins and the admin
+# token only.
+keystore_admin_actions := {"admin.keystore.rotate", "admin.keystore.read"}
+
+# tenant_admin: a user acting in the tenant's own organization with its admin role.
+tenant_admin if {
+	user_id
+	is_string(input.gateway.tenant)
+	input.gateway.tenant != ""
+	input.subject.org_id == input.gateway.tenant
+	input.subject.org_role == "org:admin"
+}
 
 # admin_decision checks in a fixed order; the first rule that applies is the answer.
 # admin.gateway.list is allowed to every user: the API filters the list by a per-gateway
@@ -20,6 +40,13 @@ admin_decision := {"allow": false, "reason": "unauthenticated", "status": 401} i
 	input.subject.kind == "gateway_token"
 } else := {"allow": false, "reason": "platform_admin_only", "status": 403} if {
 	input.action == "admin.gateway.create"
+} else := {"allow": false, "reason": "platform_admin_only", "status": 403} if {
+	input.action in keystore_admin_actions
+} else := {"allow": true, "reason": "tenant_admin"} if {
+	input.action in tenant_key_actions
+	tenant_admin
+} else := {"allow": false, "reason": "tenant_admin_only", "status": 403} if {
+	input.action in tenant_key_actions
 } else := {"allow": true, "reason": "authenticated"} if {
 	input.action == "admin.gateway.list"
 	user_id

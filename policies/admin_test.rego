@@ -105,3 +105,47 @@ test_gateway_token_no_admin_actions if {
 		refused(admin(token("gw1"), "gw1", a), 403, "token_forbids")
 	}
 }
+
+# Tenant keys (provider API keys, channel credentials): no gateway, the tenant in
+# input.gateway.tenant.
+key_actions := [
+	"admin.keys.read", "admin.keys.add", "admin.keys.verify",
+	"admin.keys.activate", "admin.keys.revoke", "admin.keys.rotate",
+]
+
+keys_call(subject, tenant, action) := object.union(admin(subject, "", action), {"gateway": {"id": "", "tenant": tenant}})
+
+org_user(id, org, role) := {"kind": "user", "id": id, "org_id": org, "org_role": role}
+
+test_keys_tenant_admin_of_own_tenant_only if {
+	every a in key_actions {
+		d := decide(keys_call(org_user("u_a", "tenant-a", "org:admin"), "tenant-a", a))
+		d.allow == true
+		d.reason == "tenant_admin"
+		refused(keys_call(org_user("u_a", "tenant-a", "org:admin"), "tenant-b", a), 403, "tenant_admin_only")
+		refused(keys_call(org_user("u_m", "tenant-a", "org:member"), "tenant-a", a), 403, "tenant_admin_only")
+		refused(keys_call(user("u_owner"), "tenant-a", a), 403, "tenant_admin_only")
+		refused(keys_call(org_user("u_a", "tenant-a", "org:admin"), "", a), 403, "tenant_admin_only")
+	}
+}
+
+test_keys_admin_token_and_platform_admin if {
+	every a in array.concat(key_actions, ["admin.keystore.rotate", "admin.keystore.read"]) {
+		decide(keys_call(admin_token, "tenant-a", a)).reason == "admin_token"
+		decide(keys_call(user("u_platform"), "tenant-a", a)).reason == "platform_admin"
+	}
+}
+
+test_keys_refused_to_gateway_tokens_and_anonymous if {
+	every a in key_actions {
+		refused(keys_call(token("gw1"), "tenant-a", a), 403, "token_forbids")
+		refused(keys_call(anonymous, "tenant-a", a), 401, "unauthenticated")
+	}
+}
+
+test_keystore_rotation_platform_only if {
+	every a in ["admin.keystore.rotate", "admin.keystore.read"] {
+		refused(keys_call(org_user("u_a", "tenant-a", "org:admin"), "tenant-a", a), 403, "platform_admin_only")
+		refused(keys_call(user("u_owner"), "", a), 403, "platform_admin_only")
+	}
+}

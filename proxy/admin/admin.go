@@ -47,6 +47,10 @@ type Deps struct {
 	Sessions proxy.Verifier // nil: only the admin token
 	Audit    proxy.Auditor
 	Logger   *slog.Logger
+	// Keys and Rotator serve the tenant-key and keystore endpoints (keys.go); nil leaves
+	// them out.
+	Keys    KeyManager
+	Rotator KeyRotator
 }
 
 // Server serves /v1/ of the admin API.
@@ -73,6 +77,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.mux.HandleFunc("DELETE /v1/gateways/{id}/members/{user}", s.deleteMember)
 	s.mux.HandleFunc("PUT /v1/gateways/{id}/allowlist", s.putAllowlist)
 	s.mux.HandleFunc("PUT /v1/gateways/{id}/skills", s.putSkills)
+	s.keyRoutes()
 	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, _ *http.Request) {
 		proxy.Refuse(w, http.StatusNotFound, "no_such_endpoint")
 	})
@@ -144,6 +149,12 @@ type call struct {
 // authorize identifies the caller and asks the policy about action on gateway id ("" for
 // none). It answers the refusal itself and returns ok=false when the call may not go on.
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request, action, id string) (*call, bool) {
+	return s.authorizeFor(w, r, action, id, "")
+}
+
+// authorizeFor is authorize for a call about a tenant rather than one gateway (tenant keys):
+// the policy input carries the tenant with no gateway id.
+func (s *Server) authorizeFor(w http.ResponseWriter, r *http.Request, action, id, tenant string) (*call, bool) {
 	c := &call{ev: audit.Event{Action: action, Gateway: id, ClientIP: clientAddr(r, s.cfg.TrustedProxies),
 		PolicyRevision: s.deps.Policy.Revision(), Details: map[string]string{"method": r.Method, "path": r.URL.Path}}}
 	subject, status, reason := s.identify(r)
@@ -159,6 +170,8 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, action, id st
 		Protocol: policies.ProtocolAdmin, Action: action, Request: policies.Request{Method: r.Method, Path: r.URL.Path, Host: r.Host}}
 	if g, err := s.deps.Registry.Get(id); err == nil {
 		in.Gateway.Tenant, c.ev.Tenant = g.Tenant, g.Tenant
+	} else if tenant != "" {
+		in.Gateway.Tenant, c.ev.Tenant = tenant, tenant
 	}
 	d, err := s.deps.Policy.Decide(r.Context(), &in)
 	if err != nil {

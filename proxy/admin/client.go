@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/registry"
 )
 
@@ -83,6 +84,66 @@ func (c *Client) SetAllowlist(ctx context.Context, id string, cidrs []string) (G
 func (c *Client) SetSkills(ctx context.Context, id string, rules registry.SkillRules) (Gateway, error) {
 	var out Gateway
 	return out, c.do(ctx, http.MethodPut, "/v1/gateways/"+url.PathEscape(id)+"/skills", rules, &out)
+}
+
+// AddKey stores a provider API key or channel credential for tenant, sealed; the answer shows
+// it only as provider, last four and fingerprint.
+func (c *Client) AddKey(ctx context.Context, tenant string, req AddKeyRequest) (keystore.APIKey, error) {
+	var out keystore.APIKey
+	return out, c.do(ctx, http.MethodPost, "/v1/tenants/"+url.PathEscape(tenant)+"/keys", req, &out)
+}
+
+// ListKeys returns tenant's keys (metadata only).
+func (c *Client) ListKeys(ctx context.Context, tenant string) ([]keystore.APIKey, error) {
+	var out []keystore.APIKey
+	return out, c.do(ctx, http.MethodGet, "/v1/tenants/"+url.PathEscape(tenant)+"/keys", nil, &out)
+}
+
+// GetKey returns one key's metadata.
+func (c *Client) GetKey(ctx context.Context, tenant, id string) (keystore.APIKey, error) {
+	var out keystore.APIKey
+	return out, c.do(ctx, http.MethodGet, keyPath(tenant, id, ""), nil, &out)
+}
+
+// VerifyKey checks a key with its provider.
+func (c *Client) VerifyKey(ctx context.Context, tenant, id string) (keystore.APIKey, error) {
+	var out keystore.APIKey
+	return out, c.do(ctx, http.MethodPost, keyPath(tenant, id, "/verify"), nil, &out)
+}
+
+// ActivateKey makes a verified key the active one of its provider.
+func (c *Client) ActivateKey(ctx context.Context, tenant, id string) (keystore.APIKey, error) {
+	var out keystore.APIKey
+	return out, c.do(ctx, http.MethodPost, keyPath(tenant, id, "/activate"), nil, &out)
+}
+
+// RevokeKey ends a key; force is needed for the active one.
+func (c *Client) RevokeKey(ctx context.Context, tenant, id string, force bool) (keystore.APIKey, error) {
+	var out keystore.APIKey
+	return out, c.do(ctx, http.MethodPost, keyPath(tenant, id, "/revoke"), RevokeKeyRequest{Force: force}, &out)
+}
+
+// RotateTenantKeys starts a rotation of tenant's keys (a new tenant salt; every record of the
+// tenant re-encrypted in the background).
+func (c *Client) RotateTenantKeys(ctx context.Context, tenant string) (Rotation, error) {
+	var out Rotation
+	return out, c.do(ctx, http.MethodPost, "/v1/tenants/"+url.PathEscape(tenant)+"/rotate-keys", nil, &out)
+}
+
+// RotateMaster starts a master key rotation (or resumes the unfinished one).
+func (c *Client) RotateMaster(ctx context.Context) (Rotation, error) {
+	var out Rotation
+	return out, c.do(ctx, http.MethodPost, "/v1/keystore/rotate-master", nil, &out)
+}
+
+// KeyRotation returns the current or last rotation and the records per key version.
+func (c *Client) KeyRotation(ctx context.Context) (Rotation, error) {
+	var out Rotation
+	return out, c.do(ctx, http.MethodGet, "/v1/keystore/rotation", nil, &out)
+}
+
+func keyPath(tenant, id, action string) string {
+	return "/v1/tenants/" + url.PathEscape(tenant) + "/keys/" + url.PathEscape(id) + action
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
