@@ -90,6 +90,12 @@ func TestRedisFaultsLoseNothing(t *testing.T) {
 	srv.Kill()
 	wg.Wait()
 	burst(800)
+	// The shipper must meet the dead server before it comes back: go-redis replaces a
+	// connection the peer closed without an error, so a shipper that first runs after the
+	// restart would never see Redis down.
+	waitFor(t, "the shipper to find redis down", func() bool {
+		return testutil.ToFloat64(l.m.sinkErrors.WithLabelValues("redis")) > 0
+	})
 	// Restarted empty: the stream and group are gone; the spool sends again what the archive lacks.
 	srv.Restart()
 	caughtUp("archive after an empty restart")
