@@ -38,11 +38,12 @@ const (
 	TypeAuditRead       = "audit.read"             // someone read audit events through the admin API
 	TypeCheckpoint      = "audit.checkpoint"       // a signed checkpoint of the chain head
 	TypeRetentionDelete = "audit.retention.delete" // an archive segment past its retention was deleted
+	TypeSecretOpen      = "secret.open"            // a tenant secret was opened (keystore.EventSecretOpen)
 )
 
 // knownTypes bounds the metric label of events by type.
 var knownTypes = map[string]bool{TypeAuthnFailure: true, TypePolicyDeny: true, TypeAdminChange: true,
-	TypeAdminDeny: true, TypeAuditRead: true, TypeCheckpoint: true, TypeRetentionDelete: true}
+	TypeAdminDeny: true, TypeAuditRead: true, TypeCheckpoint: true, TypeRetentionDelete: true, TypeSecretOpen: true}
 
 // Actor is who acted: a subject kind and id, never a credential.
 type Actor struct {

@@ -72,7 +72,8 @@ type floorMark struct {
 type FileConfig struct {
 	// Dir holds the spool segments; created with mode 0700.
 	Dir string
-	// MaxFileBytes rolls over to a new segment past this size. Default 64 MiB.
+	// MaxFileBytes rolls over to a new segment past this size. Default 64 MiB, or
+	// SpoolMaxBytes/16 if smaller.
 	MaxFileBytes int64
 	// SpoolMaxBytes bounds the events held that no archive acknowledged. At 80% an alarm is
 	// logged and metered; at 100% Emit fails with ErrSpoolFull. Default 1 GiB.
@@ -93,6 +94,9 @@ type FileConfig struct {
 	// Sinks receive every event in order; the spool is trimmed by their Archived. Default none:
 	// the spool files are the only copy and are never deleted.
 	Sinks []Sink
+	// ArchiveDir is the local archive this spool's events reach, read by Query after it has
+	// trimmed them. Default none: Query reads the spool only.
+	ArchiveDir string
 	// Metrics registers the audit metrics. Default: not registered.
 	Metrics prometheus.Registerer
 	// Now is the clock. Default time.Now.
@@ -102,11 +106,13 @@ type FileConfig struct {
 // OpenFile opens the spool in cfg.Dir and continues its chain. A last line cut short by a
 // crash (never acknowledged: Emit had not returned) is removed and logged.
 func OpenFile(cfg FileConfig, logger *slog.Logger) (*FileLog, error) {
-	if cfg.MaxFileBytes <= 0 {
-		cfg.MaxFileBytes = 64 << 20
-	}
 	if cfg.SpoolMaxBytes <= 0 {
 		cfg.SpoolMaxBytes = 1 << 30
+	}
+	if cfg.MaxFileBytes <= 0 {
+		// The segment being written is never trimmed: keep it a small part of the bound,
+		// or a full spool could never drain below it.
+		cfg.MaxFileBytes = min(64<<20, cfg.SpoolMaxBytes/16)
 	}
 	if cfg.Replica == "" {
 		cfg.Replica = "local"
@@ -497,6 +503,12 @@ func (l *FileLog) Close() error {
 	close(l.syncDone)
 	l.syncDone = make(chan struct{})
 	return err
+}
+
+// Query reads the events of the archive (FileConfig.ArchiveDir) and the spool that q selects,
+// in order, until fn returns false; see Reader.
+func (l *FileLog) Query(q Query, fn func(Event) bool) error {
+	return Reader{SpoolDir: l.cfg.Dir, ArchiveDir: l.cfg.ArchiveDir}.Query(q, fn)
 }
 
 // Head returns the seq and hash of the newest event.

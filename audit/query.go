@@ -2,8 +2,10 @@ package audit
 
 import (
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -64,10 +66,13 @@ func (r Reader) Query(q Query, fn func(Event) bool) error {
 		}
 		for _, p := range files {
 			f, err := os.Open(p)
+			if errors.Is(err, os.ErrNotExist) {
+				continue // trimmed meanwhile: its events are in the archive
+			}
 			if err != nil {
 				return fmt.Errorf("audit: %w", err)
 			}
-			more, err = scanEvents(f, emit)
+			more, err = scanLines(f, completeLines, emit)
 			f.Close()
 			if err != nil || !more {
 				return err
@@ -107,7 +112,7 @@ func queryArchive(dir string, q Query, fn func(Event) bool) (bool, error) {
 				f.Close()
 				return false, fmt.Errorf("audit: %s: %w", m.Segment(), err)
 			}
-			more, err := scanEvents(zr, fn)
+			more, err := scanLines(zr, bufio.ScanLines, fn)
 			f.Close()
 			if err != nil || !more {
 				return more, err
@@ -117,10 +122,26 @@ func queryArchive(dir string, q Query, fn func(Event) bool) (bool, error) {
 	return true, nil
 }
 
-func scanEvents(r io.Reader, fn func(Event) bool) (bool, error) {
+// completeLines splits newline-terminated lines only: the spool's last line may be half
+// written by a live Emit, and is read once it is whole.
+func completeLines(data []byte, atEOF bool) (int, []byte, error) {
+	if i := bytes.IndexByte(data, '\n'); i >= 0 {
+		return i + 1, data[:i], nil
+	}
+	if atEOF {
+		return len(data), nil, nil
+	}
+	return 0, nil, nil
+}
+
+func scanLines(r io.Reader, split bufio.SplitFunc, fn func(Event) bool) (bool, error) {
 	sc := bufio.NewScanner(r)
+	sc.Split(split)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	for sc.Scan() {
+		if len(sc.Bytes()) == 0 {
+			continue
+		}
 		var e Event
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			return false, fmt.Errorf("audit: unreadable event: %w", err)

@@ -2,7 +2,11 @@
 package moltgate.authz
 
 # Admin actions that are not about one existing gateway.
-unscoped_admin_actions := {"admin.gateway.create", "admin.gateway.list"} | tenant_key_actions | keystore_admin_actions
+unscoped_admin_actions := {"admin.gateway.create", "admin.gateway.list"} | tenant_admin_actions | keystore_admin_actions
+
+# Tenant actions: about input.gateway.tenant, with no gateway id; the tenant's organization
+# admins, platform admins and the admin token.
+tenant_admin_actions := tenant_key_actions | tenant_audit_actions
 
 # Tenant key actions (provider API keys and channel credentials of input.gateway.tenant; no
 # gateway id): the tenant's organization admins, platform admins and the admin token.
@@ -10,6 +14,10 @@ tenant_key_actions := {
 	"admin.keys.read", "admin.keys.add", "admin.keys.verify",
 	"admin.keys.activate", "admin.keys.revoke", "admin.keys.rotate",
 }
+
+# Tenant audit actions: reading the tenant's audit events (GET /v1/audit?tenant=…). Reading
+# every tenant's events (no tenant) is for platform admins and the admin token only.
+tenant_audit_actions := {"admin.audit.read"}
 
 # Keystore-wide actions (master key rotation and its status): platform admins and the admin
 # token only.
@@ -43,10 +51,10 @@ admin_decision := {"allow": false, "reason": "unauthenticated", "status": 401} i
 } else := {"allow": false, "reason": "platform_admin_only", "status": 403} if {
 	input.action in keystore_admin_actions
 } else := {"allow": true, "reason": "tenant_admin"} if {
-	input.action in tenant_key_actions
+	input.action in tenant_admin_actions
 	tenant_admin
 } else := {"allow": false, "reason": "tenant_admin_only", "status": 403} if {
-	input.action in tenant_key_actions
+	input.action in tenant_admin_actions
 } else := {"allow": true, "reason": "authenticated"} if {
 	input.action == "admin.gateway.list"
 	user_id

@@ -149,3 +149,24 @@ test_keystore_rotation_platform_only if {
 		refused(keys_call(user("u_owner"), "", a), 403, "platform_admin_only")
 	}
 }
+
+# Audit reads (GET /v1/audit?tenant=…): a tenant's org admins read that tenant's events only;
+# every tenant's (no tenant) is for the admin token and platform admins.
+test_audit_read_tenant_admin_of_own_tenant_only if {
+	d := decide(keys_call(org_user("u_a", "tenant-a", "org:admin"), "tenant-a", "admin.audit.read"))
+	d.allow == true
+	d.reason == "tenant_admin"
+	refused(keys_call(org_user("u_a", "tenant-a", "org:admin"), "tenant-b", "admin.audit.read"), 403, "tenant_admin_only")
+	refused(keys_call(org_user("u_a", "tenant-a", "org:admin"), "", "admin.audit.read"), 403, "tenant_admin_only")
+	refused(keys_call(org_user("u_m", "tenant-a", "org:member"), "tenant-a", "admin.audit.read"), 403, "tenant_admin_only")
+	refused(keys_call(user("u_owner"), "tenant-a", "admin.audit.read"), 403, "tenant_admin_only")
+	refused(keys_call(token("gw1"), "tenant-a", "admin.audit.read"), 403, "token_forbids")
+	refused(keys_call(anonymous, "tenant-a", "admin.audit.read"), 401, "unauthenticated")
+}
+
+test_audit_read_every_tenant_admin_token_and_platform_admin if {
+	every tenant in ["", "tenant-a"] {
+		decide(keys_call(admin_token, tenant, "admin.audit.read")).reason == "admin_token"
+		decide(keys_call(user("u_platform"), tenant, "admin.audit.read")).reason == "platform_admin"
+	}
+}

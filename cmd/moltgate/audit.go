@@ -174,7 +174,11 @@ func openAudit(cfg *Config, env func(string) string, kv *store.Bolt, ks *keystor
 	} else if arch != nil {
 		sinks = append(sinks, arch.Sink(ac.Replica, 0, ac.Archive.Interval))
 	}
-	st.log, err = audit.OpenFile(audit.FileConfig{Dir: filepath.Join(cfg.DataDir, "audit"), SpoolMaxBytes: ac.SpoolMaxBytes,
+	archiveDir := ""
+	if arch != nil {
+		archiveDir = arch.Dir() // read back by the admin API's GET /v1/audit
+	}
+	st.log, err = audit.OpenFile(audit.FileConfig{Dir: filepath.Join(cfg.DataDir, "audit"), SpoolMaxBytes: ac.SpoolMaxBytes, ArchiveDir: archiveDir,
 		Replica: ac.Replica, Durable: ac.Durable, Signer: key, CheckpointEvery: ac.CheckpointEvery,
 		CheckpointInterval: ac.CheckpointInterval, Sinks: sinks, Metrics: reg}, logger)
 	if err != nil {

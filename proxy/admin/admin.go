@@ -78,6 +78,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.mux.HandleFunc("PUT /v1/gateways/{id}/allowlist", s.putAllowlist)
 	s.mux.HandleFunc("PUT /v1/gateways/{id}/skills", s.putSkills)
 	s.keyRoutes()
+	s.auditRoutes()
 	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, _ *http.Request) {
 		proxy.Refuse(w, http.StatusNotFound, "no_such_endpoint")
 	})
