@@ -20,6 +20,9 @@ type katVector struct {
 	SaltVersion                           uint32 `json:"salt_version"`
 	Info, OKM, Nonce, Plaintext, AD, GCM  string
 	Sealed                                string
+	// CTROpenSSL is `openssl enc -aes-256-ctr` of the plaintext under okm from counter block
+	// nonce‖00000002: what GCM's ciphertext body must be.
+	CTROpenSSL string `json:"ctr_openssl"`
 }
 
 func unhex(t *testing.T, s string) []byte {
@@ -61,6 +64,9 @@ func TestKnownAnswerVectors(t *testing.T) {
 			gcm, _ := cipher.NewGCM(block)
 			if got := gcm.Seal(nil, unhex(t, v.Nonce), unhex(t, v.Plaintext), ad); hex.EncodeToString(got) != v.GCM {
 				t.Fatalf("AES-GCM: got %x, want %s (python cryptography)", got, v.GCM)
+			}
+			if body := v.GCM[:len(v.Plaintext)]; body != v.CTROpenSSL {
+				t.Fatalf("AES-GCM ciphertext body %s differs from openssl enc -aes-256-ctr %s", body, v.CTROpenSSL)
 			}
 
 			// The whole format-2 ciphertext opens through the Keystore with that master key

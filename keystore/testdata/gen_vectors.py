@@ -23,6 +23,14 @@ def openssl_hkdf(key, salt, inf):
         "-kdfopt", "hexinfo:" + inf.hex(), "HKDF"]).decode().strip()
     return bytes.fromhex(out.replace(":", ""))
 
+def openssl_ctr(key, nonce, pt):
+    # GCM's ciphertext body is AES-CTR from counter block nonce || 00000002 (RFC 5116 / SP 800-38D;
+    # J0 = nonce || 00000001 masks the tag). openssl enc has no AEAD mode, but CTR it has.
+    if not pt:
+        return b""
+    return subprocess.run(["openssl", "enc", "-aes-256-ctr", "-nosalt", "-K", key.hex(),
+        "-iv", nonce.hex() + "00000002"], input=pt, check=True, capture_output=True).stdout
+
 cases = [
     # master, salt, tenant, purpose, record, master_v, salt_v, nonce, plaintext
     (bytes(range(32)), bytes(range(0x20, 0x40)), "tenant-a", "provider_key", "keys/k_0011223344556677", 1, 1,
@@ -40,9 +48,11 @@ for master, salt, tenant, purpose, record, mv, sv, nonce, pt in cases:
     okm = openssl_hkdf(master, salt, inf)
     ad = ad2(tenant, record, purpose, mv, sv)
     ct = AESGCM(okm).encrypt(nonce, pt, ad)
+    ctr = openssl_ctr(okm, nonce, pt)
+    assert ct[:len(pt)] == ctr, "openssl enc -aes-256-ctr disagrees with AES-GCM's ciphertext body"
     sealed = bytes([2]) + struct.pack(">II", mv, sv) + nonce + ct
     out["vectors"].append({"master": master.hex(), "salt": salt.hex(), "tenant": tenant, "purpose": purpose,
         "record": record, "master_version": mv, "salt_version": sv, "info": inf.hex(), "okm": okm.hex(),
-        "nonce": nonce.hex(), "plaintext": pt.hex(), "ad": ad.hex(), "gcm": ct.hex(), "sealed": sealed.hex()})
+        "nonce": nonce.hex(), "plaintext": pt.hex(), "ad": ad.hex(), "gcm": ct.hex(), "ctr_openssl": ctr.hex(), "sealed": sealed.hex()})
 json.dump(out, sys.stdout, indent=1)
 print()
