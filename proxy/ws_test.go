@@ -202,7 +202,9 @@ func (f *fixture) connected(t *testing.T, tok string) *client {
 	if m := c.read(); m["event"] != "connect.challenge" {
 		t.Fatalf("first frame %v, want the challenge", m)
 	}
-	if res := c.call("connect", map[string]any{"auth": map[string]any{"token": "client-guess"}, "scopes": []string{"operator.read", "operator.admin"}}); res["ok"] != true {
+	// A device proof as openclaw-node sends it: signed over the client's own credential.
+	device := map[string]any{"id": "dev-1", "publicKey": "pk", "signature": "sig-over-client-guess", "signedAt": 1, "nonce": "n1"}
+	if res := c.call("connect", map[string]any{"auth": map[string]any{"token": "client-guess"}, "scopes": []string{"operator.read", "operator.admin"}, "device": device}); res["ok"] != true {
 		t.Fatalf("connect: %v", res)
 	}
 	return c
@@ -215,6 +217,11 @@ func TestWSConnectCarriesTheGatewayTokenAndCappedScopes(t *testing.T) {
 	params := first["params"].(map[string]any)
 	if auth := params["auth"].(map[string]any); auth["token"] != tokA {
 		t.Fatalf("connect auth upstream: %v, want the gateway token", auth)
+	}
+	// The device proof signs the credential moltgate replaced: passed on, the real gateway
+	// closes the socket with "device signature invalid" (found by e2e_ws_test.go).
+	if d, ok := params["device"]; ok {
+		t.Fatalf("connect upstream carries the client's device proof %v", d)
 	}
 	if scopes := mustJSON(params["scopes"]); scopes != `["operator.read"]` {
 		t.Fatalf("scopes upstream: %s, want a viewer's", scopes)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/moltgate/moltgate/audit"
 	"github.com/moltgate/moltgate/internal/testenv"
+	"github.com/moltgate/moltgate/proxy/authn/clerktest"
 )
 
 // binary is the moltgate built once for this test binary by TestMain.
@@ -175,4 +176,16 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// clerkConfig is the clerk: section of a moltgate config that trusts the fake Clerk c, its
+// secret key in a file of the test's own.
+func clerkConfig(t *testing.T, c *clerktest.Server) string {
+	t.Helper()
+	secretFile := filepath.Join(t.TempDir(), "clerk.key")
+	if err := os.WriteFile(secretFile, []byte(c.SecretKey()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("clerk:\n  api_url: %s\n  secret_key: {file: %s}\n  issuer: %s\n  authorized_parties: [%s]\n",
+		c.URL, secretFile, c.Issuer(), clerktest.DefaultAuthorizedParty)
 }

@@ -373,12 +373,17 @@ func (c *conn) identify(ctx context.Context, f *frame) bool {
 }
 
 // rewriteConnect sets the connect request's credentials and scopes: in token mode the
-// gateway token goes into auth (the client never holds it); in every mode the scopes asked
-// for are capped by what the caller's role allows.
+// gateway token goes into auth (the client never holds it); in every mode the device proof
+// is dropped and the scopes asked for are capped by what the caller's role allows.
 func (c *conn) rewriteConnect(f *frame) ([]byte, error) {
 	if f.params == nil {
 		f.params = map[string]json.RawMessage{}
 	}
+	// The client's device proof signs the challenge together with the credential it sent,
+	// which moltgate has just replaced: the gateway would refuse it ("device signature
+	// invalid"). moltgate identified the caller itself, so the socket goes on as a
+	// device-less client (pairing and device tokens stay between moltgate's own clients).
+	delete(f.params, "device")
 	if c.s.Entry.AuthMode != "trusted-proxy" {
 		auth, err := json.Marshal(map[string]string{"token": string(c.s.Entry.Token)})
 		if err != nil {
