@@ -159,3 +159,112 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Issue 5: with its sink down, moltgate fills the spool to its bound, then refuses requests
+// (503 audit_unavailable on both listeners, /readyz 503 "spool full", the metrics say so)
+// rather than run unaudited; once Redis is back the spool drains and requests are served
+// again. Every refusal answered 401 before that is archived exactly once, and the chain
+// verifies.
+func TestAuditSpoolFullFailsClosed(t *testing.T) {
+	rs := testenv.Redis(t)
+	data := filepath.Join(t.TempDir(), "data")
+	archive := filepath.Join(data, "audit-archive")
+	mg := startMoltgate(t, fmt.Sprintf(`
+listen: @LISTEN@
+admin_listen: @ADMIN@
+data_dir: %s
+admin_token: {file: @ADMINTOKEN@}
+audit:
+  replica: full
+  sync_interval: 20ms
+  spool_max_bytes: 1048576
+  redis: {addr: %s}
+  archive: {interval: 100ms}
+`, data, rs.Addr))
+	rs.Kill()
+
+	client := &http.Client{Timeout: 10 * time.Second}
+	get := func(url, token string) (int, string) {
+		req, _ := http.NewRequest("GET", url, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	// Refused callers until the spool is full: each 401 is an event acknowledged to its caller.
+	var acked []string
+	for i := 0; ; i++ {
+		if i == 20000 {
+			t.Fatalf("no 503 after %d events into a 1 MiB spool", i)
+		}
+		path := fmt.Sprintf("/v1/gateways/f%d", i)
+		code, body := get(mg.adminURL+path, "not-the-admin-token")
+		if code == http.StatusServiceUnavailable {
+			if !strings.Contains(body, "audit_unavailable") {
+				t.Fatalf("503 without the reason: %s", body)
+			}
+			break
+		}
+		if code != http.StatusUnauthorized {
+			t.Fatalf("GET %s: %d %s", path, code, body)
+		}
+		acked = append(acked, path)
+	}
+	t.Logf("spool full after %d events", len(acked))
+	if code, body := get(mg.adminURL+"/readyz", ""); code != 503 || !strings.Contains(body, "spool full") {
+		t.Fatalf("/readyz with a full spool: %d %s", code, body)
+	}
+	if code, body := get(mg.proxyURL+"/", ""); code != 503 || !strings.Contains(body, "audit_unavailable") {
+		t.Fatalf("proxy with a full spool: %d %s", code, body)
+	}
+	_, metrics := get(mg.adminURL+"/metrics", "")
+	for _, m := range []string{"moltgate_audit_spool_full 1", "moltgate_audit_spool_alarm 1"} {
+		if !strings.Contains(metrics, m) {
+			t.Fatalf("metrics lack %q", m)
+		}
+	}
+	waitUntil(t, "the redis sink's errors counted", func() bool {
+		_, metrics := get(mg.adminURL+"/metrics", "")
+		return strings.Contains(metrics, `moltgate_audit_sink_errors_total{sink="redis"}`)
+	})
+	if log, _ := os.ReadFile(mg.logPath); !strings.Contains(string(log), "audit: spool full") {
+		t.Fatal("no spool-full error in the log")
+	}
+
+	rs.Restart()
+	waitUntil(t, "moltgate ready again once redis is back", func() bool {
+		code, _ := get(mg.adminURL+"/readyz", "")
+		return code == 200
+	})
+	if code, _ := get(mg.adminURL+"/v1/gateways/after", "not-the-admin-token"); code != http.StatusUnauthorized {
+		t.Fatalf("after recovery: %d, want 401 again", code)
+	}
+	waitUntil(t, "every acknowledged event archived", func() bool {
+		got := archivedPaths(t, archive)
+		for _, p := range acked {
+			if got[p] != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	for path, c := range archivedPaths(t, archive) {
+		if c > 1 {
+			t.Fatalf("%s archived %d times", path, c)
+		}
+	}
+	for _, args := range [][]string{
+		{"audit", "verify", "--archive", archive},
+		{"audit", "verify", "--files", filepath.Join(data, "audit")},
+	} {
+		if out, err := exec.Command(binary, args...).CombinedOutput(); err != nil {
+			t.Fatalf("moltgate %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+}

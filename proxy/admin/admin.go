@@ -220,7 +220,11 @@ func (s *Server) identify(r *http.Request) (policies.Subject, int, string) {
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, c *call, typ string, status int, reason string) {
 	c.ev.Type, c.ev.Outcome, c.ev.Reason = typ, "deny", reason
 	c.ev.Details["status"] = strconv.Itoa(status)
-	s.emit(r.Context(), c.ev)
+	if !s.emit(r.Context(), c.ev) {
+		// The refusal could not be recorded: say so rather than answer as if it were.
+		proxy.Refuse(w, http.StatusServiceUnavailable, "audit_unavailable")
+		return
+	}
 	proxy.Refuse(w, status, reason)
 }
 
@@ -231,10 +235,13 @@ func (s *Server) done(w http.ResponseWriter, r *http.Request, c *call, status in
 	writeJSON(w, status, body)
 }
 
-func (s *Server) emit(ctx context.Context, ev audit.Event) {
+// emit records ev; false (and logged) if it could not.
+func (s *Server) emit(ctx context.Context, ev audit.Event) bool {
 	if err := s.deps.Audit.Emit(ctx, ev); err != nil {
 		s.deps.Logger.LogAttrs(ctx, slog.LevelError, "admin: audit emit failed", slog.Any("err", err))
+		return false
 	}
+	return true
 }
 
 // failed answers a registry error: invalid input is 400 with the validation message (it
