@@ -96,6 +96,10 @@ func TestRedisFaultsLoseNothing(t *testing.T) {
 	waitFor(t, "the shipper to find redis down", func() bool {
 		return testutil.ToFloat64(l.m.sinkErrors.WithLabelValues("redis")) > 0
 	})
+	// While it is down, the lag shows at least the burst it missed.
+	waitFor(t, "sink lag to count the events redis missed", func() bool {
+		return testutil.ToFloat64(l.m.sinkLag.WithLabelValues("redis")) >= 800
+	})
 	// Restarted empty: the stream and group are gone; the spool sends again what the archive lacks.
 	srv.Restart()
 	caughtUp("archive after an empty restart")

@@ -156,6 +156,10 @@ func (sh *shipper) shipAll(ctx context.Context) bool {
 func (sh *shipper) failed(ctx context.Context, err error) {
 	sh.known = false // read the sink's position again: it may have been restarted empty
 	sh.l.m.sinkErrors.WithLabelValues(sh.sink.Name()).Inc()
+	// The lag keeps growing while the sink is down: measured from what it last held.
+	if seq, _ := sh.l.Head(); seq > sh.pos {
+		sh.l.m.sinkLag.WithLabelValues(sh.sink.Name()).Set(float64(seq - sh.pos))
+	}
 	if ctx.Err() == nil {
 		sh.l.log.LogAttrs(ctx, slog.LevelWarn, "audit: sink write failed; events wait in the spool",
 			slog.String("sink", sh.sink.Name()), slog.Any("err", err))
