@@ -143,10 +143,15 @@ func BenchmarkRotation(b *testing.B) {
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "records/s")
 }
 
-var ratioOnce sync.Once
+var (
+	ratioOnce sync.Once
+	// ratios[op] = {keystore ns/op, raw ns/op}, measured once per test binary.
+	ratios = map[string][2]float64{}
+)
 
 // BenchmarkRatio measures seal and open of 1 KiB secrets against raw AES-256-GCM in the same
-// run and prints the ratios (keystore ops/s ÷ raw ops/s; target ≥ 0.9) as lines for make bench:
+// run and reports the ratios (raw ns/op ÷ keystore ns/op, so 1 is parity; target ≥ 0.9) as
+// benchmark metrics, and prints them as lines for make bench:
 //
 //	keystore_seal_ratio_1k 0.95
 //	keystore_open_ratio_1k 0.97
@@ -162,10 +167,17 @@ func BenchmarkRatio(b *testing.B) {
 			for range 3 {
 				raw, ks = min(raw, ns(op.raw)), min(ks, ns(op.ks))
 			}
+			ratios[op.name] = [2]float64{ks, raw}
 			fmt.Printf("keystore_%s_ns_1k %.0f\nkeystore_%s_raw_ns_1k %.0f\nkeystore_%s_ratio_1k %.2f\n",
 				op.name, ks, op.name, raw, op.name, raw/ks)
 		}
 	})
 	for b.Loop() {
+	}
+	for _, op := range []string{"seal", "open"} {
+		r := ratios[op]
+		b.ReportMetric(r[0], op+"-ns-1KiB")
+		b.ReportMetric(r[1], op+"-raw-ns-1KiB")
+		b.ReportMetric(r[1]/r[0], op+"-ratio-1KiB")
 	}
 }

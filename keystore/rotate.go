@@ -437,3 +437,40 @@ func (r *Rotator) retire(ctx context.Context, use Usage) ([]uint32, error) {
 	}
 	return retired, nil
 }
+
+// ValueTarget is a Target for one sealed value stored alone under Bucket/Key (such as the
+// audit checkpoint signing key), sealed for Tenant, Record and Purpose. It is replaced with
+// compare-and-swap, so a concurrent writer's value is never overwritten with an older one.
+type ValueTarget struct {
+	KV                      KV
+	Bucket, Key             string
+	Tenant, Record, Purpose string
+}
+
+// Reseal implements Target.
+func (v ValueTarget) Reseal(ctx context.Context, fn ResealFunc) error {
+	for range 16 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		sealed, err := v.KV.Get(v.Bucket, v.Key)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		out, changed, err := fn(v.Tenant, v.Record, v.Purpose, sealed)
+		if err != nil {
+			return fmt.Errorf("keystore: reseal %s/%s: %w", v.Bucket, v.Key, err)
+		}
+		if !changed {
+			return nil
+		}
+		err = v.KV.Swap(v.Bucket, v.Key, sealed, out)
+		if !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+	}
+	return fmt.Errorf("keystore: reseal %s/%s: %w", v.Bucket, v.Key, store.ErrConflict)
+}

@@ -32,6 +32,8 @@ type Config struct {
 	// MasterKey is the keystore master key (32 bytes, hex or base64). Default: a development key
 	// generated in <data_dir>/master.key, with a warning at every start.
 	MasterKey *SecretRef `yaml:"master_key"`
+	// Keystore selects the master key source (file, env or Vault transit) and provider key checks.
+	Keystore KeystoreConfig `yaml:"keystore"`
 	// AdminToken authenticates operators on the admin API. Default: a development token
 	// generated in <data_dir>/admin.token.
 	AdminToken *SecretRef `yaml:"admin_token"`
@@ -255,6 +257,10 @@ func (c *Config) Validate() error {
 		if _, err := registry.ParseCIDR(p); err != nil {
 			bad(fmt.Sprintf("trusted_proxies[%d]", i), "%q: not an IP address or CIDR", p)
 		}
+	}
+	errs = append(errs, c.Keystore.validate()...)
+	if c.Keystore.Source != "" && c.MasterKey != nil {
+		bad("master_key", "give either master_key or keystore.source, not both")
 	}
 	for key, ref := range map[string]*SecretRef{"master_key": c.MasterKey, "admin_token": c.AdminToken} {
 		if ref != nil {

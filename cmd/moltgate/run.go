@@ -37,11 +37,14 @@ const usage = `usage: moltgate <command> [flags]
   gateway member add ID USER ROLE | gateway member remove ID USER
   gateway allowlist set ID [CIDR...]
   gateway skills set ID [--allow NAME,...] [--deny NAME,...]
+  keys add --tenant T --provider P --secret-file F|-   store a provider key or channel credential, sealed
+  keys list|show|verify|activate|revoke --tenant T [ID]    API-key lifecycle (keys help)
+  keys rotate-master | rotate-tenant --tenant T | rotation   re-encrypt every record, resumable
   policy test [DIR]              run the *_test.rego files (default: the embedded policies)
   audit verify|archive|tail|query|pubkey …   read, check and archive audit events (audit help)
   version
 
-The gateway commands talk to the admin API: --admin-url (default http://127.0.0.1:9090) and
+The gateway and keys commands talk to the admin API: --admin-url (default http://127.0.0.1:9090) and
 the admin token from MOLTGATE_ADMIN_TOKEN (default: read ./data/admin.token).
 `
 
@@ -76,6 +79,8 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 		return gatewayCommand(ctx, args[1:], env, stdout, stderr)
 	case "policy":
 		return policyCommand(ctx, args[1:], stdout)
+	case "keys":
+		return keysCommand(ctx, args[1:], env, os.Stdin, stdout, stderr)
 	case "audit":
 		return auditCommand(ctx, args[1:], stdout, stderr)
 	case "version":

@@ -45,15 +45,6 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	master, err := masterKey(cfg, env, logger, stderr)
-	if err != nil {
-		return err
-	}
-	ring, err := keystore.NewKeyring(1, master)
-	clear(master)
-	if err != nil {
-		return err
-	}
 	adminTok, err := adminTokenSecret(cfg, env, logger)
 	if err != nil {
 		return err
@@ -67,7 +58,15 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		return err
 	}
 	defer kv.Close()
-	auditStack, err := openAudit(cfg, env, kv, keystore.New(ring), logger, metrics)
+	masterSrc, err := masterSource(ctx, cfg, env, kv, logger, stderr)
+	if err != nil {
+		return err
+	}
+	ks, err := openKeystore(ctx, masterSrc, kv)
+	if err != nil {
+		return err
+	}
+	auditStack, err := openAudit(cfg, env, kv, ks, logger, metrics)
 	if err != nil {
 		return err
 	}
@@ -81,7 +80,11 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	if err := engine.SetPlatformAdmins(ctx, cfg.PlatformAdmins); err != nil {
 		return err
 	}
-	gateways, err := registry.New(ctx, kv, keystore.New(ring), engine, nil)
+	gateways, err := registry.New(ctx, kv, ks, engine, nil)
+	if err != nil {
+		return err
+	}
+	keySvc, err := newKeyServices(cfg, ks, kv, masterSrc, auditLog, logger, gateways, checkpointKeyTarget(kv))
 	if err != nil {
 		return err
 	}
@@ -125,7 +128,8 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		return err
 	}
 	adminAPI, err := admin.New(admin.Config{AdminToken: adminTok, TrustedProxies: trusted},
-		admin.Deps{Registry: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger})
+		admin.Deps{Registry: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger,
+			Keys: keySvc.keys, Rotator: keySvc.rotator})
 	if err != nil {
 		return err
 	}
@@ -169,6 +173,8 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	auditCtx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
 	g.Go(func() error { return auditStack.run(auditCtx) })
 	g.Go(func() error { reloadOnHangup(gctx, engine, relay, logger); return nil })
+	// Key rotation runs in the background and resumes an unfinished one at start.
+	g.Go(func() error { return keySvc.rotator.Run(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		draining.Store(true)
@@ -246,14 +252,19 @@ func masterKey(cfg *Config, env func(string) string, logger *slog.Logger, stderr
 	if err != nil {
 		return nil, err
 	}
+	devKeyWarning(path, created, logger, stderr)
+	return key, nil
+}
+
+// devKeyWarning says loudly that the development master key is in use.
+func devKeyWarning(path string, created bool, logger *slog.Logger, stderr io.Writer) {
 	fmt.Fprintf(stderr, "\n"+
 		"  ************************************************************************\n"+
 		"  *  WARNING: DEVELOPMENT MASTER KEY in %s\n"+
 		"  *  Every tenant secret is encrypted under a key stored in plain text on\n"+
-		"  *  this disk. Never use this in production: set master_key in the config.\n"+
+		"  *  this disk. Never use this in production: set keystore.source in the config.\n"+
 		"  ************************************************************************\n\n", path)
 	logger.Warn("using the development master key: not for production", "path", path, "created", created)
-	return key, nil
 }
 
 // adminTokenSecret resolves the admin token, or creates the development one.
