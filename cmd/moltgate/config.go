@@ -13,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/moltgate/moltgate/policies"
 	"github.com/moltgate/moltgate/registry"
 )
 
@@ -82,7 +83,7 @@ type ClerkConfig struct {
 type PoliciesConfig struct {
 	// Dir holds *.rego (and data) files to use instead of the embedded defaults.
 	Dir string `yaml:"dir"`
-	// Timeout bounds one decision; past it the request is refused. Default 50ms.
+	// Timeout bounds one decision; past it the request is refused. Default 250ms.
 	Timeout time.Duration `yaml:"timeout"`
 }
 
@@ -223,7 +224,7 @@ func (c *Config) setDefaults() {
 		c.ShutdownTimeout = 15 * time.Second
 	}
 	if c.Policies.Timeout == 0 {
-		c.Policies.Timeout = 50 * time.Millisecond
+		c.Policies.Timeout = policies.DefaultTimeout
 	}
 	if c.Clerk != nil && c.WebSocket.AllowedOrigins == nil {
 		c.WebSocket.AllowedOrigins = c.Clerk.AuthorizedParties

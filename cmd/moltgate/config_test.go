@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/moltgate/moltgate/policies"
 )
 
 func writeConfig(t *testing.T, text string) string {
@@ -26,7 +28,7 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if cfg.Listen != "127.0.0.1:8080" || cfg.AdminListen != "127.0.0.1:9090" || cfg.DataDir != "./data" ||
 		cfg.GatewayDomain != "gw.localhost" || cfg.MasterKey != nil || cfg.Clerk != nil ||
-		cfg.Policies.Timeout != 50*time.Millisecond || cfg.Log.Format != "json" {
+		cfg.Policies.Timeout != policies.DefaultTimeout || cfg.Log.Format != "json" {
 		t.Fatalf("defaults: %+v", cfg)
 	}
 	// An empty file is the defaults too.
