@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -457,7 +458,7 @@ func TestWSSessionExpiryAndRefresh(t *testing.T) {
 	}
 }
 
-func TestWSClosePassesThroughAndSlowReaders(t *testing.T) {
+func TestWSClosePassesThrough(t *testing.T) {
 	f := newWSFixture(t, registry.AuthToken)
 	f.up.ws.mu.Lock()
 	f.up.ws.closeWith = 4001
@@ -465,23 +466,6 @@ func TestWSClosePassesThroughAndSlowReaders(t *testing.T) {
 	c := f.connected(t, f.user("user_owner"))
 	if code, reason := c.closed(); code != 4001 || reason != "gateway says bye" {
 		t.Fatalf("close passthrough: got %d %q", code, reason)
-	}
-	// A client that does not read while the gateway streams is closed, not buffered for.
-	f.up.ws.mu.Lock()
-	f.up.ws.closeWith, f.up.ws.flood = 0, 400
-	f.up.ws.mu.Unlock()
-	slow, _, err := f.dial(t, "gwa.gw.localhost", bearerHeader(f.user("user_owner")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	slow.read()
-	slow.send(`{"type":"req","id":"c","method":"connect","params":{}}`)
-	deadline := time.Now().Add(10 * time.Second)
-	for f.relay.Open() > 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if n := f.relay.Open(); n != 0 {
-		t.Fatalf("slow reader still relayed after 10s (%d open)", n)
 	}
 }
 
@@ -559,4 +543,216 @@ func TestWSIdentifiesOnConnect(t *testing.T) {
 	if _, resp, err := tp.dial(t, "gwa.gw.localhost", nil); err == nil || resp.StatusCode != 401 {
 		t.Fatalf("anonymous trusted-proxy upgrade: %v %v", err, resp)
 	}
+}
+
+// closesBy returns moltgate_ws_closes_total{reason}.
+func (f *fixture) closesBy(t *testing.T, reason string) float64 {
+	t.Helper()
+	mfs, err := f.metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "moltgate_ws_closes_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == reason {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// Sockets that never say who they are (no credential on the upgrade, no connect) are
+// bounded per client address and end at the idle timeout; so does a connected socket
+// that falls silent, and one that sends connect twice is closed.
+func TestWSIdleAndUnidentifiedSockets(t *testing.T) {
+	cfg := testWSConfig
+	cfg.IdleTimeout = 300 * time.Millisecond
+	cfg.PingInterval = time.Hour // pings are not traffic: the idle timer must not care
+	f := buildFixture(t, registry.AuthToken, &cfg)
+	var pending []*client
+	for range cfg.MaxConnsPerSubject {
+		c, _, err := f.dial(t, "gwa.gw.localhost", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.read() // the gateway's challenge, then nothing
+		pending = append(pending, c)
+	}
+	if _, resp, err := f.dial(t, "gwa.gw.localhost", nil); err == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("unidentified socket over the per-address limit: %v %v, want 429", err, resp)
+	}
+	for _, c := range pending {
+		if code, reason := c.closed(); code != websocket.StatusGoingAway || reason != "idle timeout" {
+			t.Fatalf("silent unidentified socket: got %d %q, want 1001 idle timeout", code, reason)
+		}
+	}
+	if got := f.closesBy(t, "idle"); got != float64(len(pending)) {
+		t.Fatalf("idle closes counted %v, want %d", got, len(pending))
+	}
+	// The slots are free again once the closes are done.
+	deadline := time.Now().Add(5 * time.Second)
+	for f.relay.Open() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	c := f.connected(t, tokA)
+	if code, reason := c.closed(); code != websocket.StatusGoingAway || reason != "idle timeout" {
+		t.Fatalf("silent connected socket: got %d %q", code, reason)
+	}
+	c2 := f.connected(t, tokA)
+	c2.send(`{"type":"req","id":"again","method":"connect","params":{}}`)
+	if code, reason := c2.closed(); code != websocket.StatusPolicyViolation || reason != "connect sent twice" {
+		t.Fatalf("second connect: got %d %q, want 1008", code, reason)
+	}
+}
+
+// A client that stops reading while the gateway streams is dropped after WriteTimeout
+// (counted as slow_reader) instead of being buffered for; other sockets are served all along.
+func TestWSSlowReaderClosedOthersServed(t *testing.T) {
+	f := newWSFixture(t, registry.AuthToken)
+	fast := f.connected(t, f.user("user_operator"))
+	f.up.ws.mu.Lock()
+	f.up.ws.flood = 400 // 25 MiB of events: more than any socket buffer between us
+	f.up.ws.mu.Unlock()
+	slow, _, err := f.dial(t, "gwa.gw.localhost", bearerHeader(f.user("user_owner")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow.read()
+	slow.send(`{"type":"req","id":"c","method":"connect","params":{}}`)
+	deadline := time.Now().Add(15 * time.Second)
+	for f.closesBy(t, "slow_reader") == 0 && time.Now().Before(deadline) {
+		if res := fast.call("status", nil); res["ok"] != true { // served all along
+			t.Fatalf("other socket: %v", res)
+		}
+		time.Sleep(100 * time.Millisecond) // under the test's message rate limit
+	}
+	if f.closesBy(t, "slow_reader") != 1 {
+		t.Fatalf("the slow reader was not closed as slow_reader within 15s (client_closed %v)", f.closesBy(t, "client_closed"))
+	}
+	// What the slow client finally reads, after the buffered events, is the end of the
+	// connection: the relay was in the middle of a frame to it, so no close frame can
+	// follow, and the connection is dropped.
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	var err2 error
+	for err2 == nil {
+		_, _, err2 = slow.c.Read(ctx)
+	}
+	if errors.Is(err2, context.DeadlineExceeded) {
+		t.Fatal("the slow reader's connection was still open 15s later")
+	}
+}
+
+// Thousands of idle relayed sockets: each is held open, counted, still served, and all of
+// them end with close frames at shutdown with nothing left running (goleak in TestMain).
+func TestWSThousandsOfIdleSockets(t *testing.T) {
+	n := idleSockets
+	cfg := testWSConfig
+	cfg.MaxConnsPerSubject = n + 1
+	f := buildFixture(t, registry.AuthToken, &cfg)
+	clients := make([]*websocket.Conn, n)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	next := make(chan int)
+	url := "ws" + strings.TrimPrefix(f.srv.URL, "http") + "/ws"
+	for range 4 {
+		wg.Go(func() {
+			for i := range next {
+				ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+				var c *websocket.Conn
+				var err error
+				// A decision that overruns the policy timeout on a loaded machine fails
+				// closed with 503; that is a refusal to retry, not a lost socket.
+				for try := 0; try < 3; try++ {
+					var resp *http.Response
+					c, resp, err = websocket.Dial(ctx, url, &websocket.DialOptions{Host: "gwa.gw.localhost", HTTPHeader: bearerHeader(tokA)})
+					if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+						break
+					}
+				}
+				if err == nil {
+					clients[i] = c
+					err = handshake(ctx, c)
+				}
+				cancel()
+				if err != nil {
+					errs <- fmt.Errorf("socket %d: %w", i, err)
+				}
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	close(errs)
+	t.Cleanup(func() {
+		for _, c := range clients {
+			if c != nil {
+				c.CloseNow()
+			}
+		}
+	})
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if got := f.relay.Open(); got != n {
+		t.Fatalf("open sockets %d, want %d", got, n)
+	}
+	one := &client{t: t, c: clients[n/2]}
+	if res := one.call("status", nil); res["ok"] != true {
+		t.Fatalf("an idle socket among %d: %v", n, res)
+	}
+	// Shutdown: every client reads a 1001 close frame.
+	closed := make(chan websocket.StatusCode, n)
+	for _, c := range clients {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			for {
+				if _, _, err := c.Read(ctx); err != nil {
+					closed <- websocket.CloseStatus(err)
+					return
+				}
+			}
+		}()
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	if err := f.relay.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown of %d sockets: %v", n, err)
+	}
+	for range n {
+		if code := <-closed; code != websocket.StatusGoingAway {
+			t.Fatalf("a socket ended with %d at shutdown, want 1001", code)
+		}
+	}
+	if got := f.relay.Open(); got != 0 {
+		t.Fatalf("%d sockets open after shutdown", got)
+	}
+}
+
+// handshake reads the challenge, sends connect and reads its answer.
+func handshake(ctx context.Context, c *websocket.Conn) error {
+	if _, _, err := c.Read(ctx); err != nil {
+		return err
+	}
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"req","id":"c","method":"connect","params":{}}`)); err != nil {
+		return err
+	}
+	_, data, err := c.Read(ctx)
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(string(data), `"ok":true`) {
+		return fmt.Errorf("connect: %s", data)
+	}
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -59,6 +60,11 @@ type conn struct {
 	idle      *time.Timer
 	ping      *time.Timer
 	connected bool // the first frame (connect) has gone through
+
+	// writingSince is when the write of a gateway message to the client began (Unix ns), 0
+	// between messages: when that write times out, coder/websocket drops the connection and
+	// the client reader may see it first, as if the client had gone.
+	writingSince atomic.Int64
 
 	// Rate limiting, touched only by the client reader.
 	tokens float64
@@ -155,6 +161,7 @@ func (c *conn) fromGateway(ctx context.Context) {
 			return
 		}
 		wctx, cancel := context.WithTimeout(ctx, c.rl.cfg.WriteTimeout)
+		c.writingSince.Store(time.Now().UnixNano())
 		w, err := c.client.Writer(wctx, typ)
 		if err == nil {
 			bp := copyBuffers.Get().(*[]byte)
@@ -164,9 +171,11 @@ func (c *conn) fromGateway(ctx context.Context) {
 				err = cerr
 			}
 		}
+		slow := wctx.Err() != nil // the error may only say "closed": coder/websocket drops the connection when the context ends
 		cancel()
+		c.writingSince.Store(0)
 		if err != nil {
-			if errors.Is(err, context.DeadlineExceeded) {
+			if slow {
 				c.end(closeSlow, websocket.StatusPolicyViolation, "client too slow")
 			} else {
 				c.end(closeClient, websocket.StatusGoingAway, "")
@@ -233,6 +242,8 @@ func (c *conn) clientGone(err error) {
 			c.end(closeClient, websocket.StatusGoingAway, "")
 		} else if c.closedByUs() {
 			return
+		} else if c.writeTimedOut() {
+			c.end(closeSlow, websocket.StatusPolicyViolation, "client too slow")
 		} else {
 			// coder/websocket answers an oversized message with 1009 itself and returns
 			// a plain error; anything else is a lost connection.
@@ -241,6 +252,12 @@ func (c *conn) clientGone(err error) {
 	default:
 		c.end(closeClient, websocket.StatusGoingAway, "")
 	}
+}
+
+// writeTimedOut reports whether a write to the client has been going on for WriteTimeout.
+func (c *conn) writeTimedOut() bool {
+	since := c.writingSince.Load()
+	return since != 0 && time.Since(time.Unix(0, since)) >= c.rl.cfg.WriteTimeout
 }
 
 func (c *conn) closedByUs() bool {
