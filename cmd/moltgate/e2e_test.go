@@ -27,7 +27,7 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	if benchRole() {
+	if benchRole() || wsBenchRole() {
 		return
 	}
 	dir, err := os.MkdirTemp("", "moltgate-e2e-")
