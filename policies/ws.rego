@@ -6,43 +6,36 @@
 # factor verified within data.ws.second_factor_max_age_minutes (Clerk's fva); "admin"
 # methods change configuration, skills, plugins, agents, cron and approvals; "operate"
 # methods chat and manage sessions; "read" methods only read. Members need "ws.<class>" in
-# their role's actions. A method of a family this policy does not know (in none of the
-# family lists of ws.json) is "admin", whatever its verb: a new gateway feature is closed
-# until someone classifies it.
+# their role's actions. A method of a family this policy does not know (not in
+# data.ws.families) is "admin", whatever its verb: "vault.list" of a family added to the
+# gateway tomorrow may list secrets, so a new gateway feature is closed until someone
+# classifies it.
 package moltgate.authz
 
-ws_family := split(input.ws.method, ".")[0]
+ws_parts := split(input.ws.method, ".")
 
-ws_verb := v if {
-	parts := split(input.ws.method, ".")
-	v := parts[count(parts) - 1]
-}
+ws_family := ws_parts[0]
 
+ws_verb := ws_parts[count(ws_parts) - 1]
+
+# ws_class: data.ws.methods names single methods' classes; data.ws.families gives a
+# family's class, "sensitive" for families that are admin whatever the verb; in any other
+# known family a reading verb (data.ws.read_verbs) makes a method "read". Lookups by key:
+# this runs for every message.
 ws_class := "owner" if {
 	some p in data.ws.owner_prefixes
 	startswith(input.ws.method, p)
-} else := "operate" if {
-	input.ws.method in data.ws.operate_methods
+} else := c if {
+	c := data.ws.methods[input.ws.method]
 } else := "admin" if {
-	ws_family in data.ws.sensitive_families
+	data.ws.families[ws_family] == "sensitive"
 } else := "read" if {
-	ws_read
-} else := "operate" if {
-	ws_family in data.ws.operate_families
+	data.ws.families[ws_family]
+	data.ws.read_verbs[ws_verb] == true
+} else := c if {
+	c := data.ws.families[ws_family]
+	c in {"operate", "admin"}
 } else := "admin"
-
-ws_read if input.ws.method in data.ws.read_methods
-
-# A reading verb counts only in a family the policy knows: "vault.list" of a family added
-# to the gateway tomorrow may list secrets, and stays admin until someone classifies it.
-ws_read if {
-	ws_verb in data.ws.read_verbs
-	ws_family_known
-}
-
-ws_family_known if ws_family in data.ws.operate_families
-
-ws_family_known if ws_family in data.ws.admin_families
 
 # second_factor_fresh: the session's second factor was verified recently enough.
 second_factor_fresh if {
@@ -54,40 +47,90 @@ second_factor_fresh if {
 
 # ws_decision: the socket itself must still be allowed (as its upgrade was: the same
 # refusals as HTTP, allowlist included), then the method's class decides.
-ws_decision := base if {
-	base := proxy_decision with input.action as "http.read"
-	not base.allow
+#
+# Hot path: every client message of every socket comes here. As in proxy.rego, the gateway
+# record is looked up once and handed to a per-subject-kind function whose else-chain
+# checks refusals in priority order; the socket's own refusals are written out rather than
+# taken from proxy_decision `with` another action, which costs OPA three times as much.
+ws_decision := ws_user_decision(gw) if {
+	input.subject.kind == "user"
+	is_string(input.subject.id)
+	input.subject.id != ""
+	gw := data.gateways[input.gateway.id]
+	is_object(gw)
+} else := ws_token_decision(gw) if {
+	input.subject.kind == "gateway_token"
+	is_string(input.subject.gateway)
+	input.subject.gateway != ""
+	gw := data.gateways[input.gateway.id]
+	is_object(gw)
+} else := proxy_decision # unauthenticated, unknown gateway, or denied: none depends on the action
+
+# ws_user_decision(gw): a signed-in user on a known gateway. Members need "http.read" (to
+# hold the socket at all) and "ws.<class>" in their role; owner methods are the owner's,
+# with a fresh second factor.
+ws_user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403} if {
+	not ip_allowed_on(gw)
+} else := {"allow": false, "reason": "not_a_member", "status": 403} if {
+	gw.owner != input.subject.id
+	not gw.members[input.subject.id]
+} else := {"allow": false, "reason": "role_forbids", "status": 403} if {
+	gw.owner != input.subject.id
+	role := gw.members[input.subject.id]
+	not "http.read" in object.get(data.roles, [role, "actions"], [])
 } else := {"allow": false, "reason": "owner_only", "status": 403} if {
 	ws_class == "owner"
-	not is_owner
+	gw.owner != input.subject.id
 } else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
 	ws_class == "owner"
 	not second_factor_fresh
 } else := {"allow": false, "reason": "role_forbids", "status": 403} if {
-	input.subject.kind == "user"
-	not is_owner
-	not role_grants_ws(member_role)
-} else := {"allow": false, "reason": "tool_denied", "status": 403} if {
-	not ws_name_allowed(input.ws.tool)
-} else := {"allow": false, "reason": "skill_denied", "status": 403} if {
-	not ws_name_allowed(input.ws.skill)
-} else := {"allow": true, "reason": ws_class}
-
-role_grants_ws(role) if concat("", ["ws.", ws_class]) in data.roles[role].actions
-
-# ws_name_allowed(name): a tool or skill the message names passes the gateway's skill
-# rules; a message that names none passes.
-ws_name_allowed(name) if not is_string(name)
-
-ws_name_allowed(name) if name == ""
-
-ws_name_allowed(name) if {
-	is_string(name)
-	name != ""
-	not name in object.get(gateway, ["skills", "deny"], [])
-	ws_listed(name)
+	gw.owner != input.subject.id
+	role := gw.members[input.subject.id]
+	not concat("", ["ws.", ws_class]) in object.get(data.roles, [role, "actions"], [])
+} else := {"allow": false, "reason": refusal, "status": 403} if {
+	refusal := ws_name_refusal(gw)
+} else := {"allow": true, "reason": ws_class} if {
+	gw.owner == input.subject.id
+} else := {"allow": true, "reason": ws_class} if {
+	# Checked again: with a malformed record (no owner) the refusals above cannot apply,
+	# and an allow must never rest on them alone.
+	ws_class != "owner"
+	role := gw.members[input.subject.id]
+	"http.read" in data.roles[role].actions
+	concat("", ["ws.", ws_class]) in data.roles[role].actions
 }
 
-ws_listed(_) if count(object.get(gateway, ["skills", "allow"], [])) == 0
+# ws_token_decision(gw): a gateway token on a known gateway; everything but owner methods.
+ws_token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403} if {
+	not ip_allowed_on(gw)
+} else := {"allow": false, "reason": "wrong_gateway", "status": 403} if {
+	input.subject.gateway != input.gateway.id
+} else := {"allow": false, "reason": "owner_only", "status": 403} if {
+	ws_class == "owner"
+} else := {"allow": false, "reason": refusal, "status": 403} if {
+	refusal := ws_name_refusal(gw)
+} else := {"allow": true, "reason": ws_class}
 
-ws_listed(name) if name in gateway.skills.allow
+# ws_name_refusal(gw): why the tool or skill a message names is refused, undefined when it
+# is not (or names none): deny always wins, and a non-empty allow list must list it.
+ws_name_refusal(gw) := "tool_denied" if {
+	not ws_name_allowed(gw, input.ws.tool)
+} else := "skill_denied" if {
+	not ws_name_allowed(gw, input.ws.skill)
+}
+
+ws_name_allowed(_, name) if not is_string(name)
+
+ws_name_allowed(_, "")
+
+ws_name_allowed(gw, name) if {
+	is_string(name)
+	name != ""
+	not name in object.get(gw, ["skills", "deny"], [])
+	ws_listed(gw, name)
+}
+
+ws_listed(gw, _) if count(object.get(gw, ["skills", "allow"], [])) == 0
+
+ws_listed(gw, name) if name in gw.skills.allow

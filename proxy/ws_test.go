@@ -756,3 +756,34 @@ func handshake(ctx context.Context, c *websocket.Conn) error {
 	}
 	return nil
 }
+
+// A socket reuses its decisions only while nothing they depend on has changed: a role
+// lowered through the registry binds the very next message, not the next recheck.
+func TestWSDecisionsFollowChangesAtOnce(t *testing.T) {
+	f := newWSFixture(t, registry.AuthToken)
+	c := f.connected(t, f.user("user_admin"))
+	for range 3 { // decided, then from the socket's cache
+		if res := c.call("config.set", map[string]any{}); res["ok"] != true {
+			t.Fatalf("admin config.set: %v", res)
+		}
+	}
+	setRole := func(role string) {
+		if _, err := f.reg.Update(t.Context(), "gwa", func(g *registry.Gateway) error { g.Members["user_admin"] = role; return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setRole("viewer")
+	if res := c.call("config.set", map[string]any{}); res["ok"] != false || !strings.Contains(mustJSON(res["error"]), "role_forbids") {
+		t.Fatalf("config.set right after the role became viewer: %v", res)
+	}
+	if res := c.call("sessions.list", map[string]any{}); res["ok"] != true {
+		t.Fatalf("viewer sessions.list: %v", res)
+	}
+	setRole("admin")
+	if res := c.call("config.set", map[string]any{}); res["ok"] != true {
+		t.Fatalf("config.set after the role came back: %v", res)
+	}
+	if got := strings.Count(strings.Join(f.up.ws.methods(), ","), "config.set"); got != 4 {
+		t.Fatalf("gateway got config.set %d times, want 4", got)
+	}
+}

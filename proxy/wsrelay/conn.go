@@ -66,6 +66,9 @@ type conn struct {
 	// the client reader may see it first, as if the client had gone.
 	writingSince atomic.Int64
 
+	// decisions remembers this socket's recent decisions; touched only by the client reader.
+	decisions decisionCache
+
 	// Rate limiting, touched only by the client reader.
 	tokens float64
 	refill time.Time
@@ -299,10 +302,7 @@ func (c *conn) handle(ctx context.Context, f *frame, data []byte) bool {
 	case f.method == RefreshMethod:
 		return c.refresh(ctx, f)
 	}
-	in := c.s.Input
-	in.Protocol, in.Action = policies.ProtocolWS, "ws.call"
-	in.WS = &policies.WSMessage{Method: f.method, Tool: f.tool(), Skill: f.skill()}
-	d, err := c.rl.deps.Policy.Decide(ctx, &in)
+	d, err := c.decide(ctx, f)
 	switch {
 	case err != nil:
 		c.rl.m.messages.WithLabelValues("client", "error").Inc()

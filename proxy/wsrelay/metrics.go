@@ -7,6 +7,7 @@ type metrics struct {
 	messages *prometheus.CounterVec // direction, decision
 	closes   *prometheus.CounterVec // reason
 	relay    prometheus.Histogram
+	cache    *prometheus.CounterVec // result: hit, miss
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -28,8 +29,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "From a client message read to its decision made and the message written to the gateway (or refused).",
 			Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .05},
 		}),
+		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moltgate_ws_decision_cache_total",
+			Help: "Client message decisions by whether the socket's decision cache had it (hit) or the policy engine was asked (miss).",
+		}, []string{"result"}),
 	}
-	for _, c := range []prometheus.Collector{m.open, m.messages, m.closes, m.relay} {
+	for _, c := range []prometheus.Collector{m.open, m.messages, m.closes, m.relay, m.cache} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -110,6 +111,9 @@ type Relay struct {
 	perSubject map[string]int
 	closing    bool
 	wg         sync.WaitGroup
+
+	// gen counts Rechecks: a socket's cached decisions are dropped when it moves.
+	gen atomic.Uint64
 }
 
 // New returns a Relay.
@@ -288,6 +292,7 @@ func (rl *Relay) dial(ctx context.Context, s Session) (*websocket.Conn, error) {
 // Recheck re-decides the open sockets of gateway id ("" for all) and closes those no longer
 // allowed. Call it after any change to policy, the registry or tokens.
 func (rl *Relay) Recheck(ctx context.Context, id string) {
+	rl.gen.Add(1)
 	rl.mu.Lock()
 	var cs []*conn
 	for c := range rl.conns {

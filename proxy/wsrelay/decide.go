@@ -1,0 +1,62 @@
+package wsrelay
+
+import (
+	"context"
+	"time"
+
+	"github.com/moltgate/moltgate/policies"
+	"github.com/moltgate/moltgate/registry"
+)
+
+// decisionTTL bounds how long a socket reuses a decision. Everything a decision reads is
+// fixed for the socket (subject, gateway, client address) or checked on every message (the
+// gateway's registry entry, the policy revision, the relay's recheck generation), so within
+// those the result can only change with the clock: a policy that reads time.now_ns sees it
+// at most this late.
+const decisionTTL = time.Second
+
+// maxCachedDecisions bounds the cache of one socket: a client inventing method names gets
+// each one decided, and cannot make the relay remember them.
+const maxCachedDecisions = 64
+
+type decisionKey struct{ method, tool, skill string }
+
+// decisionCache holds one socket's decisions while nothing they depend on has changed.
+type decisionCache struct {
+	entry *registry.Entry // registry entries are replaced, never modified, on every change
+	rev   string
+	gen   uint64
+	until time.Time
+	m     map[decisionKey]policies.Decision
+}
+
+// decide decides request f on this socket: the policy engine's decision for
+// {input of the upgrade, action ws.call, ws {method, tool, skill}}, reused while the
+// gateway's entry, the policy revision and the relay's generation are those it was made
+// under, for at most decisionTTL. Errors are never cached.
+func (c *conn) decide(ctx context.Context, f *frame) (policies.Decision, error) {
+	key := decisionKey{f.method, f.tool(), f.skill()}
+	entry, ok := c.rl.deps.Gateways.Lookup(c.s.Entry.ID)
+	rev, gen, now := c.rl.deps.Policy.Revision(), c.rl.gen.Load(), time.Now()
+	dc := &c.decisions
+	if ok && (dc.entry != entry || dc.rev != rev || dc.gen != gen || now.After(dc.until)) {
+		clear(dc.m)
+		dc.entry, dc.rev, dc.gen, dc.until = entry, rev, gen, now.Add(decisionTTL)
+	}
+	if d, hit := dc.m[key]; ok && hit {
+		c.rl.m.cache.WithLabelValues("hit").Inc()
+		return d, nil
+	}
+	in := c.s.Input
+	in.Protocol, in.Action = policies.ProtocolWS, "ws.call"
+	in.WS = &policies.WSMessage{Method: key.method, Tool: key.tool, Skill: key.skill}
+	d, err := c.rl.deps.Policy.Decide(ctx, &in)
+	c.rl.m.cache.WithLabelValues("miss").Inc()
+	if err == nil && ok && len(dc.m) < maxCachedDecisions {
+		if dc.m == nil {
+			dc.m = make(map[decisionKey]policies.Decision, 8)
+		}
+		dc.m[key] = d
+	}
+	return d, err
+}
