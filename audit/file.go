@@ -452,10 +452,13 @@ func (l *FileLog) Sync() error {
 // writes a last checkpoint and closes the log. Sinks get a last chance to catch up with
 // what is in the spool (bounded by a few seconds): whatever they miss stays in the spool.
 func (l *FileLog) Run(ctx context.Context, interval time.Duration) error {
-	g, gctx := errgroup.WithContext(ctx)
+	// The shippers stop after the last checkpoint is written, so the sinks get it too.
+	shipCtx, stopShipping := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopShipping()
+	var g errgroup.Group
 	for _, s := range l.cfg.Sinks {
 		sh := l.newShipper(s)
-		g.Go(func() error { sh.run(gctx); return nil })
+		g.Go(func() error { sh.run(shipCtx); return nil })
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -472,8 +475,25 @@ loop:
 			l.log.Error("audit: sync failed", "err", err)
 		}
 	}
+	l.lastCheckpoint()
+	stopShipping()
 	_ = g.Wait()
 	return l.Close()
+}
+
+// lastCheckpoint signs the head at shutdown, if events came since the last checkpoint.
+func (l *FileLog) lastCheckpoint() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.checkpointIfNewLocked()
+}
+
+func (l *FileLog) checkpointIfNewLocked() {
+	if l.f != nil && l.cfg.Signer != nil && l.seq > l.cpSeq {
+		if err := l.checkpointLocked(); err != nil {
+			l.log.Error("audit: checkpoint failed", "err", err)
+		}
+	}
 }
 
 func (l *FileLog) timedCheckpoint() {
@@ -493,11 +513,7 @@ func (l *FileLog) Close() error {
 	if l.f == nil {
 		return nil
 	}
-	if l.cfg.Signer != nil && l.seq > l.cpSeq {
-		if err := l.checkpointLocked(); err != nil {
-			l.log.Error("audit: checkpoint failed", "err", err)
-		}
-	}
+	l.checkpointIfNewLocked()
 	err := errors.Join(l.f.Sync(), l.f.Close())
 	l.f = nil
 	close(l.syncDone)

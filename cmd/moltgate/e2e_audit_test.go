@@ -3,6 +3,7 @@ package main_test
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,8 +13,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/moltgate/moltgate/audit"
 	"github.com/moltgate/moltgate/internal/testenv"
@@ -351,4 +355,209 @@ audit:
 			t.Fatalf("audit verify %s: %v\n%s", dir, err, out)
 		}
 	}
+}
+
+// Issue 5, the fault tests through `moltgate serve`: Redis killed mid-burst, restarted empty,
+// made slow (CLIENT PAUSE), then moltgate SIGKILLed mid-burst and restarted. The stream then
+// holds the whole chain once, `moltgate audit archive` drains it into an archive holding every
+// acknowledged event exactly once, and verify passes over spool, stream and archive; one
+// edited event in the stream or the spool makes verify fail naming it.
+func TestAuditFaultsThroughServe(t *testing.T) {
+	rs := testenv.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr, MaxRetries: -1})
+	t.Cleanup(func() { rdb.Close() })
+	data := filepath.Join(t.TempDir(), "data")
+	spool := filepath.Join(data, "audit")
+	// The archive worker is off: the stream keeps every event, and the CLI archives it.
+	config := fmt.Sprintf(`
+listen: @LISTEN@
+admin_listen: @ADMIN@
+data_dir: %s
+admin_token: {file: @ADMINTOKEN@}
+audit:
+  replica: faults
+  sync_interval: 20ms
+  redis: {addr: %s}
+  archive: {disabled: true}
+`, data, rs.Addr)
+	key := audit.StreamKey("faults")
+	mg := startMoltgate(t, config)
+
+	var acked sync.Map
+	var n atomic.Int64
+	client := &http.Client{Timeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for {
+					i := n.Add(1)
+					req, _ := http.NewRequest("GET", fmt.Sprintf("%s/v1/gateways/x%d", mg.adminURL, i), nil)
+					req.Header.Set("Authorization", "Bearer not-the-admin-token")
+					resp, err := client.Do(req)
+					if err != nil {
+						return // killed
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == http.StatusUnauthorized {
+						acked.Store(fmt.Sprintf("/v1/gateways/x%d", i), true)
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}()
+	metric := func(name string) bool {
+		resp, err := client.Get(mg.adminURL + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), name)
+	}
+	waitUntil(t, "events in the stream", func() bool { l, _ := rdb.XLen(t.Context(), key).Result(); return l > 300 })
+	rs.Kill()
+	waitUntil(t, "moltgate to find redis down", func() bool { return metric(`moltgate_audit_sink_errors_total{sink="redis"}`) })
+	mark := n.Load()
+	waitUntil(t, "requests served while redis is down", func() bool { return n.Load() > mark+300 })
+	rs.Restart() // empty
+	waitUntil(t, "the stream refilled after the empty restart", func() bool { l, _ := rdb.XLen(t.Context(), key).Result(); return l > mark })
+	if err := rdb.Do(t.Context(), "CLIENT", "PAUSE", "700", "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	mark = n.Load()
+	waitUntil(t, "requests served while redis is slow", func() bool { return n.Load() > mark+300 })
+	if err := mg.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+
+	mg2 := startMoltgate(t, config)
+	// An event after the restart, so the clean stop below has a head to sign.
+	req, _ := http.NewRequest("GET", mg2.adminURL+"/v1/gateways/after-restart", nil)
+	req.Header.Set("Authorization", "Bearer not-the-admin-token")
+	resp, err := client.Do(req)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("after the restart: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	acked.Store("/v1/gateways/after-restart", true)
+	streamPaths := func() (map[string]int, audit.Event) {
+		msgs, err := rdb.XRange(t.Context(), key, "-", "+").Result()
+		if err != nil {
+			return nil, audit.Event{}
+		}
+		got := map[string]int{}
+		var last audit.Event
+		for _, m := range msgs {
+			if json.Unmarshal([]byte(m.Values["e"].(string)), &last) == nil {
+				got[last.Details["path"]]++
+			}
+		}
+		return got, last
+	}
+	waitUntil(t, "every acknowledged event in the stream", func() bool {
+		got, _ := streamPaths()
+		ok := true
+		acked.Range(func(k, _ any) bool { ok = got[k.(string)] == 1; return ok })
+		return ok
+	})
+	mg2.cmd.Process.Signal(syscall.SIGTERM)
+	mg2.cmd.Wait()
+	// A clean stop signs the head and ships that checkpoint before it exits.
+	head := spoolHead(t, spool)
+	if _, last := streamPaths(); last.Seq != head || last.Type != audit.TypeCheckpoint {
+		t.Fatalf("stream ends at seq %d (%s), spool at %d: want the shutdown checkpoint in both", last.Seq, last.Type, head)
+	}
+	count := 0
+	acked.Range(func(any, any) bool { count++; return true })
+	t.Logf("%d events acknowledged, chain of %d events", count, head)
+
+	verify := func(args ...string) (string, error) {
+		out, err := exec.Command(binary, append([]string{"audit", "verify"}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	for _, args := range [][]string{{"--files", spool}, {"--redis", rs.Addr, "--stream", key}} {
+		if out, err := verify(args...); err != nil {
+			t.Fatalf("audit verify %v: %v\n%s", args, err, out)
+		}
+	}
+
+	// One edited event in the stream is named; then the stream is put back.
+	orig, err := rdb.XRange(t.Context(), key, "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rewrite := func(edit bool) {
+		rdb.Del(t.Context(), key)
+		for _, m := range orig {
+			line := m.Values["e"].(string)
+			if edit && m.ID == "7-0" {
+				line = strings.Replace(line, `"deny"`, `"success"`, 1)
+			}
+			if err := rdb.XAdd(t.Context(), &redis.XAddArgs{Stream: key, ID: m.ID, Values: []any{"e", line}}).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	rewrite(true)
+	if out, err := verify("--redis", rs.Addr, "--stream", key); err == nil || !strings.Contains(out, "seq 7") || !strings.Contains(out, "edited") {
+		t.Fatalf("verify of a stream with seq 7 edited: %v\n%s", err, out)
+	}
+	rewrite(false)
+
+	// The CLI archives the stream: every acknowledged event once, and the archive verifies.
+	archive := filepath.Join(t.TempDir(), "archive")
+	if out, err := exec.Command(binary, "audit", "archive", "--redis", rs.Addr, "--dir", archive).CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), fmt.Sprintf("archived %d events", head)) {
+		t.Fatalf("audit archive: %v\n%s", err, out)
+	}
+	got := archivedPaths(t, archive)
+	acked.Range(func(k, _ any) bool {
+		if got[k.(string)] != 1 {
+			t.Fatalf("%s archived %d times, want once", k, got[k.(string)])
+		}
+		return true
+	})
+	for p, c := range got {
+		if c != 1 {
+			t.Fatalf("%s archived %d times", p, c)
+		}
+	}
+	if out, err := verify("--archive", archive); err != nil {
+		t.Fatalf("audit verify --archive: %v\n%s", err, out)
+	}
+
+	// One edited event in the spool is named.
+	files, _ := filepath.Glob(filepath.Join(spool, "events-*.jsonl"))
+	raw, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.SplitAfter(raw, []byte("\n"))
+	var ev audit.Event
+	if err := json.Unmarshal(lines[9], &ev); err != nil {
+		t.Fatal(err)
+	}
+	lines[9] = bytes.Replace(lines[9], []byte(`"deny"`), []byte(`"success"`), 1)
+	if err := os.WriteFile(files[0], bytes.Join(lines, nil), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := verify("--files", spool); err == nil || !strings.Contains(out, fmt.Sprintf("seq %d", ev.Seq)) {
+		t.Fatalf("verify of a spool with seq %d edited: %v\n%s", ev.Seq, err, out)
+	}
+}
+
+// spoolHead is the seq of the last event in a spool directory.
+func spoolHead(t *testing.T, dir string) uint64 {
+	t.Helper()
+	var head uint64
+	if err := (audit.Reader{SpoolDir: dir}).Query(audit.Query{}, func(e audit.Event) bool { head = e.Seq; return true }); err != nil {
+		t.Fatal(err)
+	}
+	return head
 }
