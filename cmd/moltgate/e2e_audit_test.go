@@ -47,34 +47,10 @@ audit:
 
 	// Callers with a wrong token: each refusal is an authn.failure event naming the path,
 	// acknowledged to the caller by the 401.
-	var acked sync.Map
-	var n atomic.Int64
-	var stop atomic.Bool
-	client := &http.Client{Timeout: 5 * time.Second}
-	burst := func(base string) {
-		var wg sync.WaitGroup
-		for range 16 {
-			wg.Go(func() {
-				for !stop.Load() {
-					i := n.Add(1)
-					req, _ := http.NewRequest("GET", fmt.Sprintf("%s/v1/gateways/m%d", base, i), nil)
-					req.Header.Set("Authorization", "Bearer not-the-admin-token")
-					resp, err := client.Do(req)
-					if err != nil {
-						return // killed
-					}
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode == http.StatusUnauthorized {
-						acked.Store(fmt.Sprintf("m%d", i), true)
-					}
-				}
-			})
-		}
-		wg.Wait()
-	}
+	var rb refusedBurst
+	acked, n := &rb.acked, &rb.n
 	done := make(chan struct{})
-	go func() { burst(mg.adminURL); close(done) }()
+	go func() { rb.run(mg.adminURL, 16); close(done) }()
 	waitUntil(t, "a few thousand events", func() bool { return n.Load() > 3000 })
 	if err := mg.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -90,7 +66,7 @@ audit:
 		got := archivedPaths(t, archive)
 		missing := 0
 		acked.Range(func(k, _ any) bool {
-			if got["/v1/gateways/"+k.(string)] == 0 {
+			if got[k.(string)] == 0 {
 				missing++
 			}
 			return true
@@ -383,33 +359,11 @@ audit:
 	key := audit.StreamKey("faults")
 	mg := startMoltgate(t, config)
 
-	var acked sync.Map
-	var n atomic.Int64
+	var rb refusedBurst
+	acked, n := &rb.acked, &rb.n
 	client := &http.Client{Timeout: 5 * time.Second}
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		var wg sync.WaitGroup
-		for range 8 {
-			wg.Go(func() {
-				for {
-					i := n.Add(1)
-					req, _ := http.NewRequest("GET", fmt.Sprintf("%s/v1/gateways/x%d", mg.adminURL, i), nil)
-					req.Header.Set("Authorization", "Bearer not-the-admin-token")
-					resp, err := client.Do(req)
-					if err != nil {
-						return // killed
-					}
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode == http.StatusUnauthorized {
-						acked.Store(fmt.Sprintf("/v1/gateways/x%d", i), true)
-					}
-				}
-			})
-		}
-		wg.Wait()
-	}()
+	go func() { rb.run(mg.adminURL, 8); close(done) }()
 	metric := func(name string) bool {
 		resp, err := client.Get(mg.adminURL + "/metrics")
 		if err != nil {
@@ -560,4 +514,35 @@ func spoolHead(t *testing.T, dir string) uint64 {
 		t.Fatal(err)
 	}
 	return head
+}
+
+// refusedBurst sends requests with a wrong token from a few callers until moltgate stops
+// answering (killed). Each 401 acknowledges an authn.failure event naming the path.
+type refusedBurst struct {
+	acked sync.Map // paths answered 401
+	n     atomic.Int64
+}
+
+func (rb *refusedBurst) run(base string, callers int) {
+	client := &http.Client{Timeout: 5 * time.Second}
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			for {
+				path := fmt.Sprintf("/v1/gateways/m%d", rb.n.Add(1))
+				req, _ := http.NewRequest("GET", base+path, nil)
+				req.Header.Set("Authorization", "Bearer not-the-admin-token")
+				resp, err := client.Do(req)
+				if err != nil {
+					return // killed
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusUnauthorized {
+					rb.acked.Store(path, true)
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
