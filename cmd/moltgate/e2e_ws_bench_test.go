@@ -327,12 +327,13 @@ func BenchmarkWSRelay(b *testing.B) {
 		}
 	}
 
-	// Idle sockets: RSS of moltgate before and after opening them, each settled.
+	// Idle sockets: RSS of moltgate before and after opening them, each settled, and where
+	// it goes by moltgate's own Go metrics.
 	settle := func() float64 {
 		time.Sleep(2 * time.Second)
 		return rssKiB(b, cmd.Process.Pid)
 	}
-	before := settle()
+	before, goBefore := settle(), goMetrics(b, "http://"+adminListen+"/metrics")
 	ctx, cancel := context.WithTimeout(b.Context(), 5*time.Minute)
 	defer cancel()
 	held := make([]*websocket.Conn, idle)
@@ -367,9 +368,10 @@ func BenchmarkWSRelay(b *testing.B) {
 	if err, _ := failed.Load().(error); err != nil {
 		b.Fatalf("%v\nmoltgate log:\n%s", err, tail(logs.String(), 20))
 	}
-	after := settle()
+	after, goAfter := settle(), goMetrics(b, "http://"+adminListen+"/metrics")
 	b.StopTimer()
 	perSocket := (after - before) / float64(idle)
+	per := func(name string) float64 { return (goAfter[name] - goBefore[name]) / float64(idle) }
 	for _, l := range []string{
 		fmt.Sprintf("bench ws_plain_copy_msgs_per_s %.0f (%d sockets, one request in flight each)", base.rate, conns),
 		fmt.Sprintf("bench ws_moltgate_msgs_per_s %.0f (every request decided)", mg.rate),
@@ -379,6 +381,8 @@ func BenchmarkWSRelay(b *testing.B) {
 		fmt.Sprintf("bench ws_added_p99_us %.0f (per message round trip)", us(mg.p99-base.p99)),
 		fmt.Sprintf("bench ws_moltgate_rss_kib %.0f before, %.0f with %d idle sockets", before, after, idle),
 		fmt.Sprintf("bench ws_rss_per_idle_socket_kib %.1f (target < 40)", perSocket),
+		fmt.Sprintf("bench ws_per_idle_socket goroutines %.2f, stack_kib %.1f, heap_inuse_kib %.1f",
+			per("go_goroutines"), per("go_memstats_stack_inuse_bytes")/1024, per("go_memstats_heap_inuse_bytes")/1024),
 	} {
 		fmt.Println(l)
 	}
@@ -388,3 +392,21 @@ func BenchmarkWSRelay(b *testing.B) {
 }
 
 func us(d time.Duration) float64 { return float64(d) / 1e3 }
+
+// goMetrics reads the Go runtime gauges from a Prometheus text endpoint.
+func goMetrics(b *testing.B, url string) map[string]float64 {
+	b.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && strings.HasPrefix(f[0], "go_") {
+			out[f[0]], _ = strconv.ParseFloat(f[1], 64)
+		}
+	}
+	return out
+}

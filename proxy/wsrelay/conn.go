@@ -16,6 +16,7 @@ import (
 
 	"github.com/moltgate/moltgate/audit"
 	"github.com/moltgate/moltgate/policies"
+	"github.com/moltgate/moltgate/proxy/authn"
 )
 
 // RefreshMethod is the request a client sends on an open socket to present a fresh Clerk
@@ -360,13 +361,25 @@ func (c *conn) identify(ctx context.Context, f *frame) bool {
 	if auth.Token == "" {
 		return refuse(audit.TypePolicyDeny, "UNAUTHORIZED", "unauthenticated")
 	}
-	subject, expires, status, reason := c.s.Identify(ctx, auth.Token)
+	var (
+		subject policies.Subject
+		expires time.Time
+		status  int
+		reason  string
+		in      = c.s.Input
+		d       policies.Decision
+		err     error
+	)
+	onFreshStack(func() {
+		subject, expires, status, reason = c.s.Identify(ctx, auth.Token)
+		if status == 0 {
+			in.Subject = subject
+			d, err = c.rl.deps.Policy.Decide(ctx, &in)
+		}
+	})
 	if status != 0 {
 		return refuse(audit.TypeAuthnFailure, "UNAUTHORIZED", reason)
 	}
-	in := c.s.Input
-	in.Subject = subject
-	d, err := c.rl.deps.Policy.Decide(ctx, &in)
 	if err != nil {
 		return refuse(audit.TypePolicyDeny, "UNAVAILABLE", "policy_error")
 	}
@@ -435,7 +448,9 @@ func (c *conn) refresh(ctx context.Context, f *frame) bool {
 	if c.rl.deps.Sessions == nil || c.s.Subject.Kind != policies.SubjectUser || tok == "" {
 		return c.reply(ctx, errorResponse(f.id, "INVALID_REQUEST", "moltgate: no session to refresh"))
 	}
-	id, err := c.rl.deps.Sessions.Verify(ctx, tok)
+	var id authn.Identity
+	var err error
+	onFreshStack(func() { id, err = c.rl.deps.Sessions.Verify(ctx, tok) })
 	if err != nil || id.UserID != c.s.Subject.ID {
 		c.audit(audit.TypeAuthnFailure, "refresh_refused", RefreshMethod)
 		return c.reply(ctx, errorResponse(f.id, "UNAUTHORIZED", "moltgate: session token refused"))

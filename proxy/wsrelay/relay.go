@@ -168,9 +168,10 @@ type Refusal struct {
 
 func (r *Refusal) Error() string { return "wsrelay: refused: " + r.Reason }
 
-// Serve accepts the client socket, dials the gateway and relays until either side closes,
-// the socket is no longer allowed, or the relay shuts down. A *Refusal means nothing was
-// accepted and the caller must answer the request.
+// Serve accepts the client socket, dials the gateway and starts relaying, until either side
+// closes, the socket is no longer allowed, or the relay shuts down (Shutdown waits for
+// that). It returns once the socket is handed off. A *Refusal means nothing was accepted
+// and the caller must answer the request.
 func (rl *Relay) Serve(w http.ResponseWriter, r *http.Request, s Session) error {
 	if origin := r.Header.Get("Origin"); origin != "" && !rl.originAllowed(origin) {
 		return &Refusal{http.StatusForbidden, "origin_not_allowed"}
@@ -192,13 +193,19 @@ func (rl *Relay) Serve(w http.ResponseWriter, r *http.Request, s Session) error 
 	rl.perSubject[key]++
 	rl.wg.Add(1)
 	rl.mu.Unlock()
-	defer func() {
+	release := func() {
 		rl.mu.Lock()
 		if rl.perSubject[key]--; rl.perSubject[key] <= 0 {
 			delete(rl.perSubject, key)
 		}
 		rl.mu.Unlock()
 		rl.wg.Done()
+	}
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			release()
+		}
 	}()
 
 	upstream, err := rl.dial(r.Context(), s)
@@ -225,13 +232,21 @@ func (rl *Relay) Serve(w http.ResponseWriter, r *http.Request, s Session) error 
 	rl.conns[c] = struct{}{}
 	rl.mu.Unlock()
 	rl.m.open.Inc()
-	defer func() {
-		rl.mu.Lock()
-		delete(rl.conns, c)
-		rl.mu.Unlock()
-		rl.m.open.Dec()
+	// The socket runs on a goroutine of its own and this (the server's request goroutine)
+	// returns: the upgrade's token check and decision grew its stack, which an idle socket
+	// would keep for as long as it stays open.
+	handedOff = true
+	ctx := context.WithoutCancel(r.Context())
+	go func() {
+		defer release()
+		defer func() {
+			rl.mu.Lock()
+			delete(rl.conns, c)
+			rl.mu.Unlock()
+			rl.m.open.Dec()
+		}()
+		c.run(ctx)
 	}()
-	c.run(context.WithoutCancel(r.Context()))
 	return nil
 }
 
