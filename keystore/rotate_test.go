@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/moltgate/moltgate/audit"
 	"github.com/moltgate/moltgate/internal/testenv"
@@ -311,5 +312,94 @@ func TestOpenAcrossRetirement(t *testing.T) {
 				t.Fatalf("the rotation in between did not retire version 1: %+v, %v", job, rerr)
 			}
 		})
+	}
+}
+
+// swapHookKV runs a function once, inside the next insert of a key record (a Swap from
+// absent), before the insert is written: the secret is sealed but not stored yet.
+type swapHookKV struct {
+	keystore.KV
+	hook atomic.Pointer[func()]
+}
+
+func (h *swapHookKV) Swap(bucket, key string, old, new []byte) error {
+	if bucket == "keystore.keys" && old == nil {
+		if fn := h.hook.Swap(nil); fn != nil {
+			(*fn)()
+		}
+	}
+	return h.KV.Swap(bucket, key, old, new)
+}
+
+// probe is a Target that reports when rotation reaches its quiesce step.
+type probe struct{ quiescing chan struct{} }
+
+func (probe) Reseal(context.Context, keystore.ResealFunc) error { return nil }
+func (p probe) Quiesce()                                          { close(p.quiescing) }
+
+// TestRotationWaitsForSealsInFlight is the converse interleaving: a key is sealed under master
+// version 1, and before it is stored a whole master rotation runs. The rotation must not retire
+// version 1 under it: after the insert lands, the key opens.
+func TestRotationWaitsForSealsInFlight(t *testing.T) {
+	kv := &swapHookKV{KV: kvBackends()["bolt"](t)}
+	w := openWorld(t, kv, writeKeyring(t, t.TempDir()), nil)
+	seed(t, w, 4, 1)
+	p := probe{quiescing: make(chan struct{})}
+	rot, err := keystore.NewRotator(keystore.RotatorConfig{Keystore: w.ks, KV: kv, Source: w.source,
+		Targets: []keystore.Target{p, w.keys, w.reg}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		job keystore.Job
+		err error
+	}
+	done := make(chan result, 1)
+	hook := func() { // inside Add, after its seal under version 1, before its insert
+		go func() {
+			j, err := rot.StartMaster(context.Background())
+			if err == nil {
+				j, err = rot.RunJob(context.Background())
+			}
+			done <- result{j, err}
+		}()
+		select {
+		case <-p.quiescing:
+		case r := <-done:
+			done <- r
+			return
+		case <-time.After(30 * time.Second):
+			t.Error("rotation did not reach its quiesce step within 30s")
+			return
+		}
+		// A rotation that does not wait for this insert finishes (and retires version 1) now;
+		// a correct one cannot, so this wait ends at its deadline.
+		select {
+		case r := <-done:
+			done <- r
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	kv.hook.Store(&hook)
+	const secret = "sk-test-inflight-0123456789-SECRET"
+	k, err := w.keys.Add(t.Context(), keystore.AddRequest{Tenant: "tenant-0", Provider: "anthropic", Secret: keystore.Secret(secret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("rotation did not finish within 30s")
+	}
+	if r.err != nil || r.job.Phase != "done" {
+		t.Fatalf("rotation: %+v, %v", r.job, r.err)
+	}
+	o, _ := keystore.NewOpener(w.keys, audit.Actor{Kind: "service", ID: "proxy"}, "upstream-credential", w.audit)
+	if got, err := o.Open(t.Context(), k.Tenant, k.ID); err != nil || string(got) != secret {
+		t.Fatalf("key sealed during the rotation: %v (rotation retired %v)", err, r.job.Retired)
+	}
+	if use, _ := w.rot.Usage(t.Context()); use.Master[1] != 1 || len(r.job.Retired) != 0 {
+		t.Fatalf("version 1 must stay, used by the key in flight: usage %v, retired %v", use.Master, r.job.Retired)
 	}
 }
