@@ -671,9 +671,18 @@ func (l *FileLog) snapshot() snapshot {
 	return snapshot{seq: l.seq, floor: l.floor.Seq, segs: slices.Clone(l.segs)}
 }
 
+// readPos is where a reader stopped: the event with seq next starts at byte off of segment
+// index. It saves a shipper from scanning a segment from its start for every batch.
+type readPos struct {
+	index int
+	off   int64
+	next  uint64
+}
+
 // readRange reads up to max events from seq from on (from > floor), at most maxBytes of
-// lines, from the spool files as of snap.
-func (l *FileLog) readRange(snap snapshot, from uint64, max int, maxBytes int) ([]Record, error) {
+// lines, from the spool files as of snap. With pos (nil: none) it starts where the last
+// read stopped when that is from, and records where this one stops.
+func (l *FileLog) readRange(snap snapshot, from uint64, max int, maxBytes int, pos *readPos) ([]Record, error) {
 	if from > snap.seq {
 		return nil, nil
 	}
@@ -683,14 +692,20 @@ func (l *FileLog) readRange(snap snapshot, from uint64, max int, maxBytes int) (
 		if s.first == 0 || s.last < from {
 			continue
 		}
+		start := int64(0)
+		if pos != nil && pos.next == from+uint64(len(out)) && pos.index == s.index && pos.off <= s.size {
+			start = pos.off
+		}
 		f, err := os.Open(l.segPath(s.index))
 		if err != nil {
 			return out, fmt.Errorf("audit: read spool: %w", err)
 		}
-		r := bufio.NewReaderSize(io.NewSectionReader(f, 0, s.size), 256<<10)
+		r := bufio.NewReaderSize(io.NewSectionReader(f, start, s.size-start), 256<<10)
+		off := start
 		for {
 			line, err := r.ReadSlice('\n')
 			if len(line) > 0 && line[len(line)-1] == '\n' {
+				off += int64(len(line))
 				seq, ok := lineSeq(line)
 				if !ok {
 					f.Close()
@@ -705,6 +720,9 @@ func (l *FileLog) readRange(snap snapshot, from uint64, max int, maxBytes int) (
 					size += len(line)
 					if len(out) >= max || size >= maxBytes {
 						f.Close()
+						if pos != nil {
+							*pos = readPos{index: s.index, off: off, next: seq + 1}
+						}
 						return out, nil
 					}
 				}
@@ -718,6 +736,9 @@ func (l *FileLog) readRange(snap snapshot, from uint64, max int, maxBytes int) (
 			}
 		}
 		f.Close()
+		if pos != nil && len(out) > 0 {
+			*pos = readPos{index: s.index, off: off, next: from + uint64(len(out))}
+		}
 	}
 	return out, nil
 }

@@ -40,8 +40,9 @@ type shipper struct {
 	wake  chan struct{}
 	max   int
 	every time.Duration
-	pos   uint64 // the sink holds every event up to pos
-	known bool   // pos has been read from the sink
+	pos   uint64  // the sink holds every event up to pos
+	read  readPos // where the last read of the spool stopped
+	known bool    // pos has been read from the sink
 }
 
 func (l *FileLog) newShipper(s Sink) *shipper {
@@ -131,7 +132,7 @@ func (sh *shipper) shipAll(ctx context.Context) bool {
 		if sh.pos >= snap.seq {
 			return true
 		}
-		recs, err := sh.l.readRange(snap, sh.pos+1, sh.max, 32<<20)
+		recs, err := sh.l.readRange(snap, sh.pos+1, sh.max, 32<<20, &sh.read)
 		if err != nil {
 			sh.failed(ctx, err)
 			return false
