@@ -335,7 +335,7 @@ func (h *swapHookKV) Swap(bucket, key string, old, new []byte) error {
 type probe struct{ quiescing chan struct{} }
 
 func (probe) Reseal(context.Context, keystore.ResealFunc) error { return nil }
-func (p probe) Quiesce()                                          { close(p.quiescing) }
+func (p probe) Quiesce()                                        { close(p.quiescing) }
 
 // TestRotationWaitsForSealsInFlight is the converse interleaving: a key is sealed under master
 // version 1, and before it is stored a whole master rotation runs. The rotation must not retire
