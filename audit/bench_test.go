@@ -43,10 +43,7 @@ func BenchmarkSpoolToRedis(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { l.Run(ctx, 100*time.Millisecond); close(done) }()
-	defer func() { cancel(); <-done }()
+	runLogEvery(b, l, 100*time.Millisecond)
 	b.ResetTimer()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
@@ -121,10 +118,7 @@ func BenchmarkAuditedRequest(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { l.Run(ctx, 100*time.Millisecond); close(done) }()
-			defer func() { cancel(); <-done }()
+			runLogEvery(b, l, 100*time.Millisecond)
 			refuse := func(w http.ResponseWriter) {
 				http.Error(w, `{"error":"forbidden","reason":"not_a_member"}`, http.StatusForbidden)
 			}

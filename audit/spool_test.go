@@ -25,12 +25,15 @@ import (
 var quiet = slog.New(slog.DiscardHandler)
 
 // runLog runs l in the background until the test ends.
-func runLog(t *testing.T, l *FileLog) {
-	t.Helper()
+func runLog(t *testing.T, l *FileLog) { runLogEvery(t, l, 5*time.Millisecond) }
+
+// runLogEvery runs l, syncing every interval, until the test or benchmark ends.
+func runLogEvery(tb testing.TB, l *FileLog, interval time.Duration) {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { l.Run(ctx, 5*time.Millisecond); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	go func() { l.Run(ctx, interval); close(done) }()
+	tb.Cleanup(func() { cancel(); <-done })
 }
 
 // waitFor polls cond until it holds or 20 s pass.
