@@ -62,6 +62,12 @@ func keysCommand(ctx context.Context, args []string, env func(string) string, st
 		fmt.Fprint(stdout, keysUsage)
 		return nil
 	}
+	switch verb {
+	case "add", "list", "show", "verify", "activate", "revoke", "rotate-master", "rotate-tenant", "rotation":
+	default:
+		fmt.Fprint(stderr, keysUsage)
+		return usageError{fmt.Sprintf("unknown keys verb %q", verb)}
+	}
 	needID := verb == "show" || verb == "verify" || verb == "activate" || verb == "revoke"
 	switch {
 	case needID && len(rest) != 1, !needID && len(rest) != 0:
@@ -132,9 +138,6 @@ func keysCommand(ctx context.Context, args []string, env func(string) string, st
 			return printJSON(stdout, rot)
 		}
 		return printRotation(stdout, rot)
-	default:
-		fmt.Fprint(stderr, keysUsage)
-		return usageError{fmt.Sprintf("unknown keys verb %q", verb)}
 	}
 	if err != nil {
 		return err
