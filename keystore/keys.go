@@ -437,13 +437,30 @@ type Opener struct {
 	sink   Auditor
 }
 
-// NewOpener returns an Opener acting as actor for reason (a short stable code such as
-// "upstream-credential" or "provision"), auditing to sink.
-func NewOpener(keys *Keys, actor audit.Actor, reason string, sink Auditor) (*Opener, error) {
-	if keys == nil || sink == nil || actor.Kind == "" || reason == "" {
-		return nil, errors.New("keystore: an Opener needs keys, an actor, a reason and an audit sink")
+// OpenReason is why a tenant secret leaves the keystore. The set is closed: these are the only
+// paths that may hold a tenant's plaintext key, and each open names its reason in the audit.
+type OpenReason string
+
+// Reasons an Opener can be made for.
+const (
+	// ReasonUpstreamCredential: the proxy attaching a tenant's provider key or channel
+	// credential to a call it forwards.
+	ReasonUpstreamCredential OpenReason = "upstream-credential"
+	// ReasonProvision: the provisioner installing a tenant's credentials into its gateway.
+	ReasonProvision OpenReason = "provision"
+)
+
+// NewOpener returns an Opener acting as actor for reason, auditing to sink. Any reason but
+// the declared ones is refused.
+func NewOpener(keys *Keys, actor audit.Actor, reason OpenReason, sink Auditor) (*Opener, error) {
+	if keys == nil || sink == nil || actor.Kind == "" || actor.ID == "" {
+		return nil, errors.New("keystore: an Opener needs keys, an actor (kind and id) and an audit sink")
 	}
-	return &Opener{keys: keys, actor: actor, reason: reason, sink: sink}, nil
+	if reason != ReasonUpstreamCredential && reason != ReasonProvision {
+		return nil, fmt.Errorf("keystore: no Opener for reason %q: secrets open only for %q or %q",
+			reason, ReasonUpstreamCredential, ReasonProvision)
+	}
+	return &Opener{keys: keys, actor: actor, reason: string(reason), sink: sink}, nil
 }
 
 // Open returns the secret of key id of tenant. The caller clears it after use.

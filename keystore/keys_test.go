@@ -94,7 +94,7 @@ func TestKeyLifecycle(t *testing.T) {
 			if k, err := keys.Activate(ctx, "tenant-a", k1.ID); err != nil || k.State != StateActive {
 				t.Fatalf("activate: got %+v, %v", k, err)
 			}
-			opener, err := NewOpener(keys, proxyActor, "upstream-credential", rec)
+			opener, err := NewOpener(keys, proxyActor, ReasonUpstreamCredential, rec)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -193,7 +193,7 @@ func TestOpenerFailsClosedWhenAuditFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := NewOpener(keys, audit.Actor{Kind: "service", ID: "proxy"}, "upstream-credential", rec)
+	o, err := NewOpener(keys, audit.Actor{Kind: "service", ID: "proxy"}, ReasonUpstreamCredential, rec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,11 +201,18 @@ func TestOpenerFailsClosedWhenAuditFails(t *testing.T) {
 	if s, err := o.Open(t.Context(), "t", k.ID); err == nil || s != nil {
 		t.Fatalf("open with failing audit: got %d bytes, %v; want refusal", len(s), err)
 	}
-	if _, err := NewOpener(keys, audit.Actor{Kind: "service"}, "", rec); err == nil {
+	if _, err := NewOpener(keys, audit.Actor{Kind: "service", ID: "x"}, "", rec); err == nil {
 		t.Fatal("opener without a reason accepted")
 	}
-	if _, err := NewOpener(keys, audit.Actor{Kind: "service"}, "x", nil); err == nil {
+	if _, err := NewOpener(keys, audit.Actor{Kind: "service", ID: "x"}, ReasonProvision, nil); err == nil {
 		t.Fatal("opener without an audit sink accepted")
+	}
+	if _, err := NewOpener(keys, audit.Actor{Kind: "service"}, ReasonProvision, rec); err == nil {
+		t.Fatal("opener without an actor id accepted")
+	}
+	if _, err := NewOpener(keys, audit.Actor{Kind: "service", ID: "x"}, "debug", rec); err == nil ||
+		!strings.Contains(err.Error(), "upstream-credential") {
+		t.Fatalf("opener for an undeclared reason: %v", err)
 	}
 }
 

@@ -111,7 +111,7 @@ func seed(t testing.TB, w *world, nKeys, nGateways int) map[string]string {
 func checkAll(t testing.TB, kv keystore.KV, keyring string, want map[string]string, nGateways int) map[uint32]int {
 	t.Helper()
 	w := openWorld(t, kv, keyring, nil) // registry.New opens every gateway token or fails
-	o, err := keystore.NewOpener(w.keys, audit.Actor{Kind: "service", ID: "test"}, "check", w.audit)
+	o, err := keystore.NewOpener(w.keys, audit.Actor{Kind: "service", ID: "test"}, keystore.ReasonProvision, w.audit)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +177,7 @@ func TestRotateMasterWhileReading(t *testing.T) {
 			keyring := writeKeyring(t, t.TempDir())
 			w := openWorld(t, kv, keyring, nil)
 			want := seed(t, w, 60, 6)
-			o, _ := keystore.NewOpener(w.keys, audit.Actor{Kind: "service", ID: "proxy"}, "upstream-credential", w.audit)
+			o, _ := keystore.NewOpener(w.keys, audit.Actor{Kind: "service", ID: "proxy"}, keystore.ReasonUpstreamCredential, w.audit)
 
 			// Readers keep opening every record while the rotation runs: none may fail.
 			ctx, stop := context.WithCancel(t.Context())
@@ -288,7 +288,7 @@ func TestOpenAcrossRetirement(t *testing.T) {
 			kv := &hookKV{KV: open(t)}
 			w := openWorld(t, kv, writeKeyring(t, t.TempDir()), nil)
 			want := seed(t, w, 4, 1)
-			o, err := keystore.NewOpener(w.keys, audit.Actor{Kind: "service", ID: "proxy"}, "upstream-credential", w.audit)
+			o, err := keystore.NewOpener(w.keys, audit.Actor{Kind: "service", ID: "proxy"}, keystore.ReasonUpstreamCredential, w.audit)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -395,7 +395,7 @@ func TestRotationWaitsForSealsInFlight(t *testing.T) {
 	if r.err != nil || r.job.Phase != "done" {
 		t.Fatalf("rotation: %+v, %v", r.job, r.err)
 	}
-	o, _ := keystore.NewOpener(w.keys, audit.Actor{Kind: "service", ID: "proxy"}, "upstream-credential", w.audit)
+	o, _ := keystore.NewOpener(w.keys, audit.Actor{Kind: "service", ID: "proxy"}, keystore.ReasonUpstreamCredential, w.audit)
 	if got, err := o.Open(t.Context(), k.Tenant, k.ID); err != nil || string(got) != secret {
 		t.Fatalf("key sealed during the rotation: %v (rotation retired %v)", err, r.job.Retired)
 	}

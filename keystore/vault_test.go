@@ -139,7 +139,7 @@ func TestVaultRotateMaster(t *testing.T) {
 	keys, _ = src.Load(t.Context())
 	ring2, _ := keystore.NewKeyringFrom(keys)
 	km2, _ := keystore.NewKeys(keystore.KeysConfig{Keystore: keystore.NewWithSalts(ring2, kv), KV: kv, Audit: aud})
-	o, _ := keystore.NewOpener(km2, audit.Actor{Kind: "service", ID: "test"}, "check", aud)
+	o, _ := keystore.NewOpener(km2, audit.Actor{Kind: "service", ID: "test"}, keystore.ReasonProvision, aud)
 	if s, err := o.Open(t.Context(), "t1", k.ID); err != nil || string(s) != "sk-proj-0123456789abcdef" {
 		t.Fatalf("open after vault rotation: %v", err)
 	}

@@ -358,7 +358,7 @@ func TestAdminKeyLifecycle(t *testing.T) {
 	if rot = waitRotation(t, ops); rot.Job.Kind != "tenant" || rot.Usage.Salts[tenant][2] != 3 {
 		t.Fatalf("tenant rotation: %+v", rot)
 	}
-	o, err := keystore.NewOpener(f.keys, audit.Actor{Kind: "service", ID: "proxy"}, "upstream-credential", f.al)
+	o, err := keystore.NewOpener(f.keys, audit.Actor{Kind: "service", ID: "proxy"}, keystore.ReasonUpstreamCredential, f.al)
 	if err != nil {
 		t.Fatal(err)
 	}
