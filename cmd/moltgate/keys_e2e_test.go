@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -39,7 +40,8 @@ func keySecret(i int) string { return fmt.Sprintf("sk-e2e-%04d-TOPSECRETVALUE-%0
 // `moltgate serve` (SIGKILL) at random points of master key rotations and restarts it: after
 // every kill the server starts (every gateway token opens), every key verifies (opens to the
 // value the provider stand-in expects), and the last run retires the old master versions.
-// Everything the runs printed, logged and audited is scanned for the secrets.
+// Everything the runs printed, logged, audited and exported as metrics is scanned for the
+// secrets.
 func TestKeysEndToEnd(t *testing.T) {
 	good := map[string]bool{}
 	provider := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -150,7 +152,17 @@ func TestKeysEndToEnd(t *testing.T) {
 	}
 	t.Logf("master version %d at the end", rot.Job.Master)
 
-	// The scan: CLI output, every log line, every audit event.
+	// The scan: CLI output, the metrics, every log line, every audit event.
+	resp, err := http.Get(mg.adminURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || !strings.Contains(string(metrics), "moltgate_") {
+		t.Fatalf("metrics: %v\n%.300s", err, metrics)
+	}
+	output.Write(metrics)
 	collectFile(t, &output, mg.logPath)
 	filepath.WalkDir(filepath.Join(dataDir, "audit"), func(path string, d os.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() {
