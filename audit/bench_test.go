@@ -22,7 +22,7 @@ import (
 // the b.ReportMetric values. Nothing here is asserted: speed is measured, not tested.
 func benchLine(format string, args ...any) {
 	if os.Getenv("MOLTGATE_BENCH_REPORT") == "1" {
-		fmt.Printf("bench "+format+"\n", args...)
+		fmt.Printf("\nbench "+format+"\n", args...) // a line of its own, after the benchmark's name
 	}
 }
 
