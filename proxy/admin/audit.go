@@ -23,6 +23,7 @@ type AuditQuerier interface {
 const (
 	defaultAuditLimit = 100
 	maxAuditLimit     = 1000
+	maxAuditParam     = 200 // bytes of one query parameter
 )
 
 // AuditPage is the answer to GET /v1/audit: the selected events in order (per replica, by
@@ -51,7 +52,10 @@ func (s *Server) auditRoutes() {
 // (no tenant given). Every read is itself an audit.read event.
 func (s *Server) auditRead(w http.ResponseWriter, r *http.Request) {
 	params := r.URL.Query()
-	tenant := params.Get("tenant")
+	tenant := ""
+	if v := params["tenant"]; len(v) == 1 && len(v[0]) <= maxAuditParam {
+		tenant = v[0] // an invalid one is decided as none, then refused below as bad input
+	}
 	c, ok := s.authorizeFor(w, r, "admin.audit.read", "", tenant)
 	if !ok {
 		return
@@ -99,7 +103,7 @@ func parseAuditQuery(params url.Values) (audit.Query, int, error) {
 	for k, v := range params {
 		switch k {
 		case "tenant", "gateway", "type", "since", "until", "limit":
-			if len(v) != 1 || len(v[0]) > 200 {
+			if len(v) != 1 || len(v[0]) > maxAuditParam {
 				return audit.Query{}, 0, errBadAuditQuery
 			}
 		default:
