@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -164,6 +165,7 @@ admin_token: {file: @ADMINTOKEN@}
 	leaver := startJSClient(t, wsURL, clerk.Mint(clerktest.Claims{Subject: "user_ws_leaver"}), "hold", "")
 	brief := startJSClient(t, wsURL, clerk.Mint(clerktest.Claims{Subject: "user_ws_brief", Expiry: time.Now().Add(10 * time.Second)}), "hold", "")
 	worker := startJSClient(t, wsURL, clerk.Mint(clerktest.Claims{Subject: "user_ws_operator"}), "session", "config.get")
+	stayer := startJSClient(t, wsURL, clerk.Mint(clerktest.Claims{Subject: "user_ws_owner"}), "hold", "")
 
 	t.Run("operator connects, lists, chats, is refused, carries on", func(t *testing.T) {
 		if s := worker.next(t, "connect", 60*time.Second); s.Methods < 100 {
@@ -229,6 +231,17 @@ admin_token: {file: @ADMINTOKEN@}
 			if !slices.Contains(reasons, want) {
 				t.Errorf("no audit event %q; have %v", want, reasons)
 			}
+		}
+	})
+
+	t.Run("SIGTERM sends close frames", func(t *testing.T) {
+		stayer.next(t, "connect", 60*time.Second)
+		stayer.next(t, "ready", 5*time.Second)
+		if err := mg.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if s := stayer.next(t, "closed", 20*time.Second); string(s.Code) != "1001" {
+			t.Errorf("close at shutdown %s %q, want 1001", s.Code, s.Reason)
 		}
 	})
 }
