@@ -180,7 +180,7 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 
 // clerkConfig is the clerk: section of a moltgate config that trusts the fake Clerk c, its
 // secret key in a file of the test's own.
-func clerkConfig(t *testing.T, c *clerktest.Server) string {
+func clerkConfig(t testing.TB, c *clerktest.Server) string {
 	t.Helper()
 	secretFile := filepath.Join(t.TempDir(), "clerk.key")
 	if err := os.WriteFile(secretFile, []byte(c.SecretKey()), 0o600); err != nil {

@@ -293,8 +293,6 @@ func BenchmarkWSRelay(b *testing.B) {
 
 	clerk := clerktest.New(b)
 	dir := b.TempDir()
-	secret := filepath.Join(dir, "clerk.key")
-	os.WriteFile(secret, []byte(clerk.SecretKey()), 0o600)
 	adminTok := filepath.Join(dir, "admin.token")
 	os.WriteFile(adminTok, []byte(strings.Repeat("ab", 20)), 0o600)
 	gwTok := filepath.Join(dir, "gw.token")
@@ -305,10 +303,8 @@ func BenchmarkWSRelay(b *testing.B) {
 	// The per-socket message rate limit (default 50/s) would measure the limit, not the
 	// relay; the connection limit must admit the idle sockets.
 	os.WriteFile(cfg, []byte(fmt.Sprintf("listen: %s\nadmin_listen: %s\ndata_dir: %s\nadmin_token: {file: %s}\nlog: {level: warn}\n"+
-		"websocket: {messages_per_second: 1000000000, burst: 1000000000, max_conns_per_subject: %d, idle_timeout: 1h}\n"+
-		"clerk:\n  api_url: %s\n  secret_key: {file: %s}\n  issuer: %s\n  authorized_parties: [%s]\n",
-		listen, adminListen, filepath.Join(dir, "data"), adminTok, idle+conns+10, clerk.URL, secret, clerk.Issuer(),
-		clerktest.DefaultAuthorizedParty)), 0o600)
+		"websocket: {messages_per_second: 1000000000, burst: 1000000000, max_conns_per_subject: %d, idle_timeout: 1h}\n",
+		listen, adminListen, filepath.Join(dir, "data"), adminTok, idle+conns+10)+clerkConfig(b, clerk)), 0o600)
 	var logs bytes.Buffer
 	cmd := exec.Command(binary, "serve", "--config", cfg)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
