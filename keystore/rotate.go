@@ -187,7 +187,19 @@ func (r *Rotator) StartMaster(ctx context.Context) (Job, error) {
 	}
 	adder, ok := r.cfg.Source.(MasterKeyAdder)
 	if !ok {
-		return Job{}, errors.New("keystore: this master key source cannot add versions: add one where the keys are kept and restart")
+		// A read-only source (env): the operator added the new version where the keys are
+		// kept and restarted. Re-encrypt everything to the newest loaded version.
+		ring := r.cfg.Keystore.ring
+		if len(ring.Versions()) < 2 {
+			return Job{}, errors.New("keystore: this master key source cannot add versions: add one where the keys are kept, restart, and rotate again")
+		}
+		j := Job{Kind: "master", Master: ring.Current(), Phase: phaseReencrypt, Started: r.cfg.Now().UTC()}
+		if err := r.saveJob(j); err != nil {
+			return Job{}, err
+		}
+		r.cfg.Logger.Info("keystore: master key rotation started to the newest loaded version", "master_version", j.Master)
+		r.signal()
+		return j, nil
 	}
 	v, key, err := adder.AddVersion(ctx)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -401,5 +402,60 @@ func TestRotationWaitsForSealsInFlight(t *testing.T) {
 	}
 	if use, _ := w.rot.Usage(t.Context()); use.Master[1] != 1 || len(r.job.Retired) != 0 {
 		t.Fatalf("version 1 must stay, used by the key in flight: usage %v, retired %v", use.Master, r.job.Retired)
+	}
+}
+
+// TestRotateReadOnlySource: with a source that cannot add versions (env), the operator adds
+// the version where the keys are kept and restarts; rotate-master then re-encrypts every record
+// to the newest loaded version and drops the old one from memory. With one version loaded it
+// is a clear error that changes nothing.
+func TestRotateReadOnlySource(t *testing.T) {
+	kv := kvBackends()["bolt"](t)
+	v1, v2 := keystore.Secret(bytes.Repeat([]byte{1}, 32)), keystore.Secret(bytes.Repeat([]byte{2}, 32))
+	world := func(src keystore.StaticSource) (*keystore.Keys, *keystore.Rotator, *keystore.Keystore) {
+		ring, err := keystore.NewKeyringFrom(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ks := keystore.NewWithSalts(ring, kv)
+		keys, err := keystore.NewKeys(keystore.KeysConfig{Keystore: ks, KV: kv, Audit: &nopAudit{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rot, err := keystore.NewRotator(keystore.RotatorConfig{Keystore: ks, KV: kv, Source: src, Targets: []keystore.Target{keys}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return keys, rot, ks
+	}
+	keys, rot, _ := world(keystore.StaticSource{1: v1})
+	var ids []string
+	for i := range 5 {
+		k, err := keys.Add(t.Context(), keystore.AddRequest{Tenant: "tenant-0", Provider: "openai", Secret: keystore.Secret(secretOf(0, i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, k.ID)
+	}
+	if _, err := rot.StartMaster(t.Context()); err == nil || !strings.Contains(err.Error(), "cannot add versions") {
+		t.Fatalf("rotate with one read-only version: %v", err)
+	}
+	if _, ok, _ := rot.Job(); ok {
+		t.Fatal("a refused rotation left a job behind")
+	}
+
+	keys, rot, ks := world(keystore.StaticSource{1: v1, 2: v2}) // the restart with version 2 added
+	if j, err := rot.StartMaster(t.Context()); err != nil || j.Master != 2 {
+		t.Fatalf("start: %+v %v", j, err)
+	}
+	j, err := rot.RunJob(t.Context())
+	if err != nil || j.Resealed != 5 || fmt.Sprint(j.Retired) != "[1]" || fmt.Sprint(ks.Ring().Versions()) != "[2]" {
+		t.Fatalf("job %+v, %v; loaded %v", j, err, ks.Ring().Versions())
+	}
+	o, _ := keystore.NewOpener(keys, audit.Actor{Kind: "service", ID: "proxy"}, keystore.ReasonUpstreamCredential, &nopAudit{})
+	for i, id := range ids {
+		if got, err := o.Open(t.Context(), "tenant-0", id); err != nil || string(got) != secretOf(0, i) {
+			t.Fatalf("key %d after rotation: %v", i, err)
+		}
 	}
 }
