@@ -21,6 +21,7 @@ decision := ws_decision if {
 } else := proxy_decision if {
 	input.protocol in {"http", "ws"}
 	is_string(input.action)
+	input.action != "ws.call" # a message without a method, or over plain HTTP, is no request
 	not startswith(input.action, "admin.")
 } else := admin_decision if {
 	input.protocol == "admin"

@@ -73,6 +73,14 @@ test_proxy_action_on_admin_protocol_denied if {
 	refused(admin(admin_token, "gw1", "http.write"), 403, "denied")
 }
 
+test_ws_call_without_method_denied if {
+	refused(object.union(http(user("u_owner"), "gw1", "ws.call"), {"protocol": "ws"}), 403, "denied")
+}
+
+test_ws_call_over_http_denied if {
+	refused(http(user("u_owner"), "gw1", "ws.call"), 403, "denied")
+}
+
 test_non_string_action_denied if {
 	refused(object.union(http(user("u_owner"), "gw1", "http.read"), {"action": 7}), 403, "denied")
 }
