@@ -1,4 +1,5 @@
 # moltgate: the README's two commands are `make run` and `make test`; both set themselves up.
+SHELL         := bash
 GO            ?= go
 BIN           := bin/moltgate
 VERSION       ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -45,7 +46,8 @@ $(OPENCLAW_STAMP):
 ## measured in the same run. Lines starting with "bench " are the figures.
 bench: testdeps benchdeps
 	MOLTGATE_BENCH_REPORT=1 $(GO) test -run '^$$' -bench . -benchtime 2s -cpu 1 ./policies/ ./proxy/authn/ ./keystore/
-	$(GO) test -run '^$$' -bench '^BenchmarkProxy$$' -benchtime 1x -count=1 -timeout 20m ./cmd/moltgate/ | grep -E '^(bench |ok|FAIL|---)'
+	set -o pipefail; $(GO) test -run '^$$' -bench '^BenchmarkProxy$$' -benchtime 1x -count=1 -timeout 20m ./cmd/moltgate/ | grep -E '^(bench |ok|FAIL|---)'
+	set -o pipefail; $(GO) test -run '^$$' -bench '^BenchmarkWSRelay$$' -benchtime 1x -count=1 -timeout 20m ./cmd/moltgate/ | grep -E '^(bench |ok|FAIL|---)'
 
 benchdeps:
 	@command -v wrk >/dev/null 2>&1 || { \
