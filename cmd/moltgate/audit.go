@@ -257,8 +257,8 @@ func auditGate(next http.Handler, ready func() error) http.Handler {
 }
 
 const auditUsage = `usage:
-  moltgate audit verify (--files DIR | --archive DIR | --redis ADDR --stream KEY) [--pubkey HEX|FILE]
-  moltgate audit archive --redis ADDR --dir DIR [--consumer NAME]    drain every stream into the archive once
+  moltgate audit verify (--files DIR | --archive DIR | --redis ADDR --stream KEY) [--pubkey HEX|FILE] [--redis-password-file FILE]
+  moltgate audit archive --redis ADDR --dir DIR [--consumer NAME] [--redis-password-file FILE]    drain every stream into the archive once
   moltgate audit tail [--files DIR] [-n N]
   moltgate audit query [--archive DIR] [--files DIR] [--tenant T] [--gateway G] [--type TYPE] [--since RFC3339] [--until RFC3339]
   moltgate audit pubkey [--data DIR]
@@ -276,6 +276,7 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	archive := fs.String("archive", "", "archive directory")
 	dir := fs.String("dir", "", "archive directory (archive)")
 	redisAddr := fs.String("redis", "", "Redis host:port")
+	redisPassword := fs.String("redis-password-file", "", "file holding the Redis password (never on the command line)")
 	stream := fs.String("stream", "", "stream key, e.g. moltgate:audit:<replica>")
 	pubkey := fs.String("pubkey", "", "trusted checkpoint key: hex, or a file holding it")
 	consumer := fs.String("consumer", "", "consumer name in the archive group (default: host name)")
@@ -319,7 +320,10 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 				printReport(stdout, r, rep)
 			}
 		case *redisAddr != "" && *stream != "":
-			rdb := redis.NewClient(&redis.Options{Addr: *redisAddr})
+			rdb, err := cliRedis(*redisAddr, *redisPassword)
+			if err != nil {
+				return err
+			}
 			defer rdb.Close()
 			rep, err := audit.VerifyStream(ctx, rdb, *stream, opts)
 			if err != nil {
@@ -343,7 +347,10 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if name == "" {
 			name, _ = os.Hostname()
 		}
-		rdb := redis.NewClient(&redis.Options{Addr: *redisAddr})
+		rdb, err := cliRedis(*redisAddr, *redisPassword)
+		if err != nil {
+			return err
+		}
 		defer rdb.Close()
 		got, err := audit.NewDrainer(rdb, arch, name, logger).DrainOnce(ctx)
 		fmt.Fprintf(stdout, "archived %d events\n", got)
@@ -394,6 +401,19 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	fmt.Fprint(stderr, auditUsage)
 	return usageError{fmt.Sprintf("audit: unknown subcommand %q", args[0])}
+}
+
+// cliRedis connects the CLI to Redis, with the password read from passwordFile if given.
+func cliRedis(addr, passwordFile string) (*redis.Client, error) {
+	opts := &redis.Options{Addr: addr}
+	if passwordFile != "" {
+		b, err := os.ReadFile(passwordFile)
+		if err != nil {
+			return nil, fmt.Errorf("audit: --redis-password-file: %w", err)
+		}
+		opts.Password = strings.TrimSpace(string(b))
+	}
+	return redis.NewClient(opts), nil
 }
 
 func printReport(w io.Writer, name string, r audit.Report) {

@@ -3,9 +3,11 @@ package main_test
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -545,4 +547,55 @@ func (rb *refusedBurst) run(base string, callers int) {
 		})
 	}
 	wg.Wait()
+}
+
+// The operators' CLI reaches a Redis that wants a password, read from a file (never the
+// command line); without it, verify and archive fail clearly.
+func TestAuditCLIRedisPassword(t *testing.T) {
+	const password = "redis-pw-0123456789-abcdef"
+	rs := testenv.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	if err := rdb.ConfigSet(t.Context(), "requirepass", password).Err(); err != nil {
+		t.Fatal(err)
+	}
+	authed := redis.NewClient(&redis.Options{Addr: rs.Addr, Password: password})
+	t.Cleanup(func() { authed.Close() })
+	l, err := audit.OpenFile(audit.FileConfig{Dir: t.TempDir(), Replica: "pw", Sinks: []audit.Sink{audit.NewRedisSink(authed, "pw")}},
+		slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { l.Run(ctx, 10*time.Millisecond); close(stopped) }()
+	t.Cleanup(func() { cancel(); <-stopped })
+	for range 5 {
+		if err := l.Emit(t.Context(), audit.Event{Type: audit.TypeAdminChange, Outcome: "success"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := audit.StreamKey("pw")
+	waitUntil(t, "5 events in the stream", func() bool { n, _ := authed.XLen(t.Context(), key).Result(); return n == 5 })
+
+	pwFile := filepath.Join(t.TempDir(), "redis.password")
+	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	archive := filepath.Join(t.TempDir(), "archive")
+	for _, c := range []struct {
+		args []string
+		ok   bool
+		want string
+	}{
+		{[]string{"verify", "--redis", rs.Addr, "--stream", key}, false, "NOAUTH"},
+		{[]string{"verify", "--redis", rs.Addr, "--stream", key, "--redis-password-file", pwFile}, true, "5 events"},
+		{[]string{"archive", "--redis", rs.Addr, "--dir", archive, "--redis-password-file", filepath.Join(t.TempDir(), "none")}, false, "--redis-password-file"},
+		{[]string{"archive", "--redis", rs.Addr, "--dir", archive, "--redis-password-file", pwFile}, true, "archived 5 events"},
+	} {
+		out, err := exec.Command(binary, append([]string{"audit"}, c.args...)...).CombinedOutput()
+		if (err == nil) != c.ok || !strings.Contains(string(out), c.want) || strings.Contains(string(out), password) {
+			t.Fatalf("moltgate audit %s: %v\n%s\nwant ok=%v and %q, never the password", strings.Join(c.args, " "), err, out, c.ok, c.want)
+		}
+	}
 }
