@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/moltgate/moltgate/policies"
 )
@@ -133,5 +134,17 @@ func TestRunCommandLine(t *testing.T) {
 	out.Reset()
 	if err := run(t.Context(), []string{"policy", "test"}, noEnv, &out, &errOut); err != nil || !strings.Contains(out.String(), " passed, 0 failed") {
 		t.Fatalf("policy test: %v %q", err, out.String())
+	}
+}
+
+// The example in deploy/ is what operators copy: it must stay valid and mean what it says.
+func TestDeployExampleConfig(t *testing.T) {
+	cfg, err := loadConfig(filepath.Join("..", "..", "deploy", "moltgate.yaml"), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Keystore.Source != "vault" || cfg.Audit.Redis == nil || cfg.Clerk == nil ||
+		cfg.GatewayDomain != "gw.example.com" || cfg.Audit.Archive.Retention != 61362*time.Hour {
+		t.Fatalf("deploy/moltgate.yaml decoded as %+v", cfg)
 	}
 }
