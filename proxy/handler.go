@@ -296,8 +296,11 @@ func (h *Handler) refuseAudited(w http.ResponseWriter, r *http.Request, ev audit
 		ev.Details = map[string]string{"method": r.Method, "status": strconv.Itoa(status)}
 	}
 	if err := h.deps.Audit.Emit(r.Context(), ev); err != nil {
+		// Still refused, but not as if it were on record: the caller and the metrics see
+		// that auditing failed.
 		h.deps.Logger.LogAttrs(r.Context(), slog.LevelError, "audit emit failed",
 			slog.String("request_id", ev.RequestID), slog.Any("err", err))
+		status, reason = http.StatusServiceUnavailable, "audit_unavailable"
 	}
 	Refuse(w, status, reason)
 }

@@ -94,6 +94,7 @@ type fixture struct {
 	auditDir string
 	metrics  *prometheus.Registry
 	relay    *wsrelay.Relay
+	audit    *audit.FileLog
 }
 
 // newFixture runs the real proxy with the real policy engine, registry, Clerk verifier (against
@@ -146,6 +147,7 @@ func buildFixture(t testing.TB, mode registry.AuthMode, wsCfg *wsrelay.Config, t
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { auditLog.Close() })
+	f.audit = auditLog
 	var prefixes []netip.Prefix
 	for _, p := range trusted {
 		prefixes = append(prefixes, netip.MustParsePrefix(p))
@@ -522,5 +524,21 @@ func TestUpstreamDown(t *testing.T) {
 	}
 	if strings.Contains(body["error"], "127.0.0.1") {
 		t.Fatalf("refusal shows internals: %v", body)
+	}
+}
+
+// A refusal whose audit event cannot be written is still a refusal, but answered 503
+// audit_unavailable: never as if it were on record.
+func TestRefusalThatCannotBeAuditedIs503(t *testing.T) {
+	f := newFixture(t, registry.AuthToken)
+	if status, body := f.do(t, call{path: "/"}); status != 401 || body["reason"] != "unauthenticated" {
+		t.Fatalf("before: %d %v", status, body)
+	}
+	f.audit.Close()
+	if status, body := f.do(t, call{path: "/"}); status != 503 || body["reason"] != "audit_unavailable" {
+		t.Fatalf("audit closed: %d %v, want 503 audit_unavailable", status, body)
+	}
+	if f.up.count() != 0 {
+		t.Fatal("a refused request reached the gateway")
 	}
 }

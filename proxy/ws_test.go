@@ -787,3 +787,21 @@ func TestWSDecisionsFollowChangesAtOnce(t *testing.T) {
 		t.Fatalf("gateway got config.set %d times, want 4", got)
 	}
 }
+
+// A denied message whose audit event cannot be written ends the socket (1011) instead of
+// being refused off the record.
+func TestWSDeniedMessageThatCannotBeAuditedClosesTheSocket(t *testing.T) {
+	f := newWSFixture(t, registry.AuthToken)
+	c := f.connected(t, f.user("user_operator"))
+	if res := c.call("config.set", map[string]any{}); res["ok"] != false {
+		t.Fatalf("config.set as operator: %v, want FORBIDDEN", res)
+	}
+	f.audit.Close()
+	c.send(`{"type":"req","id":"x2","method":"config.set","params":{}}`)
+	if code, reason := c.closed(); code != websocket.StatusInternalError || reason != "audit unavailable" {
+		t.Fatalf("closed with %d %q, want 1011 audit unavailable", code, reason)
+	}
+	if n := f.closesBy(t, "audit_unavailable"); n != 1 {
+		t.Fatalf("closes by audit_unavailable: %v, want 1", n)
+	}
+}

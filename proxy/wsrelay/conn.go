@@ -39,6 +39,7 @@ const (
 	closeSlow      = "slow_reader"
 	closeUpstream  = "upstream_error"
 	closePolicyErr = "policy_error"
+	closeAuditErr  = "audit_unavailable"
 )
 
 // copyBuffers lend the gateway→client copy its buffer only while a message is in flight, so
@@ -313,7 +314,12 @@ func (c *conn) handle(ctx context.Context, f *frame, data []byte) bool {
 		return c.reply(ctx, errorResponse(f.id, "UNAVAILABLE", "moltgate: policy evaluation failed"))
 	case !d.Allow:
 		c.rl.m.messages.WithLabelValues("client", "deny").Inc()
-		c.audit(audit.TypePolicyDeny, d.Reason, f.method)
+		if err := c.audit(audit.TypePolicyDeny, d.Reason, f.method); err != nil {
+			// A refusal that cannot be put on record ends the socket: it must not go on
+			// being refused (or probed) unaudited.
+			c.end(closeAuditErr, websocket.StatusInternalError, "audit unavailable")
+			return false
+		}
 		return c.reply(ctx, errorResponse(f.id, "FORBIDDEN", "moltgate: "+d.Reason))
 	}
 	return c.forward(ctx, data, "allow")
@@ -505,7 +511,9 @@ func (c *conn) allowRate() bool {
 	return true
 }
 
-func (c *conn) audit(typ, reason, method string) {
+// audit records a refusal on this socket; the error says it could not be written (and was
+// logged).
+func (c *conn) audit(typ, reason, method string) error {
 	c.mu.Lock()
 	in := c.s.Input
 	c.mu.Unlock()
@@ -515,7 +523,9 @@ func (c *conn) audit(typ, reason, method string) {
 	if method != "" {
 		ev.Details["method"] = method
 	}
-	if err := c.rl.deps.Audit.Emit(context.Background(), ev); err != nil {
+	err := c.rl.deps.Audit.Emit(context.Background(), ev)
+	if err != nil {
 		c.rl.deps.Logger.Error("wsrelay: audit emit failed", "request_id", c.s.RequestID, "err", err)
 	}
+	return err
 }
