@@ -125,6 +125,43 @@ type Keys struct {
 	// sealing is held (read) from sealing a new secret until its record is stored, so Quiesce
 	// can wait out seals made under a key version rotation is about to retire.
 	sealing sync.RWMutex
+
+	subsMu sync.Mutex
+	subs   []func(ctx context.Context, tenant string)
+}
+
+// Subscribe registers fn to be called after every change this Keys makes to a tenant's keys
+// (add, verify, activate, revoke), once the change is stored and before the call that made it
+// returns. The policy engine subscribes to keep data.tenant_keys in step. fn gets a context
+// that is not cancelled with the caller's, so a client going away does not skip it.
+func (m *Keys) Subscribe(fn func(ctx context.Context, tenant string)) {
+	m.subsMu.Lock()
+	m.subs = append(m.subs, fn)
+	m.subsMu.Unlock()
+}
+
+func (m *Keys) notify(ctx context.Context, tenant string) {
+	m.subsMu.Lock()
+	subs := slices.Clone(m.subs)
+	m.subsMu.Unlock()
+	ctx = context.WithoutCancel(ctx)
+	for _, fn := range subs {
+		fn(ctx, tenant)
+	}
+}
+
+// ActiveTenants returns, sorted, the tenants that have an active key of some provider: with
+// Active, what a full load of policy data reads.
+func (m *Keys) ActiveTenants() ([]string, error) {
+	var out []string
+	err := m.cfg.KV.ForEach(activeBucket, func(key string, _ []byte) error {
+		if tenant, _, ok := strings.Cut(key, "/"); ok && (len(out) == 0 || out[len(out)-1] != tenant) {
+			out = append(out, tenant)
+		}
+		return nil
+	})
+	slices.Sort(out)
+	return slices.Compact(out), err
 }
 
 // Quiesce implements Quiescer: it returns once every Add that sealed its secret before the
@@ -160,7 +197,15 @@ type AddRequest struct {
 func keyRecordName(id string) string { return "keys/" + id }
 
 // Add seals and stores a new key in state added, and clears req.Secret.
-func (m *Keys) Add(_ context.Context, req AddRequest) (APIKey, error) {
+func (m *Keys) Add(ctx context.Context, req AddRequest) (APIKey, error) {
+	k, err := m.add(req)
+	if err == nil {
+		m.notify(ctx, k.Tenant)
+	}
+	return k, err
+}
+
+func (m *Keys) add(req AddRequest) (APIKey, error) {
 	defer clear(req.Secret)
 	var errs []error
 	bad := func(format string, args ...any) {
@@ -276,6 +321,14 @@ func (m *Keys) Active(tenant string) (map[string]APIKey, error) {
 // Verify checks the key with its provider through the Verifier (opening the secret, an
 // audited open with reason "verify") and marks it verified. A rejected key stays as it was.
 func (m *Keys) Verify(ctx context.Context, actor audit.Actor, tenant, id string) (APIKey, error) {
+	k, err := m.verify(ctx, actor, tenant, id)
+	if err == nil {
+		m.notify(ctx, tenant)
+	}
+	return k, err
+}
+
+func (m *Keys) verify(ctx context.Context, actor audit.Actor, tenant, id string) (APIKey, error) {
 	rec, _, err := m.load(tenant, id)
 	if err != nil {
 		return APIKey{}, err
@@ -308,7 +361,21 @@ func (m *Keys) Verify(ctx context.Context, actor audit.Actor, tenant, id string)
 // Activate makes a verified key the active one of its tenant and provider. The switch is one
 // atomic write of the active pointer: requests see either the old key or the new one, never
 // none. The previous active key becomes verified (still usable until revoked).
-func (m *Keys) Activate(_ context.Context, tenant, id string) (APIKey, error) {
+func (m *Keys) Activate(ctx context.Context, tenant, id string) (APIKey, error) {
+	k, err := m.activate(tenant, id)
+	m.notifyAfter(ctx, tenant)
+	return k, err
+}
+
+// notifyAfter notifies after an activate or revoke, failed or not: one that failed part way
+// may have moved the active pointer.
+func (m *Keys) notifyAfter(ctx context.Context, tenant string) {
+	if tenantPattern.MatchString(tenant) {
+		m.notify(ctx, tenant)
+	}
+}
+
+func (m *Keys) activate(tenant, id string) (APIKey, error) {
 	for range 16 {
 		rec, _, err := m.load(tenant, id)
 		if err != nil {
@@ -340,7 +407,13 @@ func (m *Keys) Activate(_ context.Context, tenant, id string) (APIKey, error) {
 // Revoke ends a key: its sealed secret is deleted (nothing can open it again) and it can never
 // be activated. The active key is refused unless force, which leaves the provider without an
 // active key.
-func (m *Keys) Revoke(_ context.Context, tenant, id string, force bool) (APIKey, error) {
+func (m *Keys) Revoke(ctx context.Context, tenant, id string, force bool) (APIKey, error) {
+	k, err := m.revoke(tenant, id, force)
+	m.notifyAfter(ctx, tenant)
+	return k, err
+}
+
+func (m *Keys) revoke(tenant, id string, force bool) (APIKey, error) {
 	rec, _, err := m.load(tenant, id)
 	if err != nil {
 		return APIKey{}, err

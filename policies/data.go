@@ -13,6 +13,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/storage"
 
+	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/registry"
 )
 
@@ -20,6 +21,7 @@ import (
 const (
 	dataGateways       = "gateways"
 	dataPlatformAdmins = "platform_admins"
+	dataTenantKeys     = "tenant_keys"
 )
 
 // ErrInvalidGateway is returned for a gateway record the engine cannot store (empty id).
@@ -131,6 +133,117 @@ func (e *Engine) SetPlatformAdmins(ctx context.Context, ids []string) error {
 	ids = slices.Compact(ids)
 	if err := e.write(ctx, storage.AddOp, storage.Path{dataPlatformAdmins}, stringsTerm(ids).Value); err != nil {
 		return fmt.Errorf("policies: set platform admins: %w", err)
+	}
+	return nil
+}
+
+// ErrInvalidTenantKeys is returned for tenant key metadata the engine cannot store: an
+// invalid tenant, or a key that belongs to another tenant or provider than it is filed under.
+var ErrInvalidTenantKeys = errors.New("invalid tenant keys")
+
+// ActiveKeys is where tenants' active key metadata comes from; keystore.Keys implements it.
+type ActiveKeys interface {
+	// Active returns the active key of each provider of tenant, by provider.
+	Active(tenant string) (map[string]keystore.APIKey, error)
+	// ActiveTenants returns the tenants that have an active key.
+	ActiveTenants() ([]string, error)
+}
+
+// tenantKeysValue converts a tenant's active keys to the document policies read as
+// data.tenant_keys[tenant]: {provider: {id, provider, kind, scope, monthly_spend_cap_cents}}.
+// Only active keys are kept. Label, last four, fingerprint and timestamps are left out, and
+// an APIKey never holds the secret: policy data never holds secrets.
+func tenantKeysValue(tenant string, active map[string]keystore.APIKey) (ast.Object, error) {
+	if tenant == "" || strings.Contains(tenant, "/") {
+		return nil, fmt.Errorf("%w: tenant %q", ErrInvalidTenantKeys, tenant)
+	}
+	items := make([][2]*ast.Term, 0, len(active))
+	for _, provider := range slices.Sorted(maps.Keys(active)) {
+		k := active[provider]
+		if k.State != keystore.StateActive {
+			continue
+		}
+		if k.Tenant != tenant || k.Provider != provider {
+			return nil, fmt.Errorf("%w: key %q of %s/%s filed under %s/%s", ErrInvalidTenantKeys,
+				k.ID, k.Tenant, k.Provider, tenant, provider)
+		}
+		scope := k.Scope
+		if scope == nil {
+			scope = []string{}
+		}
+		items = append(items, [2]*ast.Term{ast.StringTerm(provider), ast.ObjectTerm(
+			[2]*ast.Term{ast.StringTerm("id"), ast.StringTerm(k.ID)},
+			[2]*ast.Term{ast.StringTerm("provider"), ast.StringTerm(k.Provider)},
+			[2]*ast.Term{ast.StringTerm("kind"), ast.StringTerm(string(k.Kind))},
+			[2]*ast.Term{ast.StringTerm("scope"), stringsTerm(scope)},
+			[2]*ast.Term{ast.StringTerm("monthly_spend_cap_cents"), ast.IntNumberTerm(int(k.MonthlySpendCapCents))},
+		)})
+	}
+	return ast.NewObject(items...), nil
+}
+
+// SetTenantKeys replaces data.tenant_keys[tenant] with the active keys in active (by
+// provider, as keystore.Keys.Active returns them; keys in any other state are left out). A
+// tenant without an active key has no entry. Prefer SyncTenantKeys, which reads the keys
+// itself and orders concurrent updates.
+func (e *Engine) SetTenantKeys(ctx context.Context, tenant string, active map[string]keystore.APIKey) error {
+	v, err := tenantKeysValue(tenant, active)
+	if err != nil {
+		return fmt.Errorf("policies: set tenant keys: %w", err)
+	}
+	if v.Len() == 0 {
+		err = e.write(ctx, storage.RemoveOp, storage.Path{dataTenantKeys, tenant}, nil)
+		if storage.IsNotFound(err) {
+			err = nil
+		}
+	} else {
+		err = e.write(ctx, storage.AddOp, storage.Path{dataTenantKeys, tenant}, v)
+	}
+	if err != nil {
+		return fmt.Errorf("policies: set tenant keys %q: %w", tenant, err)
+	}
+	return nil
+}
+
+// SyncTenantKeys reads tenant's active keys from src and puts them in data.tenant_keys. Syncs
+// are serialised, read and write together, so the last one to run writes what the store held
+// after every change that triggered one: concurrent changes cannot leave older data behind.
+// Subscribe it to keystore.Keys (Keys.Subscribe) to keep policy data in step.
+func (e *Engine) SyncTenantKeys(ctx context.Context, src ActiveKeys, tenant string) error {
+	e.keysMu.Lock()
+	defer e.keysMu.Unlock()
+	active, err := src.Active(tenant)
+	if err != nil {
+		return fmt.Errorf("policies: sync tenant keys %q: %w", tenant, err)
+	}
+	return e.SetTenantKeys(ctx, tenant, active)
+}
+
+// LoadTenantKeys replaces data.tenant_keys with the active keys of every tenant in src, in
+// one write. Use it at start-up, after subscribing SyncTenantKeys to changes.
+func (e *Engine) LoadTenantKeys(ctx context.Context, src ActiveKeys) error {
+	e.keysMu.Lock()
+	defer e.keysMu.Unlock()
+	tenants, err := src.ActiveTenants()
+	if err != nil {
+		return fmt.Errorf("policies: load tenant keys: %w", err)
+	}
+	items := make([][2]*ast.Term, 0, len(tenants))
+	for _, tenant := range tenants {
+		active, err := src.Active(tenant)
+		if err != nil {
+			return fmt.Errorf("policies: load tenant keys %q: %w", tenant, err)
+		}
+		v, err := tenantKeysValue(tenant, active)
+		if err != nil {
+			return fmt.Errorf("policies: load tenant keys: %w", err)
+		}
+		if v.Len() > 0 {
+			items = append(items, [2]*ast.Term{ast.StringTerm(tenant), ast.NewTerm(v)})
+		}
+	}
+	if err := e.write(ctx, storage.AddOp, storage.Path{dataTenantKeys}, ast.NewObject(items...)); err != nil {
+		return fmt.Errorf("policies: load tenant keys: %w", err)
 	}
 	return nil
 }

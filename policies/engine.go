@@ -67,6 +67,7 @@ type Engine struct {
 
 	cur      atomic.Pointer[policySet]
 	reloadMu sync.Mutex // serialises Reload
+	keysMu   sync.Mutex // serialises SyncTenantKeys and LoadTenantKeys
 }
 
 // policySet is one compiled generation of policy source and static data.
@@ -77,8 +78,8 @@ type policySet struct {
 }
 
 // New loads and compiles the policy set named by cfg, prepares the decision query against
-// an in-memory store holding the set's data files plus empty data.gateways and
-// data.platform_admins, and registers the engine's metrics on reg (nil: not registered).
+// an in-memory store holding the set's data files plus empty data.gateways,
+// data.platform_admins and data.tenant_keys, and registers the engine's metrics on reg (nil: not registered).
 // Compile errors name the file and line.
 func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Engine, error) {
 	if cfg.Timeout < 0 {
@@ -106,10 +107,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 	// The store keeps parsed AST values so evaluation reads data without converting it, and
 	// skips the JSON round trip on write: the engine writes only values it built itself.
 	e.store = inmem.NewWithOpts(inmem.OptReturnASTValuesOnRead(true), inmem.OptRoundTripOnWrite(false))
-	root := make(map[string]any, len(src.docs)+2)
+	root := make(map[string]any, len(src.docs)+3)
 	maps.Copy(root, src.docs)
 	root[dataGateways] = map[string]any{}
 	root[dataPlatformAdmins] = []any{}
+	root[dataTenantKeys] = map[string]any{}
 	rootValue, err := ast.InterfaceToValue(root)
 	if err != nil {
 		return nil, fmt.Errorf("policies: data: %w", err)
@@ -210,7 +212,7 @@ func (e *Engine) decide(ctx context.Context, in *Input) (Decision, error) {
 // Reload re-reads the policy set (Config.Dir; the embedded set has nothing to re-read but
 // is recompiled all the same), compiles it and swaps it in atomically. A set that fails to
 // load or compile is refused with an error naming file and line, and the current set keeps
-// serving. Gateways and platform admins are kept.
+// serving. Gateways, platform admins and tenant keys are kept.
 func (e *Engine) Reload(ctx context.Context) error {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
@@ -281,7 +283,7 @@ func (e *Engine) load() (*source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policies: load %s: %w", name, err)
 	}
-	for _, k := range []string{dataGateways, dataPlatformAdmins} {
+	for _, k := range []string{dataGateways, dataPlatformAdmins, dataTenantKeys} {
 		if _, ok := res.Documents[k]; ok {
 			return nil, fmt.Errorf("policies: load %s: data files define data.%s, which the engine owns", name, k)
 		}

@@ -88,6 +88,17 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	if err != nil {
 		return err
 	}
+	// data.tenant_keys: every key change re-reads that tenant's active keys into policy data
+	// (store first, then policy, before the admin API answers); then a full load.
+	keySvc.keys.Subscribe(func(ctx context.Context, tenant string) {
+		if err := engine.SyncTenantKeys(ctx, keySvc.keys, tenant); err != nil {
+			logger.LogAttrs(ctx, slog.LevelError, "policy data: tenant keys not updated; the next change of the tenant retries",
+				slog.String("tenant", tenant), slog.Any("err", err))
+		}
+	})
+	if err := engine.LoadTenantKeys(ctx, keySvc.keys); err != nil {
+		return err
+	}
 
 	var sessions proxy.Verifier
 	if c := cfg.Clerk; c != nil {
