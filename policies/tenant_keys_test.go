@@ -291,7 +291,7 @@ func TestTenantKeysExamplePolicy(t *testing.T) {
 	decide := func(step string, allow bool, reason string) {
 		t.Helper()
 		d, err := e.Decide(ctx, in)
-		if err != nil || d.Allow != allow || d.Reason != reason {
+		if err != nil || d.Allow != allow || d.Reason != reason || (!allow && d.Status != 403) {
 			t.Fatalf("%s: got %+v, %v; want allow=%v reason=%q", step, d, err, allow, reason)
 		}
 	}

@@ -18,7 +18,7 @@ capped if {
 }
 
 # deny is the refusal of a tool call without a capped key, or undefined.
-deny := {"allow": false, "reason": "no_capped_key", "status": 402} if {
+deny := {"allow": false, "reason": "no_capped_key", "status": 403} if {
 	input.action == "tools.invoke"
 	not capped
 }
