@@ -279,8 +279,7 @@ func (m *Keys) Get(tenant, id string) (APIKey, error) {
 	return m.withState(rec.APIKey)
 }
 
-// List returns a tenant's keys' metadata, sorted by id. It is also the metadata policy sees:
-// provider, kind, state, scope and spend cap, never the secret.
+// List returns a tenant's keys' metadata, sorted by id, never the secret.
 func (m *Keys) List(tenant string) ([]APIKey, error) {
 	prefix := tenant + "/"
 	out := []APIKey{}
@@ -303,7 +302,8 @@ func (m *Keys) List(tenant string) ([]APIKey, error) {
 }
 
 // Active returns the active key of each provider of tenant: the metadata the proxy and
-// policy use to pick a credential and check its scope and spend cap.
+// policy use to pick a credential and check its scope and spend cap (policy gets id,
+// provider, kind, scope and spend cap as data.tenant_keys, see policies.Engine.SyncTenantKeys).
 func (m *Keys) Active(tenant string) (map[string]APIKey, error) {
 	all, err := m.List(tenant)
 	if err != nil {
