@@ -30,13 +30,16 @@ type wsGateway struct {
 	closeWith websocket.StatusCode
 	// flood makes the gateway send this many 64 KiB events after hello-ok.
 	flood int
+	// ticks makes the gateway send this many tick events after hello-ok, tickEvery apart.
+	ticks     int
+	tickEvery time.Duration
 }
 
 func (u *upstream) serveWS(w http.ResponseWriter, r *http.Request) {
 	g := &u.ws
 	g.mu.Lock()
 	g.upgrades = append(g.upgrades, r.Header.Clone())
-	closeWith, flood := g.closeWith, g.flood
+	closeWith, flood, ticks, tickEvery := g.closeWith, g.flood, g.ticks, g.tickEvery
 	g.mu.Unlock()
 	c, err := websocket.Accept(w, r, nil)
 	if err != nil {
@@ -66,6 +69,16 @@ func (u *upstream) serveWS(w http.ResponseWriter, r *http.Request) {
 		if f["method"] == "connect" && closeWith != 0 {
 			c.Close(closeWith, "gateway says bye")
 			return
+		}
+		if f["method"] == "connect" && ticks > 0 {
+			go func() {
+				for i := range ticks {
+					time.Sleep(tickEvery)
+					if c.Write(ctx, websocket.MessageText, []byte(fmt.Sprintf(`{"type":"event","event":"tick","payload":{"n":%d}}`, i))) != nil {
+						return
+					}
+				}
+			}()
 		}
 		if f["method"] == "connect" && flood > 0 {
 			big := `{"type":"event","event":"tick","payload":"` + strings.Repeat("x", 64<<10) + `"}`
@@ -803,5 +816,27 @@ func TestWSDeniedMessageThatCannotBeAuditedClosesTheSocket(t *testing.T) {
 	}
 	if n := f.closesBy(t, "audit_unavailable"); n != 1 {
 		t.Fatalf("closes by audit_unavailable: %v, want 1", n)
+	}
+}
+
+// The gateway's tick events are traffic: a socket the gateway keeps ticking on outlives the
+// idle timeout, and is closed by it once the ticks stop.
+func TestWSGatewayTicksKeepSocketAlive(t *testing.T) {
+	cfg := testWSConfig
+	cfg.IdleTimeout = time.Second
+	cfg.PingInterval = time.Hour
+	f := buildFixture(t, registry.AuthToken, &cfg)
+	const ticks = 30 // three idle timeouts' worth, ten per timeout
+	f.up.ws.mu.Lock()
+	f.up.ws.ticks, f.up.ws.tickEvery = ticks, 100*time.Millisecond
+	f.up.ws.mu.Unlock()
+	c := f.connected(t, tokA)
+	for i := range ticks {
+		if m := c.read(); m["event"] != "tick" {
+			t.Fatalf("message %d: %v, want tick %d (the socket must stay open while the gateway ticks)", i, m, i)
+		}
+	}
+	if code, reason := c.closed(); code != websocket.StatusGoingAway || reason != "idle timeout" {
+		t.Fatalf("after the ticks stopped: %d %q, want 1001 idle timeout", code, reason)
 	}
 }
