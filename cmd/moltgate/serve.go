@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/moltgate/moltgate/keystore"
@@ -42,6 +43,9 @@ const (
 // serve runs the proxy and admin listeners until ctx ends, then drains and flushes audit.
 func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.Writer) error {
 	logger := newLogger(cfg.Log, stderr)
+	// go-redis reports its own connection trouble through a process-wide logger; without
+	// this it writes plain text to stderr, outside the structured log.
+	redis.SetLogger(redisLogger{logger})
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
@@ -306,4 +310,11 @@ func adminTokenSecret(cfg *Config, env func(string) string, logger *slog.Logger)
 	}
 	logger.Warn("using the development admin token file", "path", path)
 	return bytes.TrimSpace(tok), nil
+}
+
+// redisLogger routes go-redis's internal messages (reconnects, pool errors) into the log.
+type redisLogger struct{ l *slog.Logger }
+
+func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	r.l.LogAttrs(ctx, slog.LevelWarn, "redis: "+fmt.Sprintf(format, v...))
 }
