@@ -416,12 +416,25 @@ audit:
 		}
 		return got, last
 	}
-	waitUntil(t, "every acknowledged event in the stream", func() bool {
+	var missing string // the first acknowledged path not in the stream exactly once, and why
+	deadline := time.Now().Add(60 * time.Second)
+	for {
 		got, _ := streamPaths()
-		ok := true
-		acked.Range(func(k, _ any) bool { ok = got[k.(string)] == 1; return ok })
-		return ok
-	})
+		missing = ""
+		acked.Range(func(k, _ any) bool {
+			if c := got[k.(string)]; c != 1 {
+				missing = fmt.Sprintf("%s is in the stream %d times (%d paths acknowledged, %d in the stream)", k, c, rb.count(), len(got))
+			}
+			return missing == ""
+		})
+		if missing == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for every acknowledged event in the stream exactly once: %s", missing)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	mg2.cmd.Process.Signal(syscall.SIGTERM)
 	mg2.cmd.Wait()
 	// A clean stop signs the head and ships that checkpoint before it exits.
@@ -429,9 +442,7 @@ audit:
 	if _, last := streamPaths(); last.Seq != head || last.Type != audit.TypeCheckpoint {
 		t.Fatalf("stream ends at seq %d (%s), spool at %d: want the shutdown checkpoint in both", last.Seq, last.Type, head)
 	}
-	count := 0
-	acked.Range(func(any, any) bool { count++; return true })
-	t.Logf("%d events acknowledged, chain of %d events", count, head)
+	t.Logf("%d events acknowledged, chain of %d events", rb.count(), head)
 
 	verify := func(args ...string) (string, error) {
 		out, err := exec.Command(binary, append([]string{"audit", "verify"}, args...)...).CombinedOutput()
@@ -525,8 +536,18 @@ type refusedBurst struct {
 	n     atomic.Int64
 }
 
+// count is how many paths were acknowledged.
+func (rb *refusedBurst) count() int {
+	n := 0
+	rb.acked.Range(func(any, any) bool { n++; return true })
+	return n
+}
+
 func (rb *refusedBurst) run(base string, callers int) {
-	client := &http.Client{Timeout: 5 * time.Second}
+	// A fresh connection per request: net/http retries an idempotent request that failed on
+	// a reused connection before any response, which would send one path twice and make
+	// "each acknowledged path once" a wrong expectation.
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	var wg sync.WaitGroup
 	for range callers {
 		wg.Go(func() {
