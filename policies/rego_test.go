@@ -1,7 +1,10 @@
 package policies
 
 import (
+	"io/fs"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -35,5 +38,23 @@ func TestRegoSuiteOnDisk(t *testing.T) {
 		if r.Failed() {
 			t.Errorf("%v", r)
 		}
+	}
+}
+
+// `opa test policies/` loads every .rego file below this directory, testdata included
+// (moltgate's own loader skips testdata): only the policy set itself may live here, or the
+// command the README gives policy authors breaks on conflicting rules.
+func TestOnlyThePolicySetIsBelowPolicies(t *testing.T) {
+	err := filepath.WalkDir(".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && strings.HasSuffix(p, ".rego") && filepath.Dir(p) != "." {
+			t.Errorf("%s: a .rego file below policies/ is loaded by `opa test policies/` with the set; keep examples elsewhere (deploy/policy-examples)", p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

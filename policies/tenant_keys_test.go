@@ -122,7 +122,7 @@ func TestSetTenantKeys(t *testing.T) {
 func TestTenantKeysReservedDocument(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	src, err := os.ReadFile("testdata/tenant_keys/authz.rego")
+	src, err := os.ReadFile("../deploy/policy-examples/tenant-keys/authz.rego")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,11 +264,11 @@ func TestTenantKeysFollowKeystore(t *testing.T) {
 	}
 }
 
-// TestTenantKeysExamplePolicy runs the example policy in testdata/tenant_keys, which reads
+// TestTenantKeysExamplePolicy runs the example policy in deploy/policy-examples/tenant-keys, which reads
 // data.tenant_keys: its Rego tests, and its decisions through the real engine.
 func TestTenantKeysExamplePolicy(t *testing.T) {
 	t.Parallel()
-	const dir = "testdata/tenant_keys"
+	const dir = "../deploy/policy-examples/tenant-keys"
 	results, err := RunTests(t.Context(), os.DirFS(dir))
 	if err != nil {
 		t.Fatal(err)

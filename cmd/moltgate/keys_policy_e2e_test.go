@@ -17,7 +17,7 @@ import (
 )
 
 // TestKeysPolicyEndToEnd: `moltgate serve` with the example policy set of
-// policies/testdata/tenant_keys, which refuses tool calls unless the gateway's tenant has an
+// deploy/policy-examples/tenant-keys, which refuses tool calls unless the gateway's tenant has an
 // active provider key with a spend cap. Keys added, activated and revoked through the admin
 // API change the proxy's decisions at once, and a restarted server loads them at start.
 func TestKeysPolicyEndToEnd(t *testing.T) {
@@ -36,7 +36,7 @@ func TestKeysPolicyEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"authz.rego", "spend_cap.rego"} {
-		b, err := os.ReadFile(filepath.Join("..", "..", "policies", "testdata", "tenant_keys", name))
+		b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "policy-examples", "tenant-keys", name))
 		if err != nil {
 			t.Fatal(err)
 		}
