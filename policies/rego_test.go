@@ -6,6 +6,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/loader"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/tester"
 )
 
 // TestRegoSuite runs the embedded *_test.rego files: a failing Rego test fails go test.
@@ -56,5 +61,29 @@ func TestOnlyThePolicySetIsBelowPolicies(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAsOpaTestLoadsIt runs the directory the way `opa test policies/` does: OPA's own file
+// loader over everything below it (no moltgate filter), then OPA's test runner.
+func TestAsOpaTestLoadsIt(t *testing.T) {
+	res, err := loader.NewFileLoader().WithRegoVersion(ast.RegoV1).All([]string{"."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := tester.NewRunner().SetStore(inmem.NewFromObject(res.Documents)).SetModules(res.ParsedModules()).
+		SetDefaultRegoVersion(ast.RegoV1).RunTests(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for r := range ch {
+		n++
+		if r.Fail || r.Error != nil {
+			t.Errorf("%s.%s: fail=%v error=%v", r.Package, r.Name, r.Fail, r.Error)
+		}
+	}
+	if n < 50 {
+		t.Fatalf("%d tests ran, want the whole suite", n)
 	}
 }
