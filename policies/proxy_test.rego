@@ -48,7 +48,7 @@ test_operator if {
 	allowed(http(user("u_operator"), "gw1", "http.write"))
 	d := decide(invoke(user("u_operator"), "gw1", "web_search"))
 	d.allow == true
-	d.scopes == ["operator.read", "operator.write"]
+	d.scopes == ["operator.read", "operator.write", "operator.questions"]
 }
 
 test_member_admin_role if {

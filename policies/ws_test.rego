@@ -30,9 +30,9 @@ ws_allowed(req, class) if {
 
 read_methods := ["sessions.list", "chat.history", "status", "health", "agents.list", "skills.list", "cron.list", "sessions.files.get", "plugins.get", "node.list", "worktrees.list"]
 
-operate_methods := ["chat.send", "chat.abort", "sessions.reset", "sessions.create", "sessions.patch", "sessions.delete", "tools.invoke", "tools.catalog"]
+operate_methods := ["chat.send", "chat.abort", "chat.toolTitles", "sessions.create", "sessions.patch", "question.resolve", "tools.invoke", "tools.catalog"]
 
-admin_methods := ["config.set", "config.apply", "config.get", "skills.install", "plugins.enable", "agents.create", "cron.add", "update.run", "models.list", "logs.tail"]
+admin_methods := ["config.set", "config.apply", "config.get", "skills.install", "plugins.enable", "agents.create", "cron.add", "update.run", "models.list", "logs.tail", "sessions.reset", "sessions.delete", "conversations.list", "plugins.credentials.inspect"]
 
 owner_methods := ["terminal.open", "terminal.input", "exec.approval.resolve", "exec.approvals.set", "device.pair.approve", "device.token.rotate", "node.pair.approve", "secrets.reveal", "sessions.catalog.startTerminal", "environments.session.exec"]
 

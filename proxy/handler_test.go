@@ -409,7 +409,7 @@ func TestTrustedProxyModeSendsIdentityAndCappedScopes(t *testing.T) {
 	f := newFixture(t, registry.AuthTrustedProxy)
 	tests := []struct{ user, scopes string }{
 		{"user_viewer", "operator.read"},
-		{"user_operator", "operator.read,operator.write"},
+		{"user_operator", "operator.read,operator.write,operator.questions"},
 		{"user_owner", "operator.read,operator.write,operator.admin"},
 	}
 	for _, tt := range tests {
