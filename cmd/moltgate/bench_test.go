@@ -195,29 +195,12 @@ func BenchmarkProxy(b *testing.B) {
 
 	clerk := clerktest.New(b)
 	dir := b.TempDir()
-	secret := filepath.Join(dir, "clerk.key")
-	os.WriteFile(secret, []byte(clerk.SecretKey()), 0o600)
 	dataDir := filepath.Join(dir, "data")
 	start := time.Now()
 	seedGateways(b, dataDir, upstream, gateways)
 	seeded := time.Since(start)
 
-	adminTok := filepath.Join(dir, "admin.token")
-	os.WriteFile(adminTok, []byte(strings.Repeat("ab", 20)), 0o600)
-	listen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(b))
-	adminListen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(b))
-	cfg := filepath.Join(dir, "moltgate.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("listen: %s\nadmin_listen: %s\ndata_dir: %s\nadmin_token: {file: %s}\nlog: {level: warn}\n"+
-		"clerk:\n  api_url: %s\n  secret_key: {file: %s}\n  issuer: %s\n  authorized_parties: [%s]\n",
-		listen, adminListen, dataDir, adminTok, clerk.URL, secret, clerk.Issuer(), clerktest.DefaultAuthorizedParty)), 0o600)
-	var logs bytes.Buffer
-	cmd := exec.Command(binary, "serve", "--config", cfg)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	waitHTTP(b, "http://"+adminListen+"/readyz")
+	listen, _, cmd, _ := startBenchServe(b, dir, dataDir, clerkConfig(b, clerk))
 
 	jwt := clerk.Mint(clerktest.Claims{Subject: "user_bench", Expiry: time.Now().Add(time.Hour)})
 	host := "gw04242.gw.localhost"
@@ -254,4 +237,30 @@ func BenchmarkProxy(b *testing.B) {
 	}
 	b.ReportMetric(mg.rps/base.rps, "ratio")
 	b.ReportMetric(rss, "peak-RSS-MiB")
+}
+
+// benchAdminToken is the admin token of the moltgate a benchmark starts.
+var benchAdminToken = strings.Repeat("ab", 20)
+
+// startBenchServe runs `moltgate serve` for a benchmark on fresh loopback ports with its
+// data in dataDir, quiet logs and extra configuration appended, until the benchmark ends; it
+// returns once /readyz answers.
+func startBenchServe(b *testing.B, dir, dataDir, extra string) (listen, adminListen string, cmd *exec.Cmd, logs *bytes.Buffer) {
+	b.Helper()
+	adminTok := filepath.Join(dir, "admin.token")
+	os.WriteFile(adminTok, []byte(benchAdminToken), 0o600)
+	listen = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(b))
+	adminListen = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(b))
+	cfg := filepath.Join(dir, "moltgate.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("listen: %s\nadmin_listen: %s\ndata_dir: %s\nadmin_token: {file: %s}\nlog: {level: warn}\n",
+		listen, adminListen, dataDir, adminTok)+extra), 0o600)
+	logs = &bytes.Buffer{}
+	cmd = exec.Command(binary, "serve", "--config", cfg)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitHTTP(b, "http://"+adminListen+"/readyz")
+	return listen, adminListen, cmd, logs
 }

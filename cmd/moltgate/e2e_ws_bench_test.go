@@ -31,7 +31,6 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/moltgate/moltgate/internal/testenv"
 	"github.com/moltgate/moltgate/proxy/authn/clerktest"
 )
 
@@ -293,29 +292,16 @@ func BenchmarkWSRelay(b *testing.B) {
 
 	clerk := clerktest.New(b)
 	dir := b.TempDir()
-	adminTok := filepath.Join(dir, "admin.token")
-	os.WriteFile(adminTok, []byte(strings.Repeat("ab", 20)), 0o600)
 	gwTok := filepath.Join(dir, "gw.token")
 	os.WriteFile(gwTok, []byte(strings.Repeat("5e", 32)), 0o600)
-	listen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(b))
-	adminListen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(b))
-	cfg := filepath.Join(dir, "moltgate.yaml")
 	// The per-socket message rate limit (default 50/s) would measure the limit, not the
 	// relay; the connection limit must admit the idle sockets.
-	os.WriteFile(cfg, []byte(fmt.Sprintf("listen: %s\nadmin_listen: %s\ndata_dir: %s\nadmin_token: {file: %s}\nlog: {level: warn}\n"+
-		"websocket: {messages_per_second: 1000000000, burst: 1000000000, max_conns_per_subject: %d, idle_timeout: 1h}\n",
-		listen, adminListen, filepath.Join(dir, "data"), adminTok, idle+conns+10)+clerkConfig(b, clerk)), 0o600)
-	var logs bytes.Buffer
-	cmd := exec.Command(binary, "serve", "--config", cfg)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	waitHTTP(b, "http://"+adminListen+"/readyz")
+	listen, adminListen, cmd, logs := startBenchServe(b, dir, filepath.Join(dir, "data"),
+		fmt.Sprintf("websocket: {messages_per_second: 1000000000, burst: 1000000000, max_conns_per_subject: %d, idle_timeout: 1h}\n", idle+conns+10)+
+			clerkConfig(b, clerk))
 	add := exec.Command(binary, "gateway", "--admin-url", "http://"+adminListen, "add", "--id", "gwbench", "--tenant", "t-bench",
 		"--owner", "user_bench", "--upstream", gateway, "--token-file", gwTok)
-	add.Env = append(os.Environ(), "MOLTGATE_ADMIN_TOKEN="+strings.Repeat("ab", 20))
+	add.Env = append(os.Environ(), "MOLTGATE_ADMIN_TOKEN="+benchAdminToken)
 	if out, err := add.CombinedOutput(); err != nil {
 		b.Fatalf("gateway add: %v\n%s", err, out)
 	}
