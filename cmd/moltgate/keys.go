@@ -170,26 +170,15 @@ func readSecret(path string, stdin io.Reader) ([]byte, error) {
 	return []byte(line), nil
 }
 
-// waitForRotation polls until the rotation is done, the deadline passes or ctx ends.
+// waitForRotation waits until the rotation is done, the timeout passes or ctx ends.
 func waitForRotation(ctx context.Context, c *admin.Client, timeout time.Duration) (admin.Rotation, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		rot, err := c.KeyRotation(ctx)
-		if err != nil {
-			return rot, err
-		}
-		if rot.Job != nil && rot.Job.Phase == "done" {
-			return rot, nil
-		}
-		select {
-		case <-ctx.Done():
-			return rot, fmt.Errorf("rotation not done after %s (it goes on in the server; see moltgate keys rotation)", timeout)
-		case <-tick.C:
-		}
+	rot, err := c.WaitRotation(ctx, 200*time.Millisecond)
+	if err != nil && ctx.Err() != nil {
+		return rot, fmt.Errorf("rotation not done after %s (it goes on in the server; see moltgate keys rotation)", timeout)
 	}
+	return rot, err
 }
 
 func printJSON(w io.Writer, v any) error {

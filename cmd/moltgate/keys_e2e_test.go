@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -199,20 +200,13 @@ func collectFile(t *testing.T, w *strings.Builder, path string) {
 // waitDone waits (deadline 60 s) for the rotation to finish.
 func waitDone(t *testing.T, c *admin.Client) admin.Rotation {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		rot, err := c.KeyRotation(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if rot.Job != nil && rot.Job.Phase == "done" {
-			return rot
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("rotation not done after 60s: %+v", rot.Job)
-		}
-		time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	rot, err := c.WaitRotation(ctx, 20*time.Millisecond)
+	if err != nil {
+		t.Fatalf("rotation not done: %v (%+v)", err, rot.Job)
 	}
+	return rot
 }
 
 // storedJob reads the rotation job a killed server left in its store.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/registry"
@@ -140,6 +141,27 @@ func (c *Client) RotateMaster(ctx context.Context) (Rotation, error) {
 func (c *Client) KeyRotation(ctx context.Context) (Rotation, error) {
 	var out Rotation
 	return out, c.do(ctx, http.MethodGet, "/v1/keystore/rotation", nil, &out)
+}
+
+// WaitRotation polls the rotation status every poll until the job is done, and returns it;
+// when ctx ends first it returns the last status with ctx's error.
+func (c *Client) WaitRotation(ctx context.Context, poll time.Duration) (Rotation, error) {
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	for {
+		rot, err := c.KeyRotation(ctx)
+		if err != nil {
+			return rot, err
+		}
+		if rot.Job != nil && rot.Job.Phase == "done" {
+			return rot, nil
+		}
+		select {
+		case <-ctx.Done():
+			return rot, ctx.Err()
+		case <-tick.C:
+		}
+	}
 }
 
 func keyPath(tenant, id, action string) string {

@@ -391,21 +391,14 @@ func TestAdminKeyLifecycle(t *testing.T) {
 	f.scan(t)
 }
 
-// waitRotation polls the rotation status until the job is done (deadline 30 s).
+// waitRotation waits (deadline 30 s) for the rotation to finish.
 func waitRotation(t *testing.T, c *admin.Client) admin.Rotation {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		rot, err := c.KeyRotation(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if rot.Job != nil && rot.Job.Phase == "done" {
-			return rot
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("rotation not done by the deadline: %+v", rot)
-		}
-		time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	rot, err := c.WaitRotation(ctx, 20*time.Millisecond)
+	if err != nil {
+		t.Fatalf("rotation not done: %v (%+v)", err, rot)
 	}
+	return rot
 }
