@@ -187,7 +187,7 @@ func (c *conn) fromGateway(ctx context.Context) {
 			}
 			return
 		}
-		c.rl.m.messages.WithLabelValues("gateway", "none").Inc()
+		c.rl.m.gatewayMessages.Inc()
 		c.touch()
 	}
 }

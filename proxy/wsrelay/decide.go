@@ -44,7 +44,7 @@ func (c *conn) decide(ctx context.Context, f *frame) (policies.Decision, error) 
 		dc.entry, dc.rev, dc.gen, dc.until = entry, rev, gen, now.Add(decisionTTL)
 	}
 	if d, hit := dc.m[key]; ok && hit {
-		c.rl.m.cache.WithLabelValues("hit").Inc()
+		c.rl.m.cacheHit.Inc()
 		return d, nil
 	}
 	in := c.s.Input
@@ -53,7 +53,7 @@ func (c *conn) decide(ctx context.Context, f *frame) (policies.Decision, error) 
 	var d policies.Decision
 	var err error
 	onFreshStack(func() { d, err = c.rl.deps.Policy.Decide(ctx, &in) })
-	c.rl.m.cache.WithLabelValues("miss").Inc()
+	c.rl.m.cacheMiss.Inc()
 	if err == nil && ok && len(dc.m) < maxCachedDecisions {
 		if dc.m == nil {
 			dc.m = make(map[decisionKey]policies.Decision, 8)

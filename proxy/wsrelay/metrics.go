@@ -8,6 +8,9 @@ type metrics struct {
 	closes   *prometheus.CounterVec // reason
 	relay    prometheus.Histogram
 	cache    *prometheus.CounterVec // result: hit, miss
+
+	// Children bound once for the per-message counts, so a message costs no label lookup.
+	cacheHit, cacheMiss, gatewayMessages prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -39,5 +42,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 	}
+	m.cacheHit, m.cacheMiss = m.cache.WithLabelValues("hit"), m.cache.WithLabelValues("miss")
+	m.gatewayMessages = m.messages.WithLabelValues("gateway", "none")
 	return m, nil
 }
