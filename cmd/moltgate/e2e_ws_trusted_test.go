@@ -273,23 +273,7 @@ func dialMoltgateFrom(ctx context.Context, mg *instance, src, url string, h http
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, network, listen)
 		}}}
-	c, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: client, HTTPHeader: h})
-	if err != nil {
-		return nil, resp, err
-	}
-	c.SetReadLimit(64 << 20) // hello-ok lists every method and carries a snapshot
-	oc := &testenv.OpenClawConn{Conn: c}
-	f, err := oc.ReadFrame(ctx)
-	if err != nil {
-		c.CloseNow()
-		return nil, resp, fmt.Errorf("reading connect.challenge: %w", err)
-	}
-	if f.Type != "event" || f.Event != "connect.challenge" {
-		c.CloseNow()
-		return nil, resp, fmt.Errorf("first frame is not connect.challenge: %.300s", f.Raw)
-	}
-	oc.Challenge = f
-	return oc, resp, nil
+	return testenv.DialOpenClawWith(ctx, url, &websocket.DialOptions{HTTPClient: client, HTTPHeader: h})
 }
 
 func sameSet(a, b []string) bool {

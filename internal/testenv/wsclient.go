@@ -73,7 +73,13 @@ type OpenClawConn struct {
 // *http.Response is returned even on failure when the server answered, so a
 // refused upgrade can be asserted on.
 func DialOpenClaw(ctx context.Context, url string, header http.Header) (*OpenClawConn, *http.Response, error) {
-	c, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: header})
+	return DialOpenClawWith(ctx, url, &websocket.DialOptions{HTTPHeader: header})
+}
+
+// DialOpenClawWith is DialOpenClaw with the dial options given whole (a client bound to a
+// source address, say).
+func DialOpenClawWith(ctx context.Context, url string, opts *websocket.DialOptions) (*OpenClawConn, *http.Response, error) {
+	c, resp, err := websocket.Dial(ctx, url, opts)
 	if err != nil {
 		return nil, resp, err
 	}
