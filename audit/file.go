@@ -49,7 +49,8 @@ type FileLog struct {
 	full     bool
 	cpSeq    uint64 // seq of the last checkpoint
 	cpTime   time.Time
-	syncDone chan struct{} // closed by the next fsync that covers every event written so far
+	syncDone *syncWait // released by the next fsync that covers every event written so far
+	werr     error     // a failed rollover: the spool cannot take events until restarted
 	wake     []chan struct{}
 	archived map[*shipper]uint64 // what each sink's archive holds
 
@@ -133,7 +134,7 @@ func OpenFile(cfg FileConfig, logger *slog.Logger) (*FileLog, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
-	l := &FileLog{cfg: cfg, log: logger, m: m, prev: genesis, syncDone: make(chan struct{}),
+	l := &FileLog{cfg: cfg, log: logger, m: m, prev: genesis, syncDone: newSyncWait(),
 		syncReq: make(chan struct{}, 1), cpTime: cfg.Now()}
 	if err := l.readFloor(); err != nil {
 		return nil, err
@@ -312,7 +313,7 @@ func (l *FileLog) Emit(ctx context.Context, e Event) error {
 			l.log.Error("audit: checkpoint failed", "err", err)
 		}
 	}
-	var done chan struct{}
+	var done *syncWait
 	if l.cfg.Durable {
 		done = l.syncDone
 	}
@@ -327,7 +328,11 @@ func (l *FileLog) Emit(ctx context.Context, e Event) error {
 		default:
 		}
 		select {
-		case <-done:
+		case <-done.ch:
+			if done.err != nil { // written, but not known to be on disk
+				l.m.emitErrors.Inc()
+				return done.err
+			}
 		case <-ctx.Done():
 			// Written but not yet known durable: the caller's request is gone anyway.
 			return fmt.Errorf("audit: waiting for fsync: %w", ctx.Err())
@@ -365,6 +370,7 @@ func (l *FileLog) appendLocked(e *Event) error {
 	cur := &l.segs[len(l.segs)-1]
 	if cur.size > 0 && cur.size+n > l.cfg.MaxFileBytes {
 		if err := l.rollover(); err != nil {
+			l.werr = err // the current file is closed: no later event can be written
 			return err
 		}
 		cur = &l.segs[len(l.segs)-1]
@@ -419,6 +425,8 @@ func (l *FileLog) Ready() error {
 	switch {
 	case l.f == nil:
 		return ErrClosed
+	case l.werr != nil:
+		return l.werr
 	case l.full:
 		return ErrSpoolFull
 	}
@@ -430,21 +438,42 @@ func (l *FileLog) Sync() error {
 	l.mu.Lock()
 	f, dirty, done := l.f, l.dirty, l.syncDone
 	l.dirty = false
-	l.syncDone = make(chan struct{})
+	l.syncDone = newSyncWait()
 	l.mu.Unlock()
-	defer close(done)
 	if f == nil || !dirty {
+		done.release(nil)
 		return nil
 	}
 	// Outside the lock, so Emit never waits for a disk flush it did not ask for. A
-	// rollover may close f meanwhile; it synced f first.
-	if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+	// rollover may close f meanwhile; it synced f first, and records its failure in werr.
+	err := f.Sync()
+	if errors.Is(err, os.ErrClosed) {
+		l.mu.Lock()
+		err = l.werr
+		l.mu.Unlock()
+	}
+	if err != nil {
+		err = fmt.Errorf("audit: sync: %w", err)
 		l.mu.Lock()
 		l.dirty = true
 		l.mu.Unlock()
-		return fmt.Errorf("audit: sync: %w", err)
 	}
-	return nil
+	done.release(err)
+	return err
+}
+
+// syncWait lets Durable Emits wait for the fsync that covers their events, and learn
+// whether it failed.
+type syncWait struct {
+	ch  chan struct{}
+	err error // set before ch is closed
+}
+
+func newSyncWait() *syncWait { return &syncWait{ch: make(chan struct{})} }
+
+func (w *syncWait) release(err error) {
+	w.err = err
+	close(w.ch)
 }
 
 // Run syncs every interval (at once when a Durable Emit waits), writes time-based
@@ -516,8 +545,11 @@ func (l *FileLog) Close() error {
 	l.checkpointIfNewLocked()
 	err := errors.Join(l.f.Sync(), l.f.Close())
 	l.f = nil
-	close(l.syncDone)
-	l.syncDone = make(chan struct{})
+	if err != nil {
+		err = fmt.Errorf("audit: close: %w", err)
+	}
+	l.syncDone.release(err)
+	l.syncDone = newSyncWait()
 	return err
 }
 
