@@ -33,6 +33,7 @@ type fixture struct {
 	srv      *httptest.Server
 	clerk    *clerktest.Server
 	auditDir string
+	audit    *audit.FileLog
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -66,6 +67,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { al.Close() })
+	f.audit = al
 	s, err := admin.New(admin.Config{AdminToken: []byte(adminToken)},
 		admin.Deps{Registry: reg, Policy: engine, Sessions: clerk, Audit: al, Logger: logger})
 	if err != nil {

@@ -63,7 +63,10 @@ func (s *Server) auditRead(w http.ResponseWriter, r *http.Request) {
 	q, limit, err := parseAuditQuery(params)
 	if err != nil {
 		c.ev.Type, c.ev.Outcome, c.ev.Reason = audit.TypeAdminDeny, "deny", "invalid"
-		s.emit(r.Context(), c.ev)
+		if !s.emit(r.Context(), c.ev) {
+			proxy.Refuse(w, http.StatusServiceUnavailable, "audit_unavailable")
+			return
+		}
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "invalid"})
 		return
 	}
@@ -95,7 +98,11 @@ func (s *Server) auditRead(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	c.ev.Type, c.ev.Outcome = audit.TypeAuditRead, "success"
-	s.emit(r.Context(), c.ev)
+	if !s.emit(r.Context(), c.ev) {
+		// Reading the audit trail is itself audited: no record, no page.
+		proxy.Refuse(w, http.StatusServiceUnavailable, "audit_unavailable")
+		return
+	}
 	writeJSON(w, http.StatusOK, page)
 }
 

@@ -123,3 +123,26 @@ func TestAuditReadIsTenantScoped(t *testing.T) {
 		t.Fatalf("%d audit.read and %d refused read events, want 4 and 12", reads, refusedReads)
 	}
 }
+
+// Reading the audit trail is itself audited: when that event cannot be written, no page is
+// served (503 audit_unavailable), and bad input is not answered as if refused on record.
+func TestAuditReadUnrecordedIsRefused(t *testing.T) {
+	f := newFixture(t)
+	ops := f.client(adminToken)
+	if _, err := ops.Audit(t.Context(), admin.AuditQuery{}); err != nil {
+		t.Fatal(err)
+	}
+	f.audit.Close()
+	_, err := ops.Audit(t.Context(), admin.AuditQuery{})
+	wantAPIError(t, err, 503, "audit_unavailable")
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", f.srv.URL+"/v1/audit?limit=0", nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := f.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Fatalf("bad input with audit closed: %d, want 503", resp.StatusCode)
+	}
+}
