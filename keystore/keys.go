@@ -419,7 +419,13 @@ func (m *Keys) revoke(tenant, id string, force bool) (APIKey, error) {
 		return APIKey{}, err
 	}
 	slot := tenant + "/" + rec.Provider
-	if cur, err := m.cfg.KV.Get(activeBucket, slot); err == nil && string(cur) == id {
+	cur, err := m.cfg.KV.Get(activeBucket, slot)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		// Unknown whether the key is active: revoking it could leave the slot pointing at
+		// a revoked key.
+		return APIKey{}, fmt.Errorf("keystore: revoke: %w", err)
+	}
+	if err == nil && string(cur) == id {
 		if !force {
 			return APIKey{}, fmt.Errorf("%w: key is active; activate another first, or force", ErrKeyState)
 		}

@@ -96,7 +96,11 @@ func (s StaticSource) Load(context.Context) (map[uint32]Secret, error) {
 	if len(s) == 0 {
 		return nil, errors.New("keystore: no master keys")
 	}
-	return maps.Clone(s), nil
+	out := make(map[uint32]Secret, len(s))
+	for v, k := range s { // copies: callers clear what Load returns
+		out[v] = bytes.Clone(k)
+	}
+	return out, nil
 }
 
 // FileSource keeps master key versions in plain text in one file (mode 0600), as ParseKeyring

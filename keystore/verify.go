@@ -73,10 +73,13 @@ func (v *HTTPVerifier) Verify(ctx context.Context, provider string, _ Kind, secr
 	for k, val := range ep.Extra {
 		req.Header.Set(k, val)
 	}
-	c := v.Client
-	if c == nil {
-		c = &http.Client{Timeout: 15 * time.Second}
+	c := http.Client{Timeout: 15 * time.Second}
+	if v.Client != nil {
+		c = *v.Client
 	}
+	// Never follow a redirect: net/http would carry a provider's key header (x-api-key, or
+	// Authorization to a subdomain) to wherever it points. A 3xx is an unexpected answer.
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	resp, err := c.Do(req)
 	if err != nil {
 		// The URL carries no key, so the transport error is safe to wrap.
