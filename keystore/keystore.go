@@ -325,6 +325,7 @@ func (k *Keystore) aead(h Header, tenant, purpose string) (cipher.AEAD, error) {
 	if ok {
 		return a, nil
 	}
+	gen := k.ring.gen.Load() // a Remove after this must not find its version cached below
 	master, ok := k.ring.key(h.Master)
 	if !ok {
 		return nil, fmt.Errorf("%w: master %d", ErrUnknownVersion, h.Master)
@@ -357,7 +358,9 @@ func (k *Keystore) aead(h Header, tenant, purpose string) (cipher.AEAD, error) {
 		return nil, fmt.Errorf("keystore: %w", err)
 	}
 	k.mu.Lock()
-	k.derived[id] = a
+	if k.ring.gen.Load() == gen { // else the keyring changed meanwhile: forget may have run
+		k.derived[id] = a
+	}
 	k.mu.Unlock()
 	return a, nil
 }
