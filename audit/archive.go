@@ -68,6 +68,11 @@ func (m *Manifest) Segment() string {
 	return fmt.Sprintf("%020d-%020d-%s.jsonl.gz", m.FirstSeq, m.LastSeq, m.SHA256)
 }
 
+// fileName is the manifest's own file name, beside its segment.
+func (m *Manifest) fileName() string {
+	return strings.TrimSuffix(m.Segment(), ".jsonl.gz") + ".manifest.json"
+}
+
 // Archive is the long-term store: per replica, gzip segments of the chain, content-addressed
 // (the SHA-256 of the file is in its name) with a manifest each. It holds each event once:
 // Append skips events it has, and refuses events that do not continue the chain. It is safe
@@ -154,7 +159,7 @@ func readManifests(dir string) ([]Manifest, error) {
 		if err := json.Unmarshal(data, &m); err != nil {
 			return nil, fmt.Errorf("audit: %s: %w", p, err)
 		}
-		if filepath.Base(p) != strings.TrimSuffix(m.Segment(), ".jsonl.gz")+".manifest.json" {
+		if filepath.Base(p) != m.fileName() {
 			return nil, fmt.Errorf("audit: %s: name does not match its content", p)
 		}
 		out = append(out, m)
@@ -254,7 +259,7 @@ func (a *Archive) Append(replica string, recs []Record) (uint64, error) {
 	if err := writeFileAtomic(filepath.Join(dir, m.Segment()), gz.Bytes()); err != nil {
 		return h.Seq, err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, strings.TrimSuffix(m.Segment(), ".jsonl.gz")+".manifest.json"), mustJSON(m)); err != nil {
+	if err := writeFileAtomic(filepath.Join(dir, m.fileName()), mustJSON(m)); err != nil {
 		return h.Seq, err
 	}
 	a.heads[replica] = floorMark{Seq: m.LastSeq, Hash: m.LastHash}
@@ -299,7 +304,7 @@ func (a *Archive) Expire(ctx context.Context, emit func(context.Context, Event) 
 				return n, fmt.Errorf("audit: retention: %w", err)
 			}
 			m.Deleted = &now
-			if err := writeFileAtomic(filepath.Join(dir, strings.TrimSuffix(m.Segment(), ".jsonl.gz")+".manifest.json"), mustJSON(m)); err != nil {
+			if err := writeFileAtomic(filepath.Join(dir, m.fileName()), mustJSON(m)); err != nil {
 				return n, err
 			}
 			a.m.deleted.Inc()
@@ -387,6 +392,13 @@ func VerifyArchive(dir string, opts VerifyOptions) (map[string]Report, error) {
 				return out, &VerifyError{File: name, Line: 1, Seq: c.seq + 1, Why: "segment does not continue the chain (segment missing or altered)"}
 			}
 			if m.Deleted != nil {
+				// A tombstone vouches for a gap only if the deletion kept to retention: a
+				// recent segment cannot be made to disappear by deleting it and marking its
+				// manifest.
+				if m.Deleted.Before(m.RetainUntil) || m.RetainUntil.Before(m.LastTime.Add(MinRetention)) {
+					return out, &VerifyError{File: name, Line: 1, Seq: m.FirstSeq,
+						Why: "segment deleted before its retention ended"}
+				}
 				c.seq, c.prev = m.LastSeq, m.LastHash
 				continue
 			}

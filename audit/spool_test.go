@@ -501,3 +501,34 @@ func TestReadRangeContinuesFromLastPosition(t *testing.T) {
 		}
 	}
 }
+
+// A recent segment cannot be made to vanish by deleting it and marking its manifest
+// deleted: verify refuses a tombstone dated before the segment's retention ended.
+func TestVerifyArchiveRefusesEarlyTombstone(t *testing.T) {
+	dir := t.TempDir()
+	arch, _ := OpenArchive(ArchiveConfig{Dir: dir}, quiet)
+	l, _ := OpenFile(FileConfig{Dir: t.TempDir(), Replica: "r"}, quiet)
+	defer l.Close()
+	emitMarked(t, l, 0, 10)
+	recs, _ := l.readRange(l.snapshot(), 1, 100, 1<<20, nil)
+	arch.Append("r", recs[:5])
+	arch.Append("r", recs[5:])
+	ms, err := readManifests(filepath.Join(dir, "r"))
+	if err != nil || len(ms) != 2 {
+		t.Fatalf("manifests %v %v", ms, err)
+	}
+	m := ms[1]
+	now := time.Now()
+	m.Deleted = &now
+	if err := os.Remove(filepath.Join(dir, "r", m.Segment())); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, "r", m.fileName()), mustJSON(m)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = VerifyArchive(dir, VerifyOptions{})
+	var ve *VerifyError
+	if !errors.As(err, &ve) || ve.Seq != m.FirstSeq || !strings.Contains(ve.Why, "before its retention") {
+		t.Fatalf("verify of an archive with a segment deleted early: %v", err)
+	}
+}
