@@ -3,6 +3,7 @@ package audit
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
@@ -164,18 +165,8 @@ func readManifests(dir string) ([]Manifest, error) {
 		}
 		out = append(out, m)
 	}
-	slices.SortFunc(out, func(x, y Manifest) int { return cmpUint(x.FirstSeq, y.FirstSeq) })
+	slices.SortFunc(out, func(x, y Manifest) int { return cmp.Compare(x.FirstSeq, y.FirstSeq) })
 	return out, nil
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (a *Archive) removeOrphans(replica string, ms []Manifest) error {
@@ -217,8 +208,8 @@ func (a *Archive) Append(replica string, recs []Record) (uint64, error) {
 	if len(recs) == 0 || recs[0].Seq != h.Seq+1 {
 		return h.Seq, nil
 	}
-	c := newChain(VerifyOptions{}, h.Seq, cmp(h.Hash, genesis), true)
-	m := Manifest{Replica: replica, FirstSeq: recs[0].Seq, PrevHash: cmp(h.Hash, genesis)}
+	c := newChain(VerifyOptions{}, h.Seq, cmp.Or(h.Hash, genesis), true)
+	m := Manifest{Replica: replica, FirstSeq: recs[0].Seq, PrevHash: cmp.Or(h.Hash, genesis)}
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
 	for j, r := range recs {

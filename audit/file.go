@@ -3,6 +3,7 @@ package audit
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -139,7 +140,7 @@ func OpenFile(cfg FileConfig, logger *slog.Logger) (*FileLog, error) {
 	if err := l.readFloor(); err != nil {
 		return nil, err
 	}
-	l.seq, l.prev = l.floor.Seq, cmp(l.floor.Hash, genesis)
+	l.seq, l.prev = l.floor.Seq, cmp.Or(l.floor.Hash, genesis)
 	if err := l.loadSegments(); err != nil {
 		return nil, err
 	}
@@ -156,13 +157,6 @@ func OpenFile(cfg FileConfig, logger *slog.Logger) (*FileLog, error) {
 	l.m.spoolBytes.Set(float64(l.bytes))
 	l.m.spoolEvents.Set(float64(l.depthLocked()))
 	return l, nil
-}
-
-func cmp(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func (l *FileLog) readFloor() error {

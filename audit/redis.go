@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -163,10 +164,10 @@ func (d *Drainer) drainStream(ctx context.Context, key string) (int, error) {
 	total := 0
 	for ctx.Err() == nil {
 		msgs, err := d.read(ctx, key)
-		if err != nil && strings.HasPrefix(err.Error(), "NOGROUP") {
+		if err != nil && redis.HasErrorPrefix(err, "NOGROUP") {
 			// A new stream, or Redis restarted empty: the group starts at the beginning and
 			// the archive skips what it has.
-			if err := d.rdb.XGroupCreateMkStream(ctx, key, ArchiveGroup, "0").Err(); err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+			if err := d.rdb.XGroupCreateMkStream(ctx, key, ArchiveGroup, "0").Err(); err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
 				return total, fmt.Errorf("audit: redis: create group on %s: %w", key, err)
 			}
 			continue
@@ -247,7 +248,7 @@ func (d *Drainer) read(ctx context.Context, key string) ([]redis.XMessage, error
 	slices.SortFunc(all, func(a, b redis.XMessage) int {
 		x, _ := entrySeq(a.ID)
 		y, _ := entrySeq(b.ID)
-		return cmpUint(x, y)
+		return cmp.Compare(x, y)
 	})
 	return slices.CompactFunc(all, func(a, b redis.XMessage) bool { return a.ID == b.ID }), nil
 }

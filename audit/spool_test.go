@@ -3,6 +3,7 @@ package audit
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"crypto/ed25519"
@@ -53,7 +54,7 @@ func waitForState(t *testing.T, what string, cond func() (bool, string)) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after 20s waiting for %s; last state: %s", what, cmp(state, "(none)"))
+			t.Fatalf("timed out after 20s waiting for %s; last state: %s", what, cmp.Or(state, "(none)"))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
