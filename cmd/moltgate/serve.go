@@ -96,8 +96,11 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	// (store first, then policy, before the admin API answers); then a full load.
 	keySvc.keys.Subscribe(func(ctx context.Context, tenant string) {
 		if err := engine.SyncTenantKeys(ctx, keySvc.keys, tenant); err != nil {
-			logger.LogAttrs(ctx, slog.LevelError, "policy data: tenant keys not updated; the next change of the tenant retries",
-				slog.String("tenant", tenant), slog.Any("err", err))
+			// Policy must not go on seeing a key that may have been revoked: without a
+			// fresh read, the tenant has no active key in policy data (fail closed).
+			rmErr := engine.SetTenantKeys(ctx, tenant, nil)
+			logger.LogAttrs(ctx, slog.LevelError, "policy data: tenant keys not updated; dropped until the next change of the tenant",
+				slog.String("tenant", tenant), slog.Any("err", err), slog.Any("drop_err", rmErr))
 		}
 	})
 	if err := engine.LoadTenantKeys(ctx, keySvc.keys); err != nil {
