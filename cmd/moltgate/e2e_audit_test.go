@@ -50,10 +50,10 @@ audit:
 	// Callers with a wrong token: each refusal is an authn.failure event naming the path,
 	// acknowledged to the caller by the 401.
 	var rb refusedBurst
-	acked, n := &rb.acked, &rb.n
+	acked := &rb.acked
 	done := make(chan struct{})
 	go func() { rb.run(mg.adminURL, 16); close(done) }()
-	waitUntil(t, "a few thousand events", func() bool { return n.Load() > 3000 })
+	waitUntil(t, "a few thousand acknowledged events", func() bool { return rb.count() > 3000 })
 	if err := mg.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -346,23 +346,27 @@ func TestAuditFaultsThroughServe(t *testing.T) {
 	t.Cleanup(func() { rdb.Close() })
 	data := filepath.Join(t.TempDir(), "data")
 	spool := filepath.Join(data, "audit")
-	// The archive worker is off: the stream keeps every event, and the CLI archives it.
+	// The archive worker is off: the stream keeps every event, and the CLI archives it. The
+	// replica (so the stream key) is unique to this run: Redis is restarted on its port, and
+	// should another test's Redis take that port meanwhile, the two runs' streams must not
+	// merge into one that holds each path twice.
+	replica := fmt.Sprintf("faults-%d-%d", os.Getpid(), time.Now().UnixNano())
 	config := fmt.Sprintf(`
 listen: @LISTEN@
 admin_listen: @ADMIN@
 data_dir: %s
 admin_token: {file: @ADMINTOKEN@}
 audit:
-  replica: faults
+  replica: %s
   sync_interval: 20ms
   redis: {addr: %s}
   archive: {disabled: true}
-`, data, rs.Addr)
-	key := audit.StreamKey("faults")
+`, data, replica, rs.Addr)
+	key := audit.StreamKey(replica)
 	mg := startMoltgate(t, config)
 
 	var rb refusedBurst
-	acked, n := &rb.acked, &rb.n
+	acked := &rb.acked
 	client := &http.Client{Timeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() { rb.run(mg.adminURL, 8); close(done) }()
@@ -378,15 +382,15 @@ audit:
 	waitUntil(t, "events in the stream", func() bool { l, _ := rdb.XLen(t.Context(), key).Result(); return l > 300 })
 	rs.Kill()
 	waitUntil(t, "moltgate to find redis down", func() bool { return metric(`moltgate_audit_sink_errors_total{sink="redis"}`) })
-	mark := n.Load()
-	waitUntil(t, "requests served while redis is down", func() bool { return n.Load() > mark+300 })
+	served, attempts := rb.count(), rb.n.Load()
+	waitUntil(t, "requests answered 401 while redis is down", func() bool { return rb.count() > served+300 })
 	rs.Restart() // empty
-	waitUntil(t, "the stream refilled after the empty restart", func() bool { l, _ := rdb.XLen(t.Context(), key).Result(); return l > mark })
+	waitUntil(t, "the stream refilled after the empty restart", func() bool { l, _ := rdb.XLen(t.Context(), key).Result(); return l > attempts })
 	if err := rdb.Do(t.Context(), "CLIENT", "PAUSE", "700", "ALL").Err(); err != nil {
 		t.Fatal(err)
 	}
-	mark = n.Load()
-	waitUntil(t, "requests served while redis is slow", func() bool { return n.Load() > mark+300 })
+	served = rb.count()
+	waitUntil(t, "requests answered 401 while redis is slow", func() bool { return rb.count() > served+300 })
 	if err := mg.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
