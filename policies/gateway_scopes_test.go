@@ -60,12 +60,16 @@ func TestWSClassesNoLooserThanGatewayScopes(t *testing.T) {
 		methods = append(methods, m)
 	}
 	sort.Strings(methods)
+	allowed := map[string]int{}
 	for _, m := range methods {
 		for _, user := range []string{"u_viewer", "u_operator"} {
 			d, err := e.Decide(ctx, &Input{Subject: Subject{Kind: SubjectUser, ID: user}, Gateway: GatewayRef{ID: "g"},
 				Protocol: ProtocolWS, Action: "ws.call", WS: &WSMessage{Method: m}})
 			if err != nil {
 				t.Fatal(err)
+			}
+			if d.Allow {
+				allowed[user]++
 			}
 			for _, scope := range required[m] {
 				if d.Allow && !scopeSatisfied(scope, grants[user]) {
@@ -74,6 +78,11 @@ func TestWSClassesNoLooserThanGatewayScopes(t *testing.T) {
 				}
 			}
 		}
+	}
+	// The comparison above only sees allowed calls: a fixture that denied everything would
+	// pass it. Both roles must be allowed a fair share of the gateway's methods.
+	if allowed["u_viewer"] < 20 || allowed["u_operator"] <= allowed["u_viewer"] {
+		t.Fatalf("allowed methods: viewer %d, operator %d; want reads for viewers and more for operators", allowed["u_viewer"], allowed["u_operator"])
 	}
 }
 

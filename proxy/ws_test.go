@@ -613,6 +613,14 @@ func TestWSIdleAndUnidentifiedSockets(t *testing.T) {
 	for f.relay.Open() > 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
+	if n := f.relay.Open(); n != 0 {
+		t.Fatalf("%d sockets still open 5s after their idle closes", n)
+	}
+	again, _, err := f.dial(t, "gwa.gw.localhost", nil)
+	if err != nil {
+		t.Fatalf("an unidentified socket after the others closed: %v (their per-address slots not freed)", err)
+	}
+	again.read() // the challenge
 	c := f.connected(t, tokA)
 	if code, reason := c.closed(); code != websocket.StatusGoingAway || reason != "idle timeout" {
 		t.Fatalf("silent connected socket: got %d %q", code, reason)
