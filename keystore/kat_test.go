@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -15,11 +16,14 @@ import (
 )
 
 type katVector struct {
+	Format                                byte
 	Master, Salt, Tenant, Purpose, Record string
-	MasterVersion                         uint32 `json:"master_version"`
-	SaltVersion                           uint32 `json:"salt_version"`
-	Info, OKM, Nonce, Plaintext, AD, GCM  string
-	Sealed                                string
+	// Context is format 3's 16-byte binding of tenant, purpose and versions (openssl dgst).
+	Context                              string
+	MasterVersion                        uint32 `json:"master_version"`
+	SaltVersion                          uint32 `json:"salt_version"`
+	Info, OKM, Nonce, Plaintext, AD, GCM string
+	Sealed                               string
 	// CTROpenSSL is `openssl enc -aes-256-ctr` of the plaintext under okm from counter block
 	// nonce‖00000002: what GCM's ciphertext body must be.
 	CTROpenSSL string `json:"ctr_openssl"`
@@ -43,11 +47,15 @@ func TestKnownAnswerVectors(t *testing.T) {
 	if err := json.Unmarshal(data, &file); err != nil {
 		t.Fatal(err)
 	}
-	if len(file.Vectors) < 3 {
-		t.Fatalf("got %d vectors, want at least 3", len(file.Vectors))
+	formats := map[byte]int{}
+	for _, v := range file.Vectors {
+		formats[v.Format]++
+	}
+	if formats[format2] < 3 || formats[format3] < 3 {
+		t.Fatalf("got %v vectors per format, want at least 3 of formats 2 and 3", formats)
 	}
 	for _, v := range file.Vectors {
-		t.Run(v.Tenant+"/"+v.Purpose, func(t *testing.T) {
+		t.Run(fmt.Sprintf("format%d/%s/%s", v.Format, v.Tenant, v.Purpose), func(t *testing.T) {
 			master, salt := unhex(t, v.Master), unhex(t, v.Salt)
 			if got := hex.EncodeToString(tenantKeyInfo(v.Tenant, v.Purpose)); got != v.Info {
 				t.Fatalf("info: got %s, want %s", got, v.Info)
@@ -56,7 +64,14 @@ func TestKnownAnswerVectors(t *testing.T) {
 			if err != nil || hex.EncodeToString(okm) != v.OKM {
 				t.Fatalf("HKDF: got %x, %v, want %s (openssl kdf)", okm, err, v.OKM)
 			}
-			ad := additionalData2(v.Tenant, v.Record, v.Purpose, v.MasterVersion, v.SaltVersion)
+			d := &derived{format: v.Format, master: v.MasterVersion, salt: v.SaltVersion, purpose: v.Purpose}
+			if v.Format == format3 {
+				d.context = adContext(v.Tenant, v.Purpose, v.MasterVersion, v.SaltVersion)
+				if got := hex.EncodeToString(d.context[:]); got != v.Context {
+					t.Fatalf("context: got %s, want %s (openssl dgst)", got, v.Context)
+				}
+			}
+			ad := d.appendAD(nil, v.Tenant, v.Record)
 			if hex.EncodeToString(ad) != v.AD {
 				t.Fatalf("additional data: got %x, want %s", ad, v.AD)
 			}
@@ -69,7 +84,7 @@ func TestKnownAnswerVectors(t *testing.T) {
 				t.Fatalf("AES-GCM ciphertext body %s differs from openssl enc -aes-256-ctr %s", body, v.CTROpenSSL)
 			}
 
-			// The whole format-2 ciphertext opens through the Keystore with that master key
+			// The whole ciphertext opens through the Keystore with that master key
 			// and tenant salt, and only for its own record.
 			kv, err := store.OpenBolt(filepath.Join(t.TempDir(), "kv.db"))
 			if err != nil {

@@ -349,7 +349,7 @@ func (r *Rotator) resealFunc(j Job) ResealFunc {
 			if err != nil {
 				return nil, false, err
 			}
-			current = current && h.Format == format2 && h.Salt == ts.Current
+			current = current && h.Format == format3 && h.Salt == ts.Current
 		}
 		if current {
 			return sealed, false, nil
@@ -392,7 +392,7 @@ func (r *Rotator) Usage(ctx context.Context) (Usage, error) {
 			}
 			u.Total++
 			u.Master[h.Master]++
-			if h.Format == format2 {
+			if h.Format != format1 {
 				if u.Salts[tenant] == nil {
 					u.Salts[tenant] = map[uint32]int{}
 				}

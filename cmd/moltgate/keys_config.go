@@ -155,7 +155,7 @@ func masterSource(ctx context.Context, cfg *Config, env func(string) string, kv 
 	return keystore.FileSource{Path: path}, nil
 }
 
-// openKeystore loads the master key versions and returns the keystore (format 2, per-tenant
+// openKeystore loads the master key versions and returns the keystore (format 3, per-tenant
 // salts in kv).
 func openKeystore(ctx context.Context, src keystore.MasterKeySource, kv keystore.KV) (*keystore.Keystore, error) {
 	versions, err := src.Load(ctx)

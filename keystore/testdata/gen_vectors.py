@@ -2,7 +2,8 @@
 """Produces kat.json: known-answer vectors for moltgate's keystore, computed independently of
 the Go code. HKDF-SHA256 by `openssl kdf` (OpenSSL CLI); AES-256-GCM by Python's
 `cryptography` package (OpenSSL's libcrypto underneath, not Go's crypto). The ciphertext
-vectors follow the format-2 layout documented in keystore.go, built here from its spec."""
+vectors follow the format-2 and format-3 layouts documented in keystore.go, built here from
+their spec; format 3's context digest is computed by `openssl dgst -sha256`."""
 import json, struct, subprocess, sys
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 import cryptography
@@ -16,6 +17,14 @@ def info(tenant, purpose):
 def ad2(tenant, record, purpose, master_v, salt_v):
     return (b"moltgate/v2/ad" + lp(tenant.encode()) + lp(record.encode()) + lp(purpose.encode())
             + struct.pack(">II", master_v, salt_v))
+
+def openssl_context(tenant, purpose, master_v, salt_v):
+    # Format 3 binds tenant, purpose and versions through a 16-byte digest computed once per key.
+    data = (b"moltgate/v3/ad" + lp(tenant.encode()) + lp(purpose.encode())
+            + struct.pack(">II", master_v, salt_v))
+    out = subprocess.run(["openssl", "dgst", "-sha256", "-binary"], input=data, check=True,
+                         capture_output=True).stdout
+    return out[:16]
 
 def openssl_hkdf(key, salt, inf):
     out = subprocess.check_output(["openssl", "kdf", "-keylen", "32", "-kdfopt", "digest:SHA256",
@@ -43,16 +52,23 @@ cases = [
 out = {"generated_by": "keystore/testdata/gen_vectors.py",
        "openssl": subprocess.check_output(["openssl", "version"]).decode().strip(),
        "python_cryptography": cryptography.__version__, "vectors": []}
-for master, salt, tenant, purpose, record, mv, sv, nonce, pt in cases:
-    inf = info(tenant, purpose)
-    okm = openssl_hkdf(master, salt, inf)
-    ad = ad2(tenant, record, purpose, mv, sv)
-    ct = AESGCM(okm).encrypt(nonce, pt, ad)
-    ctr = openssl_ctr(okm, nonce, pt)
-    assert ct[:len(pt)] == ctr, "openssl enc -aes-256-ctr disagrees with AES-GCM's ciphertext body"
-    sealed = bytes([2]) + struct.pack(">II", mv, sv) + nonce + ct
-    out["vectors"].append({"master": master.hex(), "salt": salt.hex(), "tenant": tenant, "purpose": purpose,
-        "record": record, "master_version": mv, "salt_version": sv, "info": inf.hex(), "okm": okm.hex(),
-        "nonce": nonce.hex(), "plaintext": pt.hex(), "ad": ad.hex(), "gcm": ct.hex(), "ctr_openssl": ctr.hex(), "sealed": sealed.hex()})
+for fmt in (2, 3):
+    for master, salt, tenant, purpose, record, mv, sv, nonce, pt in cases:
+        inf = info(tenant, purpose)
+        okm = openssl_hkdf(master, salt, inf)
+        context = b""
+        if fmt == 2:
+            ad = ad2(tenant, record, purpose, mv, sv)
+        else:
+            context = openssl_context(tenant, purpose, mv, sv)
+            ad = context + record.encode()
+        ct = AESGCM(okm).encrypt(nonce, pt, ad)
+        ctr = openssl_ctr(okm, nonce, pt)
+        assert ct[:len(pt)] == ctr, "openssl enc -aes-256-ctr disagrees with AES-GCM's ciphertext body"
+        sealed = bytes([fmt]) + struct.pack(">II", mv, sv) + nonce + ct
+        out["vectors"].append({"format": fmt, "master": master.hex(), "salt": salt.hex(), "tenant": tenant,
+            "purpose": purpose, "record": record, "master_version": mv, "salt_version": sv, "info": inf.hex(),
+            "okm": okm.hex(), "context": context.hex(), "nonce": nonce.hex(), "plaintext": pt.hex(), "ad": ad.hex(),
+            "gcm": ct.hex(), "ctr_openssl": ctr.hex(), "sealed": sealed.hex()})
 json.dump(out, sys.stdout, indent=1)
 print()

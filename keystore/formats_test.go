@@ -2,11 +2,14 @@ package keystore
 
 import (
 	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"testing"
 )
 
-func TestFormat2SealOpen(t *testing.T) {
+func TestFormat3SealOpen(t *testing.T) {
 	k := saltedKeystore(t, boltKV(t))
 	for _, size := range []int{0, 1, 1024, 64 << 10} {
 		plain := bytes.Repeat([]byte{'s'}, size)
@@ -14,8 +17,8 @@ func TestFormat2SealOpen(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if h, _ := ParseHeader(sealed); h.Format != format2 || h.Master != 1 || h.Salt != 1 {
-			t.Fatalf("header: got %+v, want format 2, master 1, salt 1", h)
+		if h, _ := ParseHeader(sealed); h.Format != format3 || h.Master != 1 || h.Salt != 1 {
+			t.Fatalf("header: got %+v, want format 3, master 1, salt 1", h)
 		}
 		got, err := k.Open("tenant-a", "keys/k1", "provider_key", sealed)
 		if err != nil || !bytes.Equal(got, plain) {
@@ -24,7 +27,7 @@ func TestFormat2SealOpen(t *testing.T) {
 	}
 }
 
-func TestFormat2RefusesMovedOrDamagedCiphertext(t *testing.T) {
+func TestFormat3RefusesMovedOrDamagedCiphertext(t *testing.T) {
 	k := saltedKeystore(t, boltKV(t))
 	sealed, err := k.Seal("tenant-a", "keys/k1", "provider_key", []byte("sk-live-0123456789"))
 	if err != nil {
@@ -49,7 +52,8 @@ func TestFormat2RefusesMovedOrDamagedCiphertext(t *testing.T) {
 		{"nonce flipped", "tenant-a", "keys/k1", "provider_key", mod(10, 0x80), ErrOpen},
 		{"master version changed", "tenant-a", "keys/k1", "provider_key", mod(4, 3), ErrUnknownVersion},
 		{"salt version changed", "tenant-a", "keys/k1", "provider_key", mod(8, 3), ErrUnknownVersion},
-		{"format 2 read as format 1", "tenant-a", "keys/k1", "provider_key", mod(0, 3), ErrOpen},
+		{"format 3 read as format 2", "tenant-a", "keys/k1", "provider_key", mod(0, 1), ErrOpen},
+		{"format 3 read as format 1", "tenant-a", "keys/k1", "provider_key", mod(0, 2), ErrOpen},
 		{"unknown format", "tenant-a", "keys/k1", "provider_key", mod(0, 0x10), ErrMalformed},
 	}
 	for _, tt := range tests {
@@ -131,3 +135,72 @@ func TestKeyringRemove(t *testing.T) {
 		t.Fatalf("versions: got %v, want [2]", got)
 	}
 }
+
+// sealFormat2 seals as the keystore did before format 3 (the layout kat.json pins).
+func sealFormat2(t *testing.T, k *Keystore, tenant, record, purpose string, plain []byte) []byte {
+	t.Helper()
+	ts, err := k.salts.forSeal(tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := k.key(Header{Format: format2, Master: k.ring.Current(), Salt: ts.Current}, tenant, purpose)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := []byte{format2, 0, 0, 0, 0, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(out[1:5], d.master)
+	binary.BigEndian.PutUint32(out[5:9], d.salt)
+	nonce := make([]byte, nonceSize)
+	rand.Read(nonce)
+	out = append(out, nonce...)
+	return d.aead.Seal(out, nonce, plain, appendAD2(nil, tenant, record, purpose, d.master, d.salt))
+}
+
+// Ciphertexts of formats 1 and 2 still open, are refused when moved, and rotation rewrites
+// them as format 3.
+func TestOlderFormatsOpenAndRotateToFormat3(t *testing.T) {
+	kv := boltKV(t)
+	k := saltedKeystore(t, kv)
+	legacy, err := New(k.ring).Seal("tenant-a", "keys/k1", "provider_key", []byte("one"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f2 := sealFormat2(t, k, "tenant-a", "keys/k2", "provider_key", []byte("two"))
+	rot, err := NewRotator(RotatorConfig{Keystore: k, KV: kv, Targets: []Target{nopTarget{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reseal := rot.resealFunc(Job{Kind: "master"})
+	for _, c := range []struct {
+		record, want string
+		sealed       []byte
+		format       byte
+	}{{"keys/k1", "one", legacy, format1}, {"keys/k2", "two", f2, format2}} {
+		if h, _ := ParseHeader(c.sealed); h.Format != c.format {
+			t.Fatalf("%s: format %d, want %d", c.record, h.Format, c.format)
+		}
+		if got, err := k.Open("tenant-a", c.record, "provider_key", c.sealed); err != nil || string(got) != c.want {
+			t.Fatalf("%s: open: %q, %v", c.record, got, err)
+		}
+		if got, err := k.Open("tenant-a", c.record+"x", "provider_key", c.sealed); !errors.Is(err, ErrOpen) || got != nil {
+			t.Fatalf("%s: open as another record: %q, %v", c.record, got, err)
+		}
+		out, changed, err := reseal("tenant-a", c.record, "provider_key", c.sealed)
+		if err != nil || !changed {
+			t.Fatalf("%s: reseal: changed %v, %v", c.record, changed, err)
+		}
+		if h, _ := ParseHeader(out); h.Format != format3 {
+			t.Fatalf("%s: resealed as format %d, want 3", c.record, h.Format)
+		}
+		if got, err := k.Open("tenant-a", c.record, "provider_key", out); err != nil || string(got) != c.want {
+			t.Fatalf("%s: open resealed: %q, %v", c.record, got, err)
+		}
+		if _, changed, _ := reseal("tenant-a", c.record, "provider_key", out); changed {
+			t.Fatalf("%s: a current format-3 ciphertext resealed again", c.record)
+		}
+	}
+}
+
+type nopTarget struct{}
+
+func (nopTarget) Reseal(context.Context, ResealFunc) error { return nil }
