@@ -37,22 +37,22 @@ var ErrInvalidGateway = errors.New("invalid gateway")
 func (e *Engine) gatewayValue(ctx context.Context, g *registry.Gateway) ast.Value {
 	members := make([][2]*ast.Term, 0, len(g.Members))
 	for _, user := range slices.Sorted(maps.Keys(g.Members)) {
-		members = append(members, [2]*ast.Term{ast.StringTerm(user), ast.StringTerm(g.Members[user])})
+		members = append(members, [2]*ast.Term{ast.StringTerm(user), str(g.Members[user])})
 	}
 	allow := make([]*ast.Term, 0, len(g.Allowlist))
 	for _, entry := range g.Allowlist {
 		allow = append(allow, ast.StringTerm(e.canonicalCIDR(ctx, g.ID, entry)))
 	}
 	return ast.NewObject(
-		[2]*ast.Term{ast.StringTerm("id"), ast.StringTerm(g.ID)},
-		[2]*ast.Term{ast.StringTerm("tenant"), ast.StringTerm(g.Tenant)},
-		[2]*ast.Term{ast.StringTerm("owner"), ast.StringTerm(g.Owner)},
-		[2]*ast.Term{ast.StringTerm("auth_mode"), ast.StringTerm(string(g.AuthMode))},
-		[2]*ast.Term{ast.StringTerm("members"), ast.NewTerm(ast.NewObject(members...))},
-		[2]*ast.Term{ast.StringTerm("allowlist"), ast.ArrayTerm(allow...)},
-		[2]*ast.Term{ast.StringTerm("skills"), ast.ObjectTerm(
-			[2]*ast.Term{ast.StringTerm("allow"), stringsTerm(g.Skills.Allow)},
-			[2]*ast.Term{ast.StringTerm("deny"), stringsTerm(g.Skills.Deny)},
+		[2]*ast.Term{str("id"), ast.StringTerm(g.ID)},
+		[2]*ast.Term{str("tenant"), ast.StringTerm(g.Tenant)},
+		[2]*ast.Term{str("owner"), ast.StringTerm(g.Owner)},
+		[2]*ast.Term{str("auth_mode"), str(string(g.AuthMode))},
+		[2]*ast.Term{str("members"), ast.NewTerm(ast.NewObject(members...))},
+		[2]*ast.Term{str("allowlist"), ast.ArrayTerm(allow...)},
+		[2]*ast.Term{str("skills"), ast.ObjectTerm(
+			[2]*ast.Term{str("allow"), stringsTerm(g.Skills.Allow)},
+			[2]*ast.Term{str("deny"), stringsTerm(g.Skills.Deny)},
 		)},
 	)
 }
@@ -73,7 +73,7 @@ func (e *Engine) canonicalCIDR(ctx context.Context, gateway, entry string) strin
 func stringsTerm(ss []string) *ast.Term {
 	ts := make([]*ast.Term, len(ss))
 	for i, s := range ss {
-		ts[i] = ast.StringTerm(s)
+		ts[i] = str(s)
 	}
 	return ast.ArrayTerm(ts...)
 }

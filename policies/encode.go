@@ -1,11 +1,14 @@
 package policies
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/moltgate/moltgate/registry"
 )
 
 // codec converts Input to an OPA value and a result back to a Decision without going
@@ -21,7 +24,7 @@ type codec struct {
 }
 
 func newCodec() *codec {
-	s := ast.StringTerm
+	s := str
 	return &codec{
 		subject: s("subject"), gateway: s("gateway"), request: s("request"), clientIP: s("client_ip"),
 		protocol: s("protocol"), action: s("action"), ws: s("ws"),
@@ -34,7 +37,64 @@ func newCodec() *codec {
 }
 
 // str returns a term for s, shared with OPA's interned terms where one exists.
-func str(s string) *ast.Term { return ast.InternedTerm(s) }
+// str returns a term for s: the shared one when s is in the vocabulary, else a new one.
+func str(s string) *ast.Term {
+	if t, ok := vocab[s]; ok {
+		return t
+	}
+	return ast.InternedTerm(s) // OPA's own table of common strings, else a new term
+}
+
+// vocab holds one term for each string that recurs in inputs and gateway records: keys,
+// subject kinds, protocols, HTTP methods, roles, auth modes, and every string in the
+// embedded roles.json and ws.json (actions, WebSocket methods). Terms are never changed once
+// built, so sharing them is safe. Sharing spares a decision a dozen allocations, and the
+// 10,000-gateway document tens of thousands of objects the garbage collector must mark.
+var vocab = func() map[string]*ast.Term {
+	words := []string{
+		"subject", "gateway", "request", "client_ip", "protocol", "action", "ws",
+		"kind", "id", "session_id", "org_id", "org_role", "factor_ages", "gateway",
+		"tenant", "method", "path", "host", "tool", "skill",
+		"owner", "auth_mode", "members", "allowlist", "skills", "allow", "deny",
+		SubjectUser, SubjectGatewayToken, SubjectAdminToken, ProtocolHTTP, ProtocolWS, ProtocolAdmin,
+		"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS",
+		registry.RoleViewer, registry.RoleOperator, registry.RoleAdmin,
+		string(registry.AuthToken), string(registry.AuthTrustedProxy),
+	}
+	for _, name := range []string{"roles.json", "ws.json"} {
+		data, err := defaultSet.ReadFile(name)
+		if err != nil {
+			panic(err)
+		}
+		var doc any
+		if err := json.Unmarshal(data, &doc); err != nil {
+			panic(fmt.Sprintf("policies: %s: %v", name, err))
+		}
+		words = appendStrings(words, doc)
+	}
+	v := make(map[string]*ast.Term, len(words))
+	for _, w := range words {
+		v[w] = ast.StringTerm(w)
+	}
+	return v
+}()
+
+// appendStrings appends every string and object key in a decoded JSON document.
+func appendStrings(words []string, doc any) []string {
+	switch d := doc.(type) {
+	case string:
+		words = append(words, d)
+	case []any:
+		for _, e := range d {
+			words = appendStrings(words, e)
+		}
+	case map[string]any:
+		for k, e := range d {
+			words = appendStrings(append(words, k), e)
+		}
+	}
+	return words
+}
 
 // input builds the policy input. Fields tagged omitempty in Input are left out when empty,
 // exactly as the JSON encoding of Input would, so policies see the same document either way.
