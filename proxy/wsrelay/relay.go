@@ -217,7 +217,7 @@ func (rl *Relay) Serve(w http.ResponseWriter, r *http.Request, s Session) error 
 	}
 	// The Origin was checked above against the dashboard origins; Accept's own same-host
 	// check would refuse every dashboard, which lives on another host than the gateway.
-	client, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true, CompressionMode: websocket.CompressionDisabled})
+	client, err := websocket.Accept(lentResponse{w}, r, &websocket.AcceptOptions{InsecureSkipVerify: true, CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
 		upstream.CloseNow()
 		return nil // Accept has answered the request
