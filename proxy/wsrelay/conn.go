@@ -16,7 +16,6 @@ import (
 
 	"github.com/moltgate/moltgate/audit"
 	"github.com/moltgate/moltgate/policies"
-	"github.com/moltgate/moltgate/proxy/authn"
 )
 
 // RefreshMethod is the request a client sends on an open socket to present a fresh Clerk
@@ -68,7 +67,8 @@ type conn struct {
 	// the client reader may see it first, as if the client had gone.
 	writingSince atomic.Int64
 
-	// decisions remembers this socket's recent decisions; touched only by the client reader.
+	// decisions remembers this socket's recent decisions; touched only by the client reader
+	// and the message goroutines it waits for.
 	decisions decisionCache
 
 	// Rate limiting, touched only by the client reader.
@@ -86,9 +86,10 @@ func newConn(rl *Relay, s Session, client, upstream *websocket.Conn) *conn {
 	return c
 }
 
+// run relays until the socket ends. ctx has no Done channel (Serve detached it from the
+// request): a socket ends by being closed (end), never by cancellation, and coder/websocket
+// registers a callback on every read whose context can be cancelled, for each idle socket.
 func (c *conn) run(ctx context.Context) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	c.mu.Lock()
 	if !c.expires.IsZero() {
 		c.expiry = time.AfterFunc(c.expires.Sub(c.rl.deps.Now()), c.expired)
@@ -225,16 +226,32 @@ func (c *conn) fromClient(ctx context.Context) {
 			c.end(closeProtocol, websocket.StatusPolicyViolation, "binary messages are not accepted")
 			return
 		}
-		f, err := parseFrame(data)
-		if err != nil {
-			c.end(closeProtocol, websocket.StatusPolicyViolation, "not an OpenClaw request frame")
-			return
-		}
-		if !c.handle(ctx, f, data) {
+		// Parsing, deciding and answering grow a stack to 8 KiB and more, which this
+		// goroutine would keep for as long as the socket then idles: a stack is halved
+		// only when under a quarter of it is in use, and the blocked read alone uses more
+		// than 2 KiB. On a goroutine of its own, the grown stack lives as long as the
+		// message, and this one stays at 4 KiB.
+		open := false
+		onFreshStack(func() { open = c.handleData(ctx, data) })
+		if !open {
 			return
 		}
 		c.rl.m.relay.Observe(time.Since(start).Seconds())
 	}
+}
+
+// onFreshStack runs fn on a new goroutine and waits for it. Handling a message (JSON,
+// policy evaluation, token verification) recurses deeply, and a goroutine keeps a grown stack
+// until a garbage collection finds it mostly unused, which for an idle socket may be never:
+// run there, the deep stack lives only as long as fn, and each socket's own goroutines stay
+// small.
+func onFreshStack(fn func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn()
+	}()
+	<-done
 }
 
 func (c *conn) clientGone(err error) {
@@ -272,6 +289,17 @@ func (c *conn) closedByUs() bool {
 	default:
 		return false
 	}
+}
+
+// handleData parses a client message and handles it. It reports whether the socket stays
+// open.
+func (c *conn) handleData(ctx context.Context, data []byte) bool {
+	f, err := parseFrame(data)
+	if err != nil {
+		c.end(closeProtocol, websocket.StatusPolicyViolation, "not an OpenClaw request frame")
+		return false
+	}
+	return c.handle(ctx, f, data)
 }
 
 // handle decides one request frame and forwards, refuses or answers it. It reports whether
@@ -376,13 +404,11 @@ func (c *conn) identify(ctx context.Context, f *frame) bool {
 		d       policies.Decision
 		err     error
 	)
-	onFreshStack(func() {
-		subject, expires, status, reason = c.s.Identify(ctx, auth.Token)
-		if status == 0 {
-			in.Subject = subject
-			d, err = c.rl.deps.Policy.Decide(ctx, &in)
-		}
-	})
+	subject, expires, status, reason = c.s.Identify(ctx, auth.Token)
+	if status == 0 {
+		in.Subject = subject
+		d, err = c.rl.deps.Policy.Decide(ctx, &in)
+	}
 	if status != 0 {
 		return refuse(audit.TypeAuthnFailure, "UNAUTHORIZED", reason)
 	}
@@ -454,9 +480,7 @@ func (c *conn) refresh(ctx context.Context, f *frame) bool {
 	if c.rl.deps.Sessions == nil || c.s.Subject.Kind != policies.SubjectUser || tok == "" {
 		return c.reply(ctx, errorResponse(f.id, "INVALID_REQUEST", "moltgate: no session to refresh"))
 	}
-	var id authn.Identity
-	var err error
-	onFreshStack(func() { id, err = c.rl.deps.Sessions.Verify(ctx, tok) })
+	id, err := c.rl.deps.Sessions.Verify(ctx, tok)
 	if err != nil || id.UserID != c.s.Subject.ID {
 		c.audit(audit.TypeAuthnFailure, "refresh_refused", RefreshMethod)
 		return c.reply(ctx, errorResponse(f.id, "UNAUTHORIZED", "moltgate: session token refused"))

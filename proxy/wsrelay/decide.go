@@ -50,9 +50,7 @@ func (c *conn) decide(ctx context.Context, f *frame) (policies.Decision, error) 
 	in := c.s.Input
 	in.Protocol, in.Action = policies.ProtocolWS, "ws.call"
 	in.WS = &policies.WSMessage{Method: key.method, Tool: key.tool, Skill: key.skill}
-	var d policies.Decision
-	var err error
-	onFreshStack(func() { d, err = c.rl.deps.Policy.Decide(ctx, &in) })
+	d, err := c.rl.deps.Policy.Decide(ctx, &in)
 	c.rl.m.cacheMiss.Inc()
 	if err == nil && ok && len(dc.m) < maxCachedDecisions {
 		if dc.m == nil {
@@ -61,17 +59,4 @@ func (c *conn) decide(ctx context.Context, f *frame) (policies.Decision, error) 
 		dc.m[key] = d
 	}
 	return d, err
-}
-
-// onFreshStack runs fn on a new goroutine and waits for it. Policy evaluation and token
-// verification recurse deeply, and a goroutine keeps a grown stack until a garbage
-// collection finds it mostly unused, which for an idle socket may be never: run there, the
-// deep stack lives only as long as fn, and each socket's own goroutines stay small.
-func onFreshStack(fn func()) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		fn()
-	}()
-	<-done
 }
