@@ -4,7 +4,12 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"testing"
+	"time"
+
+	"github.com/coder/websocket"
 )
 
 // tcpPair returns both ends of a loopback TCP connection.
@@ -129,5 +134,51 @@ func TestLentConnClosedWhileWaiting(t *testing.T) {
 	server.Close()
 	if err := <-done; !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("got %v, want %v", err, net.ErrClosed)
+	}
+}
+
+// A client may send its first frame right behind the upgrade request, before the 101: those
+// bytes sit in net/http's reader when the connection is hijacked, and must be read first.
+func TestLentResponseKeepsEarlyFrames(t *testing.T) {
+	t.Parallel()
+	got := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(lentResponse{w}, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+		if err != nil {
+			got <- "accept: " + err.Error()
+			return
+		}
+		defer c.CloseNow()
+		_, data, err := c.Read(r.Context())
+		if err != nil {
+			got <- "read: " + err.Error()
+			return
+		}
+		got <- string(data)
+	}))
+	t.Cleanup(srv.Close)
+	nc, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	payload := []byte(`{"type":"req","id":"1","method":"connect"}`)
+	mask := [4]byte{1, 2, 3, 4}
+	frame := append([]byte{0x81, 0x80 | byte(len(payload))}, mask[:]...)
+	for i, b := range payload {
+		frame = append(frame, b^mask[i%4])
+	}
+	upgrade := "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if _, err := nc.Write(append([]byte(upgrade), frame...)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-got:
+		if s != string(payload) {
+			t.Fatalf("got %q, want %q", s, payload)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the frame sent with the upgrade request never arrived")
 	}
 }
