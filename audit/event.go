@@ -33,6 +33,7 @@ const Schema = 2
 const (
 	TypeAuthnFailure    = "authn.failure"          // a credential was presented and refused
 	TypePolicyDeny      = "policy.deny"            // a request was refused by policy (or policy failed: fail closed)
+	TypeAdminRequest    = "admin.request"          // an admin API change was allowed and is about to be made
 	TypeAdminChange     = "admin.change"           // the admin API changed the registry
 	TypeAdminDeny       = "admin.deny"             // the admin API refused a caller
 	TypeAuditRead       = "audit.read"             // someone read audit events through the admin API
@@ -42,7 +43,7 @@ const (
 )
 
 // knownTypes bounds the metric label of events by type.
-var knownTypes = map[string]bool{TypeAuthnFailure: true, TypePolicyDeny: true, TypeAdminChange: true,
+var knownTypes = map[string]bool{TypeAuthnFailure: true, TypePolicyDeny: true, TypeAdminRequest: true, TypeAdminChange: true,
 	TypeAdminDeny: true, TypeAuditRead: true, TypeCheckpoint: true, TypeRetentionDelete: true, TypeSecretOpen: true}
 
 // Actor is who acted: a subject kind and id, never a credential.

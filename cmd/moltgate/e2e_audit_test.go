@@ -299,7 +299,7 @@ audit:
 		t.Fatal(err)
 	}
 
-	want := []string{audit.TypeAdminChange, audit.TypeAdminDeny, audit.TypePolicyDeny, audit.TypeAuthnFailure,
+	want := []string{audit.TypeAdminRequest, audit.TypeAdminChange, audit.TypeAdminDeny, audit.TypePolicyDeny, audit.TypeAuthnFailure,
 		audit.TypeAuditRead, audit.TypeCheckpoint}
 	var page admin.AuditPage
 	waitUntil(t, "every event type readable through GET /v1/audit", func() bool {

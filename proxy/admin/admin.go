@@ -10,6 +10,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -188,6 +189,17 @@ func (s *Server) authorizeFor(w http.ResponseWriter, r *http.Request, action, id
 		s.refuse(w, r, c, audit.TypeAdminDeny, status, d.Reason)
 		return nil, false
 	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		// The request goes on record before the change is made, as Vault audits a request
+		// before serving it: a change that cannot be recorded is not made. Its outcome
+		// (admin.change, or admin.deny for invalid input) follows.
+		req := c.ev
+		req.Type, req.Outcome, req.Details = audit.TypeAdminRequest, "allow", maps.Clone(c.ev.Details)
+		if !s.emit(r.Context(), req) {
+			proxy.Refuse(w, http.StatusServiceUnavailable, "audit_unavailable")
+			return nil, false
+		}
+	}
 	return c, true
 }
 
@@ -228,7 +240,8 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, c *call, typ str
 	proxy.Refuse(w, status, reason)
 }
 
-// done audits a successful change and answers it.
+// done audits a successful change and answers it. The change is made, and its request is
+// on record, so it is answered as made even if this event cannot be written (emit logs it).
 func (s *Server) done(w http.ResponseWriter, r *http.Request, c *call, status int, body any) {
 	c.ev.Type, c.ev.Outcome = audit.TypeAdminChange, "success"
 	s.emit(r.Context(), c.ev)

@@ -187,9 +187,23 @@ func TestAdminLifecycle(t *testing.T) {
 	_, err = ops.Get(ctx, "gw3")
 	wantAPIError(t, err, 404, "unknown_gateway")
 
-	// Every change is an admin.change event naming its actor; no event holds a credential.
+	// Every change is an admin.change event naming its actor, after an admin.request for the
+	// same action and actor; no event holds a credential.
+	// (The calls are sequential, so each outcome directly follows its request.)
 	changes := 0
+	var requested *audit.Event
 	for _, e := range f.events(t) {
+		switch e.Type {
+		case audit.TypeAdminRequest:
+			requested = &e
+		case audit.TypeAdminChange:
+			if requested == nil || requested.Action != e.Action || requested.Actor != e.Actor {
+				t.Fatalf("change %s by %+v without its request just before it (got %+v)", e.Action, e.Actor, requested)
+			}
+			requested = nil
+		case audit.TypeAdminDeny:
+			requested = nil
+		}
 		raw, _ := json.Marshal(e)
 		if strings.Contains(string(raw), resp.Token) || strings.Contains(string(raw), given) || strings.Contains(string(raw), adminToken) {
 			t.Fatalf("event holds a secret: %s", raw)
@@ -260,3 +274,26 @@ func TestAdminRefusesBadCallersAndBodies(t *testing.T) {
 }
 
 func timeAgo() time.Time { return time.Now().Add(-time.Hour) }
+
+// A change whose request cannot be put on record is refused (503 audit_unavailable) and not
+// made.
+func TestAdminChangeUnrecordedIsNotMade(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	ops := f.client(adminToken)
+	if _, err := ops.Create(ctx, admin.CreateRequest{ID: "gw1", Tenant: "tenant-a", Owner: "user_owner", Upstream: "http://127.0.0.1:1"}); err != nil {
+		t.Fatal(err)
+	}
+	f.audit.Close()
+	_, err := ops.Create(ctx, admin.CreateRequest{ID: "gw2", Tenant: "tenant-a", Owner: "user_owner", Upstream: "http://127.0.0.1:1"})
+	wantAPIError(t, err, 503, "audit_unavailable")
+	err = ops.Delete(ctx, "gw1")
+	wantAPIError(t, err, 503, "audit_unavailable")
+	gws, err := ops.List(ctx) // reads are not audited, so they still answer
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gws) != 1 || gws[0].ID != "gw1" {
+		t.Fatalf("gateways after refused changes: %+v, want gw1 only", gws)
+	}
+}
