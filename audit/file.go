@@ -38,6 +38,7 @@ type FileLog struct {
 	log *slog.Logger
 	m   *metrics
 
+	trimMu   sync.Mutex // one trim at a time: only trim removes segments, from the front
 	mu       sync.Mutex
 	f        *os.File
 	segs     []segment // oldest first; the last is the file being written
@@ -62,6 +63,8 @@ type segment struct {
 	index       int
 	first, last uint64 // seqs; first == 0: empty
 	size        int64
+	firstPrev   string // the prev of the first event (read at open)
+	lastHash    string // the hash of the last event
 }
 
 // floorMark is persisted in spool.floor: the spool's chain continues after it.
@@ -195,22 +198,22 @@ func (l *FileLog) loadSegments() error {
 		l.segs = append(l.segs, s)
 		l.bytes += s.size
 	}
-	next := uint64(0) // first seq of the next non-empty segment
+	next, nextPrev := uint64(0), "" // first seq, and its prev, of the next non-empty segment
 	for i := len(l.segs) - 1; i >= 0; i-- {
 		s := &l.segs[i]
 		if s.first == 0 {
 			continue
 		}
 		if next != 0 {
-			s.last = next - 1
+			s.last, s.lastHash = next-1, nextPrev
 		} else {
 			e, err := lastEvent(l.segPath(s.index))
 			if err != nil {
 				return err
 			}
-			s.last, l.seq, l.prev = e.Seq, e.Seq, e.Hash
+			s.last, s.lastHash, l.seq, l.prev = e.Seq, e.Hash, e.Seq, e.Hash
 		}
-		next = s.first
+		next, nextPrev = s.first, s.firstPrev
 	}
 	return nil
 }
@@ -247,11 +250,14 @@ func firstSeq(path string, s *segment) error {
 		return nil
 	}
 	line, _ := bufio.NewReaderSize(f, 64<<10).ReadBytes('\n')
-	seq, ok := lineSeq(line)
-	if !ok {
+	var e struct {
+		Seq  uint64 `json:"seq"`
+		Prev string `json:"prev"`
+	}
+	if err := json.Unmarshal(line, &e); err != nil || e.Seq == 0 {
 		return fmt.Errorf("audit: %s: first event unreadable", path)
 	}
-	s.first = seq
+	s.first, s.firstPrev = e.Seq, e.Prev
 	return nil
 }
 
@@ -377,7 +383,7 @@ func (l *FileLog) appendLocked(e *Event) error {
 	if cur.first == 0 {
 		cur.first = e.Seq
 	}
-	cur.last, cur.size = e.Seq, cur.size+n
+	cur.last, cur.lastHash, cur.size = e.Seq, e.Hash, cur.size+n
 	l.bytes += n
 	l.seq, l.prev, l.dirty = e.Seq, e.Hash, true
 	if !l.alarmed && l.bytes > l.cfg.SpoolMaxBytes/5*4 {
@@ -583,32 +589,41 @@ func (l *FileLog) trimFor(sh *shipper, archived uint64) error {
 
 // trim deletes the segments whose every event is at or below acked, never the one being
 // written, recording the last deleted event in spool.floor first so the chain and Verify
-// continue after it.
+// continue after it. The file work (fsyncs, removals) runs without holding up Emit.
 func (l *FileLog) trim(acked uint64) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for len(l.segs) > 1 {
-		if s := l.segs[0]; s.first != 0 && s.last > acked {
-			break
+	l.trimMu.Lock()
+	defer l.trimMu.Unlock()
+	for {
+		l.mu.Lock()
+		if len(l.segs) < 2 || l.segs[0].first != 0 && l.segs[0].last > acked {
+			l.trimmedLocked()
+			l.mu.Unlock()
+			return nil
 		}
 		s := l.segs[0]
+		l.mu.Unlock()
+
+		floor := floorMark{Seq: s.last, Hash: s.lastHash}
 		if s.first != 0 {
-			e, err := lastEvent(l.segPath(s.index))
-			if err != nil {
+			if err := writeFileAtomic(filepath.Join(l.cfg.Dir, "spool.floor"), mustJSON(floor)); err != nil {
 				return err
 			}
-			hash := e.Hash
-			if err := writeFileAtomic(filepath.Join(l.cfg.Dir, "spool.floor"), mustJSON(floorMark{Seq: s.last, Hash: hash})); err != nil {
-				return err
-			}
-			l.floor = floorMark{Seq: s.last, Hash: hash}
 		}
 		if err := os.Remove(l.segPath(s.index)); err != nil {
 			return fmt.Errorf("audit: trim: %w", err)
 		}
+		l.mu.Lock()
+		if s.first != 0 {
+			l.floor = floor
+		}
 		l.segs = l.segs[1:]
 		l.bytes -= s.size
+		l.mu.Unlock()
 	}
+}
+
+// trimmedLocked updates the spool's state and metrics after a trim. l.mu is held.
+func (l *FileLog) trimmedLocked() {
 	if l.full && l.bytes < l.cfg.SpoolMaxBytes/10*9 {
 		l.full = false
 		l.m.spoolFull.Set(0)
@@ -620,7 +635,6 @@ func (l *FileLog) trim(acked uint64) error {
 	}
 	l.m.spoolBytes.Set(float64(l.bytes))
 	l.m.spoolEvents.Set(float64(l.depthLocked()))
-	return nil
 }
 
 // lastEvent decodes the last event of a segment.

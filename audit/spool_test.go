@@ -144,6 +144,58 @@ func TestSpoolToArchiveTrimsAndVerifies(t *testing.T) {
 	checkMarkers(t, archivedMarkers(t, arch.Dir()), 700)
 }
 
+// Segments written before a restart and trimmed after it record the right floor: the hash
+// of their last event, known from the next segment's first event without rereading them.
+func TestTrimAfterRestartRecordsTheFloor(t *testing.T) {
+	dir := t.TempDir()
+	arch, err := OpenArchive(ArchiveConfig{Dir: filepath.Join(dir, "archive")}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := FileConfig{Dir: filepath.Join(dir, "spool"), MaxFileBytes: 4096, Replica: "r",
+		Sinks: []Sink{&gatedSink{Sink: arch.Sink("r", 1000, time.Millisecond), open: make(chan struct{})}}}
+	l, err := OpenFile(cfg, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runLog(t, l)
+	emitMarked(t, l, 0, 300) // the sink is down: every segment stays
+	l.Close()
+	if files, _ := eventFiles(cfg.Dir); len(files) < 5 {
+		t.Fatalf("%d segments, want several", len(files))
+	}
+
+	cfg.Sinks = []Sink{arch.Sink("r", 1000, time.Millisecond)}
+	l2, err := OpenFile(cfg, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runLog(t, l2)
+	waitFor(t, "spool trim", func() bool { files, _ := eventFiles(cfg.Dir); return len(files) <= 2 })
+	var floor floorMark
+	data, err := os.ReadFile(filepath.Join(cfg.Dir, "spool.floor"))
+	if err != nil || json.Unmarshal(data, &floor) != nil || floor.Seq == 0 {
+		t.Fatalf("spool.floor %q: %v", data, err)
+	}
+	var atFloor Event
+	err = Reader{ArchiveDir: arch.Dir()}.Query(Query{}, func(e Event) bool {
+		if e.Seq == floor.Seq {
+			atFloor = e
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if atFloor.Seq != floor.Seq || atFloor.Hash != floor.Hash {
+		t.Fatalf("floor %+v, but event %d has hash %q", floor, atFloor.Seq, atFloor.Hash)
+	}
+	emitMarked(t, l2, 300, 10)
+	if _, err := VerifyFiles(cfg.Dir, VerifyOptions{}); err != nil {
+		t.Fatalf("spool: %v", err)
+	}
+}
+
 func TestSpoolFullFailsClosedThenRecovers(t *testing.T) {
 	dir := t.TempDir()
 	arch, err := OpenArchive(ArchiveConfig{Dir: filepath.Join(dir, "archive")}, quiet)
