@@ -254,7 +254,9 @@ func (e *Engine) write(ctx context.Context, op storage.PatchOp, path storage.Pat
 	if v != nil {
 		value = v
 	}
-	return storage.Txn(ctx, e.store, storage.WriteParams, func(txn storage.Transaction) error {
+	err := storage.Txn(ctx, e.store, storage.WriteParams, func(txn storage.Transaction) error {
 		return e.store.Write(ctx, txn, op, path, value)
 	})
+	e.gen.Add(1) // after the commit (and after a failed write too: cheap, and never wrong)
+	return err
 }

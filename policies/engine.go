@@ -66,7 +66,8 @@ type Engine struct {
 	noMetrics rego.EvalOption // OPA's internal timers are not read: skip their allocations
 
 	cur      atomic.Pointer[policySet]
-	reloadMu sync.Mutex // serialises Reload
+	gen      atomic.Uint64 // see Generation
+	reloadMu sync.Mutex    // serialises Reload
 	keysMu   sync.Mutex // serialises SyncTenantKeys and LoadTenantKeys
 }
 
@@ -136,6 +137,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 // Revision returns a short hash of the loaded policy set (modules and data files), for
 // audit events: two engines with the same revision decide alike given the same gateways.
 func (e *Engine) Revision() string { return e.cur.Load().revision }
+
+// Generation changes whenever anything a decision reads may have changed: the policy set
+// or any data (gateways, platform admins, tenant keys, data files). It moves after the change
+// is visible, so a decision made after reading a generation sees at least that state; a
+// cache of decisions keyed by it is exact, except for policies that read the clock.
+func (e *Engine) Generation() uint64 { return e.gen.Load() }
 
 // Decide evaluates data.moltgate.authz.decision for in.
 //
@@ -232,6 +239,7 @@ func (e *Engine) Reload(ctx context.Context) error {
 		}
 	}
 	e.cur.Store(set)
+	e.gen.Add(1)
 	e.logger.LogAttrs(ctx, slog.LevelInfo, "policies: reloaded",
 		slog.String("from_revision", old.revision), slog.String("revision", set.revision))
 	return nil

@@ -122,3 +122,36 @@ func TestDecisions(t *testing.T) {
 		})
 	}
 }
+
+// Generation moves with every change a decision could read, and only then.
+func TestGenerationMovesWithEveryChange(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEngine(t, Config{}, nil)
+	gws := benchGateways(3)
+	steps := []struct {
+		name string
+		do   func() error
+	}{
+		{"set gateways", func() error { return e.SetGateways(ctx, gws) }},
+		{"put gateway", func() error { return e.PutGateway(ctx, gws[0]) }},
+		{"delete gateway", func() error { return e.DeleteGateway(ctx, gws[1].ID) }},
+		{"platform admins", func() error { return e.SetPlatformAdmins(ctx, []string{"user_root"}) }},
+		{"tenant keys", func() error { return e.SetTenantKeys(ctx, gws[0].Tenant, nil) }},
+		{"reload", func() error { return e.Reload(ctx) }},
+	}
+	for _, s := range steps {
+		before := e.Generation()
+		if _, err := e.Decide(ctx, &benchInputs(3)[0]); err != nil {
+			t.Fatal(err)
+		}
+		if e.Generation() != before {
+			t.Fatalf("a decision moved the generation")
+		}
+		if err := s.do(); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		if e.Generation() == before {
+			t.Fatalf("%s: generation unchanged", s.name)
+		}
+	}
+}

@@ -91,6 +91,7 @@ type fixture struct {
 	up       *upstream
 	clerk    *clerktest.Server
 	reg      *registry.Registry
+	engine   *policies.Engine
 	auditDir string
 	metrics  *prometheus.Registry
 	relay    *wsrelay.Relay
@@ -115,6 +116,7 @@ func buildFixture(t testing.TB, mode registry.AuthMode, wsCfg *wsrelay.Config, t
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.engine = engine
 	kv, err := store.OpenBolt(filepath.Join(t.TempDir(), "m.db"))
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/moltgate/moltgate/audit"
 	"github.com/moltgate/moltgate/proxy/authn/clerktest"
@@ -806,6 +807,22 @@ func TestWSDecisionsFollowChangesAtOnce(t *testing.T) {
 	}
 	if got := strings.Count(strings.Join(f.up.ws.methods(), ","), "config.set"); got != 4 {
 		t.Fatalf("gateway got config.set %d times, want 4", got)
+	}
+
+	// Any change to the policy data, not only to this gateway's record, is decided afresh.
+	misses := func() float64 {
+		return testutil.ToFloat64(mustCounter(t, f.metrics, "moltgate_ws_decision_cache_total", "miss"))
+	}
+	c.call("config.set", map[string]any{})
+	before := misses()
+	if res := c.call("config.set", map[string]any{}); res["ok"] != true || misses() != before {
+		t.Fatalf("repeat within the cache's life: %v, misses %v -> %v, want a hit", res, before, misses())
+	}
+	if err := f.engine.SetPlatformAdmins(t.Context(), []string{"user_root"}); err != nil {
+		t.Fatal(err)
+	}
+	if res := c.call("config.set", map[string]any{}); res["ok"] != true || misses() != before+1 {
+		t.Fatalf("after a data change: %v, misses %v -> %v, want a miss", res, before, misses())
 	}
 }
 

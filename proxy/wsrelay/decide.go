@@ -10,9 +10,9 @@ import (
 
 // decisionTTL bounds how long a socket reuses a decision. Everything a decision reads is
 // fixed for the socket (subject, gateway, client address) or checked on every message (the
-// gateway's registry entry, the policy revision, the relay's recheck generation), so within
-// those the result can only change with the clock: a policy that reads time.now_ns sees it
-// at most this late.
+// gateway's registry entry, the engine's generation, which moves with the policy set and
+// every datum, and the relay's recheck generation), so within those the result can only
+// change with the clock: a policy that reads time.now_ns sees it at most this late.
 const decisionTTL = time.Second
 
 // maxCachedDecisions bounds the cache of one socket: a client inventing method names gets
@@ -24,7 +24,7 @@ type decisionKey struct{ method, tool, skill string }
 // decisionCache holds one socket's decisions while nothing they depend on has changed.
 type decisionCache struct {
 	entry *registry.Entry // registry entries are replaced, never modified, on every change
-	rev   string
+	data  uint64          // the engine's generation
 	gen   uint64
 	until time.Time
 	m     map[decisionKey]policies.Decision
@@ -32,16 +32,16 @@ type decisionCache struct {
 
 // decide decides request f on this socket: the policy engine's decision for
 // {input of the upgrade, action ws.call, ws {method, tool, skill}}, reused while the
-// gateway's entry, the policy revision and the relay's generation are those it was made
+// gateway's entry, the engine's generation and the relay's generation are those it was made
 // under, for at most decisionTTL. Errors are never cached.
 func (c *conn) decide(ctx context.Context, f *frame) (policies.Decision, error) {
 	key := decisionKey{f.method, f.tool(), f.skill()}
 	entry, ok := c.rl.deps.Gateways.Lookup(c.s.Entry.ID)
-	rev, gen, now := c.rl.deps.Policy.Revision(), c.rl.gen.Load(), time.Now()
+	data, gen, now := c.rl.deps.Policy.Generation(), c.rl.gen.Load(), time.Now()
 	dc := &c.decisions
-	if ok && (dc.entry != entry || dc.rev != rev || dc.gen != gen || now.After(dc.until)) {
+	if ok && (dc.entry != entry || dc.data != data || dc.gen != gen || now.After(dc.until)) {
 		clear(dc.m)
-		dc.entry, dc.rev, dc.gen, dc.until = entry, rev, gen, now.Add(decisionTTL)
+		dc.entry, dc.data, dc.gen, dc.until = entry, data, gen, now.Add(decisionTTL)
 	}
 	if d, hit := dc.m[key]; ok && hit {
 		c.rl.m.cacheHit.Inc()

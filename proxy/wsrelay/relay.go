@@ -25,6 +25,8 @@ import (
 type Decider interface {
 	Decide(ctx context.Context, in *policies.Input) (policies.Decision, error)
 	Revision() string
+	// Generation changes whenever the policy set or its data changes (policies.Engine).
+	Generation() uint64
 }
 
 // Auditor records security events.
