@@ -57,6 +57,7 @@ type FileLog struct {
 	archived map[*shipper]uint64 // what each sink's archive holds
 
 	syncReq chan struct{}
+	fsync   func(*os.File) error // (*os.File).Sync; a test injects failures here
 }
 
 type segment struct {
@@ -138,7 +139,7 @@ func OpenFile(cfg FileConfig, logger *slog.Logger) (*FileLog, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
-	l := &FileLog{cfg: cfg, log: logger, m: m, prev: genesis, syncDone: newSyncWait(),
+	l := &FileLog{cfg: cfg, log: logger, m: m, prev: genesis, syncDone: newSyncWait(), fsync: (*os.File).Sync,
 		syncReq: make(chan struct{}, 1), cpTime: cfg.Now()}
 	if err := l.readFloor(); err != nil {
 		return nil, err
@@ -344,6 +345,9 @@ func (l *FileLog) Emit(ctx context.Context, e Event) error {
 
 // appendLocked seals e as the next event of the chain and writes it.
 func (l *FileLog) appendLocked(e *Event) error {
+	if l.werr != nil {
+		return l.werr
+	}
 	if e.Time.IsZero() {
 		e.Time = l.cfg.Now()
 	}
@@ -446,7 +450,7 @@ func (l *FileLog) Sync() error {
 	}
 	// Outside the lock, so Emit never waits for a disk flush it did not ask for. A
 	// rollover may close f meanwhile; it synced f first, and records its failure in werr.
-	err := f.Sync()
+	err := l.fsync(f)
 	if errors.Is(err, os.ErrClosed) {
 		l.mu.Lock()
 		err = l.werr

@@ -139,3 +139,47 @@ func TestIDsSortByTime(t *testing.T) {
 }
 
 func testTime(ms int64) time.Time { return time.UnixMilli(1_700_000_000_000 + ms) }
+
+// When the next segment cannot be created, the event that needed it is refused, so is every
+// later one (with the same error, also from Ready) until a restart, and nothing written
+// before is lost: after a restart the chain continues and verifies.
+func TestFailedRolloverIsStickyAndLosesNothing(t *testing.T) {
+	dir := t.TempDir()
+	l := openTest(t, dir, 4096)
+	// A directory where the second segment goes: creating the file fails, even for root.
+	if err := os.Mkdir(filepath.Join(dir, "events-000002.jsonl"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	written := 0
+	var failed error
+	for written < 100 {
+		if failed = l.Emit(t.Context(), Event{Type: TypePolicyDeny, Outcome: "deny", Details: map[string]string{"n": fmt.Sprint(written)}}); failed != nil {
+			break
+		}
+		written++
+	}
+	if failed == nil || written == 0 {
+		t.Fatalf("%d events written, then %v: want a rollover failure after some", written, failed)
+	}
+	for range 3 {
+		if err := l.Emit(t.Context(), Event{Type: TypePolicyDeny, Outcome: "deny"}); err == nil || err.Error() != failed.Error() {
+			t.Fatalf("Emit after the failure: %v, want %v", err, failed)
+		}
+	}
+	if err := l.Ready(); err == nil || err.Error() != failed.Error() {
+		t.Fatalf("Ready: %v, want %v", err, failed)
+	}
+	l.Close()
+	if err := os.Remove(filepath.Join(dir, "events-000002.jsonl")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := VerifyDir(dir); err != nil || n != written {
+		t.Fatalf("verify: %d events, %v; want %d", n, err, written)
+	}
+	l2 := openTest(t, dir, 4096)
+	emitN(t, l2, 20)
+	l2.Close()
+	if n, err := VerifyDir(dir); err != nil || n != written+20 {
+		t.Fatalf("verify after restart: %d events, %v; want %d", n, err, written+20)
+	}
+}

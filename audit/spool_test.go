@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -264,6 +265,47 @@ func TestDurableEmit(t *testing.T) {
 	emitMarked(t, l, 1, 199)
 	if n, err := VerifyDir(l.cfg.Dir); err != nil || n != 200 {
 		t.Fatalf("got %d, %v", n, err)
+	}
+}
+
+// A durable Emit whose fsync fails reports it (the event is written, not known to be on
+// disk), and the next fsync that works covers that event too.
+func TestDurableEmitReportsAFailedFsync(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	l, err := OpenFile(FileConfig{Dir: t.TempDir(), Durable: true, Metrics: reg}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fail atomic.Bool
+	var synced atomic.Int64
+	l.fsync = func(f *os.File) error {
+		if fail.Load() {
+			return errors.New("injected EIO")
+		}
+		synced.Add(1)
+		return f.Sync()
+	}
+	runLog(t, l)
+	if err := l.Emit(t.Context(), Event{Type: TypeAdminChange, Outcome: "success"}); err != nil {
+		t.Fatal(err)
+	}
+	fail.Store(true)
+	err = l.Emit(t.Context(), Event{Type: TypeAdminChange, Outcome: "success"})
+	if err == nil || !strings.Contains(err.Error(), "injected EIO") {
+		t.Fatalf("durable Emit with a failing fsync: %v, want the fsync error", err)
+	}
+	if got := testutil.ToFloat64(l.m.emitErrors); got != 1 {
+		t.Fatalf("emit errors %v, want 1", got)
+	}
+	fail.Store(false)
+	before := synced.Load()
+	waitFor(t, "an fsync of the event whose fsync failed", func() bool { return synced.Load() > before })
+	if err := l.Emit(t.Context(), Event{Type: TypeAdminChange, Outcome: "success"}); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if n, err := VerifyDir(l.cfg.Dir); err != nil || n != 3 {
+		t.Fatalf("got %d, %v; want all 3 events", n, err)
 	}
 }
 
