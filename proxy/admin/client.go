@@ -143,18 +143,19 @@ func (c *Client) KeyRotation(ctx context.Context) (Rotation, error) {
 	return out, c.do(ctx, http.MethodGet, "/v1/keystore/rotation", nil, &out)
 }
 
-// WaitRotation polls the rotation status every poll until the job is done, and returns it;
-// when ctx ends first it returns the last status with ctx's error.
+// WaitRotation polls the rotation job every poll until it is done, and returns the status
+// with record counts; when ctx ends first it returns the last status with ctx's error. The
+// polls leave out the counts, which cost the server a read of every record.
 func (c *Client) WaitRotation(ctx context.Context, poll time.Duration) (Rotation, error) {
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	for {
-		rot, err := c.KeyRotation(ctx)
-		if err != nil {
+		var rot Rotation
+		if err := c.do(ctx, http.MethodGet, "/v1/keystore/rotation?usage=0", nil, &rot); err != nil {
 			return rot, err
 		}
 		if rot.Job != nil && rot.Job.Phase == "done" {
-			return rot, nil
+			return c.KeyRotation(ctx)
 		}
 		select {
 		case <-ctx.Done():

@@ -66,7 +66,8 @@ type RevokeKeyRequest struct {
 // Rotation is the answer to the keystore rotation endpoints: the current or last job and how
 // many records each key version seals.
 type Rotation struct {
-	Job   *keystore.Job  `json:"job,omitempty"`
+	Job *keystore.Job `json:"job,omitempty"`
+	// Usage counts records per key version; empty when asked for with ?usage=0.
 	Usage keystore.Usage `json:"usage"`
 }
 
@@ -212,7 +213,7 @@ func (s *Server) rotation(w http.ResponseWriter, r *http.Request) {
 	}
 	var out Rotation
 	j, found, err := s.deps.Rotator.Job()
-	if err == nil {
+	if err == nil && r.URL.Query().Get("usage") != "0" { // counting reads every record
 		out.Usage, err = s.deps.Rotator.Usage(r.Context())
 	}
 	if err != nil {

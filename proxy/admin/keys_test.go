@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -351,6 +352,19 @@ func TestAdminKeyLifecycle(t *testing.T) {
 	rot := waitRotation(t, ops)
 	if rot.Job.Kind != "master" || rot.Job.Master != 2 || rot.Usage.Master[1] != 0 || rot.Usage.Master[2] != 3 {
 		t.Fatalf("master rotation: %+v", rot)
+	}
+	// ?usage=0 answers the job without counting records.
+	req, _ := http.NewRequestWithContext(ctx, "GET", f.srv.URL+"/v1/keystore/rotation?usage=0", nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := f.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var jobOnly admin.Rotation
+	err = json.NewDecoder(resp.Body).Decode(&jobOnly)
+	resp.Body.Close()
+	if err != nil || jobOnly.Job == nil || jobOnly.Job.Master != rot.Job.Master || jobOnly.Job.Phase != "done" || jobOnly.Usage.Total != 0 || rot.Usage.Total == 0 {
+		t.Fatalf("?usage=0: %+v, %v; want the job %+v without counts", jobOnly, err, rot.Job)
 	}
 	if _, err := owner.RotateTenantKeys(ctx, tenant); err != nil {
 		t.Fatal(err)
