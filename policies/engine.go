@@ -68,7 +68,7 @@ type Engine struct {
 	cur      atomic.Pointer[policySet]
 	gen      atomic.Uint64 // see Generation
 	reloadMu sync.Mutex    // serialises Reload
-	keysMu   sync.Mutex // serialises SyncTenantKeys and LoadTenantKeys
+	keysMu   sync.Mutex    // serialises SyncTenantKeys and LoadTenantKeys
 }
 
 // policySet is one compiled generation of policy source and static data.
