@@ -281,12 +281,8 @@ func (m *Keys) Get(tenant, id string) (APIKey, error) {
 
 // List returns a tenant's keys' metadata, sorted by id, never the secret.
 func (m *Keys) List(tenant string) ([]APIKey, error) {
-	prefix := tenant + "/"
 	out := []APIKey{}
-	err := m.cfg.KV.ForEach(keysBucket, func(key string, v []byte) error {
-		if !strings.HasPrefix(key, prefix) {
-			return nil
-		}
+	err := m.cfg.KV.ForEachPrefix(keysBucket, tenant+"/", func(key string, v []byte) error {
 		var rec keyRecord
 		if err := json.Unmarshal(v, &rec); err != nil {
 			return fmt.Errorf("keystore: key record %q: corrupt", key)

@@ -21,6 +21,8 @@ type KV interface {
 	Put(bucket, key string, value []byte) error
 	Delete(bucket, key string) error
 	ForEach(bucket string, fn func(key string, value []byte) error) error
+	// ForEachPrefix is ForEach over the keys that start with prefix.
+	ForEachPrefix(bucket, prefix string, fn func(key string, value []byte) error) error
 	Swap(bucket, key string, old, new []byte) error
 }
 

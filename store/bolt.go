@@ -4,6 +4,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -86,5 +87,23 @@ func (b *Bolt) ForEach(bucket string, fn func(key string, value []byte) error) e
 			return nil
 		}
 		return bk.ForEach(func(k, v []byte) error { return fn(string(k), v) })
+	})
+}
+
+// ForEachPrefix is ForEach over the keys that start with prefix. It seeks to the first
+// one, so it costs the matching keys, not the bucket.
+func (b *Bolt) ForEachPrefix(bucket, prefix string, fn func(key string, value []byte) error) error {
+	return b.db.View(func(tx *bolt.Tx) error {
+		bk := tx.Bucket([]byte(bucket))
+		if bk == nil {
+			return nil
+		}
+		c := bk.Cursor()
+		for k, v := c.Seek([]byte(prefix)); k != nil && bytes.HasPrefix(k, []byte(prefix)); k, v = c.Next() {
+			if err := fn(string(k), v); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }

@@ -16,6 +16,7 @@ type kv interface {
 	Put(bucket, key string, value []byte) error
 	Delete(bucket, key string) error
 	ForEach(bucket string, fn func(key string, value []byte) error) error
+	ForEachPrefix(bucket, prefix string, fn func(key string, value []byte) error) error
 	Swap(bucket, key string, old, new []byte) error
 }
 
@@ -85,6 +86,48 @@ func TestBackendConformance(t *testing.T) {
 			stop := errors.New("stop")
 			if err := s.ForEach("b", func(string, []byte) error { return stop }); !errors.Is(err, stop) {
 				t.Fatalf("foreach error: got %v, want stop", err)
+			}
+
+			// A prefix walk sees exactly the keys that start with it, in key order; characters
+			// a pattern language would read (Redis MATCH) are plain characters here.
+			for _, k := range []string{`t*/1`, `t?/1`, `t[1]/1`, `t\/1`, `t-^/1`, "t/1", "t/2", "tt/1"} {
+				if err := s.Put("p", k, []byte("v-"+k)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for prefix, want := range map[string]string{
+				"k1": "[k1 k10]", "a/": "[a/b]", "zz": "[]", "": "[a/b k1 k10 k2]",
+			} {
+				var got []string
+				if err := s.ForEachPrefix("b", prefix, func(k string, v []byte) error {
+					if string(v) != "v-"+k {
+						t.Errorf("value of %s: got %q", k, v)
+					}
+					got = append(got, k)
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+				if fmt.Sprint(got) != want && !(want == "[]" && got == nil) {
+					t.Fatalf("prefix %q: got %v, want %s", prefix, got, want)
+				}
+			}
+			for prefix, want := range map[string]string{
+				"t*/": "[t*/1]", "t?/": "[t?/1]", "t[1]/": "[t[1]/1]", `t\/`: `[t\/1]`, "t-^": "[t-^/1]", "t/": "[t/1 t/2]",
+			} {
+				var got []string
+				if err := s.ForEachPrefix("p", prefix, func(k string, _ []byte) error { got = append(got, k); return nil }); err != nil {
+					t.Fatal(err)
+				}
+				if fmt.Sprint(got) != want {
+					t.Fatalf("prefix %q: got %v, want %s", prefix, got, want)
+				}
+			}
+			if err := s.ForEachPrefix("nobucket", "x", func(string, []byte) error { return errors.New("called") }); err != nil {
+				t.Fatalf("prefix walk of a missing bucket: %v", err)
+			}
+			if err := s.ForEachPrefix("b", "k", func(string, []byte) error { return stop }); !errors.Is(err, stop) {
+				t.Fatalf("prefix walk error: got %v, want stop", err)
 			}
 			if err := s.Delete("b", "k10"); err != nil {
 				t.Fatal(err)

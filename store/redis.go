@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -108,6 +109,44 @@ func (r *Redis) ForEach(bucket string, fn func(key string, value []byte) error) 
 	if err != nil {
 		return fmt.Errorf("store: redis list %s: %w", bucket, err)
 	}
+	return eachSorted(all, fn)
+}
+
+// ForEachPrefix is ForEach over the keys that start with prefix: HSCAN with MATCH, so only
+// those cross the network (Redis still walks the hash). fn sees a snapshot, as with ForEach.
+func (r *Redis) ForEachPrefix(bucket, prefix string, fn func(key string, value []byte) error) error {
+	ctx, cancel := r.ctx()
+	defer cancel()
+	all := map[string]string{}
+	it := r.c.HScan(ctx, r.prefix+bucket, 0, globEscape(prefix)+"*", 1000).Iterator()
+	for it.Next(ctx) {
+		k := it.Val()
+		if !it.Next(ctx) {
+			break
+		}
+		all[k] = it.Val()
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("store: redis list %s: %w", bucket, err)
+	}
+	cancel()
+	return eachSorted(all, fn)
+}
+
+// globEscape quotes the characters Redis's MATCH patterns give a meaning.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, c := range s {
+		if strings.ContainsRune(`*?[]\^-`, c) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// eachSorted calls fn for every entry of all in key order.
+func eachSorted(all map[string]string, fn func(key string, value []byte) error) error {
 	keys := make([]string, 0, len(all))
 	for k := range all {
 		keys = append(keys, k)
