@@ -73,7 +73,7 @@ test_proxy_action_on_admin_protocol_denied if {
 	refused(admin(admin_token, "gw1", "http.write"), 403, "denied")
 }
 
-test_ws_call_without_method_denied if {
+test_ws_call_without_ws_document_denied if {
 	refused(object.union(http(user("u_owner"), "gw1", "ws.call"), {"protocol": "ws"}), 403, "denied")
 }
 

@@ -163,7 +163,9 @@ admin_token: {file: @ADMINTOKEN@}
 	// Two clients hold sockets while the first works: one whose membership is removed, one
 	// whose session runs out.
 	leaver := startJSClient(t, wsURL, clerk.Mint(clerktest.Claims{Subject: "user_ws_leaver"}), "hold", "")
-	brief := startJSClient(t, wsURL, clerk.Mint(clerktest.Claims{Subject: "user_ws_brief", Expiry: time.Now().Add(10 * time.Second)}), "hold", "")
+	// The brief session must outlive Node's start-up and the connect on a slow machine, and
+	// then run out while the socket is open.
+	brief := startJSClient(t, wsURL, clerk.Mint(clerktest.Claims{Subject: "user_ws_brief", Expiry: time.Now().Add(20 * time.Second)}), "hold", "")
 	worker := startJSClient(t, wsURL, clerk.Mint(clerktest.Claims{Subject: "user_ws_operator"}), "session", "config.get")
 	stayer := startJSClient(t, wsURL, clerk.Mint(clerktest.Claims{Subject: "user_ws_owner"}), "hold", "")
 
@@ -214,7 +216,7 @@ admin_token: {file: @ADMINTOKEN@}
 	t.Run("expired session loses the socket", func(t *testing.T) {
 		brief.next(t, "connect", 60*time.Second)
 		brief.next(t, "ready", 5*time.Second)
-		s := brief.next(t, "closed", 30*time.Second)
+		s := brief.next(t, "closed", 45*time.Second)
 		if string(s.Code) != "1008" || !strings.Contains(s.Reason, "expired") {
 			t.Errorf("close %s %q, want 1008 session expired", s.Code, s.Reason)
 		}
