@@ -48,7 +48,8 @@ func TestMasterSources(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer kv.Close()
-	k1, k2 := hex.EncodeToString(bytes.Repeat([]byte{1}, 32)), hex.EncodeToString(bytes.Repeat([]byte{2}, 32))
+	b1, b2 := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	k1, k2 := hex.EncodeToString(b1), hex.EncodeToString(b2)
 	keyring := filepath.Join(dir, "keyring")
 	if err := os.WriteFile(keyring, []byte("1:"+k1+"\n2:"+k2+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -62,18 +63,20 @@ func TestMasterSources(t *testing.T) {
 	env := map[string]string{"MG_KEYRING": "1:" + k1 + ",2:" + k2, "MG_MASTER": k1}
 	logger := slog.New(slog.DiscardHandler)
 
+	both := map[uint32]keystore.Secret{1: b1, 2: b2}
 	for _, tt := range []struct {
 		name     string
 		cfg      Config
 		versions int
 		rotates  bool
+		keys     map[uint32]keystore.Secret // the bytes the source must have loaded (nil: generated)
 	}{
-		{"file", Config{Keystore: KeystoreConfig{Source: "file", File: keyring}}, 2, true},
-		{"env", Config{Keystore: KeystoreConfig{Source: "env", Env: "MG_KEYRING"}}, 2, false},
+		{"file", Config{Keystore: KeystoreConfig{Source: "file", File: keyring}}, 2, true, both},
+		{"env", Config{Keystore: KeystoreConfig{Source: "env", Env: "MG_KEYRING"}}, 2, false, both},
 		{"vault", Config{Keystore: KeystoreConfig{Source: "vault", Vault: &VaultConfig{Address: fake.URL,
-			Token: &SecretRef{File: tokFile}, Key: "moltgate-master"}}}, 1, true},
-		{"master_key", Config{MasterKey: &SecretRef{Env: "MG_MASTER"}}, 1, false},
-		{"development", Config{DataDir: filepath.Join(dir, "dev")}, 1, true},
+			Token: &SecretRef{File: tokFile}, Key: "moltgate-master"}}}, 1, true, nil},
+		{"master_key", Config{MasterKey: &SecretRef{Env: "MG_MASTER"}}, 1, false, map[uint32]keystore.Secret{1: b1}},
+		{"development", Config{DataDir: filepath.Join(dir, "dev")}, 1, true, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			src, err := masterSource(t.Context(), &tt.cfg, func(k string) string { return env[k] }, kv, logger, io.Discard)
@@ -90,6 +93,17 @@ func TestMasterSources(t *testing.T) {
 			sealed, err := ks.Seal("org_a", "r", "p", []byte("value"))
 			if err != nil {
 				t.Fatal(err)
+			}
+			if tt.keys != nil {
+				// What the source loaded is the configured key: a keystore built from the
+				// bytes themselves opens what the loaded one sealed.
+				ring, err := keystore.NewKeyringFrom(tt.keys)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, err := keystore.NewWithSalts(ring, kv).Open("org_a", "r", "p", sealed); err != nil || string(got) != "value" {
+					t.Fatalf("the configured key does not open what the loaded one sealed: %q, %v", got, err)
+				}
 			}
 			if _, ok := src.(keystore.MasterKeyAdder); ok != tt.rotates {
 				t.Fatalf("can add versions: got %v, want %v", ok, tt.rotates)
