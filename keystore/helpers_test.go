@@ -18,6 +18,7 @@ import (
 )
 
 // backends opens each KV backend the keystore runs on: bbolt, and a real redis-server.
+// backends opens each store the keystore runs on: bbolt, and a real redis-server.
 func backends() map[string]func(t *testing.T) KV {
 	return map[string]func(t *testing.T) KV{
 		"bolt": func(t *testing.T) KV {
@@ -39,6 +40,9 @@ func backends() map[string]func(t *testing.T) KV {
 		},
 	}
 }
+
+// Backends is backends for the external tests (package keystore_test).
+var Backends = backends
 
 func boltKV(t *testing.T) KV { return backends()["bolt"](t) }
 

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/moltgate/moltgate/audit"
-	"github.com/moltgate/moltgate/internal/testenv"
 	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/registry"
 	"github.com/moltgate/moltgate/store"
@@ -148,30 +147,8 @@ func cut(s string) (string, string, bool) {
 	return s, "", false
 }
 
-// kvBackends opens each store the keystore runs on: bbolt, and a real redis-server.
-func kvBackends() map[string]func(t *testing.T) keystore.KV {
-	return map[string]func(t *testing.T) keystore.KV{
-		"bolt": func(t *testing.T) keystore.KV {
-			b, err := store.OpenBolt(filepath.Join(t.TempDir(), "kv.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { b.Close() })
-			return b
-		},
-		"redis": func(t *testing.T) keystore.KV {
-			r, err := store.OpenRedis(t.Context(), store.RedisConfig{Addr: testenv.Redis(t).Addr})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { r.Close() })
-			return r
-		},
-	}
-}
-
 func TestRotateMasterWhileReading(t *testing.T) {
-	for name, open := range kvBackends() {
+	for name, open := range keystore.Backends() {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			kv := open(t)
@@ -284,7 +261,7 @@ func (h *hookKV) Get(bucket, key string) ([]byte, error) {
 // whole rotation re-encrypts it and retires version 1, then the reader decrypts what it
 // loaded. The open must still succeed (from the record as stored now).
 func TestOpenAcrossRetirement(t *testing.T) {
-	for name, open := range kvBackends() {
+	for name, open := range keystore.Backends() {
 		t.Run(name, func(t *testing.T) {
 			kv := &hookKV{KV: open(t)}
 			w := openWorld(t, kv, writeKeyring(t, t.TempDir()), nil)
@@ -342,7 +319,7 @@ func (p probe) Quiesce()                                        { close(p.quiesc
 // version 1, and before it is stored a whole master rotation runs. The rotation must not retire
 // version 1 under it: after the insert lands, the key opens.
 func TestRotationWaitsForSealsInFlight(t *testing.T) {
-	kv := &swapHookKV{KV: kvBackends()["bolt"](t)}
+	kv := &swapHookKV{KV: keystore.Backends()["bolt"](t)}
 	w := openWorld(t, kv, writeKeyring(t, t.TempDir()), nil)
 	seed(t, w, 4, 1)
 	p := probe{quiescing: make(chan struct{})}
@@ -410,7 +387,7 @@ func TestRotationWaitsForSealsInFlight(t *testing.T) {
 // to the newest loaded version and drops the old one from memory. With one version loaded it
 // is a clear error that changes nothing.
 func TestRotateReadOnlySource(t *testing.T) {
-	kv := kvBackends()["bolt"](t)
+	kv := keystore.Backends()["bolt"](t)
 	v1, v2 := keystore.Secret(bytes.Repeat([]byte{1}, 32)), keystore.Secret(bytes.Repeat([]byte{2}, 32))
 	world := func(src keystore.StaticSource) (*keystore.Keys, *keystore.Rotator, *keystore.Keystore) {
 		ring, err := keystore.NewKeyringFrom(src)
