@@ -36,7 +36,7 @@ func (l *FileLog) checkpointLocked() error {
 	}
 	l.cpSeq, l.cpTime = e.Seq, e.Time
 	l.m.checkpoints.Inc()
-	l.m.events.WithLabelValues(TypeCheckpoint).Inc()
+	l.m.event(TypeCheckpoint).Inc()
 	return nil
 }
 

@@ -319,10 +319,7 @@ func (l *FileLog) Emit(ctx context.Context, e Event) error {
 		done = l.syncDone
 	}
 	l.mu.Unlock()
-	if !knownTypes[typ] {
-		typ = "other"
-	}
-	l.m.events.WithLabelValues(typ).Inc()
+	l.m.event(typ).Inc()
 	if done != nil {
 		select {
 		case l.syncReq <- struct{}{}:

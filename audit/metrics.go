@@ -10,6 +10,7 @@ import (
 // name from configuration).
 type metrics struct {
 	events      *prometheus.CounterVec
+	byType      map[string]prometheus.Counter // events' children, made once: every known type and "other"
 	emitErrors  prometheus.Counter
 	emitSeconds prometheus.Histogram
 	spoolBytes  prometheus.Gauge
@@ -48,6 +49,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		checkpoints: prometheus.NewCounter(prometheus.CounterOpts{Name: "moltgate_audit_checkpoints_total",
 			Help: "Signed checkpoints written."}),
 	}
+	m.byType = map[string]prometheus.Counter{"other": m.events.WithLabelValues("other")}
+	for typ := range knownTypes {
+		m.byType[typ] = m.events.WithLabelValues(typ)
+	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.events, m.emitErrors, m.emitSeconds, m.spoolBytes, m.spoolEvents,
 			m.spoolMax, m.spoolAlarm, m.spoolFull, m.sinkLag, m.sinkErrors, m.checkpoints} {
@@ -57,6 +62,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// event is the counter of events of type typ ("other" for a type not in knownTypes).
+func (m *metrics) event(typ string) prometheus.Counter {
+	if c, ok := m.byType[typ]; ok {
+		return c
+	}
+	return m.byType["other"]
 }
 
 // ArchiveMetrics are the archive worker's and verify's.
