@@ -217,15 +217,11 @@ func (a *Archive) Append(replica string, recs []Record) (uint64, error) {
 			recs = recs[:j] // a gap: archive what continues the chain
 			break
 		}
-		if err := c.add("incoming "+replica, j+1, r.Line); err != nil {
+		e, err := c.add("incoming "+replica, j+1, r.Line)
+		if err != nil {
 			a.m.verifyFailures.Inc()
 			return h.Seq, err
 		}
-		var e struct {
-			Time time.Time `json:"time"`
-			Hash string    `json:"hash"`
-		}
-		_ = json.Unmarshal(r.Line, &e)
 		if j == 0 {
 			m.FirstTime, m.FirstHash = e.Time, e.Hash
 		}

@@ -281,7 +281,7 @@ func VerifyStream(ctx context.Context, rdb redis.UniversalClient, key string, op
 					Why: fmt.Sprintf("stream starts at seq %d but the archive holds only up to %d (events deleted)", seq, archived)}
 			}
 			ev, _ := m.Values["e"].(string)
-			if err := c.add(key, line, []byte(ev)); err != nil {
+			if _, err := c.add(key, line, []byte(ev)); err != nil {
 				return c.rep, err
 			}
 			var ve *VerifyError

@@ -60,8 +60,8 @@ func newChain(opts VerifyOptions, seq uint64, prev string, anchored bool) *chain
 	return &chain{opts: opts, seq: seq, prev: prev, anchored: anchored}
 }
 
-// add verifies the next event, raw, found at file:line.
-func (c *chain) add(file string, line int, raw []byte) error {
+// add verifies the next event, raw, found at file:line, and returns it decoded.
+func (c *chain) add(file string, line int, raw []byte) (*Event, error) {
 	bad := func(e *Event, why string) error {
 		ve := &VerifyError{File: file, Line: line, Seq: c.seq + 1, Why: why}
 		if e != nil {
@@ -73,7 +73,7 @@ func (c *chain) add(file string, line int, raw []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&e); err != nil {
-		return bad(nil, "not an event: "+err.Error())
+		return nil, bad(nil, "not an event: "+err.Error())
 	}
 	if !c.anchored {
 		// The first event of a trimmed copy (a stream, a spool after trimming): it starts
@@ -81,18 +81,18 @@ func (c *chain) add(file string, line int, raw []byte) error {
 		c.seq, c.prev, c.anchored = e.Seq-1, e.Prev, true
 	}
 	if e.Seq != c.seq+1 {
-		return bad(&e, fmt.Sprintf("sequence %d, want %d (event missing, inserted or reordered)", e.Seq, c.seq+1))
+		return nil, bad(&e, fmt.Sprintf("sequence %d, want %d (event missing, inserted or reordered)", e.Seq, c.seq+1))
 	}
 	if e.Prev != c.prev {
-		return bad(&e, "prev does not match the previous event's hash")
+		return nil, bad(&e, "prev does not match the previous event's hash")
 	}
 	want := e.Hash
 	if _, err := e.seal(); err != nil || e.Hash != want {
-		return bad(&e, "hash does not match the event (edited)")
+		return nil, bad(&e, "hash does not match the event (edited)")
 	}
 	if e.Type == TypeCheckpoint {
 		if why := checkCheckpoint(&e, c.opts.PublicKey); why != "" {
-			return bad(&e, why)
+			return nil, bad(&e, why)
 		}
 		c.rep.Checkpoints++
 		c.rep.Unanchored = -1
@@ -104,7 +104,7 @@ func (c *chain) add(file string, line int, raw []byte) error {
 	c.rep.Events++
 	c.rep.Last = e.Seq
 	c.rep.Unanchored++
-	return nil
+	return &e, nil
 }
 
 // lines feeds every line of r to c.
@@ -112,7 +112,7 @@ func (c *chain) lines(r io.Reader, name string) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	for line := 1; sc.Scan(); line++ {
-		if err := c.add(name, line, sc.Bytes()); err != nil {
+		if _, err := c.add(name, line, sc.Bytes()); err != nil {
 			return err
 		}
 	}
