@@ -165,6 +165,7 @@ type Keystore struct {
 
 	mu      sync.Mutex // serialises changes to the cache
 	tenants tenantIndex
+	forgets atomic.Uint64 // bumped by forget: a key derived before it must not be cached after
 }
 
 // tenantCache is one tenant's cached keys. Its lists are published whole under Keystore.mu.
@@ -185,6 +186,11 @@ type derived struct {
 	// credential is opened for request after request, and rebuilding its binding each time
 	// was a third of the keystore's cost over raw AES-GCM.
 	last atomic.Pointer[binding]
+}
+
+// is reports whether d is the key of ciphertexts with header h for purpose.
+func (d *derived) is(h Header, purpose string) bool {
+	return d.master == h.Master && d.salt == h.Salt && d.format == h.Format && d.purpose == purpose
 }
 
 // binding is a record's additional data under one key. It is never changed once stored.
@@ -369,23 +375,27 @@ func (k *Keystore) key(h Header, tenant, purpose string) (*derived, error) {
 	if c := k.tenants.load(tenant); c != nil {
 		if l := c.keys.Load(); l != nil {
 			for _, d := range *l {
-				if d.master == h.Master && d.salt == h.Salt && d.format == h.Format && d.purpose == purpose {
+				if d.is(h, purpose) {
 					return d, nil
 				}
 			}
 		}
 	}
-	gen := k.ring.gen.Load() // a Remove after this must not find its version cached below
+	// A master or salt version retired after this must not find its key cached below.
+	gen, forgets := k.ring.gen.Load(), k.forgets.Load()
 	d, err := k.derive(h, tenant, purpose)
 	if err != nil {
 		return nil, err
 	}
 	k.change(tenant, func(c *tenantCache) {
-		if k.ring.gen.Load() != gen { // the keyring changed meanwhile: forget may have run
-			return
+		if k.ring.gen.Load() != gen || k.forgets.Load() != forgets {
+			return // the keyring or a tenant's salts changed meanwhile: forget may have run
 		}
 		var l []*derived
 		if old := c.keys.Load(); old != nil {
+			if slices.ContainsFunc(*old, func(o *derived) bool { return o.is(h, purpose) }) {
+				return // derived concurrently by another caller
+			}
 			l = slices.Clone(*old)
 		}
 		l = append(l, d)
@@ -446,6 +456,7 @@ func (k *Keystore) derive(h Header, tenant, purpose string) (*derived, error) {
 func (k *Keystore) forget(master uint32, tenant string, salt uint32) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.forgets.Add(1)
 	k.tenants.each(func(name string, tc *tenantCache) {
 		if old := tc.keys.Load(); old != nil {
 			l := slices.DeleteFunc(slices.Clone(*old), func(d *derived) bool {
