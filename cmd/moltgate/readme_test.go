@@ -12,7 +12,24 @@ import (
 // The README's metric reference names every metric the code defines, and no other: an
 // operator reading it sees what /metrics can show.
 func TestREADMEListsEveryMetric(t *testing.T) {
-	name := regexp.MustCompile(`moltgate_[a-z0-9_]+`)
+	inCode := codeMetrics(t)
+	inREADME := readmeMetrics(t)
+	for n := range inCode {
+		if _, ok := inREADME[n]; !ok {
+			t.Errorf("%s is defined in the code but not in the README", n)
+		}
+	}
+	for n := range inREADME {
+		if !inCode[n] {
+			t.Errorf("the README lists %s, which the code does not define", n)
+		}
+	}
+}
+
+// codeMetrics returns the moltgate_* metric names quoted in the non-test Go sources.
+func codeMetrics(t *testing.T) map[string]bool {
+	t.Helper()
+	quoted := regexp.MustCompile(`"(moltgate_[a-z0-9_]+)"`)
 	inCode := map[string]bool{}
 	err := filepath.WalkDir("../..", func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -28,7 +45,7 @@ func TestREADMEListsEveryMetric(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		for _, m := range regexp.MustCompile(`"(moltgate_[a-z0-9_]+)"`).FindAllSubmatch(src, -1) {
+		for _, m := range quoted.FindAllSubmatch(src, -1) {
 			inCode[string(m[1])] = true
 		}
 		return nil
@@ -39,24 +56,37 @@ func TestREADMEListsEveryMetric(t *testing.T) {
 	if len(inCode) < 20 {
 		t.Fatalf("found %d metric names in the code, want the full set", len(inCode))
 	}
+	return inCode
+}
+
+// readmeMetrics returns every metric name the README quotes, with the labels its metric
+// tables give it (a table row: | `metric`, `metric` | `label` (values), `label` | ...).
+func readmeMetrics(t *testing.T) map[string]map[string]bool {
+	t.Helper()
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	inREADME := map[string]bool{}
-	for _, m := range regexp.MustCompile("`([^`]*)`").FindAllSubmatch(readme, -1) {
-		if n := name.Find(m[1]); n != nil && string(n) == string(m[1]) {
-			inREADME[string(n)] = true
+	name := regexp.MustCompile(`^moltgate_[a-z0-9_]+$`)
+	quoted := regexp.MustCompile("`([^`]*)`")
+	out := map[string]map[string]bool{}
+	for _, m := range quoted.FindAllSubmatch(readme, -1) {
+		if name.Match(m[1]) && out[string(m[1])] == nil {
+			out[string(m[1])] = map[string]bool{}
 		}
 	}
-	for n := range inCode {
-		if !inREADME[n] {
-			t.Errorf("%s is defined in the code but not in the README", n)
+	for _, line := range strings.Split(string(readme), "\n") {
+		cols := strings.Split(line, "|")
+		if len(cols) < 4 || !strings.HasPrefix(strings.TrimSpace(cols[1]), "`moltgate_") {
+			continue
+		}
+		for _, m := range quoted.FindAllStringSubmatch(cols[1], -1) {
+			for _, l := range quoted.FindAllStringSubmatch(cols[2], -1) {
+				if labels := out[m[1]]; labels != nil {
+					labels[l[1]] = true
+				}
+			}
 		}
 	}
-	for n := range inREADME {
-		if !inCode[n] {
-			t.Errorf("the README lists %s, which the code does not define", n)
-		}
-	}
+	return out
 }
