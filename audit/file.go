@@ -38,7 +38,7 @@ type FileLog struct {
 	log *slog.Logger
 	m   *metrics
 
-	trimMu   sync.Mutex // one trim at a time: only trim removes segments, from the front
+	trimMu   sync.Mutex // one trim at a time (only trim removes segments, from the front); Close waits for it
 	mu       sync.Mutex
 	f        *os.File
 	segs     []segment // oldest first; the last is the file being written
@@ -538,6 +538,8 @@ func (l *FileLog) timedCheckpoint() {
 
 // Close writes a last checkpoint, syncs and closes the current file. Later Emits fail.
 func (l *FileLog) Close() error {
+	l.trimMu.Lock() // a trim under way finishes first; none starts after (trim checks l.f)
+	defer l.trimMu.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.f == nil {
@@ -596,6 +598,10 @@ func (l *FileLog) trim(acked uint64) error {
 	defer l.trimMu.Unlock()
 	for {
 		l.mu.Lock()
+		if l.f == nil { // closed: the directory may belong to a log opened since
+			l.mu.Unlock()
+			return nil
+		}
 		if len(l.segs) < 2 || l.segs[0].first != 0 && l.segs[0].last > acked {
 			l.trimmedLocked()
 			l.mu.Unlock()

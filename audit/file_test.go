@@ -183,3 +183,25 @@ func TestFailedRolloverIsStickyAndLosesNothing(t *testing.T) {
 		t.Fatalf("verify after restart: %d events, %v; want %d", n, err, written+20)
 	}
 }
+
+// A closed log deletes nothing: a shipper that acknowledges events after Close must not
+// trim files that a log opened since on the same directory is reading.
+func TestTrimAfterCloseDeletesNothing(t *testing.T) {
+	dir := t.TempDir()
+	l := openTest(t, dir, 2048)
+	emitN(t, l, 40)
+	before, _ := eventFiles(dir)
+	if len(before) < 3 {
+		t.Fatalf("%d segments, want several", len(before))
+	}
+	l.Close()
+	if err := l.trim(1 << 62); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := eventFiles(dir); len(after) != len(before) {
+		t.Fatalf("trim after Close deleted %d of %d segments", len(before)-len(after), len(before))
+	}
+	if n, err := VerifyDir(dir); err != nil || n != 40 {
+		t.Fatalf("verify: %d events, %v; want 40", n, err)
+	}
+}
