@@ -116,7 +116,8 @@ func TestRotationCrashResume(t *testing.T) {
 		t.Fatalf("final job: %+v", job)
 	}
 	cur := w.ks.Ring().Current()
-	if len(use) != 1 || use[cur] != nKeys+nGateways || len(w.ks.Ring().Versions()) != 1 {
+	// Every key record, gateway token and the 4 tenants' fingerprint keys.
+	if len(use) != 1 || use[cur] != nKeys+nGateways+4 || len(w.ks.Ring().Versions()) != 1 {
 		t.Fatalf("after final run: in use %v, loaded %v, current %d", use, w.ks.Ring().Versions(), cur)
 	}
 	t.Logf("%d kills in %d runs; master version now %d", kills, runs, cur)

@@ -62,8 +62,9 @@ type APIKey struct {
 	// Last4 is the last four characters of the secret; empty for secrets shorter than 16
 	// characters, where four would reveal too much.
 	Last4 string `json:"last4,omitempty"`
-	// Fingerprint is the first 8 bytes of HMAC-SHA256 of the secret under a key derived for the
-	// tenant, in hex: it tells keys apart without enabling an offline guess.
+	// Fingerprint is the first 8 bytes of HMAC-SHA256 of the secret under the tenant's
+	// fingerprint key, in hex: it tells keys apart without enabling an offline guess, and the
+	// same secret has the same fingerprint whenever it is added.
 	Fingerprint          string    `json:"fingerprint"`
 	Scope                []string  `json:"scope,omitempty"`
 	MonthlySpendCapCents int64     `json:"monthly_spend_cap_cents,omitempty"`
@@ -249,7 +250,7 @@ func (m *Keys) add(req AddRequest) (APIKey, error) {
 	if len(req.Secret) >= 16 {
 		k.Last4 = string(req.Secret[len(req.Secret)-4:])
 	}
-	fp, err := m.cfg.Keystore.Fingerprint(req.Tenant, req.Secret)
+	fp, err := m.fingerprint(req.Tenant, req.Secret)
 	if err != nil {
 		return APIKey{}, err
 	}

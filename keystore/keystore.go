@@ -4,11 +4,9 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -466,34 +464,6 @@ func (k *Keystore) forget(master uint32, tenant string, salt uint32) {
 		}
 		tc.sealers.Store(nil)
 	})
-}
-
-// Fingerprint identifies a secret without revealing it: the first 8 bytes, in hex, of
-// HMAC-SHA256 under a key derived for tenant. A plain hash of a low-entropy key could be
-// brute-forced offline; this one needs the master key.
-func (k *Keystore) Fingerprint(tenant string, secret []byte) (string, error) {
-	version := k.ring.Current()
-	master, ok := k.ring.key(version)
-	if !ok {
-		return "", fmt.Errorf("%w: master %d", ErrUnknownVersion, version)
-	}
-	defer clear(master)
-	var salt []byte
-	if k.salts != nil {
-		ts, err := k.salts.forSeal(tenant)
-		if err != nil {
-			return "", err
-		}
-		salt = ts.Versions[ts.Current]
-	}
-	key, err := DeriveTenantKey(master, salt, tenant, "fingerprint")
-	if err != nil {
-		return "", err
-	}
-	defer clear(key)
-	m := hmac.New(sha256.New, key)
-	m.Write(secret)
-	return hex.EncodeToString(m.Sum(nil)[:8]), nil
 }
 
 // DeriveKey is the format-1 tenant key: HKDF-SHA256 of the master key with an info string

@@ -40,8 +40,19 @@ type Quiescer interface {
 // errUnchanged makes Keys.update skip the write.
 var errUnchanged = errors.New("unchanged")
 
-// Reseal implements Target for the key records.
+// Reseal implements Target for the key records and the tenants' fingerprint keys.
 func (m *Keys) Reseal(ctx context.Context, fn ResealFunc) error {
+	var tenants []string
+	if err := m.cfg.KV.ForEach(fingerprintBucket, func(k string, _ []byte) error { tenants = append(tenants, k); return nil }); err != nil {
+		return err
+	}
+	for _, tenant := range tenants {
+		t := ValueTarget{KV: m.cfg.KV, Bucket: fingerprintBucket, Key: tenant,
+			Tenant: tenant, Record: fingerprintRecord, Purpose: fingerprintPurpose}
+		if err := t.Reseal(ctx, fn); err != nil {
+			return err
+		}
+	}
 	var names []string
 	if err := m.cfg.KV.ForEach(keysBucket, func(k string, _ []byte) error { names = append(names, k); return nil }); err != nil {
 		return err

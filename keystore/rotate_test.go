@@ -132,8 +132,14 @@ func checkAll(t testing.TB, kv keystore.KV, keyring string, want map[string]stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	if use.Total != len(want)+nGateways {
-		t.Fatalf("records: got %d, want %d", use.Total, len(want)+nGateways)
+	tenants := map[string]bool{} // each tenant with keys has a sealed fingerprint key too
+	for name := range want {
+		tenant, _, _ := cut(name)
+		tenants[tenant] = true
+	}
+	if use.Total != len(want)+nGateways+len(tenants) {
+		t.Fatalf("records: got %d, want %d keys, %d gateway tokens and %d fingerprint keys",
+			use.Total, len(want), nGateways, len(tenants))
 	}
 	return use.Master
 }
@@ -186,13 +192,14 @@ func TestRotateMasterWhileReading(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if job.Phase != "done" || job.Resealed != 66 || fmt.Sprint(job.Retired) != "[1]" {
-				t.Fatalf("job: got %+v, want done, 66 resealed, [1] retired", job)
+			// 60 keys, 6 gateway tokens and the fingerprint keys of 4 tenants.
+			if job.Phase != "done" || job.Resealed != 70 || fmt.Sprint(job.Retired) != "[1]" {
+				t.Fatalf("job: got %+v, want done, 70 resealed, [1] retired", job)
 			}
 			if reads.Load() == 0 {
 				t.Fatal("no reads ran during rotation")
 			}
-			if use := checkAll(t, kv, keyring, want, 6); len(use) != 1 || use[2] != 66 {
+			if use := checkAll(t, kv, keyring, want, 6); len(use) != 1 || use[2] != 70 {
 				t.Fatalf("versions in use: got %v, want only 2", use)
 			}
 			if v, _ := w.source.Load(t.Context()); len(v) != 1 || v[2] == nil {
@@ -204,11 +211,11 @@ func TestRotateMasterWhileReading(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if job, err = w.rot.RunJob(t.Context()); err != nil || job.Resealed != 15+2 {
-				t.Fatalf("tenant job: %+v, %v (want 17 resealed: 15 keys, 2 gateways)", job, err)
+			if job, err = w.rot.RunJob(t.Context()); err != nil || job.Resealed != 15+2+1 {
+				t.Fatalf("tenant job: %+v, %v (want 18 resealed: 15 keys, 2 gateways, the fingerprint key)", job, err)
 			}
 			use, _ := w.rot.Usage(t.Context())
-			if fmt.Sprint(use.Salts["tenant-1"]) != "map[2:17]" || fmt.Sprint(use.Salts["tenant-0"]) != "map[1:17]" {
+			if fmt.Sprint(use.Salts["tenant-1"]) != "map[2:18]" || fmt.Sprint(use.Salts["tenant-0"]) != "map[1:18]" {
 				t.Fatalf("salts in use: got %v", use.Salts)
 			}
 			if ts, _ := w.ks.TenantSalts("tenant-1"); len(ts.Versions) != 1 {
@@ -426,7 +433,8 @@ func TestRotateReadOnlySource(t *testing.T) {
 		t.Fatalf("start: %+v %v", j, err)
 	}
 	j, err := rot.RunJob(t.Context())
-	if err != nil || j.Resealed != 5 || fmt.Sprint(j.Retired) != "[1]" || fmt.Sprint(ks.Ring().Versions()) != "[2]" {
+	// Five keys and the tenant's fingerprint key.
+	if err != nil || j.Resealed != 6 || fmt.Sprint(j.Retired) != "[1]" || fmt.Sprint(ks.Ring().Versions()) != "[2]" {
 		t.Fatalf("job %+v, %v; loaded %v", j, err, ks.Ring().Versions())
 	}
 	o, _ := keystore.NewOpener(keys, audit.Actor{Kind: "service", ID: "proxy"}, keystore.ReasonUpstreamCredential, &nopAudit{})
@@ -434,5 +442,46 @@ func TestRotateReadOnlySource(t *testing.T) {
 		if got, err := o.Open(t.Context(), "tenant-0", id); err != nil || string(got) != secretOf(0, i) {
 			t.Fatalf("key %d after rotation: %v", i, err)
 		}
+	}
+}
+
+// A secret's fingerprint is the same whenever it is added: its tenant's fingerprint key is
+// sealed like any record, so master and tenant rotations re-encrypt it without changing it.
+// Another tenant's fingerprint of the same secret differs.
+func TestFingerprintSurvivesRotation(t *testing.T) {
+	kv := keystore.Backends()["bolt"](t)
+	w := openWorld(t, kv, writeKeyring(t, t.TempDir()), nil)
+	add := func(tenant string) keystore.APIKey {
+		t.Helper()
+		k, err := w.keys.Add(t.Context(), keystore.AddRequest{Tenant: tenant, Provider: "openai", Secret: keystore.Secret("sk-same-secret-0123456789")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	first := add("tenant-a")
+	if other := add("tenant-b"); other.Fingerprint == first.Fingerprint {
+		t.Fatalf("two tenants share fingerprint %s", first.Fingerprint)
+	}
+	if _, err := w.rot.StartMaster(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if j, err := w.rot.RunJob(t.Context()); err != nil || fmt.Sprint(j.Retired) != "[1]" {
+		t.Fatalf("master rotation: %+v, %v", j, err)
+	}
+	if _, err := w.rot.StartTenant(t.Context(), "tenant-a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.rot.RunJob(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if again := add("tenant-a"); again.Fingerprint != first.Fingerprint {
+		t.Fatalf("after rotations: fingerprint %s, want %s as before", again.Fingerprint, first.Fingerprint)
+	}
+	// And a restarted process (a fresh keystore over the same store) agrees.
+	w2 := openWorld(t, kv, w.source.Path, nil)
+	k, err := w2.keys.Add(t.Context(), keystore.AddRequest{Tenant: "tenant-a", Provider: "openai", Secret: keystore.Secret("sk-same-secret-0123456789")})
+	if err != nil || k.Fingerprint != first.Fingerprint {
+		t.Fatalf("after a restart: %s, %v; want %s", k.Fingerprint, err, first.Fingerprint)
 	}
 }

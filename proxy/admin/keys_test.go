@@ -350,7 +350,8 @@ func TestAdminKeyLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	rot := waitRotation(t, ops)
-	if rot.Job.Kind != "master" || rot.Job.Master != 2 || rot.Usage.Master[1] != 0 || rot.Usage.Master[2] != 3 {
+	// Three keys and the tenant's fingerprint key.
+	if rot.Job.Kind != "master" || rot.Job.Master != 2 || rot.Usage.Master[1] != 0 || rot.Usage.Master[2] != 4 {
 		t.Fatalf("master rotation: %+v", rot)
 	}
 	// ?usage=0 answers the job without counting records.
@@ -369,7 +370,7 @@ func TestAdminKeyLifecycle(t *testing.T) {
 	if _, err := owner.RotateTenantKeys(ctx, tenant); err != nil {
 		t.Fatal(err)
 	}
-	if rot = waitRotation(t, ops); rot.Job.Kind != "tenant" || rot.Usage.Salts[tenant][2] != 3 {
+	if rot = waitRotation(t, ops); rot.Job.Kind != "tenant" || rot.Usage.Salts[tenant][2] != 4 {
 		t.Fatalf("tenant rotation: %+v", rot)
 	}
 	o, err := keystore.NewOpener(f.keys, audit.Actor{Kind: "service", ID: "proxy"}, keystore.ReasonUpstreamCredential, f.al)
