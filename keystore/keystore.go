@@ -489,40 +489,29 @@ func DeriveTenantKey(master, salt []byte, tenant, purpose string) ([]byte, error
 }
 
 func tenantKeyInfo(tenant, purpose string) []byte {
-	info := make([]byte, 0, 32+len(tenant)+len(purpose))
-	info = append(info, "moltgate/v2/tenant-key"...)
-	info = binary.BigEndian.AppendUint32(info, uint32(len(tenant)))
-	info = append(info, tenant...)
-	info = binary.BigEndian.AppendUint32(info, uint32(len(purpose)))
-	return append(info, purpose...)
+	info := append(make([]byte, 0, 32+len(tenant)+len(purpose)), "moltgate/v2/tenant-key"...)
+	return appendLP(appendLP(info, tenant), purpose)
+}
+
+// appendLP appends s with its length, 4 bytes big-endian, before it: fields so framed can
+// be concatenated without two choices of names ever giving the same bytes.
+func appendLP(b []byte, s string) []byte {
+	return append(binary.BigEndian.AppendUint32(b, uint32(len(s))), s...)
 }
 
 // appendAD appends the format-1 binding of a ciphertext to its tenant, record, purpose and
 // key version, so one copied into another tenant's or record's place does not open (a swap
 // attack).
 func appendAD(ad []byte, tenant, record, purpose string, version uint32) []byte {
-	ad = append(ad, "moltgate/v1/ad\x00"...)
-	ad = binary.BigEndian.AppendUint32(ad, uint32(len(tenant)))
-	ad = append(ad, tenant...)
-	ad = binary.BigEndian.AppendUint32(ad, uint32(len(record)))
-	ad = append(ad, record...)
-	ad = binary.BigEndian.AppendUint32(ad, uint32(len(purpose)))
-	ad = append(ad, purpose...)
+	ad = appendLP(appendLP(appendLP(append(ad, "moltgate/v1/ad\x00"...), tenant), record), purpose)
 	return binary.BigEndian.AppendUint32(ad, version)
 }
 
 // appendAD2 appends the format-2 binding: as format 1, plus the tenant salt version, under
 // a different label so a format-1 binding can never equal a format-2 one.
 func appendAD2(ad []byte, tenant, record, purpose string, version, salt uint32) []byte {
-	ad = append(ad, "moltgate/v2/ad"...)
-	ad = binary.BigEndian.AppendUint32(ad, uint32(len(tenant)))
-	ad = append(ad, tenant...)
-	ad = binary.BigEndian.AppendUint32(ad, uint32(len(record)))
-	ad = append(ad, record...)
-	ad = binary.BigEndian.AppendUint32(ad, uint32(len(purpose)))
-	ad = append(ad, purpose...)
-	ad = binary.BigEndian.AppendUint32(ad, version)
-	return binary.BigEndian.AppendUint32(ad, salt)
+	ad = appendLP(appendLP(appendLP(append(ad, "moltgate/v2/ad"...), tenant), record), purpose)
+	return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(ad, version), salt)
 }
 
 // adContext is format 3's binding of tenant, purpose and key versions: the first 16 bytes of
@@ -530,14 +519,8 @@ func appendAD2(ad []byte, tenant, record, purpose string, version, salt uint32) 
 // key, so a seal or open authenticates 16 bytes and the record id, not the whole context:
 // additional data longer than 48 bytes costs AES-GCM a third more on a 64-byte secret.
 func adContext(tenant, purpose string, master, salt uint32) [contextSize]byte {
-	b := make([]byte, 0, 32+len(tenant)+len(purpose))
-	b = append(b, "moltgate/v3/ad"...)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(tenant)))
-	b = append(b, tenant...)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(purpose)))
-	b = append(b, purpose...)
-	b = binary.BigEndian.AppendUint32(b, master)
-	b = binary.BigEndian.AppendUint32(b, salt)
-	sum := sha256.Sum256(b)
+	b := append(make([]byte, 0, 32+len(tenant)+len(purpose)), "moltgate/v3/ad"...)
+	b = appendLP(appendLP(b, tenant), purpose)
+	sum := sha256.Sum256(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(b, master), salt))
 	return [contextSize]byte(sum[:contextSize])
 }
