@@ -53,15 +53,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for typ := range knownTypes {
 		m.byType[typ] = m.events.WithLabelValues(typ)
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.events, m.emitErrors, m.emitSeconds, m.spoolBytes, m.spoolEvents,
-			m.spoolMax, m.spoolAlarm, m.spoolFull, m.sinkLag, m.sinkErrors, m.checkpoints} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("audit: metrics: %w", err)
-			}
+	return m, register(reg, m.events, m.emitErrors, m.emitSeconds, m.spoolBytes, m.spoolEvents,
+		m.spoolMax, m.spoolAlarm, m.spoolFull, m.sinkLag, m.sinkErrors, m.checkpoints)
+}
+
+// register registers cs with reg (none when reg is nil).
+func register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	if reg == nil {
+		return nil
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("audit: metrics: %w", err)
 		}
 	}
-	return m, nil
+	return nil
 }
 
 // event is the counter of events of type typ ("other" for a type not in knownTypes).
@@ -91,12 +97,5 @@ func newArchiveMetrics(reg prometheus.Registerer) (*archiveMetrics, error) {
 		deleted: prometheus.NewCounter(prometheus.CounterOpts{Name: "moltgate_audit_retention_deleted_segments_total",
 			Help: "Archive segments deleted after their retention."}),
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.archived, m.segments, m.verifyFailures, m.deleted} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("audit: metrics: %w", err)
-			}
-		}
-	}
-	return m, nil
+	return m, register(reg, m.archived, m.segments, m.verifyFailures, m.deleted)
 }
