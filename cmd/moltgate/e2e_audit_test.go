@@ -269,7 +269,7 @@ audit:
   archive: {interval: 50ms}
 `)
 	ctx := t.Context()
-	ops := &admin.Client{BaseURL: mg.adminURL, Token: mg.adminToken}
+	ops := mg.admin()
 	gw := admin.CreateRequest{ID: "gwe", Tenant: "tenant-e", Owner: "user_e", Upstream: "http://127.0.0.1:1"}
 	if _, err := ops.Create(ctx, gw); err != nil { // admin.change
 		t.Fatal(err)

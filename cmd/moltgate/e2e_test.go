@@ -20,6 +20,7 @@ import (
 
 	"github.com/moltgate/moltgate/audit"
 	"github.com/moltgate/moltgate/internal/testenv"
+	"github.com/moltgate/moltgate/proxy/admin"
 	"github.com/moltgate/moltgate/proxy/authn/clerktest"
 )
 
@@ -128,6 +129,11 @@ func (in *instance) cli(t *testing.T, args ...string) string {
 		t.Fatalf("moltgate %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// admin returns an admin API client of in, with the admin token.
+func (in *instance) admin() *admin.Client {
+	return &admin.Client{BaseURL: in.adminURL, Token: in.adminToken, HTTP: &http.Client{Timeout: 30 * time.Second}}
 }
 
 // events returns the audit events written so far, after verifying their chain.

@@ -3,7 +3,6 @@ package main_test
 import (
 	"bufio"
 	"encoding/json"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -197,15 +196,8 @@ admin_token: {file: @ADMINTOKEN@}
 	t.Run("member removed through the admin API loses the socket within a second", func(t *testing.T) {
 		leaver.next(t, "connect", 60*time.Second)
 		leaver.next(t, "ready", 5*time.Second)
-		req, _ := http.NewRequest(http.MethodDelete, mg.adminURL+"/v1/gateways/gwws/members/user_ws_leaver", nil)
-		req.Header.Set("Authorization", "Bearer "+mg.adminToken)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode/100 != 2 {
-			t.Fatalf("remove member: status %d", resp.StatusCode)
+		if _, err := mg.admin().RemoveMember(t.Context(), "gwws", "user_ws_leaver"); err != nil {
+			t.Fatalf("remove member: %v", err)
 		}
 		s := leaver.next(t, "closed", time.Second)
 		if string(s.Code) != "1008" || !strings.Contains(s.Reason, "not_a_member") {

@@ -210,16 +210,8 @@ trusted_proxies: [127.0.0.2]
 				}
 			}
 		}()
-		req, _ := http.NewRequestWithContext(ctxTimeout(t, 30*time.Second), http.MethodDelete,
-			mg.adminURL+"/v1/gateways/gwtpws/members/"+viewer, nil)
-		req.Header.Set("Authorization", "Bearer "+mg.adminToken)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode/100 != 2 {
-			t.Fatalf("remove member: status %d", resp.StatusCode)
+		if _, err := mg.admin().RemoveMember(ctxTimeout(t, 30*time.Second), "gwtpws", viewer); err != nil {
+			t.Fatalf("remove member: %v", err)
 		}
 		select {
 		case err := <-closed:

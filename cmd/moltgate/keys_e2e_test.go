@@ -89,7 +89,7 @@ func TestKeysEndToEnd(t *testing.T) {
 	}
 
 	// Many records, so kills land in the middle of re-encryption.
-	c := &admin.Client{BaseURL: mg.adminURL, Token: mg.adminToken, HTTP: &http.Client{Timeout: 30 * time.Second}}
+	c := mg.admin()
 	ids := map[string]string{k.ID: "org_e2e"}
 	for i := range nKeys {
 		tenant := fmt.Sprintf("org_t%d", i%5)
@@ -139,7 +139,7 @@ func TestKeysEndToEnd(t *testing.T) {
 		}
 
 		mg = startMoltgate(t, config) // fails the test if any gateway token does not open
-		c = &admin.Client{BaseURL: mg.adminURL, Token: mg.adminToken, HTTP: &http.Client{Timeout: 30 * time.Second}}
+		c = mg.admin()
 		for id, tenant := range ids {
 			if _, err := c.VerifyKey(t.Context(), tenant, id); err != nil {
 				t.Fatalf("run %d: key %s/%s after the kill: %v", runs, tenant, id, err)

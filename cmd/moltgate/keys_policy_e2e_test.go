@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/moltgate/moltgate/proxy/admin"
 )
@@ -50,7 +49,7 @@ func TestKeysPolicyEndToEnd(t *testing.T) {
 	}
 	config := fmt.Sprintf(keysConfig, dataDir, keyring, provider.URL) + "policies:\n  dir: \"" + policyDir + "\"\n"
 	mg := startMoltgate(t, config)
-	c := &admin.Client{BaseURL: mg.adminURL, Token: mg.adminToken, HTTP: &http.Client{Timeout: 30 * time.Second}}
+	c := mg.admin()
 	const tenant = "org_spend"
 	gw, err := c.Create(t.Context(), admin.CreateRequest{ID: "gwcap", Tenant: tenant, Owner: "user_1", Upstream: upstream.URL})
 	if err != nil {
@@ -97,7 +96,7 @@ func TestKeysPolicyEndToEnd(t *testing.T) {
 	mg.cmd.Process.Kill()
 	mg.cmd.Wait()
 	mg = startMoltgate(t, config)
-	c = &admin.Client{BaseURL: mg.adminURL, Token: mg.adminToken, HTTP: &http.Client{Timeout: 30 * time.Second}}
+	c = mg.admin()
 	invoke("after restart", mg, http.StatusOK, `"ok":true`)
 
 	if _, err := c.RevokeKey(t.Context(), tenant, k.ID, true); err != nil {
