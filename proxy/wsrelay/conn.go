@@ -325,7 +325,7 @@ func (c *conn) handle(ctx context.Context, f *frame, data []byte) bool {
 		c.mu.Lock()
 		c.connected = true
 		c.mu.Unlock()
-		return c.forward(ctx, out, "allow")
+		return c.forward(ctx, out)
 	case f.method == "connect":
 		c.end(closeProtocol, websocket.StatusPolicyViolation, "connect sent twice")
 		return false
@@ -335,25 +335,29 @@ func (c *conn) handle(ctx context.Context, f *frame, data []byte) bool {
 	d, err := c.decide(ctx, f)
 	switch {
 	case err != nil:
-		c.rl.m.messages.WithLabelValues("client", "error").Inc()
+		c.rl.m.clientErrored.Inc()
 		c.rl.deps.Logger.LogAttrs(ctx, slog.LevelError, "wsrelay: policy evaluation failed",
 			slog.String("request_id", c.s.RequestID), slog.Any("err", err))
-		c.audit(audit.TypePolicyDeny, "policy_error", f.method)
-		return c.reply(ctx, errorResponse(f.id, "UNAVAILABLE", "moltgate: policy evaluation failed"))
+		return c.refuse(ctx, f, "policy_error", "UNAVAILABLE", "moltgate: policy evaluation failed")
 	case !d.Allow:
-		c.rl.m.messages.WithLabelValues("client", "deny").Inc()
-		if err := c.audit(audit.TypePolicyDeny, d.Reason, f.method); err != nil {
-			// A refusal that cannot be put on record ends the socket: it must not go on
-			// being refused (or probed) unaudited.
-			c.end(closeAuditErr, websocket.StatusInternalError, "audit unavailable")
-			return false
-		}
-		return c.reply(ctx, errorResponse(f.id, "FORBIDDEN", "moltgate: "+d.Reason))
+		c.rl.m.clientDenied.Inc()
+		return c.refuse(ctx, f, d.Reason, "FORBIDDEN", "moltgate: "+d.Reason)
 	}
-	return c.forward(ctx, data, "allow")
+	return c.forward(ctx, data)
 }
 
-func (c *conn) forward(ctx context.Context, data []byte, decision string) bool {
+// refuse records the refusal of request f and answers it with an error response. A refusal
+// that cannot be put on record ends the socket instead: it must not go on being refused (or
+// probed) unaudited.
+func (c *conn) refuse(ctx context.Context, f *frame, reason, code, message string) bool {
+	if err := c.audit(audit.TypePolicyDeny, reason, f.method); err != nil {
+		c.end(closeAuditErr, websocket.StatusInternalError, "audit unavailable")
+		return false
+	}
+	return c.reply(ctx, errorResponse(f.id, code, message))
+}
+
+func (c *conn) forward(ctx context.Context, data []byte) bool {
 	wctx, cancel := context.WithTimeout(ctx, c.rl.cfg.WriteTimeout)
 	err := c.upstream.Write(wctx, websocket.MessageText, data)
 	cancel()
@@ -361,7 +365,7 @@ func (c *conn) forward(ctx context.Context, data []byte, decision string) bool {
 		c.end(closeUpstream, websocket.StatusInternalError, "gateway connection lost")
 		return false
 	}
-	c.rl.m.messages.WithLabelValues("client", decision).Inc()
+	c.rl.m.clientAllowed.Inc()
 	return true
 }
 

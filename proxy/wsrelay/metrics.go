@@ -10,7 +10,8 @@ type metrics struct {
 	cache    *prometheus.CounterVec // result: hit, miss
 
 	// Children bound once for the per-message counts, so a message costs no label lookup.
-	cacheHit, cacheMiss, gatewayMessages prometheus.Counter
+	cacheHit, cacheMiss, gatewayMessages       prometheus.Counter
+	clientAllowed, clientDenied, clientErrored prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -44,5 +45,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.cacheHit, m.cacheMiss = m.cache.WithLabelValues("hit"), m.cache.WithLabelValues("miss")
 	m.gatewayMessages = m.messages.WithLabelValues("gateway", "none")
+	m.clientAllowed = m.messages.WithLabelValues("client", "allow")
+	m.clientDenied = m.messages.WithLabelValues("client", "deny")
+	m.clientErrored = m.messages.WithLabelValues("client", "error")
 	return m, nil
 }
