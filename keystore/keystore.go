@@ -191,18 +191,19 @@ func (d *derived) is(h Header, purpose string) bool {
 	return d.master == h.Master && d.salt == h.Salt && d.format == h.Format && d.purpose == purpose
 }
 
-// binding is a record's additional data under one key. It is never changed once stored.
+// binding is a record's additional data under one key (and so one tenant). It is never
+// changed once stored.
 type binding struct {
-	tenant, record string
-	ad             []byte
+	record string
+	ad     []byte
 }
 
-// ad returns the additional data of tenant's record under d.
+// ad returns the additional data of tenant's record under d, tenant's key.
 func (d *derived) ad(tenant, record string) []byte {
-	if b := d.last.Load(); b != nil && b.record == record && b.tenant == tenant {
+	if b := d.last.Load(); b != nil && b.record == record {
 		return b.ad
 	}
-	b := &binding{tenant: tenant, record: record, ad: d.appendAD(nil, tenant, record)}
+	b := &binding{record: record, ad: d.appendAD(nil, tenant, record)}
 	d.last.Store(b)
 	return b.ad
 }
