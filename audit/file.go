@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,7 +58,8 @@ type FileLog struct {
 	archived map[*shipper]uint64 // what each sink's archive holds
 
 	syncReq chan struct{}
-	fsync   func(*os.File) error // (*os.File).Sync; a test injects failures here
+	fsync   func(*os.File) error  // (*os.File).Sync; a test injects failures here
+	ready   atomic.Pointer[error] // what Ready returns; see readyLocked
 }
 
 type segment struct {
@@ -291,6 +293,7 @@ func (l *FileLog) openIndex(i int, existing bool) error {
 		l.segs = append(l.segs, segment{index: i})
 	}
 	l.f = f
+	l.readyLocked()
 	return nil
 }
 
@@ -362,6 +365,7 @@ func (l *FileLog) appendLocked(e *Event) error {
 	if l.bytes+n > l.cfg.SpoolMaxBytes {
 		if !l.full {
 			l.full = true
+			l.readyLocked()
 			l.m.spoolFull.Set(1)
 			l.log.Error("audit: spool full: refusing events (and requests) until the archive catches up",
 				"spool_bytes", l.bytes, "spool_max_bytes", l.cfg.SpoolMaxBytes)
@@ -372,6 +376,7 @@ func (l *FileLog) appendLocked(e *Event) error {
 	if cur.size > 0 && cur.size+n > l.cfg.MaxFileBytes {
 		if err := l.rollover(); err != nil {
 			l.werr = err // the current file is closed: no later event can be written
+			l.readyLocked()
 			return err
 		}
 		cur = &l.segs[len(l.segs)-1]
@@ -420,18 +425,33 @@ func (l *FileLog) rollover() error {
 
 // Ready reports whether Emit can accept events: ErrSpoolFull while the spool is full,
 // ErrClosed after Close. The proxy refuses requests while it is not nil.
+//
+// It takes no lock (every request on both listeners asks): it reads what readyLocked
+// published when the state last changed.
 func (l *FileLog) Ready() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	switch {
-	case l.f == nil:
-		return ErrClosed
-	case l.werr != nil:
-		return l.werr
-	case l.full:
-		return ErrSpoolFull
+	if err := l.ready.Load(); err != nil {
+		return *err
 	}
 	return nil
+}
+
+// readyLocked publishes, for Ready, whether Emit can take events now. l.mu is held; every
+// change to l.f, l.werr or l.full is followed by a call.
+func (l *FileLog) readyLocked() {
+	var err error
+	switch {
+	case l.f == nil:
+		err = ErrClosed
+	case l.werr != nil:
+		err = l.werr
+	case l.full:
+		err = ErrSpoolFull
+	}
+	if err == nil {
+		l.ready.Store(nil)
+	} else {
+		l.ready.Store(&err)
+	}
 }
 
 // Sync flushes written events to stable storage and releases Emits waiting for it.
@@ -548,6 +568,7 @@ func (l *FileLog) Close() error {
 	l.checkpointIfNewLocked()
 	err := errors.Join(l.f.Sync(), l.f.Close())
 	l.f = nil
+	l.readyLocked()
 	if err != nil {
 		err = fmt.Errorf("audit: close: %w", err)
 	}
@@ -633,6 +654,7 @@ func (l *FileLog) trim(acked uint64) error {
 func (l *FileLog) trimmedLocked() {
 	if l.full && l.bytes < l.cfg.SpoolMaxBytes/10*9 {
 		l.full = false
+		l.readyLocked()
 		l.m.spoolFull.Set(0)
 		l.log.Info("audit: spool has room again: accepting events", "spool_bytes", l.bytes)
 	}

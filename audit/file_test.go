@@ -124,7 +124,13 @@ func TestCrashCutLastLineIsRemoved(t *testing.T) {
 
 func TestEmitAfterCloseFails(t *testing.T) {
 	l := openTest(t, t.TempDir(), 0)
+	if err := l.Ready(); err != nil {
+		t.Fatalf("Ready when open: %v", err)
+	}
 	l.Close()
+	if err := l.Ready(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Ready after Close: %v, want ErrClosed", err)
+	}
 	if err := l.Emit(t.Context(), Event{Type: TypeAdminChange}); err == nil || !strings.Contains(err.Error(), "closed") {
 		t.Fatalf("got %v, want closed error", err)
 	}
