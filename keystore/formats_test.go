@@ -38,12 +38,7 @@ func TestFormat3RefusesMovedOrDamagedCiphertext(t *testing.T) {
 		t.Fatal(err)
 	}
 	mod := func(i int, x byte) []byte { c := bytes.Clone(sealed); c[i] ^= x; return c }
-	tests := []struct {
-		name                    string
-		tenant, record, purpose string
-		data                    []byte
-		want                    error
-	}{
+	tests := []refusal{
 		{"other tenant", "tenant-b", "keys/k1", "provider_key", sealed, ErrOpen},
 		{"other record", "tenant-a", "keys/k2", "provider_key", sealed, ErrOpen},
 		{"other purpose", "tenant-a", "keys/k1", "channel_credential", sealed, ErrOpen},
@@ -56,17 +51,7 @@ func TestFormat3RefusesMovedOrDamagedCiphertext(t *testing.T) {
 		{"format 3 read as format 1", "tenant-a", "keys/k1", "provider_key", mod(0, 2), ErrOpen},
 		{"unknown format", "tenant-a", "keys/k1", "provider_key", mod(0, 0x10), ErrMalformed},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := k.Open(tt.tenant, tt.record, tt.purpose, tt.data)
-			if !errors.Is(err, tt.want) {
-				t.Fatalf("got %v, want %v", err, tt.want)
-			}
-			if got != nil {
-				t.Fatalf("returned %d bytes of plaintext on failure", len(got))
-			}
-		})
-	}
+	checkRefusals(t, k, tests)
 	// Every truncation fails with a typed error and no plaintext.
 	for n := range len(sealed) {
 		got, err := k.Open("tenant-a", "keys/k1", "provider_key", sealed[:n])

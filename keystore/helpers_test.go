@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -116,4 +117,28 @@ func scanForSecrets(t *testing.T, where, out string, secrets ...string) {
 func encodings(s string) []string {
 	b := []byte(s)
 	return []string{s, hex.EncodeToString(b), base64.StdEncoding.EncodeToString(b), base64.RawURLEncoding.EncodeToString(b)}
+}
+
+// refusal is a ciphertext Open must refuse for tenant, record and purpose, with want.
+type refusal struct {
+	name                    string
+	tenant, record, purpose string
+	data                    []byte
+	want                    error
+}
+
+// checkRefusals opens each case with k: each fails with its typed error and no plaintext.
+func checkRefusals(t *testing.T, k *Keystore, tests []refusal) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := k.Open(tt.tenant, tt.record, tt.purpose, tt.data)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("got %v, want %v", err, tt.want)
+			}
+			if got != nil {
+				t.Fatalf("returned %d bytes of plaintext on failure", len(got))
+			}
+		})
+	}
 }
