@@ -288,7 +288,7 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	until := fs.String("until", "", "RFC 3339 time (query)")
 	data := fs.String("data", "./data", "data directory (pubkey)")
 	if err := fs.Parse(args[1:]); err != nil {
-		return usageError{err.Error()}
+		return flagError(err)
 	}
 	switch args[0] {
 	case "verify":

@@ -131,6 +131,13 @@ func TestRunCommandLine(t *testing.T) {
 			t.Errorf("%v: got %v (exit %d), want a usage error", args, err, exitCode(err))
 		}
 	}
+	// -h and --help print the flags and exit 0, for every command that takes flags.
+	for _, args := range [][]string{{"serve", "-h"}, {"gateway", "--help"}, {"keys", "list", "-h"}, {"audit", "verify", "--help"}} {
+		errOut.Reset()
+		if err := run(t.Context(), args, noEnv, &out, &errOut); exitCode(err) != 0 || !strings.Contains(errOut.String(), "Usage of") {
+			t.Errorf("%v: got %v (exit %d), stderr %q; want the flags and exit 0", args, err, exitCode(err), errOut.String())
+		}
+	}
 	out.Reset()
 	if err := run(t.Context(), []string{"policy", "test"}, noEnv, &out, &errOut); err != nil || !strings.Contains(out.String(), " passed, 0 failed") {
 		t.Fatalf("policy test: %v %q", err, out.String())

@@ -20,9 +20,23 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
+// flagError classes an error of FlagSet.Parse: -h and --help (flag.ErrHelp, the usage
+// already printed) stay as they are, so main exits 0; anything else is a usage error.
+func flagError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return usageError{err.Error()}
+}
+
+// exitCode is the process's exit status after err: 0 for none and for a help request, 2
+// for a usage error, 1 for anything else.
 func exitCode(err error) int {
 	var u usageError
-	if errors.As(err, &u) {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &u):
 		return 2
 	}
 	return 1
@@ -59,7 +73,7 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 		fs := newFlags("serve", stderr)
 		cfgPath := fs.String("config", "", "configuration file (default: embedded defaults)")
 		if err := fs.Parse(args[1:]); err != nil {
-			return usageError{err.Error()}
+			return flagError(err)
 		}
 		cfg, err := loadConfig(*cfgPath, env)
 		if err != nil {
@@ -132,7 +146,7 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	var words []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			return nil, usageError{err.Error()}
+			return nil, flagError(err)
 		}
 		args = fs.Args()
 		if len(args) == 0 {
