@@ -33,7 +33,8 @@ var ErrInvalidGateway = errors.New("invalid gateway")
 //
 // Allowlist entries are canonicalised (a bare address becomes a /32 or /128 prefix); an
 // entry that does not parse is kept as written, so it matches no address and the allowlist
-// still binds: dropping it could turn a restricted gateway into an open one.
+// still binds: dropping it could turn a restricted gateway into an open one. Skill rule
+// names are given as CanonicalName returns them, as the names in the input are.
 func (e *Engine) gatewayValue(ctx context.Context, g *registry.Gateway) ast.Value {
 	members := make([][2]*ast.Term, 0, len(g.Members))
 	for _, user := range slices.Sorted(maps.Keys(g.Members)) {
@@ -51,8 +52,8 @@ func (e *Engine) gatewayValue(ctx context.Context, g *registry.Gateway) ast.Valu
 		[2]*ast.Term{str("members"), ast.NewTerm(ast.NewObject(members...))},
 		[2]*ast.Term{str("allowlist"), ast.ArrayTerm(allow...)},
 		[2]*ast.Term{str("skills"), ast.ObjectTerm(
-			[2]*ast.Term{str("allow"), stringsTerm(g.Skills.Allow)},
-			[2]*ast.Term{str("deny"), stringsTerm(g.Skills.Deny)},
+			[2]*ast.Term{str("allow"), namesTerm(g.Skills.Allow)},
+			[2]*ast.Term{str("deny"), namesTerm(g.Skills.Deny)},
 		)},
 	)
 }
@@ -68,6 +69,15 @@ func (e *Engine) canonicalCIDR(ctx context.Context, gateway, entry string) strin
 	e.logger.LogAttrs(ctx, slog.LevelWarn, "policies: allowlist entry is not a CIDR; it matches no address",
 		slog.String("gateway", gateway), slog.String("entry", entry))
 	return entry
+}
+
+// namesTerm is an array of the canonical forms of tool or skill names.
+func namesTerm(names []string) *ast.Term {
+	ts := make([]*ast.Term, len(names))
+	for i, n := range names {
+		ts[i] = str(CanonicalName(n))
+	}
+	return ast.ArrayTerm(ts...)
 }
 
 func stringsTerm(ss []string) *ast.Term {

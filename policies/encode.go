@@ -97,7 +97,8 @@ func appendStrings(words []string, doc any) []string {
 }
 
 // input builds the policy input. Fields tagged omitempty in Input are left out when empty,
-// exactly as the JSON encoding of Input would, so policies see the same document either way.
+// exactly as the JSON encoding of Input would, so policies see the same document either way,
+// except that tool and skill names are given as CanonicalName returns them.
 func (c *codec) input(in *Input) ast.Value {
 	subj := make([][2]*ast.Term, 0, 8)
 	subj = append(subj, [2]*ast.Term{c.kind, str(in.Subject.Kind)}, [2]*ast.Term{c.id, str(in.Subject.ID)})
@@ -130,8 +131,8 @@ func (c *codec) input(in *Input) ast.Value {
 	req[0] = [2]*ast.Term{c.method, str(in.Request.Method)}
 	req[1] = [2]*ast.Term{c.path, str(in.Request.Path)}
 	req[2] = [2]*ast.Term{c.host, str(in.Request.Host)}
-	if in.Request.Tool != "" {
-		req = append(req, [2]*ast.Term{c.tool, str(in.Request.Tool)})
+	if tool := CanonicalName(in.Request.Tool); tool != "" {
+		req = append(req, [2]*ast.Term{c.tool, str(tool)})
 	}
 
 	top := make([][2]*ast.Term, 6, 7)
@@ -143,11 +144,11 @@ func (c *codec) input(in *Input) ast.Value {
 	top[5] = [2]*ast.Term{c.action, str(in.Action)}
 	if in.WS != nil {
 		ws := [][2]*ast.Term{{c.method, str(in.WS.Method)}}
-		if in.WS.Tool != "" {
-			ws = append(ws, [2]*ast.Term{c.tool, str(in.WS.Tool)})
+		if tool := CanonicalName(in.WS.Tool); tool != "" {
+			ws = append(ws, [2]*ast.Term{c.tool, str(tool)})
 		}
-		if in.WS.Skill != "" {
-			ws = append(ws, [2]*ast.Term{c.skill, str(in.WS.Skill)})
+		if skill := CanonicalName(in.WS.Skill); skill != "" {
+			ws = append(ws, [2]*ast.Term{c.skill, str(skill)})
 		}
 		top = append(top, [2]*ast.Term{c.ws, ast.NewTerm(ast.NewObject(ws...))})
 	}

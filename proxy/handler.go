@@ -326,8 +326,10 @@ func httpAction(method, path string) string {
 	return actionWrite
 }
 
-// readTool reads the POST /tools/invoke body, up to limit bytes, for its "tool" and puts the
-// body back intact for the gateway.
+// readTool reads the POST /tools/invoke body, up to limit bytes, for the tool it names and
+// puts the body back intact for the gateway. The gateway runs the tool named by "name", or by
+// "tool" when "name" is absent or null (invokeGatewayTool: input.name ?? input.tool); a body
+// whose two fields name different tools is refused rather than decided on either.
 func readTool(r *http.Request, limit int64) (tool string, status int, reason string) {
 	// An encoded body would be read one way here and another way upstream.
 	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
@@ -350,14 +352,25 @@ func readTool(r *http.Request, limit int64) (tool string, status int, reason str
 	if err := json.Unmarshal(body, &fields); err != nil {
 		return "", http.StatusBadRequest, "bad_body"
 	}
-	raw, ok := fields["tool"]
-	if !ok {
+	var names []string
+	for _, key := range []string{"name", "tool"} {
+		raw, ok := fields[key]
+		if !ok || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+			continue
+		}
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return "", http.StatusBadRequest, "bad_body"
+		}
+		names = append(names, s)
+	}
+	if len(names) == 0 {
 		return "", 0, ""
 	}
-	if err := json.Unmarshal(raw, &tool); err != nil {
-		return "", http.StatusBadRequest, "bad_body"
+	if len(names) == 2 && policies.CanonicalName(names[0]) != policies.CanonicalName(names[1]) {
+		return "", http.StatusBadRequest, "ambiguous_tool"
 	}
-	return tool, 0, ""
+	return names[0], 0, ""
 }
 
 func isUpgrade(r *http.Request) bool {

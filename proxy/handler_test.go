@@ -455,6 +455,21 @@ func TestToolRules(t *testing.T) {
 		{`{"args":{}}`, 403, "tool_missing"},
 		{`{"tool":7}`, 400, "bad_body"},
 		{`[]`, 400, "bad_body"},
+		// The gateway trims the name, resolves its aliases (bash runs exec), and runs "name"
+		// before "tool": each of these would run exec.
+		{`{"tool":" exec"}`, 403, "tool_denied"},
+		{`{"tool":"EXEC\n"}`, 403, "tool_denied"},
+		{`{"tool":"exec\u00a0"}`, 403, "tool_denied"},
+		{`{"tool":"\ufeffexec"}`, 403, "tool_denied"},
+		{`{"tool":"bash"}`, 403, "tool_denied"},
+		{`{"name":"exec"}`, 403, "tool_denied"},
+		{`{"name":null,"tool":"exec"}`, 403, "tool_denied"},
+		{`{"name":"Exec","tool":"bash"}`, 403, "tool_denied"},
+		{`{"name":"exec","tool":"sessions_list"}`, 400, "ambiguous_tool"},
+		{`{"name":"sessions_list","tool":"exec"}`, 400, "ambiguous_tool"},
+		{`{"name":7,"tool":"sessions_list"}`, 400, "bad_body"},
+		{`{"name":"sessions_list"}`, 200, ""},
+		{`{"name":"   "}`, 403, "tool_missing"},
 	}
 	for _, tt := range tests {
 		status, body := f.do(t, call{method: "POST", path: "/tools/invoke", body: tt.body, header: bearer(tokA)})

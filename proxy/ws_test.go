@@ -310,6 +310,50 @@ func TestWSMethodsByRole(t *testing.T) {
 	}
 }
 
+// A tool or skill is decided under the name the gateway runs it by: trimmed, aliases
+// resolved, read from the field the gateway reads for that method; a frame naming two
+// different ones is refused. None of these may reach the gateway.
+func TestWSToolNamesAsTheGatewayReadsThem(t *testing.T) {
+	f := newWSFixture(t, registry.AuthToken)
+	if _, err := f.reg.Update(t.Context(), "gwa", func(g *registry.Gateway) error {
+		g.Skills.Deny = []string{"exec", "evil-skill"}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c := f.connected(t, f.user("user_owner"))
+	for _, tt := range []struct {
+		method string
+		params map[string]any
+		reason string
+	}{
+		{"tools.invoke", map[string]any{"name": " exec"}, "tool_denied"},
+		{"tools.invoke", map[string]any{"name": "EXEC\u00a0"}, "tool_denied"},
+		{"tools.invoke", map[string]any{"name": "bash"}, "tool_denied"},
+		{"tools.invoke", map[string]any{"tool": "exec"}, "tool_denied"},
+		{"tools.invoke", map[string]any{"name": "sessions_list", "tool": "exec"}, "ambiguous_name"},
+		{"mcp.app.callTool", map[string]any{"toolName": "exec"}, "tool_denied"},
+		{"mcp.app.callTool", map[string]any{"toolName": "exec", "name": "sessions_list"}, "ambiguous_name"},
+		{"skills.install", map[string]any{"slug": "Evil-Skill "}, "skill_denied"},
+		{"skills.install", map[string]any{"name": "ok-skill", "slug": "evil-skill"}, "ambiguous_name"},
+		{"skills.update", map[string]any{"skillKey": "ok-skill", "slug": "evil-skill"}, "ambiguous_name"},
+	} {
+		before := len(f.up.ws.methods())
+		res := c.call(tt.method, tt.params)
+		if res["ok"] != false || !strings.Contains(mustJSON(res["error"]), tt.reason) {
+			t.Errorf("%s %v: got %v, want a refusal for %s", tt.method, tt.params, res, tt.reason)
+		}
+		if got := f.up.ws.methods(); len(got) != before {
+			t.Errorf("%s %v reached the gateway: %v", tt.method, tt.params, got[before:])
+		}
+	}
+	// The same names, spelled alike, still pass.
+	res := c.call("tools.invoke", map[string]any{"name": "sessions_list", "tool": " Sessions_List"})
+	if res["ok"] != true {
+		t.Fatalf("one tool named twice: %v", res)
+	}
+}
+
 func TestWSHostileClients(t *testing.T) {
 	f := newWSFixture(t, registry.AuthToken)
 	owner := f.user("user_owner")

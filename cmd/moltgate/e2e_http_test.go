@@ -153,6 +153,16 @@ log: {level: debug}
 					t.Errorf("gateway got path %q (raw %q)", rec.Path, rec.RawPath)
 				}
 			}},
+		// The gateway trims the tool name and runs body.name before body.tool (see
+		// "the gateway runs name before tool" below): no spelling reaches a denied tool.
+		{name: "denied tool behind white space", method: "POST", path: "/tools/invoke", body: `{"tool":" exec\n","args":{"command":"id"}}`, header: user("user_operator"),
+			status: 403, reason: "tool_denied", event: audit.TypePolicyDeny},
+		{name: "denied tool by its alias", method: "POST", path: "/tools/invoke", body: `{"tool":"bash","args":{"command":"id"}}`, header: user("user_operator"),
+			status: 403, reason: "tool_denied", event: audit.TypePolicyDeny},
+		{name: "denied tool in name, allowed one in tool", method: "POST", path: "/tools/invoke", body: `{"name":"exec","tool":"sessions_list","args":{"command":"id"}}`, header: user("user_operator"),
+			status: 400, reason: "ambiguous_tool", event: audit.TypePolicyDeny},
+		{name: "tool named by name alone", method: "POST", path: "/tools/invoke", body: `{"name":"sessions_list","args":{}}`, header: user("user_operator"),
+			status: 200, body2: `"ok":true`, reached: true},
 		{name: "encoded dot segments", path: "/x/%2e%2e/tools/invoke", method: "POST", body: `{"tool":"exec"}`, header: user("user_operator"),
 			status: 403, reason: "tool_denied", event: audit.TypePolicyDeny},
 		{name: "encoded slash refused", path: "/tools%2finvoke", method: "POST", body: `{"tool":"exec"}`, header: user("user_operator"),
@@ -190,6 +200,23 @@ log: {level: debug}
 			}},
 	}
 	runCases(t, mg, map[string]*testenv.TapServer{"gwtok": tokTap, "gwtp": tpTap}, cases)
+
+	// Why the tool name is read from body.name first: asked directly, the gateway runs the tool
+	// in name and ignores the one in tool (here a tool that does not exist).
+	t.Run("the gateway runs name before tool", func(t *testing.T) {
+		req, _ := http.NewRequest("POST", tokGW.URL+"/tools/invoke", strings.NewReader(`{"name":" sessions_list ","tool":"no_such_tool","args":{}}`))
+		req.Header.Set("Authorization", "Bearer "+tokGW.Token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), `"ok":true`) {
+			t.Fatalf("gateway answered %d %s; want sessions_list run", resp.StatusCode, body)
+		}
+	})
 
 	// The IP allowlist binds the owner too; a spoofed X-Forwarded-For from an untrusted peer
 	// changes nothing, the same header from the trusted proxy does.

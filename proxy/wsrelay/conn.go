@@ -332,7 +332,12 @@ func (c *conn) handle(ctx context.Context, f *frame, data []byte) bool {
 	case f.method == RefreshMethod:
 		return c.refresh(ctx, f)
 	}
-	d, err := c.decide(ctx, f)
+	tool, skill, ok := f.names()
+	if !ok {
+		c.rl.m.clientDenied.Inc()
+		return c.refuse(ctx, f, "ambiguous_name", "INVALID_REQUEST", "moltgate: ambiguous_name")
+	}
+	d, err := c.decide(ctx, f, tool, skill)
 	switch {
 	case err != nil:
 		c.rl.m.clientErrored.Inc()

@@ -30,12 +30,13 @@ type decisionCache struct {
 	m     map[decisionKey]policies.Decision
 }
 
-// decide decides request f on this socket: the policy engine's decision for
-// {input of the upgrade, action ws.call, ws {method, tool, skill}}, reused while the
+// decide decides request f, which names tool or skill (see frame.names), on this socket: the
+// policy engine's decision for {input of the upgrade, action ws.call, ws {method, tool,
+// skill}}, reused while the
 // gateway's entry, the engine's generation and the relay's generation are those it was made
 // under, for at most decisionTTL. Errors are never cached.
-func (c *conn) decide(ctx context.Context, f *frame) (policies.Decision, error) {
-	key := decisionKey{f.method, f.tool(), f.skill()}
+func (c *conn) decide(ctx context.Context, f *frame, tool, skill string) (policies.Decision, error) {
+	key := decisionKey{f.method, tool, skill}
 	entry, ok := c.rl.deps.Gateways.Lookup(c.s.Entry.ID)
 	data, gen, now := c.rl.deps.Policy.Generation(), c.rl.gen.Load(), time.Now()
 	dc := &c.decisions

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strings"
+
+	"github.com/moltgate/moltgate/policies"
 )
 
 // frame is a client request of the OpenClaw protocol, read with exact key matching: Go's
@@ -52,24 +55,43 @@ func (f *frame) str(key string) string {
 	return ""
 }
 
-// tool and skill name what a tool or skill call acts on, for the policy.
-func (f *frame) tool() string {
-	if f.method == "tools.invoke" || f.method == "mcp.app.callTool" {
-		return f.str("name")
+// names returns the tool or skill the request acts on, for the policy, read from the params
+// fields in which the gateway looks for it, in the order it looks:
+//   - tools.invoke: "name" (the RPC requires it; the tool runner takes name ?? tool);
+//   - mcp.app.callTool: "toolName";
+//   - skills.*: "skillKey", "name" or "slug", depending on the method and the skill's source.
+//
+// ok is false when two of those fields name different things: a frame decided on one name
+// must not run under another.
+func (f *frame) names() (tool, skill string, ok bool) {
+	switch {
+	case f.method == "tools.invoke":
+		tool, ok = f.oneName("name", "tool")
+	case f.method == "mcp.app.callTool":
+		tool, ok = f.oneName("toolName", "name")
+	case strings.HasPrefix(f.method, "skills."):
+		skill, ok = f.oneName("skillKey", "name", "slug")
+	default:
+		ok = true
 	}
-	return ""
+	return tool, skill, ok
 }
 
-func (f *frame) skill() string {
-	if len(f.method) < 7 || f.method[:7] != "skills." {
-		return ""
-	}
-	for _, k := range []string{"skillKey", "name", "slug"} {
-		if s := f.str(k); s != "" {
-			return s
+// oneName returns the first non-empty string among params[keys...], and false when another
+// one differs from it once canonicalised as the policy sees names.
+func (f *frame) oneName(keys ...string) (string, bool) {
+	var first string
+	for _, k := range keys {
+		s := f.str(k)
+		switch {
+		case s == "":
+		case first == "":
+			first = s
+		case policies.CanonicalName(s) != policies.CanonicalName(first):
+			return "", false
 		}
 	}
-	return ""
+	return first, true
 }
 
 // encode re-encodes the frame with params replaced.
