@@ -319,11 +319,31 @@ func httpAction(method, path string) string {
 	case http.MethodPost:
 		// Matched loosely (case, trailing slash) so that no spelling the gateway might route
 		// to its tool endpoint escapes the tool check.
-		if strings.EqualFold(strings.TrimSuffix(path, "/"), "/tools/invoke") {
+		if strings.EqualFold(strings.TrimSuffix(gatewayRoute(path), "/"), "/tools/invoke") {
 			return actionToolsInvoke
 		}
 	}
 	return actionWrite
+}
+
+// capabilityPrefix starts the gateway's capability-scoped URLs: it serves
+// /__openclaw__/cap/<capability>/<path> as <path> (normalizePluginNodeCapabilityScopedUrl),
+// so /__openclaw__/cap/x/tools/invoke is its tool endpoint.
+const capabilityPrefix = "/__openclaw__/cap/"
+
+// gatewayRoute returns the path a normalised request path is routed by in the gateway, with
+// every capability prefix removed (the gateway removes one; removing more only sends more
+// requests through the tool check).
+func gatewayRoute(path string) string {
+	for len(path) > len(capabilityPrefix) && strings.EqualFold(path[:len(capabilityPrefix)], capabilityPrefix) {
+		rest := path[len(capabilityPrefix):]
+		i := strings.IndexByte(rest, '/')
+		if i <= 0 {
+			break
+		}
+		path = rest[i:]
+	}
+	return path
 }
 
 // readTool reads the POST /tools/invoke body, up to limit bytes, for the tool it names and

@@ -477,10 +477,17 @@ func TestToolRules(t *testing.T) {
 			t.Errorf("%s: got %d %v, want %d %s", tt.body, status, body, tt.status, tt.reason)
 		}
 	}
-	// Another spelling of the endpoint is still a tool call.
-	status, body := f.do(t, call{method: "POST", path: "/TOOLS/invoke/", body: `{"tool":"exec"}`, header: bearer(tokA)})
-	if status != 403 || body["reason"] != "tool_denied" {
-		t.Fatalf("variant path: got %d %v", status, body)
+	// Other spellings of the endpoint are still tool calls, among them the gateway's
+	// capability-scoped form, which it serves as /tools/invoke.
+	for _, path := range []string{"/TOOLS/invoke/", "/__openclaw__/cap/x/tools/invoke", "/__openclaw__/cap/x/__openclaw__/cap/y/tools/invoke", "/__OpenClaw__/cap/node-1/Tools/Invoke"} {
+		status, body := f.do(t, call{method: "POST", path: path, body: `{"tool":"exec"}`, header: bearer(tokA)})
+		if status != 403 || body["reason"] != "tool_denied" {
+			t.Errorf("%s: got %d %v, want 403 tool_denied", path, status, body)
+		}
+	}
+	status, _ := f.do(t, call{method: "POST", path: "/__openclaw__/cap/x/tools/other", body: `{"tool":"exec"}`, header: bearer(tokA)})
+	if status != 200 {
+		t.Errorf("capability-scoped path that is not the tool endpoint: got %d, want it forwarded", status)
 	}
 	// A gzip-encoded body would be read differently here and upstream.
 	status, _ = f.do(t, call{method: "POST", path: "/tools/invoke", body: "x", header: map[string]string{"Authorization": "Bearer " + tokA, "Content-Encoding": "gzip"}})

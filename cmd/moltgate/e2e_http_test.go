@@ -163,6 +163,8 @@ log: {level: debug}
 			status: 400, reason: "ambiguous_tool", event: audit.TypePolicyDeny},
 		{name: "tool named by name alone", method: "POST", path: "/tools/invoke", body: `{"name":"sessions_list","args":{}}`, header: user("user_operator"),
 			status: 200, body2: `"ok":true`, reached: true},
+		{name: "denied tool through the capability-scoped path", method: "POST", path: "/__openclaw__/cap/x/tools/invoke", body: `{"tool":"exec","args":{"command":"id"}}`, header: user("user_operator"),
+			status: 403, reason: "tool_denied", event: audit.TypePolicyDeny},
 		{name: "encoded dot segments", path: "/x/%2e%2e/tools/invoke", method: "POST", body: `{"tool":"exec"}`, header: user("user_operator"),
 			status: 403, reason: "tool_denied", event: audit.TypePolicyDeny},
 		{name: "encoded slash refused", path: "/tools%2finvoke", method: "POST", body: `{"tool":"exec"}`, header: user("user_operator"),
@@ -201,20 +203,26 @@ log: {level: debug}
 	}
 	runCases(t, mg, map[string]*testenv.TapServer{"gwtok": tokTap, "gwtp": tpTap}, cases)
 
-	// Why the tool name is read from body.name first: asked directly, the gateway runs the tool
-	// in name and ignores the one in tool (here a tool that does not exist).
-	t.Run("the gateway runs name before tool", func(t *testing.T) {
-		req, _ := http.NewRequest("POST", tokGW.URL+"/tools/invoke", strings.NewReader(`{"name":" sessions_list ","tool":"no_such_tool","args":{}}`))
-		req.Header.Set("Authorization", "Bearer "+tokGW.Token)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || !strings.Contains(string(body), `"ok":true`) {
-			t.Fatalf("gateway answered %d %s; want sessions_list run", resp.StatusCode, body)
+	// Why moltgate reads the tool endpoint as it does: asked directly, the gateway runs the
+	// tool in body.name and ignores the one in body.tool (here one that does not exist), and
+	// serves its capability-scoped path as /tools/invoke.
+	t.Run("the gateway's own reading of tool calls", func(t *testing.T) {
+		for _, c := range []struct{ path, body string }{
+			{"/tools/invoke", `{"name":" sessions_list ","tool":"no_such_tool","args":{}}`},
+			{"/__openclaw__/cap/x/tools/invoke", `{"tool":"sessions_list","args":{}}`},
+		} {
+			req, _ := http.NewRequest("POST", tokGW.URL+c.path, strings.NewReader(c.body))
+			req.Header.Set("Authorization", "Bearer "+tokGW.Token)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || !strings.Contains(string(body), `"ok":true`) {
+				t.Fatalf("POST %s %s: gateway answered %d %s; want sessions_list run", c.path, c.body, resp.StatusCode, body)
+			}
 		}
 	})
 
