@@ -56,12 +56,25 @@ func NewTransport(cfg TransportConfig) *http.Transport {
 
 // spoofable are request headers a client could send to pose as moltgate or as a trusted
 // proxy in front of the gateway; Rewrite has already removed Forwarded and X-Forwarded-For,
-// -Host and -Proto.
+// -Host and -Proto. A trusted-proxy gateway reads the user from the one header its
+// gateway.auth.trustedProxy.userHeader names; moltgate sends X-Forwarded-User, and also
+// removes the identity headers of other proxies (the gateway's own documentation suggests
+// x-remote-user and x-pomerium-claim-email), so a gateway configured with one of them gets
+// no user at all rather than one the client chose.
 var spoofable = []string{
 	"Authorization", "Proxy-Authorization",
-	"X-Real-Ip", "Cf-Connecting-Ip", "True-Client-Ip", "X-Client-Ip", "Cf-Access-Jwt-Assertion",
+	"X-Real-Ip", "Cf-Connecting-Ip", "True-Client-Ip", "X-Client-Ip",
 	"X-Forwarded-User", "X-Forwarded-Email", "X-Forwarded-Groups", "X-Forwarded-Port", "X-Forwarded-Prefix",
 	"X-Openclaw-Scopes", "X-Request-Id",
+	"Remote-User", "X-Remote-User", "X-Remote-Email", "X-Remote-Groups", "X-User", "X-Email",
+}
+
+// spoofablePrefixes start the names of further headers removed for the same reason:
+// moltgate's own, and the identity headers of well-known authenticating proxies (Cloudflare
+// Access, oauth2-proxy, Pomerium, Google IAP, AWS ALB, Azure App Service).
+var spoofablePrefixes = []string{
+	"X-Forwarded-", "X-Openclaw-", "Cf-Access-", "X-Auth-Request-", "X-Pomerium-",
+	"X-Goog-Authenticated-", "X-Goog-Iap-", "X-Amzn-Oidc-", "X-Ms-Client-Principal",
 }
 
 // rewrite builds the upstream request: the normalised path, the client's credentials and
@@ -75,8 +88,11 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 		hdr.Del(k)
 	}
 	for k := range hdr {
-		if strings.HasPrefix(k, "X-Forwarded-") || strings.HasPrefix(k, "X-Openclaw-") {
-			delete(hdr, k)
+		for _, p := range spoofablePrefixes {
+			if strings.HasPrefix(k, p) {
+				delete(hdr, k)
+				break
+			}
 		}
 	}
 	stripSessionCookies(hdr)

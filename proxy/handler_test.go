@@ -409,6 +409,32 @@ func TestForwardedRequestCarriesOnlyGatewayCredentials(t *testing.T) {
 	}
 }
 
+// Whatever header a trusted-proxy gateway is configured to read the user from, a client
+// cannot fill it in: the identity headers of common authenticating proxies are removed.
+func TestClientIdentityHeadersNeverReachTheGateway(t *testing.T) {
+	f := newFixture(t, registry.AuthTrustedProxy)
+	spoofed := []string{"X-Forwarded-User", "X-Remote-User", "Remote-User", "X-Pomerium-Claim-Email",
+		"Cf-Access-Authenticated-User-Email", "Cf-Access-Jwt-Assertion", "X-Auth-Request-User", "X-Auth-Request-Email",
+		"X-Goog-Authenticated-User-Email", "X-Amzn-Oidc-Identity", "X-Ms-Client-Principal-Name", "X-Openclaw-Whatever", "X-User"}
+	h := bearer(f.user("user_viewer"))
+	for _, k := range spoofed {
+		h[k] = "user_owner"
+	}
+	if status, _ := f.do(t, call{path: "/", header: h}); status != 200 {
+		t.Fatalf("status %d", status)
+	}
+	r, _ := f.up.last(t)
+	for _, k := range spoofed {
+		want := ""
+		if k == "X-Forwarded-User" {
+			want = "user_viewer"
+		}
+		if got := r.Header.Get(k); got != want {
+			t.Errorf("upstream got %s %q, want %q", k, got, want)
+		}
+	}
+}
+
 func TestTrustedProxyModeSendsIdentityAndCappedScopes(t *testing.T) {
 	f := newFixture(t, registry.AuthTrustedProxy)
 	tests := []struct{ user, scopes string }{
