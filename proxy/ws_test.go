@@ -366,6 +366,9 @@ func TestWSHostileClients(t *testing.T) {
 		{"not json", func(c *client) { c.send(`hello`) }, websocket.StatusPolicyViolation},
 		{"not a request", func(c *client) { c.send(`{"type":"event","event":"x"}`) }, websocket.StatusPolicyViolation},
 		{"binary", func(c *client) { c.c.Write(c.t.Context(), websocket.MessageBinary, []byte(`{}`)) }, websocket.StatusPolicyViolation},
+		{"not utf-8", func(c *client) {
+			c.send("{\"type\":\"req\",\"id\":\"1\",\"method\":\"connect\",\"params\":{\"x\":\"\xff\"}}")
+		}, websocket.StatusInvalidFramePayloadData},
 		{"oversized", func(c *client) {
 			c.send(`{"type":"req","id":"1","method":"connect","params":{"x":"` + strings.Repeat("a", 8192) + `"}}`)
 		}, websocket.StatusMessageTooBig},

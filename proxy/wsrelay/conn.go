@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 
@@ -294,6 +295,13 @@ func (c *conn) closedByUs() bool {
 // handleData parses a client message and handles it. It reports whether the socket stays
 // open.
 func (c *conn) handleData(ctx context.Context, data []byte) bool {
+	// RFC 6455 §8.1: a text message that is not UTF-8 fails the connection. The gateway's
+	// WebSocket library would close on it too, after moltgate had decided on Go's reading
+	// of it (invalid bytes as U+FFFD).
+	if !utf8.Valid(data) {
+		c.end(closeProtocol, websocket.StatusInvalidFramePayloadData, "text message is not UTF-8")
+		return false
+	}
 	f, err := parseFrame(data)
 	if err != nil {
 		c.end(closeProtocol, websocket.StatusPolicyViolation, "not an OpenClaw request frame")
