@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -368,8 +369,10 @@ func readTool(r *http.Request, limit int64) (tool string, status int, reason str
 	// Exact key match into a map, not a struct: encoding/json matches struct fields without
 	// regard to case, so {"tool":"exec","TOOL":"ok"} would read as "ok" here and as "exec" in
 	// the gateway's JSON.parse.
+	// Not UTF-8: Go reads each invalid byte as U+FFFD, the gateway's decoder a whole invalid
+	// sequence as one; neither reading is worth deciding on.
 	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(body, &fields); err != nil {
+	if !utf8.Valid(body) || json.Unmarshal(body, &fields) != nil {
 		return "", http.StatusBadRequest, "bad_body"
 	}
 	var names []string

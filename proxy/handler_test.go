@@ -496,6 +496,7 @@ func TestToolRules(t *testing.T) {
 		{`{"name":7,"tool":"sessions_list"}`, 400, "bad_body"},
 		{`{"name":"sessions_list"}`, 200, ""},
 		{`{"name":"   "}`, 403, "tool_missing"},
+		{"{\"tool\":\"exec\xe2\x82\"}", 400, "bad_body"}, // not UTF-8
 	}
 	for _, tt := range tests {
 		status, body := f.do(t, call{method: "POST", path: "/tools/invoke", body: tt.body, header: bearer(tokA)})
