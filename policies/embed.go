@@ -8,10 +8,10 @@ import (
 // defaultSet is the default policy set: the Rego modules, the default roles, and the
 // Rego tests with their fixture data.
 //
-//go:embed *.rego roles.json ws.json fixtures_test.json
+//go:embed *.rego roles.json ws.json http.json fixtures_test.json
 var defaultSet embed.FS
 
-// Default returns the embedded default policy set: *.rego, roles.json and ws.json, plus the Rego
+// Default returns the embedded default policy set: *.rego, roles.json, ws.json and http.json, plus the Rego
 // tests and their fixtures (*_test.rego, fixtures_test.json), which the engine skips.
 // It is what an Engine loads when Config.Dir is empty, and what `moltgate policy test`
 // tests without a directory.

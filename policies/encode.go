@@ -18,7 +18,7 @@ import (
 type codec struct {
 	subject, gateway, request, clientIP, protocol, action, ws *ast.Term
 	kind, id, sessionID, orgID, orgRole, factorAges           *ast.Term
-	tenant, method, path, host, tool, skill                   *ast.Term
+	tenant, method, path, route, host, tool, skill            *ast.Term
 	allow, reason, status, scopes                             *ast.Term
 	emptyIP                                                   *ast.Term
 }
@@ -30,7 +30,7 @@ func newCodec() *codec {
 		protocol: s("protocol"), action: s("action"), ws: s("ws"),
 		kind: s("kind"), id: s("id"), sessionID: s("session_id"), orgID: s("org_id"), orgRole: s("org_role"),
 		factorAges: s("factor_ages"),
-		tenant:     s("tenant"), method: s("method"), path: s("path"), host: s("host"), tool: s("tool"), skill: s("skill"),
+		tenant:     s("tenant"), method: s("method"), path: s("path"), route: s("route"), host: s("host"), tool: s("tool"), skill: s("skill"),
 		allow: s("allow"), reason: s("reason"), status: s("status"), scopes: s("scopes"),
 		emptyIP: s(""),
 	}
@@ -47,21 +47,21 @@ func str(s string) *ast.Term {
 
 // vocab holds one term for each string that recurs in inputs and gateway records: keys,
 // subject kinds, protocols, HTTP methods, roles, auth modes, and every string in the
-// embedded roles.json and ws.json (actions, WebSocket methods). Terms are never changed once
+// embedded roles.json, ws.json and http.json (actions, WebSocket methods, paths). Terms are never changed once
 // built, so sharing them is safe. Sharing spares a decision a dozen allocations, and the
 // 10,000-gateway document tens of thousands of objects the garbage collector must mark.
 var vocab = func() map[string]*ast.Term {
 	words := []string{
 		"subject", "gateway", "request", "client_ip", "protocol", "action", "ws",
 		"kind", "id", "session_id", "org_id", "org_role", "factor_ages", "gateway",
-		"tenant", "method", "path", "host", "tool", "skill",
+		"tenant", "method", "path", "route", "host", "tool", "skill",
 		"owner", "auth_mode", "members", "allowlist", "skills", "allow", "deny",
 		SubjectUser, SubjectGatewayToken, SubjectAdminToken, ProtocolHTTP, ProtocolWS, ProtocolAdmin,
 		"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS",
 		registry.RoleViewer, registry.RoleOperator, registry.RoleAdmin,
 		string(registry.AuthToken), string(registry.AuthTrustedProxy),
 	}
-	for _, name := range []string{"roles.json", "ws.json"} {
+	for _, name := range []string{"roles.json", "ws.json", "http.json"} {
 		data, err := defaultSet.ReadFile(name)
 		if err != nil {
 			panic(err)
@@ -127,10 +127,13 @@ func (c *codec) input(in *Input) ast.Value {
 		gw = append(gw, [2]*ast.Term{c.tenant, str(in.Gateway.Tenant)})
 	}
 
-	req := make([][2]*ast.Term, 3, 4)
+	req := make([][2]*ast.Term, 3, 5)
 	req[0] = [2]*ast.Term{c.method, str(in.Request.Method)}
 	req[1] = [2]*ast.Term{c.path, str(in.Request.Path)}
 	req[2] = [2]*ast.Term{c.host, str(in.Request.Host)}
+	if in.Request.Route != "" {
+		req = append(req, [2]*ast.Term{c.route, str(in.Request.Route)})
+	}
 	if tool := CanonicalName(in.Request.Tool); tool != "" {
 		req = append(req, [2]*ast.Term{c.tool, str(tool)})
 	}

@@ -52,7 +52,10 @@ type GatewayRef struct {
 type Request struct {
 	Method string `json:"method"`
 	Path   string `json:"path"`
-	Host   string `json:"host"`
+	// Route is the path the gateway routes the request by: Path with the gateway's
+	// capability prefix (/__openclaw__/cap/<capability>) removed. Empty means Path.
+	Route string `json:"route,omitempty"`
+	Host  string `json:"host"`
 	// Tool is the tool named in a POST /tools/invoke body, empty otherwise.
 	Tool string `json:"tool,omitempty"`
 }

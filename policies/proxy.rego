@@ -7,7 +7,8 @@
 #
 # Refusal order (first match wins):
 #   unauthenticated 401 > unknown_gateway 404 > ip_not_allowed > (users) not_a_member >
-#   role_forbids > (tokens) wrong_gateway > token_forbids > tool_missing > tool_denied.
+#   role_forbids (the action, then admin reads) > (tokens) wrong_gateway > token_forbids >
+#   tool_missing > tool_denied.
 # The allowlist and the tool rules come before every allow, so they bind owners and
 # gateway tokens too. Platform admins get nothing here: tenant isolation.
 package moltgate.authz
@@ -45,6 +46,14 @@ user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403}
 	gw.owner != input.subject.id
 	role := gw.members[input.subject.id]
 	not input.action in object.get(data.roles, [role, "actions"], [])
+} else := {"allow": false, "reason": "role_forbids", "status": 403} if {
+	# A read the gateway reserves for operator.admin; in token mode it sees every caller
+	# as its owner, so the rule is kept here: members need http.admin_read.
+	gw.owner != input.subject.id
+	input.action == "http.read"
+	admin_read
+	role := gw.members[input.subject.id]
+	not "http.admin_read" in object.get(data.roles, [role, "actions"], [])
 } else := {"allow": false, "reason": refusal, "status": 403} if {
 	input.action == "tools.invoke"
 	refusal := tool_refusal(gw)
@@ -69,6 +78,16 @@ token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403
 	input.action == "tools.invoke"
 	refusal := tool_refusal(gw)
 } else := {"allow": true, "reason": "gateway_token", "scopes": ["operator.read", "operator.write", "operator.admin"]}
+
+# admin_read: the request reads what the gateway itself gives only to operator.admin (the
+# media of any session, channel avatars, workspace icons): its route (the path the gateway
+# routes by, input.request.route, else the path) starts with one of
+# data.http.admin_read_prefixes, compared in lower case.
+admin_read if {
+	route := lower(object.get(input.request, "route", input.request.path))
+	some prefix in data.http.admin_read_prefixes
+	startswith(route, lower(prefix))
+}
 
 # ip_allowed_on(gw): the gateway has no allowlist, or the client address is inside one of
 # its CIDRs. moltgate passes client_ip as a valid address or "" (unknown); an unknown

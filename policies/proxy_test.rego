@@ -43,6 +43,30 @@ test_viewer if {
 	refused(invoke(user("u_viewer"), "gw1", "web_search"), 403, "role_forbids")
 }
 
+# Reads the gateway keeps for operator.admin (another session's media, avatars): owner,
+# admins and gateway tokens only, however the path is spelled or scoped.
+get(subject, path, route) := object.union(http(subject, "gw1", "http.read"), {
+	"request": {"method": "GET", "path": path, "route": route, "host": "x"},
+})
+
+test_admin_reads if {
+	media := "/api/chat/media/outgoing/s1/a1/full"
+	every who in ["u_viewer", "u_operator"] {
+		refused(get(user(who), media, media), 403, "role_forbids")
+		refused(get(user(who), concat("", ["/__openclaw__/cap/x", media]), media), 403, "role_forbids")
+		refused(get(user(who), "/API/Chat/Media/Outgoing/s1/a1", "/API/Chat/Media/Outgoing/s1/a1"), 403, "role_forbids")
+		refused(get(user(who), "/__openclaw__/channel-avatar/s1", "/__openclaw__/channel-avatar/s1"), 403, "role_forbids")
+		refused(get(user(who), "/__openclaw__/assistant-media", "/__openclaw__/assistant-media"), 403, "role_forbids")
+		allowed(get(user(who), "/api/chat/media/other", "/api/chat/media/other"))
+	}
+	allowed(get(user("u_admin"), media, media))
+	allowed(get(user("u_owner"), media, media))
+	allowed(get(token("gw1"), media, media))
+
+	# Without a route (another caller's input), the path is read.
+	refused(object.union(http(user("u_viewer"), "gw1", "http.read"), {"request": {"method": "GET", "path": media, "host": "x"}}), 403, "role_forbids")
+}
+
 test_operator if {
 	allowed(http(user("u_operator"), "gw1", "http.read"))
 	allowed(http(user("u_operator"), "gw1", "http.write"))

@@ -409,6 +409,21 @@ func TestForwardedRequestCarriesOnlyGatewayCredentials(t *testing.T) {
 	}
 }
 
+// The gateway keeps some reads for its owner (operator.admin), and in token mode sees every
+// caller as its owner: moltgate keeps the rule, on the route the gateway takes, so a
+// capability-scoped spelling of the path is held to it too.
+func TestAdminReadsAreForOwnerAndAdmins(t *testing.T) {
+	f := newFixture(t, registry.AuthToken)
+	for _, path := range []string{"/api/chat/media/outgoing/s1/a1/full", "/__openclaw__/cap/x/api/chat/media/outgoing/s1/a1/full"} {
+		for user, want := range map[string]int{"user_viewer": 403, "user_operator": 403, "user_admin": 200, "user_owner": 200} {
+			status, body := f.do(t, call{path: path, header: bearer(f.user(user))})
+			if status != want || (want == 403 && body["reason"] != "role_forbids") {
+				t.Errorf("%s GET %s: got %d %v, want %d", user, path, status, body, want)
+			}
+		}
+	}
+}
+
 // Whatever header a trusted-proxy gateway is configured to read the user from, a client
 // cannot fill it in: the identity headers of common authenticating proxies are removed.
 func TestClientIdentityHeadersNeverReachTheGateway(t *testing.T) {
