@@ -128,10 +128,15 @@ func (c *codec) input(in *Input) ast.Value {
 	}
 
 	req := make([][2]*ast.Term, 3, 5)
+	path := str(in.Request.Path)
 	req[0] = [2]*ast.Term{c.method, str(in.Request.Method)}
-	req[1] = [2]*ast.Term{c.path, str(in.Request.Path)}
+	req[1] = [2]*ast.Term{c.path, path}
 	req[2] = [2]*ast.Term{c.host, str(in.Request.Host)}
-	if in.Request.Route != "" {
+	switch in.Request.Route {
+	case "":
+	case in.Request.Path: // most requests: one term for both
+		req = append(req, [2]*ast.Term{c.route, path})
+	default:
 		req = append(req, [2]*ast.Term{c.route, str(in.Request.Route)})
 	}
 	if tool := CanonicalName(in.Request.Tool); tool != "" {
