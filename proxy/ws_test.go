@@ -225,6 +225,58 @@ func (f *fixture) connected(t *testing.T, tok string) *client {
 	return c
 }
 
+// No one connects through moltgate as one of the gateway's own processes (its backend
+// client may keep prompts out of the transcript): such a client is named a CLI client
+// upstream, and a role other than operator is refused.
+func TestWSClientsConnectAsOperatorCLIs(t *testing.T) {
+	f := newWSFixture(t, registry.AuthToken)
+	// Each socket below is another user's or stays under the per-user limit of 3, so no
+	// dial waits on the relay counting a closed socket out.
+	users := []string{"user_viewer", "user_viewer", "user_viewer", "user_owner", "user_admin", "user_operator", "user_owner"}
+	connect := func(params map[string]any) (*client, map[string]any) {
+		c, _, err := f.dial(t, "gwa.gw.localhost", bearerHeader(f.user(users[0])))
+		users = users[1:]
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.read() // challenge
+		return c, c.call("connect", params)
+	}
+	for _, params := range []map[string]any{
+		{"role": "node"},
+		{"role": []string{"operator"}},
+		{"client": "cli"},
+	} {
+		before := len(f.up.ws.methods())
+		c, res := connect(params)
+		if res["ok"] != false || !strings.Contains(mustJSON(res["error"]), "_not_allowed") {
+			t.Errorf("connect %v: got %v, want a refusal", params, res)
+		}
+		if code, _ := c.closed(); code != websocket.StatusPolicyViolation {
+			t.Errorf("connect %v: socket closed with %d, want 1008", params, code)
+		}
+		if len(f.up.ws.methods()) != before {
+			t.Errorf("connect %v reached the gateway", params)
+		}
+	}
+	for _, tt := range []struct{ id, mode, wantID, wantMode string }{
+		{"gateway-client", "backend", "cli", "cli"}, // openclaw-node's default
+		{"cli", " Worker", "cli", "cli"},
+		{"node-host", "ui", "cli", "ui"},
+		{"openclaw-tui", "cli", "openclaw-tui", "cli"},
+	} {
+		n := len(f.up.ws.methods())
+		_, res := connect(map[string]any{"role": "operator", "client": map[string]any{"id": tt.id, "mode": tt.mode, "version": "9.9"}})
+		if res["ok"] != true {
+			t.Fatalf("connect as %s/%s: %v", tt.id, tt.mode, res)
+		}
+		got := f.up.ws.frame(n)["params"].(map[string]any)["client"].(map[string]any)
+		if got["id"] != tt.wantID || got["mode"] != tt.wantMode || got["version"] != "9.9" {
+			t.Errorf("client %s/%s reached the gateway as %v, want %s/%s", tt.id, tt.mode, got, tt.wantID, tt.wantMode)
+		}
+	}
+}
+
 func TestWSConnectCarriesTheGatewayTokenAndCappedScopes(t *testing.T) {
 	f := newWSFixture(t, registry.AuthToken)
 	c := f.connected(t, f.user("user_viewer"))
@@ -243,6 +295,10 @@ func TestWSConnectCarriesTheGatewayTokenAndCappedScopes(t *testing.T) {
 	}
 	if h := f.up.ws.upgrades[0]; h.Get("Origin") != "" || h.Get("Authorization") != "" || h.Get("Cookie") != "" {
 		t.Fatalf("upgrade headers leaked to the gateway: %v", h)
+	}
+	// The gateway also caps a token-mode socket by this header: a second cap.
+	if got := f.up.ws.upgrades[0].Get("X-Openclaw-Scopes"); got != "operator.read" {
+		t.Fatalf("upgrade X-Openclaw-Scopes %q, want a viewer's", got)
 	}
 	// A viewer reads; writes and admin changes are refused in protocol form and the socket
 	// stays usable.

@@ -181,6 +181,12 @@ admin_token: {file: @ADMINTOKEN@}
 		if p := llm.Prompts(); !slices.ContainsFunc(p, func(s string) bool { return strings.Contains(s, "say hello through moltgate") }) {
 			t.Errorf("the model never got the prompt; it got %q", p)
 		}
+		// openclaw-node says it is gateway-client/backend; moltgate names it a CLI client, so
+		// the gateway refuses it the controls it keeps for its own backend (here: keeping a
+		// prompt out of the transcript).
+		if s := worker.next(t, "backend-control", 60*time.Second); s.OK || !strings.Contains(s.Message, "reserved for backend") {
+			t.Errorf("agent with suppressPromptPersistence: ok %v message %q, want the gateway's refusal", s.OK, s.Message)
+		}
 		s := worker.next(t, "forbidden", 30*time.Second)
 		if s.OK || string(s.Code) != `"FORBIDDEN"` || !strings.Contains(s.Message, "role_forbids") {
 			t.Errorf("config.get as operator: ok %v code %s message %q, want FORBIDDEN role_forbids", s.OK, s.Code, s.Message)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -322,6 +323,12 @@ func (c *conn) handle(ctx context.Context, f *frame, data []byte) bool {
 		c.end(closeProtocol, websocket.StatusPolicyViolation, "the first request must be connect")
 		return false
 	case first:
+		if reason := connectRefusal(f); reason != "" {
+			c.audit(audit.TypePolicyDeny, reason, f.method)
+			c.reply(ctx, errorResponse(f.id, "FORBIDDEN", "moltgate: "+reason))
+			c.end(closeProtocol, websocket.StatusPolicyViolation, reason)
+			return false
+		}
 		if c.s.Identify != nil && !c.identify(ctx, f) {
 			return false
 		}
@@ -451,9 +458,61 @@ func (c *conn) identify(ctx context.Context, f *frame) bool {
 	return true
 }
 
+// internalClientIDs and internalClientModes are the connect-time client ids and modes the
+// pinned gateway reserves for its own processes (GATEWAY_CLIENT_IDS and GATEWAY_CLIENT_MODES):
+// its backend client, node hosts, workers, probes and tests. It trusts some of them beyond
+// their scopes: a "backend" client may keep an agent request's prompt out of the session
+// transcript (suppressPromptPersistence), which for a client of moltgate is audit evasion.
+// openclaw-node presents itself as gateway-client/backend by default, so such a client is not
+// refused: rewriteConnect names it to the gateway as what it is, a CLI client.
+var (
+	internalClientIDs   = []string{"gateway-client", "node-host", "openclaw-worker", "test", "fingerprint", "openclaw-probe"}
+	internalClientModes = []string{"backend", "node", "worker", "probe", "test"}
+)
+
+// connectRefusal returns why a connect request is refused before it reaches the gateway, or
+// "": a client through moltgate connects as an operator (role "operator", or none), and its
+// client description, if any, is an object.
+func connectRefusal(f *frame) string {
+	if raw, ok := f.params["role"]; ok {
+		var role string
+		if json.Unmarshal(raw, &role) != nil || role != "operator" {
+			return "role_not_allowed"
+		}
+	}
+	if raw, ok := f.params["client"]; ok {
+		var client map[string]json.RawMessage
+		if json.Unmarshal(raw, &client) != nil {
+			return "client_not_allowed"
+		}
+	}
+	return ""
+}
+
+// clientAsCLI rewrites a client id or mode the gateway keeps for itself to "cli", leaving
+// every other field of the client description as the client sent it.
+func clientAsCLI(raw json.RawMessage) (json.RawMessage, error) {
+	var client map[string]json.RawMessage // exact keys, as the gateway reads them
+	if err := json.Unmarshal(raw, &client); err != nil || client == nil {
+		return raw, err
+	}
+	changed := false
+	for key, internal := range map[string][]string{"id": internalClientIDs, "mode": internalClientModes} {
+		var v string
+		if json.Unmarshal(client[key], &v) == nil && slices.Contains(internal, strings.ToLower(strings.TrimSpace(v))) {
+			client[key], changed = json.RawMessage(`"cli"`), true
+		}
+	}
+	if !changed {
+		return raw, nil
+	}
+	return json.Marshal(client)
+}
+
 // rewriteConnect sets the connect request's credentials and scopes: in token mode the
 // gateway token goes into auth (the client never holds it); in every mode the device proof
-// is dropped and the scopes asked for are capped by what the caller's role allows.
+// is dropped, a client id or mode the gateway keeps for itself becomes "cli" (clientAsCLI),
+// and the scopes asked for are capped by what the caller's role allows.
 func (c *conn) rewriteConnect(f *frame) ([]byte, error) {
 	if f.params == nil {
 		f.params = map[string]json.RawMessage{}
@@ -463,6 +522,13 @@ func (c *conn) rewriteConnect(f *frame) ([]byte, error) {
 	// invalid"). moltgate identified the caller itself, so the socket goes on as a
 	// device-less client (pairing and device tokens stay between moltgate's own clients).
 	delete(f.params, "device")
+	if raw, ok := f.params["client"]; ok {
+		client, err := clientAsCLI(raw)
+		if err != nil {
+			return nil, err
+		}
+		f.params["client"] = client
+	}
 	if c.s.Entry.AuthMode != "trusted-proxy" {
 		auth, err := json.Marshal(map[string]string{"token": string(c.s.Entry.Token)})
 		if err != nil {

@@ -285,7 +285,12 @@ func (rl *Relay) dial(ctx context.Context, s Session) (*websocket.Conn, error) {
 		if s.Input.ClientIP != "" {
 			h.Set("X-Forwarded-For", s.Input.ClientIP)
 		}
-		scopes := s.Scopes
+	}
+	// The role's scopes cap the socket. In token mode the gateway grants the scopes the
+	// connect request asks for (which rewriteConnect caps) and also applies this header, a
+	// second cap; a socket identified only by its connect request has no scopes yet here,
+	// and gets the first alone.
+	if scopes := s.Scopes; s.Entry.AuthMode == registry.AuthTrustedProxy || len(scopes) > 0 {
 		if len(scopes) == 0 {
 			scopes = []string{"operator.read"}
 		}

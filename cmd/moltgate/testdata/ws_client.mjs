@@ -93,6 +93,11 @@ try {
   }
   out({ step: "chat", text, errors: chatErrors });
 
+  // A control the gateway keeps for its own backend client: this client (openclaw-node, which
+  // says it is gateway-client/backend) reaches the gateway as a CLI client, so it is refused.
+  const hidden = await call("agent", { message: "hello", idempotencyKey: "mg-e2e-" + Date.now(), suppressPromptPersistence: true });
+  out({ step: "backend-control", ok: hidden.ok, message: hidden.error?.message });
+
   const denied = await call(process.env.MG_FORBIDDEN, {});
   out({ step: "forbidden", ok: denied.ok, code: denied.error?.code, message: denied.error?.message });
 
