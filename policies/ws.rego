@@ -2,7 +2,8 @@
 # with input.action "ws.call" and input.ws {method, tool, skill}.
 #
 # A method falls in one class (data.ws, ws.json): "owner" methods (the operator terminal,
-# exec approvals, device and node pairing, secrets) are the owner's alone and need a second
+# exec approvals, device and node pairing, secrets, installing plugins, which is running
+# code in the gateway's VM) are the owner's alone and need a second
 # factor verified within data.ws.second_factor_max_age_minutes (Clerk's fva); "admin"
 # methods change configuration, skills, plugins, agents, cron and approvals; "operate"
 # methods chat and manage sessions; "read" methods only read. Members need "ws.<class>" in

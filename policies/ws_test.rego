@@ -34,7 +34,7 @@ operate_methods := ["chat.send", "chat.abort", "chat.toolTitles", "sessions.crea
 
 admin_methods := ["config.set", "config.apply", "config.get", "skills.install", "plugins.enable", "agents.create", "cron.add", "update.run", "models.list", "logs.tail", "sessions.reset", "sessions.delete", "conversations.list", "plugins.credentials.inspect"]
 
-owner_methods := ["terminal.open", "terminal.input", "exec.approval.resolve", "exec.approvals.set", "device.pair.approve", "device.token.rotate", "node.pair.approve", "secrets.reveal", "sessions.catalog.startTerminal", "environments.session.exec"]
+owner_methods := ["terminal.open", "terminal.input", "exec.approval.resolve", "exec.approvals.set", "device.pair.approve", "device.token.rotate", "node.pair.approve", "secrets.reveal", "sessions.catalog.startTerminal", "environments.session.exec", "plugins.install"]
 
 fresh := [3, 2]
 
