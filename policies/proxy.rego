@@ -7,8 +7,8 @@
 #
 # Refusal order (first match wins):
 #   unauthenticated 401 > unknown_gateway 404 > ip_not_allowed > (users) not_a_member >
-#   role_forbids (the action, then admin reads) > (tokens) wrong_gateway > token_forbids >
-#   tool_missing > tool_denied.
+#   role_forbids (the action, then admin reads) > owner_only > second_factor_required >
+#   (tokens) wrong_gateway > token_forbids > owner_only > tool_missing > tool_denied.
 # The allowlist and the tool rules come before every allow, so they bind owners and
 # gateway tokens too. Platform admins get nothing here: tenant isolation.
 package moltgate.authz
@@ -54,6 +54,12 @@ user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403}
 	admin_read
 	role := gw.members[input.subject.id]
 	not "http.admin_read" in object.get(data.roles, [role, "actions"], [])
+} else := {"allow": false, "reason": "owner_only", "status": 403} if {
+	owner_route
+	gw.owner != input.subject.id
+} else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
+	owner_route
+	not second_factor_fresh
 } else := {"allow": false, "reason": refusal, "status": 403} if {
 	input.action == "tools.invoke"
 	refusal := tool_refusal(gw)
@@ -74,6 +80,8 @@ token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403
 	input.subject.gateway != input.gateway.id
 } else := {"allow": false, "reason": "token_forbids", "status": 403} if {
 	not input.action in token_actions
+} else := {"allow": false, "reason": "owner_only", "status": 403} if {
+	owner_route
 } else := {"allow": false, "reason": refusal, "status": 403} if {
 	input.action == "tools.invoke"
 	refusal := tool_refusal(gw)
@@ -86,6 +94,16 @@ token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403
 admin_read if {
 	route := lower(object.get(input.request, "route", input.request.path))
 	some prefix in data.http.admin_read_prefixes
+	startswith(route, lower(prefix))
+}
+
+# owner_route: the request goes to an HTTP route that reaches the gateway's owner methods
+# (data.http.owner_prefixes: the admin-http-rpc plugin's /api/v1/admin/rpc runs config,
+# exec-approval and cron methods by name). It is held as a WebSocket owner method is: the
+# owner's alone, with a fresh second factor.
+owner_route if {
+	route := lower(object.get(input.request, "route", input.request.path))
+	some prefix in data.http.owner_prefixes
 	startswith(route, lower(prefix))
 }
 

@@ -67,6 +67,26 @@ test_admin_reads if {
 	refused(object.union(http(user("u_viewer"), "gw1", "http.read"), {"request": {"method": "GET", "path": media, "host": "x"}}), 403, "role_forbids")
 }
 
+# A route that runs the gateway's owner methods by name (the admin-http-rpc plugin) is held
+# as those methods are on a socket.
+rpc(subject) := object.union(http(subject, "gw1", "http.write"), {
+	"request": {"method": "POST", "path": "/api/v1/admin/rpc", "route": "/api/v1/admin/rpc", "host": "x"},
+})
+
+test_owner_routes if {
+	refused(rpc(user("u_admin")), 403, "owner_only")
+	refused(rpc(user("u_operator")), 403, "owner_only")
+	refused(rpc(user("u_viewer")), 403, "role_forbids")
+	refused(rpc(token("gw1")), 403, "owner_only")
+	refused(rpc(user("u_owner")), 403, "second_factor_required")
+	refused(object.union(rpc(user("u_owner")), {"subject": {"factor_ages": [5, 60]}}), 403, "second_factor_required")
+	allowed(object.union(rpc(user("u_owner")), {"subject": {"factor_ages": [5, 2]}}))
+
+	# However the path is spelled or scoped.
+	scoped := object.union(rpc(user("u_admin")), {"request": {"path": "/__openclaw__/cap/x/API/v1/admin/rpc", "route": "/API/v1/admin/rpc"}})
+	refused(scoped, 403, "owner_only")
+}
+
 test_operator if {
 	allowed(http(user("u_operator"), "gw1", "http.read"))
 	allowed(http(user("u_operator"), "gw1", "http.write"))

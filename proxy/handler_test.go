@@ -424,6 +424,31 @@ func TestAdminReadsAreForOwnerAndAdmins(t *testing.T) {
 	}
 }
 
+// The admin-http-rpc plugin's route runs owner methods by name: the owner's alone, with a
+// fresh second factor, as on a socket.
+func TestOwnerRoutes(t *testing.T) {
+	f := newFixture(t, registry.AuthToken)
+	fresh := f.clerk.Mint(clerktest.Claims{Subject: "user_owner", FactorAges: []int{5, 2}})
+	for _, tt := range []struct {
+		path, jwt string
+		status    int
+		reason    string
+	}{
+		{"/api/v1/admin/rpc", f.user("user_admin"), 403, "owner_only"},
+		{"/__openclaw__/cap/x/api/v1/admin/rpc", f.user("user_admin"), 403, "owner_only"},
+		{"/api/v1/admin/rpc", f.user("user_owner"), 403, "second_factor_required"},
+		{"/api/v1/admin/rpc", fresh, 200, ""},
+	} {
+		status, body := f.do(t, call{method: "POST", path: tt.path, body: `{"method":"config.get"}`, header: bearer(tt.jwt)})
+		if status != tt.status || (tt.reason != "" && body["reason"] != tt.reason) {
+			t.Errorf("POST %s: got %d %v, want %d %s", tt.path, status, body, tt.status, tt.reason)
+		}
+	}
+	if status, body := f.do(t, call{method: "POST", path: "/api/v1/admin/rpc", body: `{}`, header: bearer(tokA)}); status != 403 || body["reason"] != "owner_only" {
+		t.Errorf("gateway token: got %d %v, want 403 owner_only", status, body)
+	}
+}
+
 // Whatever header a trusted-proxy gateway is configured to read the user from, a client
 // cannot fill it in: the identity headers of common authenticating proxies are removed.
 func TestClientIdentityHeadersNeverReachTheGateway(t *testing.T) {
