@@ -265,14 +265,17 @@ func TestWSClientsConnectAsOperatorCLIs(t *testing.T) {
 		{"node-host", "ui", "cli", "ui"},
 		{"openclaw-tui", "cli", "openclaw-tui", "cli"},
 	} {
-		n := len(f.up.ws.methods())
-		_, res := connect(map[string]any{"role": "operator", "client": map[string]any{"id": tt.id, "mode": tt.mode, "version": "9.9"}})
+		n, who := len(f.up.ws.methods()), users[0]
+		_, res := connect(map[string]any{"role": "operator", "client": map[string]any{"id": tt.id, "mode": tt.mode, "version": "9.9", "displayName": "boss"}})
 		if res["ok"] != true {
 			t.Fatalf("connect as %s/%s: %v", tt.id, tt.mode, res)
 		}
 		got := f.up.ws.frame(n)["params"].(map[string]any)["client"].(map[string]any)
 		if got["id"] != tt.wantID || got["mode"] != tt.wantMode || got["version"] != "9.9" {
 			t.Errorf("client %s/%s reached the gateway as %v, want %s/%s", tt.id, tt.mode, got, tt.wantID, tt.wantMode)
+		}
+		if got["displayName"] != who {
+			t.Errorf("client reached the gateway named %v, want the subject %s", got["displayName"], who)
 		}
 	}
 }

@@ -489,29 +489,35 @@ func connectRefusal(f *frame) string {
 	return ""
 }
 
-// clientAsCLI rewrites a client id or mode the gateway keeps for itself to "cli", leaving
-// every other field of the client description as the client sent it.
-func clientAsCLI(raw json.RawMessage) (json.RawMessage, error) {
+// clientForGateway rewrites the connect request's client description: a client id or mode
+// the gateway keeps for itself becomes "cli", and displayName becomes the moltgate subject,
+// which the gateway's own logs and approvals then name as the actor instead of a label the
+// client chose. Every other field is left as the client sent it.
+func clientForGateway(raw json.RawMessage, subject string) (json.RawMessage, error) {
 	var client map[string]json.RawMessage // exact keys, as the gateway reads them
 	if err := json.Unmarshal(raw, &client); err != nil || client == nil {
 		return raw, err
 	}
-	changed := false
 	for key, internal := range map[string][]string{"id": internalClientIDs, "mode": internalClientModes} {
 		var v string
 		if json.Unmarshal(client[key], &v) == nil && slices.Contains(internal, strings.ToLower(strings.TrimSpace(v))) {
-			client[key], changed = json.RawMessage(`"cli"`), true
+			client[key] = json.RawMessage(`"cli"`)
 		}
 	}
-	if !changed {
-		return raw, nil
+	if subject != "" {
+		name, err := json.Marshal(subject)
+		if err != nil {
+			return nil, err
+		}
+		client["displayName"] = name
 	}
 	return json.Marshal(client)
 }
 
 // rewriteConnect sets the connect request's credentials and scopes: in token mode the
 // gateway token goes into auth (the client never holds it); in every mode the device proof
-// is dropped, a client id or mode the gateway keeps for itself becomes "cli" (clientAsCLI),
+// is dropped, the client description names the moltgate subject and never one of the
+// gateway's own processes (clientForGateway),
 // and the scopes asked for are capped by what the caller's role allows.
 func (c *conn) rewriteConnect(f *frame) ([]byte, error) {
 	if f.params == nil {
@@ -523,7 +529,7 @@ func (c *conn) rewriteConnect(f *frame) ([]byte, error) {
 	// device-less client (pairing and device tokens stay between moltgate's own clients).
 	delete(f.params, "device")
 	if raw, ok := f.params["client"]; ok {
-		client, err := clientAsCLI(raw)
+		client, err := clientForGateway(raw, c.s.Subject.ID)
 		if err != nil {
 			return nil, err
 		}
