@@ -175,13 +175,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rq.subject = subject
 
+	upRoute := gatewayRoute(p)
 	in := policies.Input{
 		Subject:  subject,
 		Gateway:  policies.GatewayRef{ID: entry.ID, Tenant: entry.Tenant},
-		Request:  policies.Request{Method: r.Method, Path: p, Route: gatewayRoute(p), Host: r.Host},
+		Request:  policies.Request{Method: r.Method, Path: p, Route: upRoute, Host: r.Host},
 		ClientIP: ev.ClientIP,
 		Protocol: policies.ProtocolHTTP,
-		Action:   httpAction(r.Method, p),
+		Action:   httpAction(r.Method, upRoute),
 	}
 	if in.Action == actionToolsInvoke {
 		tool, status, reason := readTool(r, h.cfg.MaxToolBodyBytes)
@@ -313,14 +314,16 @@ const (
 	actionToolsInvoke = "tools.invoke"
 )
 
-func httpAction(method, path string) string {
+// httpAction is the policy action of a request with this method to this gateway route (see
+// gatewayRoute).
+func httpAction(method, route string) string {
 	switch method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions:
 		return actionRead
 	case http.MethodPost:
 		// Matched loosely (case, trailing slash) so that no spelling the gateway might route
 		// to its tool endpoint escapes the tool check.
-		if strings.EqualFold(strings.TrimSuffix(gatewayRoute(path), "/"), "/tools/invoke") {
+		if strings.EqualFold(strings.TrimSuffix(route, "/"), "/tools/invoke") {
 			return actionToolsInvoke
 		}
 	}
@@ -368,9 +371,8 @@ func readTool(r *http.Request, limit int64) (tool string, status int, reason str
 	r.Header.Del("Transfer-Encoding")
 	// Exact key match into a map, not a struct: encoding/json matches struct fields without
 	// regard to case, so {"tool":"exec","TOOL":"ok"} would read as "ok" here and as "exec" in
-	// the gateway's JSON.parse.
-	// Not UTF-8: Go reads each invalid byte as U+FFFD, the gateway's decoder a whole invalid
-	// sequence as one; neither reading is worth deciding on.
+	// the gateway's JSON.parse. A body that is not UTF-8 is refused: Go reads each invalid
+	// byte as U+FFFD, the gateway's decoder a whole invalid sequence as one.
 	var fields map[string]json.RawMessage
 	if !utf8.Valid(body) || json.Unmarshal(body, &fields) != nil {
 		return "", http.StatusBadRequest, "bad_body"
