@@ -55,9 +55,11 @@ user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403}
 	role := gw.members[input.subject.id]
 	not "http.admin_read" in object.get(data.roles, [role, "actions"], [])
 } else := {"allow": false, "reason": "owner_only", "status": 403} if {
+	input.action == "http.write" # first: reads, the common case, skip the route match
 	owner_route
 	gw.owner != input.subject.id
 } else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
+	input.action == "http.write"
 	owner_route
 	not second_factor_fresh
 } else := {"allow": false, "reason": refusal, "status": 403} if {
@@ -81,6 +83,7 @@ token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403
 } else := {"allow": false, "reason": "token_forbids", "status": 403} if {
 	not input.action in token_actions
 } else := {"allow": false, "reason": "owner_only", "status": 403} if {
+	input.action == "http.write"
 	owner_route
 } else := {"allow": false, "reason": refusal, "status": 403} if {
 	input.action == "tools.invoke"
@@ -99,8 +102,8 @@ admin_read if {
 
 # owner_route: the request goes to an HTTP route that reaches the gateway's owner methods
 # (data.http.owner_prefixes: the admin-http-rpc plugin's /api/v1/admin/rpc runs config,
-# exec-approval and cron methods by name). It is held as a WebSocket owner method is: the
-# owner's alone, with a fresh second factor.
+# exec-approval and cron methods by name, on POST only). It is held as a WebSocket owner
+# method is: the owner's alone, with a fresh second factor. Only writes are matched.
 owner_route if {
 	route := lower(object.get(input.request, "route", input.request.path))
 	some prefix in data.http.owner_prefixes
