@@ -438,6 +438,10 @@ func TestOwnerRoutes(t *testing.T) {
 		{"/__openclaw__/cap/x/api/v1/admin/rpc", f.user("user_admin"), 403, "owner_only"},
 		{"/api/v1/admin/rpc", f.user("user_owner"), 403, "second_factor_required"},
 		{"/api/v1/admin/rpc", fresh, 200, ""},
+		// The gateway decodes plugin route paths again and again; moltgate refuses a second
+		// layer of encoding instead of deciding on the first.
+		{"/api/v1/admin/%2572pc", f.user("user_admin"), 400, "bad_path"},
+		{"/api/v1/%2561dmin/rpc", f.user("user_operator"), 400, "bad_path"},
 	} {
 		status, body := f.do(t, call{method: "POST", path: tt.path, body: `{"method":"config.get"}`, header: bearer(tt.jwt)})
 		if status != tt.status || (tt.reason != "" && body["reason"] != tt.reason) {

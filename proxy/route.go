@@ -35,7 +35,10 @@ func gatewayID(host, domain string) string {
 // normalizePath returns the one path both the policy and the gateway see: decoded, dot
 // segments resolved, duplicate slashes folded. Encoded slashes and backslashes, NUL and other
 // control characters are refused: gateways and their frameworks disagree on them, and a
-// disagreement is how a path the policy denied reaches the gateway under another name.
+// disagreement is how a path the policy denied reaches the gateway under another name. So is
+// a percent sign left after decoding (a second layer of encoding, "%2572"): the gateway
+// matches plugin routes after decoding a path up to 32 times, so /api/v1/admin/%2572pc is its
+// /api/v1/admin/rpc.
 func normalizePath(u *url.URL) (string, error) {
 	raw := u.EscapedPath()
 	if raw == "" {
@@ -53,7 +56,7 @@ func normalizePath(u *url.URL) (string, error) {
 		return "", errBadPath
 	}
 	for i := 0; i < len(p); i++ {
-		if c := p[i]; c < 0x20 || c == 0x7f || c == '\\' {
+		if c := p[i]; c < 0x20 || c == 0x7f || c == '\\' || c == '%' {
 			return "", errBadPath
 		}
 	}
