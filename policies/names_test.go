@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"maps"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/moltgate/moltgate/internal/testenv"
@@ -59,14 +61,38 @@ func TestCanonicalNamesMatchTheGateway(t *testing.T) {
 		t.Fatalf("asking the gateway how it reads tool names: %v", err)
 	}
 	var got struct {
-		Aliases map[string]string
-		Names   []struct{ Run, Policy string }
+		Aliases        map[string]string
+		Names          []struct{ Run, Policy string }
+		OwnerOnlyTools []string
 	}
 	if err := json.Unmarshal(out, &got); err != nil || len(got.Names) != len(names) {
 		t.Fatalf("gateway's answer %s: %v", out, err)
 	}
 	if !maps.Equal(got.Aliases, toolAliases) {
 		t.Errorf("the gateway's tool aliases are %v; moltgate resolves %v", got.Aliases, toolAliases)
+	}
+	// Over HTTP the gateway runs every tool as its owner's (shared token); the default
+	// policy keeps the tools it reserves for its owner for admins (http.json).
+	var httpData struct {
+		HTTP struct {
+			OwnerOnlyTools []string `json:"owner_only_tools"`
+		} `json:"http"`
+	}
+	if raw, err := os.ReadFile("http.json"); err != nil || json.Unmarshal(raw, &httpData) != nil {
+		t.Fatalf("http.json: %v", err)
+	}
+	if len(got.OwnerOnlyTools) < 5 {
+		t.Fatalf("the gateway's owner-only tools: %v, want its list", got.OwnerOnlyTools)
+	}
+	for _, tool := range got.OwnerOnlyTools {
+		if !slices.Contains(httpData.HTTP.OwnerOnlyTools, CanonicalName(tool)) {
+			t.Errorf("the gateway keeps tool %q for its owner; http.json owner_only_tools does not list it", tool)
+		}
+	}
+	for _, tool := range httpData.HTTP.OwnerOnlyTools {
+		if CanonicalName(tool) != tool {
+			t.Errorf("http.json owner_only_tools: %q is not canonical (%q): input names are", tool, CanonicalName(tool))
+		}
 	}
 	for i, name := range names {
 		want := CanonicalName(name)

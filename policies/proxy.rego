@@ -7,7 +7,7 @@
 #
 # Refusal order (first match wins):
 #   unauthenticated 401 > unknown_gateway 404 > ip_not_allowed > (users) not_a_member >
-#   role_forbids (the action, then admin reads) > owner_only > second_factor_required >
+#   role_forbids (the action, then admin routes) > owner_only > second_factor_required >
 #   (tokens) wrong_gateway > token_forbids > owner_only > tool_missing > tool_denied.
 # The allowlist and the tool rules come before every allow, so they bind owners and
 # gateway tokens too. Platform admins get nothing here: tenant isolation.
@@ -47,13 +47,22 @@ user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403}
 	role := gw.members[input.subject.id]
 	not input.action in object.get(data.roles, [role, "actions"], [])
 } else := {"allow": false, "reason": "role_forbids", "status": 403} if {
-	# A read the gateway reserves for operator.admin; in token mode it sees every caller
-	# as its owner, so the rule is kept here: members need http.admin_read.
+	# A route the gateway reserves for operator.admin, or runs as its owner; in token mode
+	# it sees every caller as its owner, so the rule is kept here: members need http.admin.
 	gw.owner != input.subject.id
-	input.action == "http.read"
-	admin_read
+	admin_route
 	role := gw.members[input.subject.id]
-	not "http.admin_read" in object.get(data.roles, [role, "actions"], [])
+	not "http.admin" in object.get(data.roles, [role, "actions"], [])
+} else := {"allow": false, "reason": "role_forbids", "status": 403} if {
+	# A tool the gateway keeps for its owner (data.http.owner_only_tools). Over HTTP, with
+	# its shared token, it runs every tool as the owner's; on a socket only an admin's call
+	# is. Members need http.admin.
+	input.action == "tools.invoke"
+	input.protocol == "http"
+	gw.owner != input.subject.id
+	input.request.tool in data.http.owner_only_tools
+	role := gw.members[input.subject.id]
+	not "http.admin" in object.get(data.roles, [role, "actions"], [])
 } else := {"allow": false, "reason": "owner_only", "status": 403} if {
 	input.action == "http.write" # first: reads, the common case, skip the route match
 	owner_route
@@ -90,13 +99,15 @@ token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403
 	refusal := tool_refusal(gw)
 } else := {"allow": true, "reason": "gateway_token", "scopes": ["operator.read", "operator.write", "operator.admin"]}
 
-# admin_read: the request reads what the gateway itself gives only to operator.admin (the
-# media of any session, channel avatars, workspace icons): its route (the path the gateway
-# routes by, input.request.route, else the path) starts with one of
-# data.http.admin_read_prefixes, compared in lower case.
-admin_read if {
+# admin_route: the request goes where the gateway itself admits only operator.admin (the
+# media of any session, channel avatars, workspace icons), or where, called with its shared
+# token, it acts as its owner (the OpenAI-compatible endpoints run an agent turn whose sender
+# is the owner, with the owner-only tools; on a socket only an admin's turn is). Its route
+# (the path the gateway routes by, input.request.route, else the path) starts with one of
+# data.http.admin_prefixes, compared in lower case; any method.
+admin_route if {
 	route := lower(object.get(input.request, "route", input.request.path))
-	some prefix in data.http.admin_read_prefixes
+	some prefix in data.http.admin_prefixes
 	startswith(route, lower(prefix))
 }
 

@@ -43,13 +43,18 @@ test_viewer if {
 	refused(invoke(user("u_viewer"), "gw1", "web_search"), 403, "role_forbids")
 }
 
-# Reads the gateway keeps for operator.admin (another session's media, avatars): owner,
-# admins and gateway tokens only, however the path is spelled or scoped.
+# Routes the gateway keeps for operator.admin (another session's media, avatars) or runs as
+# its owner (the OpenAI-compatible endpoints): owner, admins and gateway tokens only,
+# whatever the method, however the path is spelled or scoped.
 get(subject, path, route) := object.union(http(subject, "gw1", "http.read"), {
 	"request": {"method": "GET", "path": path, "route": route, "host": "x"},
 })
 
-test_admin_reads if {
+post(subject, path) := object.union(http(subject, "gw1", "http.write"), {
+	"request": {"method": "POST", "path": path, "route": path, "host": "x"},
+})
+
+test_admin_routes if {
 	media := "/api/chat/media/outgoing/s1/a1/full"
 	every who in ["u_viewer", "u_operator"] {
 		refused(get(user(who), media, media), 403, "role_forbids")
@@ -59,6 +64,20 @@ test_admin_reads if {
 		refused(get(user(who), "/__openclaw__/assistant-media", "/__openclaw__/assistant-media"), 403, "role_forbids")
 		allowed(get(user(who), "/api/chat/media/other", "/api/chat/media/other"))
 	}
+	every p in ["/v1/chat/completions", "/v1/responses", "/__openclaw__/assistant-media"] {
+		refused(post(user("u_operator"), p), 403, "role_forbids")
+		allowed(post(user("u_admin"), p))
+		allowed(post(user("u_owner"), p))
+		allowed(post(token("gw1"), p))
+	}
+	allowed(post(user("u_operator"), "/v1/embeddings"))
+
+	# Tools the gateway keeps for its owner, over HTTP.
+	refused(invoke(user("u_operator"), "gw1", "sessions"), 403, "role_forbids")
+	allowed(invoke(user("u_admin"), "gw1", "sessions"))
+	allowed(invoke(user("u_owner"), "gw1", "sessions"))
+	allowed(invoke(token("gw1"), "gw1", "sessions"))
+	allowed(invoke(user("u_operator"), "gw1", "web_search"))
 	allowed(get(user("u_admin"), media, media))
 	allowed(get(user("u_owner"), media, media))
 	allowed(get(token("gw1"), media, media))

@@ -409,16 +409,22 @@ func TestForwardedRequestCarriesOnlyGatewayCredentials(t *testing.T) {
 	}
 }
 
-// The gateway keeps some reads for its owner (operator.admin), and in token mode sees every
-// caller as its owner: moltgate keeps the rule, on the route the gateway takes, so a
-// capability-scoped spelling of the path is held to it too.
-func TestAdminReadsAreForOwnerAndAdmins(t *testing.T) {
+// The gateway keeps some routes for operator.admin, or serves them as its owner, and in token
+// mode sees every caller as its owner: moltgate keeps the rule, on the route the gateway
+// takes, so a capability-scoped spelling of the path is held to it too.
+func TestAdminRoutesAreForOwnerAndAdmins(t *testing.T) {
 	f := newFixture(t, registry.AuthToken)
-	for _, path := range []string{"/api/chat/media/outgoing/s1/a1/full", "/__openclaw__/cap/x/api/chat/media/outgoing/s1/a1/full"} {
+	for _, c := range []struct{ method, path, body string }{
+		{"GET", "/api/chat/media/outgoing/s1/a1/full", ""},
+		{"GET", "/__openclaw__/cap/x/api/chat/media/outgoing/s1/a1/full", ""},
+		{"POST", "/v1/chat/completions", "{}"},
+		{"POST", "/__openclaw__/assistant-media", "{}"},
+		{"POST", "/tools/invoke", `{"tool":" Sessions"}`}, // a tool the gateway keeps for its owner
+	} {
 		for user, want := range map[string]int{"user_viewer": 403, "user_operator": 403, "user_admin": 200, "user_owner": 200} {
-			status, body := f.do(t, call{path: path, header: bearer(f.user(user))})
+			status, body := f.do(t, call{method: c.method, path: c.path, body: c.body, header: bearer(f.user(user))})
 			if status != want || (want == 403 && body["reason"] != "role_forbids") {
-				t.Errorf("%s GET %s: got %d %v, want %d", user, path, status, body, want)
+				t.Errorf("%s %s %s: got %d %v, want %d", user, c.method, c.path, status, body, want)
 			}
 		}
 	}

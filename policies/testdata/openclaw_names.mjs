@@ -4,6 +4,7 @@
 //   aliases: the alias tables (TOOL_NAME_ALIASES and the scheduler's legacy names), name -> tool
 //   names:   for each name, {run: the tool invokeGatewayTool runs (trimmed, the scheduler's
 //            legacy names resolved), policy: the name its tool policy matches (normalizeToolPolicyName)}
+//   ownerOnlyTools: GATEWAY_OWNER_ONLY_CORE_TOOLS, the tools it keeps for its owner
 import { readdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -31,6 +32,7 @@ const table = (src, re) => {
 };
 
 const policy = await load("tool-policy-shared", ["normalizeToolPolicyName"]);
+const dangerous = await load("dangerous-tools", ["GATEWAY_OWNER_ONLY_CORE_TOOLS"]);
 const sched = await load("automations-tool-name", ["isAutomationsToolName", "AUTOMATIONS_TOOL_NAME"]);
 const aliases = Object.fromEntries(table(policy.src, /TOOL_NAME_ALIASES = [^\n]*new Map\((\[[\s\S]*?\])\);/));
 for (const legacy of table(sched.src, /LEGACY_AUTOMATIONS_TOOL_NAMES = (\[[^\]]*\])/)) {
@@ -41,4 +43,4 @@ const names = JSON.parse(readFileSync(0, "utf8")).map((name) => {
   const run = sched.fn.isAutomationsToolName(trimmed) ? sched.fn.AUTOMATIONS_TOOL_NAME : trimmed;
   return { run, policy: policy.fn.normalizeToolPolicyName(name) };
 });
-console.log(JSON.stringify({ aliases, names }));
+console.log(JSON.stringify({ aliases, names, ownerOnlyTools: dangerous.fn.GATEWAY_OWNER_ONLY_CORE_TOOLS }));
