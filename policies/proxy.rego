@@ -64,6 +64,16 @@ user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403}
 	role := gw.members[input.subject.id]
 	not "http.admin" in object.get(data.roles, [role, "actions"], [])
 } else := {"allow": false, "reason": "owner_only", "status": 403} if {
+	# A tool that is an owner method in another form (data.ws.owner_tools), held as the
+	# method is on a socket.
+	input.action == "tools.invoke"
+	input.request.tool in data.ws.owner_tools
+	gw.owner != input.subject.id
+} else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
+	input.action == "tools.invoke"
+	input.request.tool in data.ws.owner_tools
+	not second_factor_fresh
+} else := {"allow": false, "reason": "owner_only", "status": 403} if {
 	input.action == "http.write" # first: reads, the common case, skip the route match
 	owner_route
 	gw.owner != input.subject.id
@@ -94,6 +104,9 @@ token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403
 } else := {"allow": false, "reason": "owner_only", "status": 403} if {
 	input.action == "http.write"
 	owner_route
+} else := {"allow": false, "reason": "owner_only", "status": 403} if {
+	input.action == "tools.invoke"
+	input.request.tool in data.ws.owner_tools
 } else := {"allow": false, "reason": refusal, "status": 403} if {
 	input.action == "tools.invoke"
 	refusal := tool_refusal(gw)

@@ -78,6 +78,12 @@ test_admin_routes if {
 	allowed(invoke(user("u_owner"), "gw1", "sessions"))
 	allowed(invoke(token("gw1"), "gw1", "sessions"))
 	allowed(invoke(user("u_operator"), "gw1", "web_search"))
+
+	# The secrets tool is the secrets.* owner methods in another form.
+	refused(invoke(user("u_admin"), "gw1", "secrets"), 403, "owner_only")
+	refused(invoke(token("gw1"), "gw1", "secrets"), 403, "owner_only")
+	refused(invoke(user("u_owner"), "gw1", "secrets"), 403, "second_factor_required")
+	allowed(object.union(invoke(user("u_owner"), "gw1", "secrets"), {"subject": {"factor_ages": [5, 2]}}))
 	allowed(get(user("u_admin"), media, media))
 	allowed(get(user("u_owner"), media, media))
 	allowed(get(token("gw1"), media, media))

@@ -26,6 +26,10 @@ ws_verb := ws_parts[count(ws_parts) - 1]
 ws_class := "owner" if {
 	some p in data.ws.owner_prefixes
 	startswith(input.ws.method, p)
+} else := "owner" if {
+	# A tool that is an owner method in another form (data.ws.owner_tools: the secrets tool
+	# lists and deletes the secret store, as the secrets.* methods do).
+	input.ws.tool in data.ws.owner_tools
 } else := c if {
 	c := data.ws.methods[input.ws.method]
 } else := "admin" if {

@@ -238,3 +238,12 @@ test_ws_call_on_http_protocol_is_not_a_ws_decision if {
 		decide(object.union(call(s, "gw1", "status"), {"protocol": "http"})).allow == false
 	}
 }
+
+# The secrets tool is the secrets.* owner methods in another form.
+test_ws_owner_tools if {
+	secrets := object.union(call(user("u_admin"), "gw1", "tools.invoke"), {"ws": {"tool": "secrets"}})
+	refused(with_fva(secrets, fresh), 403, "owner_only")
+	refused(object.union(secrets, {"subject": user("u_owner")}), 403, "second_factor_required")
+	allowed(with_fva(object.union(secrets, {"subject": user("u_owner")}), fresh))
+	allowed(object.union(call(user("u_operator"), "gw1", "tools.invoke"), {"ws": {"tool": "web_search"}}))
+}

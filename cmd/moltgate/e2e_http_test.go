@@ -163,6 +163,10 @@ log: {level: debug}
 			status: 400, reason: "ambiguous_tool", event: audit.TypePolicyDeny},
 		{name: "tool named by name alone", method: "POST", path: "/tools/invoke", body: `{"name":"sessions_list","args":{}}`, header: user("user_operator"),
 			status: 200, body2: `"ok":true`, reached: true},
+		// The gateway serves its secrets tool (list, delete the secret store) to the shared
+		// token; moltgate holds it as the secrets.* owner methods.
+		{name: "secrets tool is the owner's", method: "POST", path: "/tools/invoke", body: `{"tool":"secrets","args":{"action":"list"}}`, header: user("user_operator"),
+			status: 403, reason: "owner_only", event: audit.TypePolicyDeny},
 		{name: "denied tool through the capability-scoped path", method: "POST", path: "/__openclaw__/cap/x/tools/invoke", body: `{"tool":"exec","args":{"command":"id"}}`, header: user("user_operator"),
 			status: 403, reason: "tool_denied", event: audit.TypePolicyDeny},
 		{name: "encoded dot segments", path: "/x/%2e%2e/tools/invoke", method: "POST", body: `{"tool":"exec"}`, header: user("user_operator"),
