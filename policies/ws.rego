@@ -28,7 +28,8 @@ ws_class := "owner" if {
 	startswith(input.ws.method, p)
 } else := "owner" if {
 	# A tool that is an owner method in another form (data.ws.owner_tools: the secrets tool
-	# lists and deletes the secret store, as the secrets.* methods do).
+	# lists and deletes the secret store, as secrets.* does; the terminal tool reads and
+	# types into the operator's terminals, as terminal.* does).
 	input.ws.tool in data.ws.owner_tools
 } else := c if {
 	c := data.ws.methods[input.ws.method]

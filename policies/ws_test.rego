@@ -246,4 +246,5 @@ test_ws_owner_tools if {
 	refused(object.union(secrets, {"subject": user("u_owner")}), 403, "second_factor_required")
 	allowed(with_fva(object.union(secrets, {"subject": user("u_owner")}), fresh))
 	allowed(object.union(call(user("u_operator"), "gw1", "tools.invoke"), {"ws": {"tool": "web_search"}}))
+	refused(with_fva(object.union(call(user("u_admin"), "gw1", "tools.invoke"), {"ws": {"tool": "terminal"}}), fresh), 403, "owner_only")
 }
