@@ -88,17 +88,26 @@ func startMoltgate(t *testing.T, config string) *instance {
 		in.cmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan error, 1)
 		go func() { done <- in.cmd.Wait() }()
+		lines := 40
 		select {
 		case <-done:
 		case <-time.After(20 * time.Second):
-			in.cmd.Process.Kill()
-			<-done
-			t.Error("moltgate did not stop within 20s of SIGTERM")
+			// Hung: SIGQUIT makes the Go runtime write every goroutine's stack to the log
+			// before it exits, which is what finding the hang takes.
+			in.cmd.Process.Signal(syscall.SIGQUIT)
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				in.cmd.Process.Kill()
+				<-done
+			}
+			lines = 600
+			t.Error("moltgate did not stop within 20s of SIGTERM; its goroutines are in the log below")
 		}
 		logf.Close()
 		if t.Failed() {
 			b, _ := os.ReadFile(in.logPath)
-			t.Logf("moltgate log:\n%s", tail(string(b), 40))
+			t.Logf("moltgate log:\n%s", tail(string(b), lines))
 		}
 	})
 	in.proxyURL, in.adminURL = "http://"+listen, "http://"+adminListen
