@@ -36,8 +36,8 @@ func newCodec() *codec {
 	}
 }
 
-// str returns a term for s, shared with OPA's interned terms where one exists.
-// str returns a term for s: the shared one when s is in the vocabulary, else a new one.
+// str returns a term for s: the shared one when s is in the vocabulary, else OPA's interned
+// term where one exists, else a new one.
 func str(s string) *ast.Term {
 	if t, ok := vocab[s]; ok {
 		return t

@@ -324,10 +324,7 @@ func (c *conn) handle(ctx context.Context, f *frame, data []byte) bool {
 		return false
 	case first:
 		if reason := connectRefusal(f); reason != "" {
-			c.audit(audit.TypePolicyDeny, reason, f.method)
-			c.reply(ctx, errorResponse(f.id, "FORBIDDEN", "moltgate: "+reason))
-			c.end(closeProtocol, websocket.StatusPolicyViolation, reason)
-			return false
+			return c.refuseConnect(ctx, f, closeProtocol, audit.TypePolicyDeny, "FORBIDDEN", reason)
 		}
 		if c.s.Identify != nil && !c.identify(ctx, f) {
 			return false
@@ -364,6 +361,16 @@ func (c *conn) handle(ctx context.Context, f *frame, data []byte) bool {
 		return c.refuse(ctx, f, d.Reason, "FORBIDDEN", "moltgate: "+d.Reason)
 	}
 	return c.forward(ctx, data)
+}
+
+// refuseConnect records the refusal of connect request f, answers it with an error response
+// and closes the socket (1008), its close counted as closeAs. It reports false: the socket is
+// done.
+func (c *conn) refuseConnect(ctx context.Context, f *frame, closeAs, typ, code, reason string) bool {
+	c.audit(typ, reason, "connect")
+	c.reply(ctx, errorResponse(f.id, code, "moltgate: "+reason))
+	c.end(closeAs, websocket.StatusPolicyViolation, reason)
+	return false
 }
 
 // refuse records the refusal of request f and answers it with an error response. A refusal
@@ -411,10 +418,7 @@ func (c *conn) identify(ctx context.Context, f *frame) bool {
 		_ = json.Unmarshal(raw, &auth)
 	}
 	refuse := func(typ, code, reason string) bool {
-		c.audit(typ, reason, "connect")
-		c.reply(ctx, errorResponse(f.id, code, "moltgate: "+reason))
-		c.end(closeRevoked, websocket.StatusPolicyViolation, reason)
-		return false
+		return c.refuseConnect(ctx, f, closeRevoked, typ, code, reason)
 	}
 	if auth.Token == "" {
 		return refuse(audit.TypePolicyDeny, "UNAUTHORIZED", "unauthenticated")
@@ -517,8 +521,8 @@ func clientForGateway(raw json.RawMessage, subject string) (json.RawMessage, err
 // rewriteConnect sets the connect request's credentials and scopes: in token mode the
 // gateway token goes into auth (the client never holds it); in every mode the device proof
 // is dropped, the client description names the moltgate subject and never one of the
-// gateway's own processes (clientForGateway),
-// and the scopes asked for are capped by what the caller's role allows.
+// gateway's own processes (clientForGateway), and the scopes asked for are capped by what
+// the caller's role allows.
 func (c *conn) rewriteConnect(f *frame) ([]byte, error) {
 	if f.params == nil {
 		f.params = map[string]json.RawMessage{}
