@@ -215,17 +215,9 @@ log: {level: debug}
 			{"/tools/invoke", `{"name":" sessions_list ","tool":"no_such_tool","args":{}}`},
 			{"/__openclaw__/cap/x/tools/invoke", `{"tool":"sessions_list","args":{}}`},
 		} {
-			req, _ := http.NewRequest("POST", tokGW.URL+c.path, strings.NewReader(c.body))
-			req.Header.Set("Authorization", "Bearer "+tokGW.Token)
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 || !strings.Contains(string(body), `"ok":true`) {
-				t.Fatalf("POST %s %s: gateway answered %d %s; want sessions_list run", c.path, c.body, resp.StatusCode, body)
+			status, body := postJSON(t, tokGW.URL+c.path, "", tokGW.Token, c.body)
+			if status != 200 || !strings.Contains(body, `"ok":true`) {
+				t.Fatalf("POST %s %s: gateway answered %d %s; want sessions_list run", c.path, c.body, status, body)
 			}
 		}
 	})

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -58,22 +57,9 @@ func TestKeysPolicyEndToEnd(t *testing.T) {
 
 	invoke := func(step string, mg *instance, status int, reason string) {
 		t.Helper()
-		req, err := http.NewRequestWithContext(t.Context(), "POST", mg.proxyURL+"/tools/invoke",
-			strings.NewReader(`{"tool":"sessions_list","args":{}}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Host = "gwcap.gw.localhost"
-		req.Header.Set("Authorization", "Bearer "+gw.Token)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != status || (reason != "" && !strings.Contains(string(body), reason)) {
-			t.Fatalf("%s: %d %s, want %d %s", step, resp.StatusCode, body, status, reason)
+		got, body := postJSON(t, mg.proxyURL+"/tools/invoke", "gwcap.gw.localhost", gw.Token, `{"tool":"sessions_list","args":{}}`)
+		if got != status || (reason != "" && !strings.Contains(body, reason)) {
+			t.Fatalf("%s: %d %s, want %d %s", step, got, body, status, reason)
 		}
 	}
 	invoke("no key", mg, http.StatusForbidden, "no_capped_key")
