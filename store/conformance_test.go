@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/moltgate/moltgate/internal/testenv"
 )
@@ -203,6 +204,68 @@ func TestBackendConformance(t *testing.T) {
 			wg.Wait()
 			if v, _ := s.Get("cas", "n"); string(v) != "200" {
 				t.Fatalf("concurrent swaps: got %s, want 200", v)
+			}
+		})
+	}
+}
+
+// TestConcurrentWritesWhileWalking is issue 15's deadlock: walks whose callbacks read the
+// store again (as Keys.Active does inside Keys.List), while other goroutines write values
+// big enough to grow the file. In one bbolt read transaction a nested one waits for a
+// writer that waits for the first to end: every store call of every tenant then hangs.
+func TestConcurrentWritesWhileWalking(t *testing.T) {
+	for name, open := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s := open(t)
+			big := make([]byte, 8<<10)
+			var writers, walkers sync.WaitGroup
+			stop := make(chan struct{})
+			for w := range 4 {
+				writers.Go(func() {
+					for i := range 150 {
+						if err := s.Put("keys", fmt.Sprintf("t%d/k%04d", w, i), big); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				})
+				// Walkers go on for as long as the writers grow the file.
+				walkers.Go(func() {
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						err := s.ForEachPrefix("keys", fmt.Sprintf("t%d/", w), func(k string, _ []byte) error {
+							_, err := s.Get("keys", k)
+							return err
+						})
+						if err == nil {
+							err = s.ForEachPrefix("keys", fmt.Sprintf("t%d/k00", w), func(k string, _ []byte) error {
+								if err := s.Swap("seen", k, nil, []byte("1")); !errors.Is(err, ErrConflict) {
+									return err
+								}
+								return nil
+							})
+						}
+						if err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				})
+			}
+			testenv.WaitOrDump(t, &writers, time.Minute)
+			close(stop)
+			testenv.WaitOrDump(t, &walkers, time.Minute)
+			n := 0
+			if err := s.ForEach("keys", func(string, []byte) error { n++; return nil }); err != nil {
+				t.Fatal(err)
+			}
+			if n != 600 {
+				t.Fatalf("keys stored: got %d, want 600", n)
 			}
 		})
 	}

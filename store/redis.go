@@ -34,6 +34,7 @@ type Redis struct {
 	c       *redis.Client
 	prefix  string
 	timeout time.Duration
+	g       *guard
 }
 
 // OpenRedis connects to cfg.Addr and checks the server answers.
@@ -44,12 +45,12 @@ func OpenRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	if cfg.Prefix == "" {
 		cfg.Prefix = "moltgate:kv:"
 	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 5 * time.Second
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
 	}
 	c := redis.NewClient(&redis.Options{Addr: cfg.Addr, Username: cfg.Username, Password: cfg.Password, DB: cfg.DB,
 		DisableIdentity: true})
-	r := &Redis{c: c, prefix: cfg.Prefix, timeout: cfg.Timeout}
+	r := &Redis{c: c, prefix: cfg.Prefix, timeout: cfg.Timeout, g: newGuard(cfg.Timeout)}
 	pctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	if err := c.Ping(pctx).Err(); err != nil {
@@ -62,52 +63,74 @@ func OpenRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 // Close closes the connections.
 func (r *Redis) Close() error { return r.c.Close() }
 
+// Stuck returns an error naming the operations running longer than the timeout, or nil.
+func (r *Redis) Stuck() error { return r.g.stuck() }
+
 func (r *Redis) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), r.timeout)
 }
 
 // Get returns the value under bucket/key, or ErrNotFound.
 func (r *Redis) Get(bucket, key string) ([]byte, error) {
-	ctx, cancel := r.ctx()
-	defer cancel()
-	v, err := r.c.HGet(ctx, r.prefix+bucket, key).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, ErrNotFound
-	}
+	var v []byte
+	err := r.g.run(opGet, bucket, func() error {
+		ctx, cancel := r.ctx()
+		defer cancel()
+		var err error
+		v, err = r.c.HGet(ctx, r.prefix+bucket, key).Bytes()
+		if errors.Is(err, redis.Nil) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("store: redis get %s: %w", bucket, err)
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("store: redis get %s: %w", bucket, err)
+		return nil, err
 	}
 	return v, nil
 }
 
 // Put stores value under bucket/key.
 func (r *Redis) Put(bucket, key string, value []byte) error {
-	ctx, cancel := r.ctx()
-	defer cancel()
-	if err := r.c.HSet(ctx, r.prefix+bucket, key, value).Err(); err != nil {
-		return fmt.Errorf("store: redis put %s: %w", bucket, err)
-	}
-	return nil
+	return r.g.run(opPut, bucket, func() error {
+		ctx, cancel := r.ctx()
+		defer cancel()
+		if err := r.c.HSet(ctx, r.prefix+bucket, key, value).Err(); err != nil {
+			return fmt.Errorf("store: redis put %s: %w", bucket, err)
+		}
+		return nil
+	})
 }
 
 // Delete removes bucket/key; deleting a missing key is not an error.
 func (r *Redis) Delete(bucket, key string) error {
-	ctx, cancel := r.ctx()
-	defer cancel()
-	if err := r.c.HDel(ctx, r.prefix+bucket, key).Err(); err != nil {
-		return fmt.Errorf("store: redis delete %s: %w", bucket, err)
-	}
-	return nil
+	return r.g.run(opDelete, bucket, func() error {
+		ctx, cancel := r.ctx()
+		defer cancel()
+		if err := r.c.HDel(ctx, r.prefix+bucket, key).Err(); err != nil {
+			return fmt.Errorf("store: redis delete %s: %w", bucket, err)
+		}
+		return nil
+	})
 }
 
 // ForEach calls fn for every key in bucket in key order. It reads the whole bucket first
 // (HGETALL), so fn sees a snapshot and may write to the store.
 func (r *Redis) ForEach(bucket string, fn func(key string, value []byte) error) error {
-	ctx, cancel := r.ctx()
-	all, err := r.c.HGetAll(ctx, r.prefix+bucket).Result()
-	cancel()
+	var all map[string]string
+	err := r.g.run(opList, bucket, func() error {
+		ctx, cancel := r.ctx()
+		defer cancel()
+		var err error
+		if all, err = r.c.HGetAll(ctx, r.prefix+bucket).Result(); err != nil {
+			return fmt.Errorf("store: redis list %s: %w", bucket, err)
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("store: redis list %s: %w", bucket, err)
+		return err
 	}
 	return eachSorted(all, fn)
 }
@@ -115,21 +138,26 @@ func (r *Redis) ForEach(bucket string, fn func(key string, value []byte) error) 
 // ForEachPrefix is ForEach over the keys that start with prefix: HSCAN with MATCH, so only
 // those cross the network (Redis still walks the hash). fn sees a snapshot, as with ForEach.
 func (r *Redis) ForEachPrefix(bucket, prefix string, fn func(key string, value []byte) error) error {
-	ctx, cancel := r.ctx()
-	defer cancel()
 	all := map[string]string{}
-	it := r.c.HScan(ctx, r.prefix+bucket, 0, globEscape(prefix)+"*", 1000).Iterator()
-	for it.Next(ctx) {
-		k := it.Val()
-		if !it.Next(ctx) {
-			break
+	err := r.g.run(opList, bucket, func() error {
+		ctx, cancel := r.ctx()
+		defer cancel()
+		it := r.c.HScan(ctx, r.prefix+bucket, 0, globEscape(prefix)+"*", 1000).Iterator()
+		for it.Next(ctx) {
+			k := it.Val()
+			if !it.Next(ctx) {
+				break
+			}
+			all[k] = it.Val()
 		}
-		all[k] = it.Val()
+		if err := it.Err(); err != nil {
+			return fmt.Errorf("store: redis list %s: %w", bucket, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("store: redis list %s: %w", bucket, err)
-	}
-	cancel()
 	return eachSorted(all, fn)
 }
 
@@ -174,6 +202,10 @@ return 1
 
 // Swap replaces bucket/key with new only if it holds old (see Bolt.Swap).
 func (r *Redis) Swap(bucket, key string, old, new []byte) error {
+	return r.g.run(opSwap, bucket, func() error { return r.swap(bucket, key, old, new) })
+}
+
+func (r *Redis) swap(bucket, key string, old, new []byte) error {
 	ctx, cancel := r.ctx()
 	defer cancel()
 	flag := func(b bool) string {

@@ -17,7 +17,7 @@ var ErrConflict = errors.New("store: value changed concurrently")
 // one record without losing each other's writes. A nil old means "must be absent"; a nil new
 // deletes the key. A mismatch returns ErrConflict and changes nothing.
 func (b *Bolt) Swap(bucket, key string, old, new []byte) error {
-	return b.db.Update(func(tx *bolt.Tx) error {
+	return b.update(opSwap, bucket, func(tx *bolt.Tx) error {
 		bk, err := tx.CreateBucketIfNotExists([]byte(bucket))
 		if err != nil {
 			return fmt.Errorf("store: bucket %s: %w", bucket, err)
