@@ -1,6 +1,7 @@
 // Package admin is moltgate's JSON admin API, served on the admin listener for the dashboard
 // back end and operators, and the client the CLI uses. Every call is authenticated (the admin
-// token, or a Clerk session), decided by the same policy engine as proxy traffic, and audited.
+// token, or a Clerk session, as Authorization: Bearer only), decided by the same policy engine
+// as proxy traffic, and audited.
 package admin
 
 import (
@@ -11,10 +12,12 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"mime"
 	"net/http"
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/moltgate/moltgate/audit"
@@ -59,6 +62,8 @@ type Server struct {
 	cfg  Config
 	deps Deps
 	mux  *http.ServeMux
+	// crossOrigin refuses changes a browser sends for another site (Sec-Fetch-Site, Origin).
+	crossOrigin *http.CrossOriginProtection
 }
 
 // maxBody bounds admin request bodies.
@@ -69,7 +74,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Registry == nil || deps.Policy == nil || deps.Audit == nil || deps.Logger == nil {
 		return nil, errors.New("admin: Registry, Policy, Audit and Logger are required")
 	}
-	s := &Server{cfg: cfg, deps: deps, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, deps: deps, mux: http.NewServeMux(), crossOrigin: http.NewCrossOriginProtection()}
 	s.mux.HandleFunc("GET /v1/gateways", s.list)
 	s.mux.HandleFunc("POST /v1/gateways", s.create)
 	s.mux.HandleFunc("GET /v1/gateways/{id}", s.show)
@@ -159,6 +164,12 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, action, id st
 func (s *Server) authorizeFor(w http.ResponseWriter, r *http.Request, action, id, tenant string) (*call, bool) {
 	c := &call{ev: audit.Event{Action: action, Gateway: id, ClientIP: clientAddr(r, s.cfg.TrustedProxies),
 		PolicyRevision: s.deps.Policy.Revision(), Details: map[string]string{"method": r.Method, "path": r.URL.Path}}}
+	if status, reason := s.forged(r); status != 0 {
+		// Refused before the credential is read: a forged request changes nothing.
+		c.ev.Actor = audit.Actor{Kind: policies.SubjectAnonymous}
+		s.refuse(w, r, c, audit.TypeAdminDeny, status, reason)
+		return nil, false
+	}
 	subject, status, reason := s.identify(r)
 	c.subject, c.ev.Actor = subject, audit.Actor{Kind: subject.Kind, ID: subject.ID}
 	if status == 0 && subject.Kind == policies.SubjectAnonymous {
@@ -203,9 +214,36 @@ func (s *Server) authorizeFor(w http.ResponseWriter, r *http.Request, action, id
 	return c, true
 }
 
+// forged refuses what a browser may send on behalf of another site's page. The credential
+// is the Authorization header only, which such a page cannot attach without a CORS preflight
+// this API never grants; these checks hold even so. A change must come from no browser or
+// the same origin (Sec-Fetch-Site, else Origin, as http.CrossOriginProtection decides), and
+// declare a JSON body: an HTML form or a "simple" fetch cannot send Content-Type
+// application/json without that preflight.
+func (s *Server) forged(r *http.Request) (int, string) {
+	if s.crossOrigin.Check(r) != nil {
+		return http.StatusForbidden, "cross_origin"
+	}
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return 0, ""
+	}
+	ct := r.Header.Values("Content-Type")
+	if len(ct) != 1 {
+		return http.StatusUnsupportedMediaType, "unsupported_media_type"
+	}
+	typ, params, err := mime.ParseMediaType(ct[0])
+	if err != nil || typ != "application/json" || (params["charset"] != "" && !strings.EqualFold(params["charset"], "utf-8")) {
+		return http.StatusUnsupportedMediaType, "unsupported_media_type"
+	}
+	return 0, ""
+}
+
+// identify authenticates the caller by the Authorization header alone. The Clerk session
+// cookie is the proxy's, for browsers; here it is ignored, since a browser attaches it to a
+// forged cross-site request by itself.
 func (s *Server) identify(r *http.Request) (policies.Subject, int, string) {
 	anon := policies.Subject{Kind: policies.SubjectAnonymous}
-	tok, ok, err := authn.Credential(r)
+	tok, ok, err := authn.Bearer(r)
 	switch {
 	case err != nil:
 		return anon, http.StatusUnauthorized, authn.Reason(err)

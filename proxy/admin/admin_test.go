@@ -234,6 +234,7 @@ func TestAdminRefusesBadCallersAndBodies(t *testing.T) {
 	post := func(body string) (int, map[string]string) {
 		req, _ := http.NewRequestWithContext(ctx, "POST", f.srv.URL+"/v1/gateways", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+adminToken)
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := f.srv.Client().Do(req)
 		if err != nil {
 			t.Fatal(err)
