@@ -164,6 +164,15 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, action, id st
 func (s *Server) authorizeFor(w http.ResponseWriter, r *http.Request, action, id, tenant string) (*call, bool) {
 	c := &call{ev: audit.Event{Action: action, Gateway: id, ClientIP: clientAddr(r, s.cfg.TrustedProxies),
 		PolicyRevision: s.deps.Policy.Revision(), Details: map[string]string{"method": r.Method, "path": r.URL.Path}}}
+	// Every event of the call, refusals before authentication included, is filed under the
+	// tenant it is about, so that tenant's admins see it: the gateway's (looked up by the
+	// path's id alone; the answer does not depend on it), else the tenant in the path.
+	if id != "" {
+		if g, err := s.deps.Registry.Get(id); err == nil {
+			tenant = g.Tenant
+		}
+	}
+	c.ev.Tenant = tenant
 	if status, reason := s.forged(r); status != 0 {
 		// Refused before the credential is read: a forged request changes nothing.
 		c.ev.Actor = audit.Actor{Kind: policies.SubjectAnonymous}
@@ -179,13 +188,8 @@ func (s *Server) authorizeFor(w http.ResponseWriter, r *http.Request, action, id
 		s.refuse(w, r, c, audit.TypeAuthnFailure, status, reason)
 		return nil, false
 	}
-	in := policies.Input{Subject: subject, Gateway: policies.GatewayRef{ID: id}, ClientIP: c.ev.ClientIP,
+	in := policies.Input{Subject: subject, Gateway: policies.GatewayRef{ID: id, Tenant: tenant}, ClientIP: c.ev.ClientIP,
 		Protocol: policies.ProtocolAdmin, Action: action, Request: policies.Request{Method: r.Method, Path: r.URL.Path, Host: r.Host}}
-	if g, err := s.deps.Registry.Get(id); err == nil {
-		in.Gateway.Tenant, c.ev.Tenant = g.Tenant, g.Tenant
-	} else if tenant != "" {
-		in.Gateway.Tenant, c.ev.Tenant = tenant, tenant
-	}
 	d, err := s.deps.Policy.Decide(r.Context(), &in)
 	if err != nil {
 		s.deps.Logger.LogAttrs(r.Context(), slog.LevelError, "admin: policy evaluation failed", slog.Any("err", err))
@@ -344,7 +348,6 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		s.failed(w, r, c, err)
 		return
 	}
-	c.ev.Gateway, c.ev.Tenant = req.ID, req.Tenant
 	token, generated := req.Token, false
 	if token == "" {
 		var err error
@@ -357,9 +360,16 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 	g, err := s.deps.Registry.Create(r.Context(), registry.Gateway{ID: req.ID, Tenant: req.Tenant,
 		Owner: req.Owner, Upstream: req.Upstream, AuthMode: req.AuthMode}, token)
 	if err != nil {
+		// The events are labelled from stored records, never from the body: a create of an
+		// existing id is about that gateway, and must not file an event under the tenant the
+		// body names.
+		if old, gerr := s.deps.Registry.Get(req.ID); errors.Is(err, registry.ErrExists) && gerr == nil {
+			c.ev.Gateway, c.ev.Tenant = old.ID, old.Tenant
+		}
 		s.failed(w, r, c, err)
 		return
 	}
+	c.ev.Gateway, c.ev.Tenant = g.ID, g.Tenant
 	resp := CreateResponse{Gateway: view(g)}
 	if generated {
 		resp.Token = token

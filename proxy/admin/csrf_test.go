@@ -40,8 +40,8 @@ func send(t *testing.T, base *http.Client, url, method, body string, header ...s
 // Issue 15, part 2: an org admin's session cookie and a text/plain POST from
 // https://evil.example added a key, verified it, activated it (demoting the active one) and
 // started a tenant rotation. Each of those four calls, forged in each way a browser can send
-// it, is refused before it is authenticated, changes nothing, and is on record; made as the
-// CLI makes it, it still works.
+// it, is refused before it is authenticated, changes nothing, and is on record under the
+// tenant; made as the CLI makes it, it still works.
 func TestAdminRefusesForgedCrossSiteCalls(t *testing.T) {
 	const tenant = "org_acme"
 	for _, call := range []struct {
@@ -151,6 +151,8 @@ func TestAdminRefusesForgedCrossSiteCalls(t *testing.T) {
 					t.Errorf("a forged call recorded under %s %s", e.Details["method"], e.Details["path"])
 				case e.Outcome != "deny":
 					t.Errorf("a forged call recorded as %s %s", e.Type, e.Outcome)
+				case e.Tenant != tenant:
+					t.Errorf("a forged call filed under tenant %q, want %q, whose admins must see it", e.Tenant, tenant)
 				default:
 					refused[e.Reason]++
 					if e.Reason != "unauthenticated" && (e.Type != audit.TypeAdminDeny || e.Actor.Kind != "anonymous") {
