@@ -271,15 +271,25 @@ func (s *Server) identify(r *http.Request) (policies.Subject, int, string) {
 		OrgID: id.OrgID, OrgRole: id.OrgRole, FactorAges: id.FactorAges}, 0, ""
 }
 
+// refuse records the refusal of c and answers it.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, c *call, typ string, status int, reason string) {
-	c.ev.Type, c.ev.Outcome, c.ev.Reason = typ, "deny", reason
+	s.answer(w, r, c, typ, "deny", status, reason, "")
+}
+
+// answer records how c ended (a refusal, or an error) and answers status with reason and msg,
+// or the status's standard message when msg is empty. Every path that does not succeed ends
+// here: one that cannot be recorded is answered 503 audit_unavailable, never as if it were.
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, c *call, typ, outcome string, status int, reason, msg string) {
+	c.ev.Type, c.ev.Outcome, c.ev.Reason = typ, outcome, reason
 	c.ev.Details["status"] = strconv.Itoa(status)
-	if !s.emit(r.Context(), c.ev) {
-		// The refusal could not be recorded: say so rather than answer as if it were.
+	switch {
+	case !s.emit(r.Context(), c.ev):
 		proxy.Refuse(w, http.StatusServiceUnavailable, "audit_unavailable")
-		return
+	case msg == "":
+		proxy.Refuse(w, status, reason)
+	default:
+		writeJSON(w, status, map[string]string{"error": msg, "reason": reason})
 	}
-	proxy.Refuse(w, status, reason)
 }
 
 // done audits a successful change and answers it. The change is made, and its request is
@@ -306,18 +316,12 @@ func (s *Server) failed(w http.ResponseWriter, r *http.Request, c *call, err err
 	case errors.Is(err, registry.ErrNotFound):
 		s.refuse(w, r, c, audit.TypeAdminDeny, http.StatusNotFound, "unknown_gateway")
 	case errors.Is(err, registry.ErrExists):
-		c.ev.Type, c.ev.Outcome, c.ev.Reason = audit.TypeAdminDeny, "deny", "gateway_exists"
-		s.emit(r.Context(), c.ev)
-		writeJSON(w, http.StatusConflict, map[string]string{"error": "gateway exists", "reason": "gateway_exists"})
+		s.answer(w, r, c, audit.TypeAdminDeny, "deny", http.StatusConflict, "gateway_exists", "gateway exists")
 	case errors.Is(err, registry.ErrInvalid), errors.Is(err, errBadBody):
-		c.ev.Type, c.ev.Outcome, c.ev.Reason = audit.TypeAdminDeny, "deny", "invalid"
-		s.emit(r.Context(), c.ev)
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "invalid"})
+		s.answer(w, r, c, audit.TypeAdminDeny, "deny", http.StatusBadRequest, "invalid", err.Error())
 	default:
 		s.deps.Logger.LogAttrs(r.Context(), slog.LevelError, "admin: change failed", slog.Any("err", err))
-		c.ev.Type, c.ev.Outcome, c.ev.Reason = audit.TypeAdminChange, "error", "internal"
-		s.emit(r.Context(), c.ev)
-		proxy.Refuse(w, http.StatusServiceUnavailable, "internal")
+		s.answer(w, r, c, audit.TypeAdminChange, "error", http.StatusServiceUnavailable, "internal", "")
 	}
 }
 
@@ -380,12 +384,13 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) show(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if _, ok := s.authorize(w, r, "admin.gateway.read", id); !ok {
+	c, ok := s.authorize(w, r, "admin.gateway.read", id)
+	if !ok {
 		return
 	}
 	g, err := s.deps.Registry.Get(id)
 	if err != nil {
-		proxy.Refuse(w, http.StatusNotFound, "unknown_gateway")
+		s.failed(w, r, c, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, view(g))

@@ -36,7 +36,9 @@ type fixture struct {
 	audit    *audit.FileLog
 }
 
-func newFixture(t *testing.T) *fixture {
+// newFixture starts the admin API on a real registry, policy engine, Clerk stand-in and
+// audit log; opts adjust its configuration and parts before it starts.
+func newFixture(t *testing.T, opts ...func(*admin.Config, *admin.Deps)) *fixture {
 	t.Helper()
 	f := &fixture{clerk: clerktest.New(t), auditDir: filepath.Join(t.TempDir(), "audit")}
 	logger := slog.New(slog.DiscardHandler)
@@ -68,8 +70,12 @@ func newFixture(t *testing.T) *fixture {
 	}
 	t.Cleanup(func() { al.Close() })
 	f.audit = al
-	s, err := admin.New(admin.Config{AdminToken: []byte(adminToken)},
-		admin.Deps{Registry: reg, Policy: engine, Sessions: clerk, Audit: al, Logger: logger})
+	cfg := admin.Config{AdminToken: []byte(adminToken)}
+	deps := admin.Deps{Registry: reg, Policy: engine, Sessions: clerk, Audit: al, Logger: logger}
+	for _, o := range opts {
+		o(&cfg, &deps)
+	}
+	s, err := admin.New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,13 @@
 package admin_test
 
 import (
+	"context"
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/moltgate/moltgate/audit"
+	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/proxy/admin"
 	"github.com/moltgate/moltgate/proxy/authn/clerktest"
 )
@@ -77,5 +81,73 @@ func TestAdminRefusalsFiledUnderTheGatewaysTenant(t *testing.T) {
 		if e.Gateway == "gw9" && e.Tenant != "" {
 			t.Errorf("an event about no gateway filed under %q", e.Tenant)
 		}
+	}
+}
+
+// faultyAudit is the real audit log with one fault injected: the events fail picks are not
+// written, as when the spool fills between a call's request and its outcome.
+type faultyAudit struct {
+	*audit.FileLog
+	fail func(audit.Event) bool
+}
+
+func (a *faultyAudit) Emit(ctx context.Context, e audit.Event) error {
+	if a.fail(e) {
+		return errors.New("injected fault: spool full")
+	}
+	return a.FileLog.Emit(ctx, e)
+}
+
+// refusalsUnrecorded makes the admin.deny events of a fixture fail to be written.
+func refusalsUnrecorded(_ *admin.Config, d *admin.Deps) {
+	d.Audit = &faultyAudit{FileLog: d.Audit.(*audit.FileLog), fail: func(e audit.Event) bool { return e.Type == audit.TypeAdminDeny }}
+}
+
+// A refusal after the call's request is on record (invalid input, a conflict, an unknown
+// gateway or key, a key in the wrong state) whose own event cannot be written is answered
+// 503 audit_unavailable, as every unrecorded refusal is, and changes nothing.
+func TestAdminRefusalUnrecordedIs503(t *testing.T) {
+	f := newFixture(t, refusalsUnrecorded)
+	ctx := t.Context()
+	ops := f.client(adminToken)
+	if _, err := ops.Create(ctx, admin.CreateRequest{ID: "gw1", Tenant: "tenant-a", Owner: "user_a", Upstream: "http://127.0.0.1:1"}); err != nil {
+		t.Fatal(err)
+	}
+	kf := newKeysFixture(t, refusalsUnrecorded)
+	owner := kf.client(kf.clerk.Mint(clerktest.Claims{Subject: "user_k", Org: &clerktest.Org{ID: "org_k", Slug: "org_k", Role: "admin"}}))
+	k, err := owner.AddKey(ctx, "org_k", addKey(oldKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, call := range map[string]func() error{
+		"invalid create": func() error {
+			_, err := ops.Create(ctx, admin.CreateRequest{ID: "GW 2", Tenant: "tenant-a", Owner: "o", Upstream: "ftp://h"})
+			return err
+		},
+		"conflicting create": func() error {
+			_, err := ops.Create(ctx, admin.CreateRequest{ID: "gw1", Tenant: "tenant-a", Owner: "o", Upstream: "http://h"})
+			return err
+		},
+		"invalid allowlist": func() error { _, err := ops.SetAllowlist(ctx, "gw1", []string{"not a cidr"}); return err },
+		"unknown member":    func() error { _, err := ops.RemoveMember(ctx, "gw1", "user_nobody"); return err },
+		"unknown gateway":   func() error { _, err := ops.Get(ctx, "gw9"); return err },
+		"invalid key": func() error {
+			_, err := owner.AddKey(ctx, "org_k", admin.AddKeyRequest{Provider: "Open AI!", Secret: newKey})
+			return err
+		},
+		"unknown key":      func() error { _, err := owner.GetKey(ctx, "org_k", "k_0000000000000000"); return err },
+		"key not verified": func() error { _, err := owner.ActivateKey(ctx, "org_k", k.ID); return err },
+		"invalid audit query": func() error {
+			_, err := ops.Audit(ctx, admin.AuditQuery{Type: strings.Repeat("t", 201)})
+			return err
+		},
+	} {
+		t.Run(name, func(t *testing.T) { wantAPIError(t, call(), 503, "audit_unavailable") })
+	}
+	if g, err := ops.Get(ctx, "gw1"); err != nil || g.Owner != "user_a" || len(g.Allowlist) != 0 {
+		t.Fatalf("gw1 after the refusals: %+v %v", g, err)
+	}
+	if keys, err := owner.ListKeys(ctx, "org_k"); err != nil || len(keys) != 1 || keys[0].State != keystore.StateAdded {
+		t.Fatalf("keys after the refusals: %+v %v", keys, err)
 	}
 }
