@@ -9,7 +9,6 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"maps"
 	"mime"
@@ -481,25 +480,6 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, c *call, id stri
 		return
 	}
 	s.done(w, r, c, http.StatusOK, view(g))
-}
-
-var errBadBody = errors.New("admin: body must be one JSON object with known fields, at most 64 KiB")
-
-// decode reads one strict JSON object: unknown fields, trailing data and oversized bodies
-// are refused, so a typo cannot silently drop a setting.
-func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody+1))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return errBadBody
-	}
-	if dec.More() {
-		return errBadBody
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errBadBody
-	}
-	return nil
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -151,3 +151,56 @@ func TestAdminRefusalUnrecordedIs503(t *testing.T) {
 		t.Fatalf("keys after the refusals: %+v %v", keys, err)
 	}
 }
+
+// Admin request bodies are read strictly: a key matches a field only exactly (as the
+// WebSocket relay reads frame keys), and a key twice in one object is a 400, so no body reads
+// one way to a reviewer or a log and another way here. Nothing refused changes anything.
+func TestAdminBodiesDecodedStrictly(t *testing.T) {
+	f := newKeysFixture(t)
+	ctx := t.Context()
+	ops := f.client(adminToken)
+	const tenant = "org_acme"
+	if _, err := ops.Create(ctx, admin.CreateRequest{ID: "gw1", Tenant: tenant, Owner: "user_a", Upstream: "http://127.0.0.1:1"}); err != nil {
+		t.Fatal(err)
+	}
+	k, err := ops.AddKey(ctx, tenant, addKey(oldKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, keys := "/v1/gateways/gw1", "/v1/tenants/"+tenant+"/keys"
+	for _, c := range []struct{ name, method, path, body, want string }{
+		{"create, field in another case", "POST", "/v1/gateways", `{"ID":"gw2","tenant":"t","owner":"o","upstream":"http://h"}`, `unknown field "ID"`},
+		{"create, id twice", "POST", "/v1/gateways", `{"id":"gw2","tenant":"t","owner":"o","upstream":"http://h","id":"gw3"}`, `duplicate key "id"`},
+		{"create, id twice, once escaped", "POST", "/v1/gateways", `{"id":"gw2","i\u0064":"gw3","tenant":"t","owner":"o","upstream":"http://h"}`, `duplicate key "id"`},
+		{"member, role in another case", "PUT", gw + "/members/user_m", `{"role":"viewer","Role":"admin"}`, `unknown field "Role"`},
+		{"member, role twice", "PUT", gw + "/members/user_m", `{"role":"viewer","role":"admin"}`, `duplicate key "role"`},
+		{"allowlist, in another case", "PUT", gw + "/allowlist", `{"CIDRs":["0.0.0.0/0"]}`, `unknown field "CIDRs"`},
+		{"allowlist twice", "PUT", gw + "/allowlist", `{"cidrs":["10.0.0.0/8"],"cidrs":[]}`, `duplicate key "cidrs"`},
+		{"skills, deny in another case", "PUT", gw + "/skills", `{"deny":["exec"],"Deny":[]}`, `unknown field "Deny"`},
+		{"skills, allow twice", "PUT", gw + "/skills", `{"allow":[],"allow":["exec"]}`, `duplicate key "allow"`},
+		{"key, secret twice", "POST", keys, `{"provider":"openai","secret":"` + newKey + `","secret":"` + badKey + `"}`, `duplicate key "secret"`},
+		{"key, provider in another case", "POST", keys, `{"Provider":"openai","secret":"` + newKey + `"}`, `unknown field "Provider"`},
+		{"revoke, force twice", "POST", keys + "/" + k.ID + "/revoke", `{"force":true,"force":false}`, `duplicate key "force"`},
+		{"revoke, force in another case", "POST", keys + "/" + k.ID + "/revoke", `{"Force":false}`, `unknown field "Force"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			status, body := send(t, f.srv.Client(), f.srv.URL+c.path, c.method, c.body,
+				"Authorization", "Bearer "+adminToken, "Content-Type", "application/json")
+			var got struct{ Error, Reason string }
+			_ = jsonUnmarshal(body, &got)
+			if status != 400 || got.Reason != "invalid" || !strings.Contains(got.Error, c.want) {
+				t.Errorf("got %d %s, want 400 invalid saying %s", status, body, c.want)
+			}
+		})
+	}
+	if gws, err := ops.List(ctx); err != nil || len(gws) != 1 {
+		t.Fatalf("gateways after refused creates: %+v %v", gws, err)
+	}
+	if g, err := ops.Get(ctx, "gw1"); err != nil || len(g.Members) != 0 || len(g.Allowlist) != 0 || len(g.Skills.Allow)+len(g.Skills.Deny) != 0 {
+		t.Fatalf("gw1 after refused changes: %+v %v", g, err)
+	}
+	if ks, err := ops.ListKeys(ctx, tenant); err != nil || len(ks) != 1 || ks[0].State != keystore.StateAdded {
+		t.Fatalf("keys after refused changes: %+v %v", ks, err)
+	}
+	f.scan(t)
+}
