@@ -401,10 +401,15 @@ func (s *Server) remove(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := s.deps.Registry.Delete(r.Context(), id); err != nil {
+	old, err := s.deps.Registry.Get(id)
+	if err == nil {
+		err = s.deps.Registry.Delete(r.Context(), id)
+	}
+	if err != nil {
 		s.failed(w, r, c, err)
 		return
 	}
+	c.ev.Details["old"] = compact(view(old))
 	s.done(w, r, c, http.StatusOK, map[string]string{"deleted": id})
 }
 
@@ -420,7 +425,7 @@ func (s *Server) putMember(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.ev.Details["member"], c.ev.Details["role"] = user, req.Role
-	s.update(w, r, c, id, func(g *registry.Gateway) error {
+	s.update(w, r, c, id, memberRole(user), func(g *registry.Gateway) error {
 		if g.Members == nil {
 			g.Members = map[string]string{}
 		}
@@ -436,7 +441,7 @@ func (s *Server) deleteMember(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.ev.Details["member"] = user
-	s.update(w, r, c, id, func(g *registry.Gateway) error {
+	s.update(w, r, c, id, memberRole(user), func(g *registry.Gateway) error {
 		if _, ok := g.Members[user]; !ok {
 			return registry.ErrNotFound
 		}
@@ -456,7 +461,8 @@ func (s *Server) putAllowlist(w http.ResponseWriter, r *http.Request) {
 		s.failed(w, r, c, err)
 		return
 	}
-	s.update(w, r, c, id, func(g *registry.Gateway) error { g.Allowlist = slices.Clone(req.CIDRs); return nil })
+	s.update(w, r, c, id, func(g Gateway) any { return g.Allowlist },
+		func(g *registry.Gateway) error { g.Allowlist = slices.Clone(req.CIDRs); return nil })
 }
 
 func (s *Server) putSkills(w http.ResponseWriter, r *http.Request) {
@@ -470,16 +476,43 @@ func (s *Server) putSkills(w http.ResponseWriter, r *http.Request) {
 		s.failed(w, r, c, err)
 		return
 	}
-	s.update(w, r, c, id, func(g *registry.Gateway) error { g.Skills = req; return nil })
+	s.update(w, r, c, id, func(g Gateway) any { return g.Skills }, func(g *registry.Gateway) error { g.Skills = req; return nil })
 }
 
-func (s *Server) update(w http.ResponseWriter, r *http.Request, c *call, id string, change func(*registry.Gateway) error) {
-	g, err := s.deps.Registry.Update(r.Context(), id, change)
+// update changes gateway id. Its admin.change event records the value changed, as value picks
+// it from the gateway's view (which holds no secret), before and after: details old and new.
+func (s *Server) update(w http.ResponseWriter, r *http.Request, c *call, id string, value func(Gateway) any,
+	change func(*registry.Gateway) error) {
+	var old string
+	g, err := s.deps.Registry.Update(r.Context(), id, func(g *registry.Gateway) error {
+		old = compact(value(view(*g))) // now: change may edit what the view shares (members)
+		return change(g)
+	})
 	if err != nil {
 		s.failed(w, r, c, err)
 		return
 	}
+	c.ev.Details["old"], c.ev.Details["new"] = old, compact(value(view(g)))
 	s.done(w, r, c, http.StatusOK, view(g))
+}
+
+// memberRole picks user's role from a gateway, null when user is not a member.
+func memberRole(user string) func(Gateway) any {
+	return func(g Gateway) any {
+		if role, ok := g.Members[user]; ok {
+			return role
+		}
+		return nil
+	}
+}
+
+// compact is v as compact JSON, for an event's details.
+func compact(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return ""
+	}
+	return string(b)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

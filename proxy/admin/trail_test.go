@@ -3,6 +3,7 @@ package admin_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/proxy/admin"
 	"github.com/moltgate/moltgate/proxy/authn/clerktest"
+	"github.com/moltgate/moltgate/registry"
 )
 
 // Tests of issue 15, part 4: the audit trail of the admin API.
@@ -203,4 +205,76 @@ func TestAdminBodiesDecodedStrictly(t *testing.T) {
 		t.Fatalf("keys after refused changes: %+v %v", ks, err)
 	}
 	f.scan(t)
+}
+
+// A gateway change's admin.change event records the value it changed before and after
+// (details old and new, compact JSON: CIDRs, skill rules, a member's role); a deletion
+// records the gateway it deleted. No event holds the gateway's token.
+func TestAdminChangesRecordOldAndNew(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	ops := f.client(adminToken)
+	created, err := ops.Create(ctx, admin.CreateRequest{ID: "gw1", Tenant: "tenant-a", Owner: "user_a", Upstream: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		do       func() error
+		action   string
+		old, new string
+	}{
+		{func() error { _, err := ops.SetAllowlist(ctx, "gw1", []string{"192.0.2.0/24"}); return err },
+			"admin.allowlist.write", `[]`, `["192.0.2.0/24"]`},
+		{func() error {
+			_, err := ops.SetAllowlist(ctx, "gw1", []string{"198.51.100.0/24", "2001:db8::/32"})
+			return err
+		},
+			"admin.allowlist.write", `["192.0.2.0/24"]`, `["198.51.100.0/24","2001:db8::/32"]`},
+		{func() error {
+			_, err := ops.SetSkills(ctx, "gw1", registry.SkillRules{Deny: []string{"exec"}})
+			return err
+		},
+			"admin.skills.write", `{}`, `{"deny":["exec"]}`},
+		{func() error {
+			_, err := ops.SetSkills(ctx, "gw1", registry.SkillRules{Allow: []string{"search"}, Deny: []string{"exec", "shell"}})
+			return err
+		}, "admin.skills.write", `{"deny":["exec"]}`, `{"allow":["search"],"deny":["exec","shell"]}`},
+		{func() error { _, err := ops.SetMember(ctx, "gw1", "user_m", "viewer"); return err }, "admin.member.write", `null`, `"viewer"`},
+		{func() error { _, err := ops.SetMember(ctx, "gw1", "user_m", "admin"); return err }, "admin.member.write", `"viewer"`, `"admin"`},
+		{func() error { _, err := ops.RemoveMember(ctx, "gw1", "user_m"); return err }, "admin.member.write", `"admin"`, `null`},
+		{func() error { return ops.Delete(ctx, "gw1") }, "admin.gateway.delete", "", ""},
+	}
+	for _, s := range steps {
+		if err := s.do(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var changes []audit.Event
+	for _, e := range f.events(t) {
+		if strings.Contains(fmt.Sprint(e), created.Token) {
+			t.Errorf("an event holds the gateway's token: %+v", e)
+		}
+		if e.Type == audit.TypeAdminChange && e.Action != "admin.gateway.create" {
+			changes = append(changes, e)
+		}
+	}
+	if len(changes) != len(steps) {
+		t.Fatalf("got %d changes, want %d", len(changes), len(steps))
+	}
+	for i, s := range steps[:len(steps)-1] {
+		e := changes[i]
+		if e.Action != s.action || e.Details["old"] != s.old || e.Details["new"] != s.new {
+			t.Errorf("step %d: got %s old %s new %s, want %s old %s new %s", i, e.Action, e.Details["old"], e.Details["new"], s.action, s.old, s.new)
+		}
+	}
+	// The deletion records the gateway as it was.
+	var deleted admin.Gateway
+	del := changes[len(changes)-1]
+	if err := jsonUnmarshal(del.Details["old"], &deleted); err != nil || del.Details["new"] != "" {
+		t.Fatalf("delete event details %v: %v", del.Details, err)
+	}
+	if deleted.ID != "gw1" || deleted.Tenant != "tenant-a" || deleted.Owner != "user_a" || deleted.Upstream != "http://127.0.0.1:1" ||
+		len(deleted.Allowlist) != 2 || len(deleted.Skills.Deny) != 2 || len(deleted.Members) != 0 {
+		t.Fatalf("the deleted gateway on record: %+v", deleted)
+	}
 }
