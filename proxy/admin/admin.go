@@ -41,6 +41,9 @@ type Config struct {
 	AdminToken []byte
 	// TrustedProxies as for the proxy: whose forwarding headers give the client address.
 	TrustedProxies []netip.Prefix
+	// ProbeInterval is the least time between two admin.probe events for one client (calls
+	// no route takes). Default one minute.
+	ProbeInterval time.Duration
 }
 
 // Deps are the parts the admin API works with.
@@ -54,6 +57,8 @@ type Deps struct {
 	// them out.
 	Keys    KeyManager
 	Rotator KeyRotator
+	// Now is the clock of the probe summaries. Default time.Now.
+	Now func() time.Time
 }
 
 // Server serves /v1/ of the admin API.
@@ -63,6 +68,7 @@ type Server struct {
 	mux  *http.ServeMux
 	// crossOrigin refuses changes a browser sends for another site (Sec-Fetch-Site, Origin).
 	crossOrigin *http.CrossOriginProtection
+	probes      *probeLimiter
 }
 
 // maxBody bounds admin request bodies.
@@ -73,7 +79,14 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Registry == nil || deps.Policy == nil || deps.Audit == nil || deps.Logger == nil {
 		return nil, errors.New("admin: Registry, Policy, Audit and Logger are required")
 	}
-	s := &Server{cfg: cfg, deps: deps, mux: http.NewServeMux(), crossOrigin: http.NewCrossOriginProtection()}
+	if cfg.ProbeInterval <= 0 {
+		cfg.ProbeInterval = defaultProbeInterval
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	s := &Server{cfg: cfg, deps: deps, mux: http.NewServeMux(), crossOrigin: http.NewCrossOriginProtection(),
+		probes: &probeLimiter{every: cfg.ProbeInterval, clients: map[string]*probeCount{}}}
 	s.mux.HandleFunc("GET /v1/gateways", s.list)
 	s.mux.HandleFunc("POST /v1/gateways", s.create)
 	s.mux.HandleFunc("GET /v1/gateways/{id}", s.show)
@@ -84,14 +97,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.mux.HandleFunc("PUT /v1/gateways/{id}/skills", s.putSkills)
 	s.keyRoutes()
 	s.auditRoutes()
-	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, _ *http.Request) {
-		proxy.Refuse(w, http.StatusNotFound, "no_such_endpoint")
-	})
+	// No catch-all: what no route takes is ServeHTTP's, recorded as probing (probe.go).
 	return s, nil
 }
-
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 // Gateway is a gateway as the admin API shows it: never a token, hash or ciphertext.
 type Gateway struct {

@@ -79,9 +79,18 @@ func newFixture(t *testing.T, opts ...func(*admin.Config, *admin.Deps)) *fixture
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.srv = httptest.NewServer(s)
+	f.srv = httptest.NewServer(listener(s))
 	t.Cleanup(f.srv.Close)
 	return f
+}
+
+// listener is the admin listener as serve builds it: its own endpoints, the API for every
+// other path, and the API's path check in front.
+func listener(s *admin.Server) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.Handle("/", s)
+	return s.Guard(mux)
 }
 
 func (f *fixture) client(cred string) *admin.Client {

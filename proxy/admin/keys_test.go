@@ -181,7 +181,7 @@ func newKeysFixture(t *testing.T, opts ...func(*admin.Config, *admin.Deps)) *key
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.srv = httptest.NewServer(s)
+	f.srv = httptest.NewServer(listener(s))
 	t.Cleanup(f.srv.Close)
 	f.rt = &recordingTransport{next: f.srv.Client().Transport}
 	return f
