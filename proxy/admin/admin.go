@@ -61,7 +61,7 @@ type Deps struct {
 	Now func() time.Time
 }
 
-// Server serves /v1/ of the admin API.
+// Server serves /v1/ of the admin API, and answers every call no route takes (probe.go).
 type Server struct {
 	cfg  Config
 	deps Deps
@@ -374,8 +374,10 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		// The events are labelled from stored records, never from the body: a create of an
 		// existing id is about that gateway, and must not file an event under the tenant the
 		// body names.
-		if old, gerr := s.deps.Registry.Get(req.ID); errors.Is(err, registry.ErrExists) && gerr == nil {
-			c.ev.Gateway, c.ev.Tenant = old.ID, old.Tenant
+		if errors.Is(err, registry.ErrExists) {
+			if old, gerr := s.deps.Registry.Get(req.ID); gerr == nil {
+				c.ev.Gateway, c.ev.Tenant = old.ID, old.Tenant
+			}
 		}
 		s.failed(w, r, c, err)
 		return
