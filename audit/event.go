@@ -36,6 +36,7 @@ const (
 	TypeAdminRequest    = "admin.request"          // an admin API change was allowed and is about to be made
 	TypeAdminChange     = "admin.change"           // the admin API changed the registry
 	TypeAdminDeny       = "admin.deny"             // the admin API refused a caller
+	TypeAdminProbe      = "admin.probe"            // calls no admin API route takes, from one client, summarised
 	TypeAuditRead       = "audit.read"             // someone read audit events through the admin API
 	TypeCheckpoint      = "audit.checkpoint"       // a signed checkpoint of the chain head
 	TypeRetentionDelete = "audit.retention.delete" // an archive segment past its retention was deleted
@@ -44,7 +45,7 @@ const (
 
 // knownTypes bounds the metric label of events by type.
 var knownTypes = map[string]bool{TypeAuthnFailure: true, TypePolicyDeny: true, TypeAdminRequest: true, TypeAdminChange: true,
-	TypeAdminDeny: true, TypeAuditRead: true, TypeCheckpoint: true, TypeRetentionDelete: true, TypeSecretOpen: true}
+	TypeAdminDeny: true, TypeAdminProbe: true, TypeAuditRead: true, TypeCheckpoint: true, TypeRetentionDelete: true, TypeSecretOpen: true}
 
 // Actor is who acted: a subject kind and id, never a credential.
 type Actor struct {

@@ -298,9 +298,26 @@ audit:
 	if _, err := ops.Audit(ctx, admin.AuditQuery{Tenant: "tenant-e"}); err != nil { // audit.read
 		t.Fatal(err)
 	}
+	// admin.probe: calls no route takes, answered by the admin API, never redirected.
+	noRedirect := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, c := range []struct {
+		method, path string
+		want         int
+	}{{"OPTIONS", "/v1/gateways", 405}, {"GET", "/v1/../metrics", 400}, {"GET", "/v1", 404}} {
+		req, _ := http.NewRequest(c.method, mg.adminURL+c.path, nil)
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.want || !strings.Contains(string(body), `"reason"`) {
+			t.Fatalf("%s %s: %d %s, want %d from the admin API", c.method, c.path, resp.StatusCode, body, c.want)
+		}
+	}
 
-	want := []string{audit.TypeAdminRequest, audit.TypeAdminChange, audit.TypeAdminDeny, audit.TypePolicyDeny, audit.TypeAuthnFailure,
-		audit.TypeAuditRead, audit.TypeCheckpoint}
+	want := []string{audit.TypeAdminRequest, audit.TypeAdminChange, audit.TypeAdminDeny, audit.TypeAdminProbe, audit.TypePolicyDeny,
+		audit.TypeAuthnFailure, audit.TypeAuditRead, audit.TypeCheckpoint}
 	var page admin.AuditPage
 	waitUntil(t, "every event type readable through GET /v1/audit", func() bool {
 		var err error

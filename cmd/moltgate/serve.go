@@ -167,7 +167,8 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		}
 		io.WriteString(w, "ready\n")
 	})
-	adminMux.Handle("/v1/", auditGate(adminAPI, auditLog.Ready))
+	// Every other path is the admin API's, so that calls no route takes are its probes.
+	adminMux.Handle("/", auditGate(adminAPI, auditLog.Ready))
 
 	proxyLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -179,7 +180,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		return fmt.Errorf("admin_listen: %w", err)
 	}
 	proxySrv := newServer(auditGate(handler, auditLog.Ready), logger)
-	adminSrv := newServer(adminMux, logger)
+	adminSrv := newServer(adminAPI.Guard(adminMux), logger)
 	logger.Info("moltgate serving", "proxy", proxyLn.Addr().String(), "admin", adminLn.Addr().String(),
 		"gateway_domain", cfg.GatewayDomain, "gateways", gateways.Len(), "policy_revision", engine.Revision(),
 		"sessions", sessions != nil, "version", version)

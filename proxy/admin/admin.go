@@ -1,6 +1,7 @@
 // Package admin is moltgate's JSON admin API, served on the admin listener for the dashboard
 // back end and operators, and the client the CLI uses. Every call is authenticated (the admin
-// token, or a Clerk session), decided by the same policy engine as proxy traffic, and audited.
+// token, or a Clerk session, as Authorization: Bearer only), decided by the same policy engine
+// as proxy traffic, and audited.
 package admin
 
 import (
@@ -8,13 +9,14 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"maps"
+	"mime"
 	"net/http"
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/moltgate/moltgate/audit"
@@ -39,6 +41,9 @@ type Config struct {
 	AdminToken []byte
 	// TrustedProxies as for the proxy: whose forwarding headers give the client address.
 	TrustedProxies []netip.Prefix
+	// ProbeInterval is the least time between two admin.probe events for one client (calls
+	// no route takes). Default one minute.
+	ProbeInterval time.Duration
 }
 
 // Deps are the parts the admin API works with.
@@ -52,13 +57,18 @@ type Deps struct {
 	// them out.
 	Keys    KeyManager
 	Rotator KeyRotator
+	// Now is the clock of the probe summaries. Default time.Now.
+	Now func() time.Time
 }
 
-// Server serves /v1/ of the admin API.
+// Server serves /v1/ of the admin API, and answers every call no route takes (probe.go).
 type Server struct {
 	cfg  Config
 	deps Deps
 	mux  *http.ServeMux
+	// crossOrigin refuses changes a browser sends for another site (Sec-Fetch-Site, Origin).
+	crossOrigin *http.CrossOriginProtection
+	probes      *probeLimiter
 }
 
 // maxBody bounds admin request bodies.
@@ -69,7 +79,14 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Registry == nil || deps.Policy == nil || deps.Audit == nil || deps.Logger == nil {
 		return nil, errors.New("admin: Registry, Policy, Audit and Logger are required")
 	}
-	s := &Server{cfg: cfg, deps: deps, mux: http.NewServeMux()}
+	if cfg.ProbeInterval <= 0 {
+		cfg.ProbeInterval = defaultProbeInterval
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	s := &Server{cfg: cfg, deps: deps, mux: http.NewServeMux(), crossOrigin: http.NewCrossOriginProtection(),
+		probes: &probeLimiter{every: cfg.ProbeInterval, clients: map[string]*probeCount{}}}
 	s.mux.HandleFunc("GET /v1/gateways", s.list)
 	s.mux.HandleFunc("POST /v1/gateways", s.create)
 	s.mux.HandleFunc("GET /v1/gateways/{id}", s.show)
@@ -80,14 +97,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.mux.HandleFunc("PUT /v1/gateways/{id}/skills", s.putSkills)
 	s.keyRoutes()
 	s.auditRoutes()
-	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, _ *http.Request) {
-		proxy.Refuse(w, http.StatusNotFound, "no_such_endpoint")
-	})
+	// No catch-all: what no route takes is ServeHTTP's, recorded as probing (probe.go).
 	return s, nil
 }
-
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 // Gateway is a gateway as the admin API shows it: never a token, hash or ciphertext.
 type Gateway struct {
@@ -159,6 +171,21 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, action, id st
 func (s *Server) authorizeFor(w http.ResponseWriter, r *http.Request, action, id, tenant string) (*call, bool) {
 	c := &call{ev: audit.Event{Action: action, Gateway: id, ClientIP: clientAddr(r, s.cfg.TrustedProxies),
 		PolicyRevision: s.deps.Policy.Revision(), Details: map[string]string{"method": r.Method, "path": r.URL.Path}}}
+	// Every event of the call, refusals before authentication included, is filed under the
+	// tenant it is about, so that tenant's admins see it: the gateway's (looked up by the
+	// path's id alone; the answer does not depend on it), else the tenant in the path.
+	if id != "" {
+		if g, err := s.deps.Registry.Get(id); err == nil {
+			tenant = g.Tenant
+		}
+	}
+	c.ev.Tenant = tenant
+	if status, reason := s.forged(r); status != 0 {
+		// Refused before the credential is read: a forged request changes nothing.
+		c.ev.Actor = audit.Actor{Kind: policies.SubjectAnonymous}
+		s.refuse(w, r, c, audit.TypeAdminDeny, status, reason)
+		return nil, false
+	}
 	subject, status, reason := s.identify(r)
 	c.subject, c.ev.Actor = subject, audit.Actor{Kind: subject.Kind, ID: subject.ID}
 	if status == 0 && subject.Kind == policies.SubjectAnonymous {
@@ -168,13 +195,8 @@ func (s *Server) authorizeFor(w http.ResponseWriter, r *http.Request, action, id
 		s.refuse(w, r, c, audit.TypeAuthnFailure, status, reason)
 		return nil, false
 	}
-	in := policies.Input{Subject: subject, Gateway: policies.GatewayRef{ID: id}, ClientIP: c.ev.ClientIP,
+	in := policies.Input{Subject: subject, Gateway: policies.GatewayRef{ID: id, Tenant: tenant}, ClientIP: c.ev.ClientIP,
 		Protocol: policies.ProtocolAdmin, Action: action, Request: policies.Request{Method: r.Method, Path: r.URL.Path, Host: r.Host}}
-	if g, err := s.deps.Registry.Get(id); err == nil {
-		in.Gateway.Tenant, c.ev.Tenant = g.Tenant, g.Tenant
-	} else if tenant != "" {
-		in.Gateway.Tenant, c.ev.Tenant = tenant, tenant
-	}
 	d, err := s.deps.Policy.Decide(r.Context(), &in)
 	if err != nil {
 		s.deps.Logger.LogAttrs(r.Context(), slog.LevelError, "admin: policy evaluation failed", slog.Any("err", err))
@@ -203,9 +225,36 @@ func (s *Server) authorizeFor(w http.ResponseWriter, r *http.Request, action, id
 	return c, true
 }
 
+// forged refuses what a browser may send on behalf of another site's page. The credential
+// is the Authorization header only, which such a page cannot attach without a CORS preflight
+// this API never grants; these checks hold even so. A change must come from no browser or
+// the same origin (Sec-Fetch-Site, else Origin, as http.CrossOriginProtection decides), and
+// declare a JSON body: an HTML form or a "simple" fetch cannot send Content-Type
+// application/json without that preflight.
+func (s *Server) forged(r *http.Request) (int, string) {
+	if s.crossOrigin.Check(r) != nil {
+		return http.StatusForbidden, "cross_origin"
+	}
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return 0, ""
+	}
+	ct := r.Header.Values("Content-Type")
+	if len(ct) != 1 {
+		return http.StatusUnsupportedMediaType, "unsupported_media_type"
+	}
+	typ, params, err := mime.ParseMediaType(ct[0])
+	if err != nil || typ != "application/json" || (params["charset"] != "" && !strings.EqualFold(params["charset"], "utf-8")) {
+		return http.StatusUnsupportedMediaType, "unsupported_media_type"
+	}
+	return 0, ""
+}
+
+// identify authenticates the caller by the Authorization header alone. The Clerk session
+// cookie is the proxy's, for browsers; here it is ignored, since a browser attaches it to a
+// forged cross-site request by itself.
 func (s *Server) identify(r *http.Request) (policies.Subject, int, string) {
 	anon := policies.Subject{Kind: policies.SubjectAnonymous}
-	tok, ok, err := authn.Credential(r)
+	tok, ok, err := authn.Bearer(r)
 	switch {
 	case err != nil:
 		return anon, http.StatusUnauthorized, authn.Reason(err)
@@ -229,15 +278,25 @@ func (s *Server) identify(r *http.Request) (policies.Subject, int, string) {
 		OrgID: id.OrgID, OrgRole: id.OrgRole, FactorAges: id.FactorAges}, 0, ""
 }
 
+// refuse records the refusal of c and answers it.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, c *call, typ string, status int, reason string) {
-	c.ev.Type, c.ev.Outcome, c.ev.Reason = typ, "deny", reason
+	s.answer(w, r, c, typ, "deny", status, reason, "")
+}
+
+// answer records how c ended (a refusal, or an error) and answers status with reason and msg,
+// or the status's standard message when msg is empty. Every path that does not succeed ends
+// here: one that cannot be recorded is answered 503 audit_unavailable, never as if it were.
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, c *call, typ, outcome string, status int, reason, msg string) {
+	c.ev.Type, c.ev.Outcome, c.ev.Reason = typ, outcome, reason
 	c.ev.Details["status"] = strconv.Itoa(status)
-	if !s.emit(r.Context(), c.ev) {
-		// The refusal could not be recorded: say so rather than answer as if it were.
+	switch {
+	case !s.emit(r.Context(), c.ev):
 		proxy.Refuse(w, http.StatusServiceUnavailable, "audit_unavailable")
-		return
+	case msg == "":
+		proxy.Refuse(w, status, reason)
+	default:
+		writeJSON(w, status, map[string]string{"error": msg, "reason": reason})
 	}
-	proxy.Refuse(w, status, reason)
 }
 
 // done audits a successful change and answers it. The change is made, and its request is
@@ -264,18 +323,12 @@ func (s *Server) failed(w http.ResponseWriter, r *http.Request, c *call, err err
 	case errors.Is(err, registry.ErrNotFound):
 		s.refuse(w, r, c, audit.TypeAdminDeny, http.StatusNotFound, "unknown_gateway")
 	case errors.Is(err, registry.ErrExists):
-		c.ev.Type, c.ev.Outcome, c.ev.Reason = audit.TypeAdminDeny, "deny", "gateway_exists"
-		s.emit(r.Context(), c.ev)
-		writeJSON(w, http.StatusConflict, map[string]string{"error": "gateway exists", "reason": "gateway_exists"})
+		s.answer(w, r, c, audit.TypeAdminDeny, "deny", http.StatusConflict, "gateway_exists", "gateway exists")
 	case errors.Is(err, registry.ErrInvalid), errors.Is(err, errBadBody):
-		c.ev.Type, c.ev.Outcome, c.ev.Reason = audit.TypeAdminDeny, "deny", "invalid"
-		s.emit(r.Context(), c.ev)
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "invalid"})
+		s.answer(w, r, c, audit.TypeAdminDeny, "deny", http.StatusBadRequest, "invalid", err.Error())
 	default:
 		s.deps.Logger.LogAttrs(r.Context(), slog.LevelError, "admin: change failed", slog.Any("err", err))
-		c.ev.Type, c.ev.Outcome, c.ev.Reason = audit.TypeAdminChange, "error", "internal"
-		s.emit(r.Context(), c.ev)
-		proxy.Refuse(w, http.StatusServiceUnavailable, "internal")
+		s.answer(w, r, c, audit.TypeAdminChange, "error", http.StatusServiceUnavailable, "internal", "")
 	}
 }
 
@@ -306,7 +359,6 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		s.failed(w, r, c, err)
 		return
 	}
-	c.ev.Gateway, c.ev.Tenant = req.ID, req.Tenant
 	token, generated := req.Token, false
 	if token == "" {
 		var err error
@@ -319,9 +371,18 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 	g, err := s.deps.Registry.Create(r.Context(), registry.Gateway{ID: req.ID, Tenant: req.Tenant,
 		Owner: req.Owner, Upstream: req.Upstream, AuthMode: req.AuthMode}, token)
 	if err != nil {
+		// The events are labelled from stored records, never from the body: a create of an
+		// existing id is about that gateway, and must not file an event under the tenant the
+		// body names.
+		if errors.Is(err, registry.ErrExists) {
+			if old, gerr := s.deps.Registry.Get(req.ID); gerr == nil {
+				c.ev.Gateway, c.ev.Tenant = old.ID, old.Tenant
+			}
+		}
 		s.failed(w, r, c, err)
 		return
 	}
+	c.ev.Gateway, c.ev.Tenant = g.ID, g.Tenant
 	resp := CreateResponse{Gateway: view(g)}
 	if generated {
 		resp.Token = token
@@ -332,12 +393,13 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) show(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if _, ok := s.authorize(w, r, "admin.gateway.read", id); !ok {
+	c, ok := s.authorize(w, r, "admin.gateway.read", id)
+	if !ok {
 		return
 	}
 	g, err := s.deps.Registry.Get(id)
 	if err != nil {
-		proxy.Refuse(w, http.StatusNotFound, "unknown_gateway")
+		s.failed(w, r, c, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, view(g))
@@ -349,10 +411,15 @@ func (s *Server) remove(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := s.deps.Registry.Delete(r.Context(), id); err != nil {
+	old, err := s.deps.Registry.Get(id)
+	if err == nil {
+		err = s.deps.Registry.Delete(r.Context(), id)
+	}
+	if err != nil {
 		s.failed(w, r, c, err)
 		return
 	}
+	c.ev.Details["old"] = compact(view(old))
 	s.done(w, r, c, http.StatusOK, map[string]string{"deleted": id})
 }
 
@@ -368,7 +435,7 @@ func (s *Server) putMember(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.ev.Details["member"], c.ev.Details["role"] = user, req.Role
-	s.update(w, r, c, id, func(g *registry.Gateway) error {
+	s.update(w, r, c, id, memberRole(user), func(g *registry.Gateway) error {
 		if g.Members == nil {
 			g.Members = map[string]string{}
 		}
@@ -384,7 +451,7 @@ func (s *Server) deleteMember(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.ev.Details["member"] = user
-	s.update(w, r, c, id, func(g *registry.Gateway) error {
+	s.update(w, r, c, id, memberRole(user), func(g *registry.Gateway) error {
 		if _, ok := g.Members[user]; !ok {
 			return registry.ErrNotFound
 		}
@@ -404,7 +471,8 @@ func (s *Server) putAllowlist(w http.ResponseWriter, r *http.Request) {
 		s.failed(w, r, c, err)
 		return
 	}
-	s.update(w, r, c, id, func(g *registry.Gateway) error { g.Allowlist = slices.Clone(req.CIDRs); return nil })
+	s.update(w, r, c, id, func(g Gateway) any { return g.Allowlist },
+		func(g *registry.Gateway) error { g.Allowlist = slices.Clone(req.CIDRs); return nil })
 }
 
 func (s *Server) putSkills(w http.ResponseWriter, r *http.Request) {
@@ -418,35 +486,43 @@ func (s *Server) putSkills(w http.ResponseWriter, r *http.Request) {
 		s.failed(w, r, c, err)
 		return
 	}
-	s.update(w, r, c, id, func(g *registry.Gateway) error { g.Skills = req; return nil })
+	s.update(w, r, c, id, func(g Gateway) any { return g.Skills }, func(g *registry.Gateway) error { g.Skills = req; return nil })
 }
 
-func (s *Server) update(w http.ResponseWriter, r *http.Request, c *call, id string, change func(*registry.Gateway) error) {
-	g, err := s.deps.Registry.Update(r.Context(), id, change)
+// update changes gateway id. Its admin.change event records the value changed, as value picks
+// it from the gateway's view (which holds no secret), before and after: details old and new.
+func (s *Server) update(w http.ResponseWriter, r *http.Request, c *call, id string, value func(Gateway) any,
+	change func(*registry.Gateway) error) {
+	var old string
+	g, err := s.deps.Registry.Update(r.Context(), id, func(g *registry.Gateway) error {
+		old = compact(value(view(*g))) // now: change may edit what the view shares (members)
+		return change(g)
+	})
 	if err != nil {
 		s.failed(w, r, c, err)
 		return
 	}
+	c.ev.Details["old"], c.ev.Details["new"] = old, compact(value(view(g)))
 	s.done(w, r, c, http.StatusOK, view(g))
 }
 
-var errBadBody = errors.New("admin: body must be one JSON object with known fields, at most 64 KiB")
+// memberRole picks user's role from a gateway, null when user is not a member.
+func memberRole(user string) func(Gateway) any {
+	return func(g Gateway) any {
+		if role, ok := g.Members[user]; ok {
+			return role
+		}
+		return nil
+	}
+}
 
-// decode reads one strict JSON object: unknown fields, trailing data and oversized bodies
-// are refused, so a typo cannot silently drop a setting.
-func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody+1))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return errBadBody
+// compact is v as compact JSON, for an event's details.
+func compact(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return ""
 	}
-	if dec.More() {
-		return errBadBody
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errBadBody
-	}
-	return nil
+	return string(b)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

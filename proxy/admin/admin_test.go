@@ -36,7 +36,9 @@ type fixture struct {
 	audit    *audit.FileLog
 }
 
-func newFixture(t *testing.T) *fixture {
+// newFixture starts the admin API on a real registry, policy engine, Clerk stand-in and
+// audit log; opts adjust its configuration and parts before it starts.
+func newFixture(t *testing.T, opts ...func(*admin.Config, *admin.Deps)) *fixture {
 	t.Helper()
 	f := &fixture{clerk: clerktest.New(t), auditDir: filepath.Join(t.TempDir(), "audit")}
 	logger := slog.New(slog.DiscardHandler)
@@ -68,14 +70,27 @@ func newFixture(t *testing.T) *fixture {
 	}
 	t.Cleanup(func() { al.Close() })
 	f.audit = al
-	s, err := admin.New(admin.Config{AdminToken: []byte(adminToken)},
-		admin.Deps{Registry: reg, Policy: engine, Sessions: clerk, Audit: al, Logger: logger})
+	cfg := admin.Config{AdminToken: []byte(adminToken)}
+	deps := admin.Deps{Registry: reg, Policy: engine, Sessions: clerk, Audit: al, Logger: logger}
+	for _, o := range opts {
+		o(&cfg, &deps)
+	}
+	s, err := admin.New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.srv = httptest.NewServer(s)
+	f.srv = httptest.NewServer(listener(s))
 	t.Cleanup(f.srv.Close)
 	return f
+}
+
+// listener is the admin listener as serve builds it: its own endpoints, the API for every
+// other path, and the API's path check in front.
+func listener(s *admin.Server) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.Handle("/", s)
+	return s.Guard(mux)
 }
 
 func (f *fixture) client(cred string) *admin.Client {
@@ -234,6 +249,7 @@ func TestAdminRefusesBadCallersAndBodies(t *testing.T) {
 	post := func(body string) (int, map[string]string) {
 		req, _ := http.NewRequestWithContext(ctx, "POST", f.srv.URL+"/v1/gateways", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+adminToken)
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := f.srv.Client().Do(req)
 		if err != nil {
 			t.Fatal(err)

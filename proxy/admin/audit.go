@@ -62,12 +62,7 @@ func (s *Server) auditRead(w http.ResponseWriter, r *http.Request) {
 	}
 	q, limit, err := parseAuditQuery(params)
 	if err != nil {
-		c.ev.Type, c.ev.Outcome, c.ev.Reason = audit.TypeAdminDeny, "deny", "invalid"
-		if !s.emit(r.Context(), c.ev) {
-			proxy.Refuse(w, http.StatusServiceUnavailable, "audit_unavailable")
-			return
-		}
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "invalid"})
+		s.answer(w, r, c, audit.TypeAdminDeny, "deny", http.StatusBadRequest, "invalid", err.Error())
 		return
 	}
 	q.Tenant = tenant // never wider than what the policy allowed
@@ -87,9 +82,7 @@ func (s *Server) auditRead(w http.ResponseWriter, r *http.Request) {
 	})
 	if err != nil {
 		s.deps.Logger.LogAttrs(r.Context(), slog.LevelError, "admin: reading audit events failed", slog.Any("err", err))
-		c.ev.Type, c.ev.Outcome, c.ev.Reason = audit.TypeAuditRead, "error", "internal"
-		s.emit(r.Context(), c.ev)
-		proxy.Refuse(w, http.StatusServiceUnavailable, "internal")
+		s.answer(w, r, c, audit.TypeAuditRead, "error", http.StatusServiceUnavailable, "internal", "")
 		return
 	}
 	for k, v := range map[string]string{"gateway": q.Gateway, "type": q.Type, "count": strconv.Itoa(len(page.Events))} {

@@ -182,7 +182,8 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}
-	if in != nil {
+	if method != http.MethodGet && method != http.MethodHead {
+		// The API refuses a change whose body is not declared JSON, even an empty one.
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if c.Token != "" {

@@ -9,7 +9,6 @@ import (
 
 	"github.com/moltgate/moltgate/audit"
 	"github.com/moltgate/moltgate/keystore"
-	"github.com/moltgate/moltgate/proxy"
 )
 
 // KeyManager is the keystore's key records (provider API keys, channel credentials) as the
@@ -237,10 +236,7 @@ func (s *Server) keyDone(w http.ResponseWriter, r *http.Request, c *call, status
 // name the fields and the caller's non-secret values only.
 func (s *Server) keyFailed(w http.ResponseWriter, r *http.Request, c *call, err error) {
 	answer := func(status int, reason, msg string) {
-		c.ev.Type, c.ev.Outcome, c.ev.Reason = audit.TypeAdminDeny, "deny", reason
-		c.ev.Details["status"] = itoa(uint32(status))
-		s.emit(r.Context(), c.ev)
-		writeJSON(w, status, map[string]string{"error": msg, "reason": reason})
+		s.answer(w, r, c, audit.TypeAdminDeny, "deny", status, reason, msg)
 	}
 	switch {
 	case errors.Is(err, keystore.ErrKeyNotFound):
@@ -257,9 +253,7 @@ func (s *Server) keyFailed(w http.ResponseWriter, r *http.Request, c *call, err 
 		answer(http.StatusUnprocessableEntity, "no_verifier", err.Error())
 	default:
 		s.deps.Logger.LogAttrs(r.Context(), slog.LevelError, "admin: keystore call failed", slog.Any("err", err))
-		c.ev.Type, c.ev.Outcome, c.ev.Reason = audit.TypeAdminChange, "error", "internal"
-		s.emit(r.Context(), c.ev)
-		proxy.Refuse(w, http.StatusServiceUnavailable, "internal")
+		s.answer(w, r, c, audit.TypeAdminChange, "error", http.StatusServiceUnavailable, "internal", "")
 	}
 }
 

@@ -96,7 +96,7 @@ type keysFixture struct {
 	checked  chan string // Authorization headers the provider stand-in received
 }
 
-func newKeysFixture(t *testing.T) *keysFixture {
+func newKeysFixture(t *testing.T, opts ...func(*admin.Config, *admin.Deps)) *keysFixture {
 	t.Helper()
 	f := &keysFixture{clerk: clerktest.New(t), logs: &lockedBuffer{}, metrics: prometheus.NewRegistry(),
 		auditDir: filepath.Join(t.TempDir(), "audit"), checked: make(chan string, 64)}
@@ -172,12 +172,16 @@ func newKeysFixture(t *testing.T) *keysFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := admin.New(admin.Config{AdminToken: []byte(adminToken)}, admin.Deps{Registry: reg, Policy: engine,
-		Sessions: clerk, Audit: f.al, Logger: logger, Keys: f.keys, Rotator: rot})
+	cfg := admin.Config{AdminToken: []byte(adminToken)}
+	deps := admin.Deps{Registry: reg, Policy: engine, Sessions: clerk, Audit: f.al, Logger: logger, Keys: f.keys, Rotator: rot}
+	for _, o := range opts {
+		o(&cfg, &deps)
+	}
+	s, err := admin.New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.srv = httptest.NewServer(s)
+	f.srv = httptest.NewServer(listener(s))
 	t.Cleanup(f.srv.Close)
 	f.rt = &recordingTransport{next: f.srv.Client().Transport}
 	return f

@@ -28,15 +28,8 @@ const SessionCookie = "__session"
 // token, a token with characters outside the RFC 6750 b64token set, or one
 // longer than [MaxCredentialSize]. The error never contains the token.
 func Credential(r *http.Request) (token string, ok bool, err error) {
-	if vals := r.Header.Values("Authorization"); len(vals) > 0 {
-		if len(vals) > 1 {
-			return "", false, fail(ReasonMalformed, errors.New("more than one Authorization header"))
-		}
-		tok, err := bearer(vals[0])
-		if err != nil {
-			return "", false, err
-		}
-		return tok, true, nil
+	if tok, ok, err := Bearer(r); ok || err != nil {
+		return tok, ok, err
 	}
 	cookies := r.CookiesNamed(SessionCookie)
 	switch {
@@ -49,6 +42,25 @@ func Credential(r *http.Request) (token string, ok bool, err error) {
 	}
 	tok := cookies[0].Value
 	if err := checkToken(tok); err != nil {
+		return "", false, err
+	}
+	return tok, true, nil
+}
+
+// Bearer is Credential without the cookie: the token of the one
+// "Authorization: Bearer <token>" header, refused as Credential refuses it.
+// APIs for back ends and the CLI use it: a browser attaches cookies to a
+// forged cross-site request by itself, never an Authorization header.
+func Bearer(r *http.Request) (token string, ok bool, err error) {
+	vals := r.Header.Values("Authorization")
+	switch {
+	case len(vals) == 0:
+		return "", false, nil
+	case len(vals) > 1:
+		return "", false, fail(ReasonMalformed, errors.New("more than one Authorization header"))
+	}
+	tok, err := bearer(vals[0])
+	if err != nil {
 		return "", false, err
 	}
 	return tok, true, nil

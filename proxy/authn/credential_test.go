@@ -71,6 +71,28 @@ func TestCredential(t *testing.T) {
 	}
 }
 
+// Bearer reads what Credential reads from Authorization and nothing from cookies: a request
+// with only a session cookie is anonymous to it (issue 15: the admin API took the cookie).
+func TestBearer(t *testing.T) {
+	t.Parallel()
+	for _, tc := range loadCredentialCases(t) {
+		t.Run(tc.Name, func(t *testing.T) {
+			t.Parallel()
+			want, wantOK, wantReason := tc.WantToken, tc.WantOK, tc.WantReason
+			if len(tc.Authorization) == 0 {
+				want, wantOK, wantReason = "", false, ""
+			}
+			tok, ok, err := authn.Bearer(credentialRequest(tc.Authorization, tc.Cookie))
+			if got := authn.Reason(err); got != wantReason {
+				t.Fatalf("reason: got %q (%v), want %q", got, err, wantReason)
+			}
+			if tok != want || ok != wantOK {
+				t.Errorf("got (%q, %v), want (%q, %v)", tok, ok, want, wantOK)
+			}
+		})
+	}
+}
+
 func FuzzCredential(f *testing.F) {
 	for _, tc := range loadCredentialCases(f) {
 		var a1, a2 string
