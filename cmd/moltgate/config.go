@@ -15,6 +15,7 @@ import (
 
 	"github.com/moltgate/moltgate/policies"
 	"github.com/moltgate/moltgate/registry"
+	"github.com/moltgate/moltgate/store"
 )
 
 // Config is the moltgate serve configuration. Every zero value means the documented default,
@@ -52,10 +53,20 @@ type Config struct {
 	WebSocket WebSocketConfig `yaml:"websocket"`
 	// Audit configures the audit spool, sinks and archive.
 	Audit AuditConfig `yaml:"audit"`
+	// Store configures the key-value store beneath the registry and keystore.
+	Store StoreConfig `yaml:"store"`
 	// Log configures logging.
 	Log LogConfig `yaml:"log"`
-	// ShutdownTimeout bounds draining at SIGTERM. Default 15s.
+	// ShutdownTimeout bounds the whole shutdown at SIGTERM: draining connections, flushing
+	// audit, closing the store. When it passes the process exits anyway. Default 15s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// StoreConfig configures the store.
+type StoreConfig struct {
+	// Timeout bounds one store operation; a request whose store call misses it fails (503)
+	// and /readyz names the stuck operation until it ends. Default 5s.
+	Timeout time.Duration `yaml:"timeout"`
 }
 
 // SecretRef names where a secret is, never the secret: a file (first line used, white space
@@ -223,6 +234,9 @@ func (c *Config) setDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 15 * time.Second
 	}
+	if c.Store.Timeout == 0 {
+		c.Store.Timeout = store.DefaultTimeout
+	}
 	if c.Policies.Timeout == 0 {
 		c.Policies.Timeout = policies.DefaultTimeout
 	}
@@ -314,6 +328,9 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(o); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || (u.Path != "" && u.Path != "/") {
 			bad(fmt.Sprintf("websocket.allowed_origins[%d]", i), "%q: want scheme://host[:port]", o)
 		}
+	}
+	if c.Store.Timeout < 0 {
+		bad("store.timeout", "negative")
 	}
 	if c.ShutdownTimeout < 0 {
 		bad("shutdown_timeout", "negative")

@@ -63,6 +63,12 @@ type instance struct {
 // runs `moltgate serve --config` until the test ends.
 func startMoltgate(t *testing.T, config string) *instance {
 	t.Helper()
+	return startBinary(t, binary, nil, config)
+}
+
+// startBinary is startMoltgate with another build of moltgate (bin) and extra environment.
+func startBinary(t *testing.T, bin string, env []string, config string) *instance {
+	t.Helper()
 	dir := t.TempDir()
 	in := &instance{dataDir: filepath.Join(dir, "data"), adminToken: strings.Repeat("ad", 20), logPath: filepath.Join(dir, "moltgate.log")}
 	tokFile := filepath.Join(dir, "admin.token")
@@ -80,7 +86,8 @@ func startMoltgate(t *testing.T, config string) *instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in.cmd = exec.Command(binary, "serve", "--config", cfgPath)
+	in.cmd = exec.Command(bin, "serve", "--config", cfgPath)
+	in.cmd.Env = append(os.Environ(), env...)
 	in.cmd.Stdout, in.cmd.Stderr = logf, logf
 	if err := in.cmd.Start(); err != nil {
 		t.Fatal(err)

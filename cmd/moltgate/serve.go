@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -57,11 +58,20 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	kv, err := store.OpenBolt(filepath.Join(cfg.DataDir, "moltgate.db"))
+	// What serve opens is closed on every return but a shutdown past its deadline, which
+	// leaves it to the process's exit rather than wait on something stuck.
+	var closers []func() error
+	defer func() {
+		for _, c := range slices.Backward(closers) {
+			c()
+		}
+	}()
+	kv, err := store.OpenBoltConfig(filepath.Join(cfg.DataDir, "moltgate.db"), store.BoltConfig{Timeout: cfg.Store.Timeout})
 	if err != nil {
 		return err
 	}
-	defer kv.Close()
+	closers = append(closers, kv.Close)
+	metrics.MustRegister(kv.Collector())
 	masterSrc, err := masterSource(ctx, cfg, env, kv, logger, stderr)
 	if err != nil {
 		return err
@@ -75,7 +85,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		return err
 	}
 	auditLog := auditStack.log
-	defer auditLog.Close()
+	closers = append(closers, auditLog.Close)
 
 	engine, err := policies.New(ctx, policies.Config{Dir: cfg.Policies.Dir, Timeout: cfg.Policies.Timeout}, logger, metrics)
 	if err != nil {
@@ -165,6 +175,10 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 			http.Error(w, "audit unavailable: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
+		if err := kv.Stuck(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		io.WriteString(w, "ready\n")
 	})
 	// Every other path is the admin API's, so that calls no route takes are its probes.
@@ -194,20 +208,53 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	g.Go(func() error { reloadOnHangup(gctx, engine, relay, logger); return nil })
 	// Key rotation runs in the background and resumes an unfinished one at start.
 	g.Go(func() error { return keySvc.rotator.Run(gctx) })
+	drain := make(chan struct{})
 	g.Go(func() error {
 		<-gctx.Done()
+		close(drain)
 		draining.Store(true)
 		logger.Info("moltgate draining", "timeout", cfg.ShutdownTimeout.String())
 		defer stopAudit()
-		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		sctx, cancel := context.WithTimeout(context.Background(), drainTimeout(cfg.ShutdownTimeout))
 		defer cancel()
 		// Sockets are hijacked connections that http.Server.Shutdown does not track: the
 		// relay sends them close frames and waits for them itself.
 		return errors.Join(proxySrv.Shutdown(sctx), relay.Shutdown(sctx), adminSrv.Shutdown(sctx))
 	})
-	err = g.Wait()
-	logger.Info("moltgate stopped")
-	return err
+	stopped := make(chan error, 1)
+	go func(closers []func() error) {
+		err := g.Wait()
+		for _, c := range slices.Backward(closers) {
+			err = errors.Join(err, c())
+		}
+		stopped <- err
+	}(closers)
+	closers = nil
+	<-drain
+	// From here the whole shutdown has shutdown_timeout, whatever is stuck: a request held
+	// by a stalled store or sink, a flush, a close. Past it, serve returns and main exits.
+	select {
+	case err = <-stopped:
+		logger.Info("moltgate stopped")
+		return err
+	case <-time.After(cfg.ShutdownTimeout):
+		logger.Error("moltgate: shutdown_timeout passed with work unfinished; exiting anyway",
+			"timeout", cfg.ShutdownTimeout.String(), "store", errString(kv.Stuck()))
+		return fmt.Errorf("shutdown: not finished within shutdown_timeout (%s)", cfg.ShutdownTimeout)
+	}
+}
+
+// drainTimeout is the part of shutdown_timeout connections get to finish: the rest (a tenth,
+// at most 2s) is for flushing audit and closing the store.
+func drainTimeout(total time.Duration) time.Duration {
+	return total - min(total/10, 2*time.Second)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 func newServer(h http.Handler, logger *slog.Logger) *http.Server {
