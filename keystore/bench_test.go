@@ -135,7 +135,7 @@ func BenchmarkRotation(b *testing.B) {
 			b.Fatal(err)
 		}
 		// n keys and the fingerprint keys of their 10 tenants.
-		if j, err := rot.RunJob(context.Background()); err != nil || j.Resealed != n+10 {
+		if j, err := rot.RunJob(context.Background(), ""); err != nil || j.Resealed != n+10 {
 			b.Fatalf("%+v %v", j, err)
 		}
 		b.StopTimer()

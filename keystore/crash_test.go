@@ -34,7 +34,7 @@ func TestRotationCrashHelper(t *testing.T) {
 	if _, err := w.rot.StartMaster(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.rot.RunJob(context.Background()); err != nil {
+	if _, err := w.rot.RunJob(context.Background(), ""); err != nil {
 		t.Fatal(err)
 	}
 	fmt.Println("finished")
@@ -112,7 +112,7 @@ func TestRotationCrashResume(t *testing.T) {
 	defer kv.Close()
 	use := checkAll(t, kv, keyring, want, nGateways)
 	w := openWorld(t, kv, keyring, nil)
-	if job, _, _ := w.rot.Job(); job.Phase != "done" {
+	if job, _, _ := w.rot.Job(""); job.Phase != "done" {
 		t.Fatalf("final job: %+v", job)
 	}
 	cur := w.ks.Ring().Current()

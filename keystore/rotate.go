@@ -10,7 +10,10 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 
 	"github.com/moltgate/moltgate/store"
 )
@@ -83,10 +86,11 @@ func (m *Keys) Reseal(ctx context.Context, fn ResealFunc) error {
 	return nil
 }
 
-// Job is the rotation in progress (or the last one), stored in bucket "keystore.rotation"
-// so a restarted process resumes it. Re-encryption needs no cursor: every ciphertext names
-// the key versions that sealed it, so a resumed run skips, without decrypting, every record
-// that is current already.
+// Job is a rotation in progress (or the last one). The master key's job and each tenant's are
+// separate records in bucket "keystore.rotation", so they run independently of one another and
+// a restarted process resumes every unfinished one. Re-encryption needs no cursor: every
+// ciphertext names the key versions that sealed it, so a resumed run skips, without
+// decrypting, every record that is current already.
 type Job struct {
 	// Kind is "master" (a new master key version) or "tenant" (a new salt for Tenant).
 	Kind   string `json:"kind"`
@@ -109,22 +113,38 @@ type Job struct {
 
 const (
 	rotationBucket = "keystore.rotation"
-	jobKey         = "job"
-	phaseReencrypt = "reencrypt"
-	phaseDone      = "done"
+	// masterJobKey holds the master key's job. Every job was stored under it before tenants
+	// had their own records: a master job recorded then resumes where it is, and NewRotator
+	// moves a tenant job found there to the tenant's record.
+	masterJobKey = "job"
+	// tenantJobPrefix + tenant holds the tenant's job.
+	tenantJobPrefix = "tenant/"
+	phaseReencrypt  = "reencrypt"
+	phaseDone       = "done"
 )
+
+// jobKey is where tenant's job is stored; "" is the master key's.
+func jobKey(tenant string) string {
+	if tenant == "" {
+		return masterJobKey
+	}
+	return tenantJobPrefix + tenant
+}
 
 // RotatorConfig configures a Rotator.
 type RotatorConfig struct {
 	// Keystore whose keyring and tenant salts rotate. Required.
 	Keystore *Keystore
-	// KV holds the job record (and the tenant salts). Required.
+	// KV holds the job records (and the tenant salts). Required.
 	KV KV
 	// Source makes new master key versions (MasterKeyAdder) and drops retired ones
 	// (MasterKeyRetirer, optional). Required for master rotation.
 	Source MasterKeySource
 	// Targets hold the sealed records. Required.
 	Targets []Target
+	// Workers bounds how many jobs Run runs at once (the master key's and tenants'); the
+	// others wait their turn, in the order they asked. Default 4.
+	Workers int
 	// Logger. Default: discard.
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
@@ -138,16 +158,31 @@ type RotatorConfig struct {
 // Rotator re-encrypts every sealed record under new keys in the background, resumable after a
 // crash at any point, while reads and writes go on: at every moment each record opens, under
 // its old version or its new one. Old versions are retired only when a full scan finds no
-// record using them.
+// record using them. The master key's rotation and each tenant's are separate jobs: a tenant
+// that rotates again and again never holds up another tenant's rotation or the master key's.
 type Rotator struct {
 	cfg  RotatorConfig
 	wake chan struct{}
+	// starting serialises master rotation starts, so two rotate-master calls at once add one
+	// master key version, not two. (Tenant starts need no lock: a compare-and-swap of the job
+	// record lets one of two concurrent starts record its job.)
+	starting sync.Mutex
+	// finishing serialises the ends of jobs, the usage scan and retirement: two jobs ending at
+	// once would each try to remove the same versions.
+	finishing sync.Mutex
 }
 
-// NewRotator returns a Rotator.
+// NewRotator returns a Rotator. A tenant job recorded by an earlier version, under the one
+// record every job then shared, is moved to the tenant's own record so that it resumes.
 func NewRotator(cfg RotatorConfig) (*Rotator, error) {
 	if cfg.Keystore == nil || cfg.KV == nil || len(cfg.Targets) == 0 {
 		return nil, errors.New("keystore: rotator: Keystore, KV and Targets are required")
+	}
+	if cfg.Workers < 0 {
+		return nil, errors.New("keystore: rotator: Workers must not be negative")
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = 4
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -155,44 +190,122 @@ func NewRotator(cfg RotatorConfig) (*Rotator, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Rotator{cfg: cfg, wake: make(chan struct{}, 1)}, nil
+	r := &Rotator{cfg: cfg, wake: make(chan struct{}, 1)}
+	if err := r.moveSharedTenantJob(); err != nil {
+		return nil, fmt.Errorf("keystore: rotator: %w", err)
+	}
+	return r, nil
 }
 
-// ErrRotationBusy is returned when a rotation of another kind is still unfinished.
+// moveSharedTenantJob moves a tenant job found under the master key's record to the tenant's
+// record: the insert first, then the delete, so a crash in between leaves both and the next
+// start finishes the move (the tenant's record, if there is one, is kept).
+func (r *Rotator) moveSharedTenantJob() error {
+	j, raw, ok, err := r.load("")
+	if err != nil || !ok || j.Kind != "tenant" {
+		return err
+	}
+	if err := r.cfg.KV.Swap(rotationBucket, jobKey(j.Tenant), nil, raw); err != nil && !errors.Is(err, store.ErrConflict) {
+		return err
+	}
+	if err := r.cfg.KV.Swap(rotationBucket, masterJobKey, raw, nil); err != nil && !errors.Is(err, store.ErrConflict) {
+		return err
+	}
+	return nil
+}
+
+// ErrRotationBusy is returned by StartTenant while a master key rotation is unfinished.
 var ErrRotationBusy = errors.New("keystore: another rotation is unfinished")
 
-// Job returns the current or last rotation job; ok is false if there never was one.
-func (r *Rotator) Job() (Job, bool, error) {
-	v, err := r.cfg.KV.Get(rotationBucket, jobKey)
+// load reads tenant's job record ("" the master key's) and its stored bytes, for Swap.
+func (r *Rotator) load(tenant string) (Job, []byte, bool, error) {
+	raw, err := r.cfg.KV.Get(rotationBucket, jobKey(tenant))
 	if errors.Is(err, store.ErrNotFound) {
-		return Job{}, false, nil
+		return Job{}, nil, false, nil
 	}
 	if err != nil {
-		return Job{}, false, err
+		return Job{}, nil, false, err
 	}
+	j, err := decodeJob(jobKey(tenant), raw)
+	return j, raw, err == nil, err
+}
+
+func decodeJob(key string, raw []byte) (Job, error) {
 	var j Job
-	if err := json.Unmarshal(v, &j); err != nil {
-		return Job{}, false, fmt.Errorf("keystore: rotation job record corrupt: %w", err)
+	if err := json.Unmarshal(raw, &j); err != nil {
+		return Job{}, fmt.Errorf("keystore: rotation job record %q corrupt: %w", key, err)
 	}
-	return j, true, nil
+	return j, nil
+}
+
+// Job returns tenant's current or last rotation job, or the master key's when tenant is "";
+// ok is false if there never was one.
+func (r *Rotator) Job(tenant string) (Job, bool, error) {
+	j, _, ok, err := r.load(tenant)
+	return j, ok, err
+}
+
+// Jobs returns the master key's current or last job, if there was one, then each tenant's,
+// in tenant order.
+func (r *Rotator) Jobs() ([]Job, error) {
+	var out []Job
+	if j, ok, err := r.Job(""); err != nil {
+		return nil, err
+	} else if ok {
+		out = append(out, j)
+	}
+	err := r.cfg.KV.ForEachPrefix(rotationBucket, tenantJobPrefix, func(k string, v []byte) error {
+		j, err := decodeJob(k, v)
+		out = append(out, j)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (r *Rotator) saveJob(j Job) error {
 	v, _ := json.Marshal(j)
-	return r.cfg.KV.Put(rotationBucket, jobKey, v)
+	return r.cfg.KV.Put(rotationBucket, jobKey(j.Tenant), v)
+}
+
+// begin records j, a new job, in place of the finished one read as raw (nil: none). When
+// another start recorded its job first, that job is returned instead: it re-encrypts to the
+// current versions too, whichever start made them.
+func (r *Rotator) begin(raw []byte, j Job, msg string, attrs ...slog.Attr) (Job, error) {
+	v, _ := json.Marshal(j)
+	err := r.cfg.KV.Swap(rotationBucket, jobKey(j.Tenant), raw, v)
+	if errors.Is(err, store.ErrConflict) {
+		cur, _, ok, lerr := r.load(j.Tenant)
+		if lerr != nil {
+			return Job{}, lerr
+		}
+		if !ok || cur.Phase == phaseDone {
+			return Job{}, fmt.Errorf("keystore: start rotation: %w", err)
+		}
+		j = cur
+	} else if err != nil {
+		return Job{}, err
+	} else {
+		r.cfg.Logger.LogAttrs(context.Background(), slog.LevelInfo, msg, attrs...)
+	}
+	r.signal()
+	return j, nil
 }
 
 // StartMaster begins a master key rotation: a new version from the source becomes current
 // (new seals use it at once), and a job to re-encrypt every record is recorded. If a master
-// rotation is unfinished, it is resumed instead of starting another. Run (or RunJob) does the
-// work.
+// rotation is unfinished, it is resumed instead of starting another. Tenant rotations do not
+// hold it up. Run (or RunJob) does the work.
 func (r *Rotator) StartMaster(ctx context.Context) (Job, error) {
-	if j, ok, err := r.Job(); err != nil {
+	r.starting.Lock()
+	defer r.starting.Unlock()
+	j, raw, ok, err := r.load("")
+	if err != nil {
 		return Job{}, err
-	} else if ok && j.Phase != phaseDone {
-		if j.Kind != "master" {
-			return j, ErrRotationBusy
-		}
+	}
+	if ok && j.Phase != phaseDone {
 		r.signal()
 		return j, nil
 	}
@@ -205,12 +318,8 @@ func (r *Rotator) StartMaster(ctx context.Context) (Job, error) {
 			return Job{}, errors.New("keystore: this master key source cannot add versions: add one where the keys are kept, restart, and rotate again")
 		}
 		j := Job{Kind: "master", Master: ring.Current(), Phase: phaseReencrypt, Started: r.cfg.Now().UTC()}
-		if err := r.saveJob(j); err != nil {
-			return Job{}, err
-		}
-		r.cfg.Logger.Info("keystore: master key rotation started to the newest loaded version", "master_version", j.Master)
-		r.signal()
-		return j, nil
+		return r.begin(raw, j, "keystore: master key rotation started to the newest loaded version",
+			slog.Any("master_version", j.Master))
 	}
 	v, key, err := adder.AddVersion(ctx)
 	if err != nil {
@@ -221,27 +330,30 @@ func (r *Rotator) StartMaster(ctx context.Context) (Job, error) {
 	if err != nil {
 		return Job{}, err
 	}
-	j := Job{Kind: "master", Master: v, Phase: phaseReencrypt, Started: r.cfg.Now().UTC()}
-	if err := r.saveJob(j); err != nil {
-		return Job{}, err
-	}
-	r.cfg.Logger.Info("keystore: master key rotation started", "master_version", v)
-	r.signal()
-	return j, nil
+	j = Job{Kind: "master", Master: v, Phase: phaseReencrypt, Started: r.cfg.Now().UTC()}
+	return r.begin(raw, j, "keystore: master key rotation started", slog.Any("master_version", v))
 }
 
 // StartTenant begins a rotation of tenant's keys: a new salt version becomes current and the
-// tenant's records are re-encrypted under it.
+// tenant's records are re-encrypted under it. Each tenant's rotation is a job of its own,
+// which other tenants' jobs do not hold up. A second start while the tenant's job is
+// unfinished returns that job: both requests are answered by one rotation. While a master
+// rotation is unfinished a tenant rotation is refused with ErrRotationBusy (the master job
+// re-encrypts the tenant's records already; ask again when it is done).
 func (r *Rotator) StartTenant(_ context.Context, tenant string) (Job, error) {
 	if !tenantPattern.MatchString(tenant) {
 		return Job{}, fmt.Errorf("%w: tenant %q", ErrKeyInvalid, tenant)
 	}
-	if j, ok, err := r.Job(); err != nil {
+	if m, ok, err := r.Job(""); err != nil {
 		return Job{}, err
-	} else if ok && j.Phase != phaseDone {
-		if j.Kind != "tenant" || j.Tenant != tenant {
-			return j, ErrRotationBusy
-		}
+	} else if ok && m.Phase != phaseDone {
+		return m, ErrRotationBusy
+	}
+	j, raw, ok, err := r.load(tenant)
+	if err != nil {
+		return Job{}, err
+	}
+	if ok && j.Phase != phaseDone {
 		r.signal()
 		return j, nil
 	}
@@ -249,14 +361,9 @@ func (r *Rotator) StartTenant(_ context.Context, tenant string) (Job, error) {
 	if err != nil {
 		return Job{}, err
 	}
-	j := Job{Kind: "tenant", Tenant: tenant, Master: r.cfg.Keystore.ring.Current(), Salt: s, Phase: phaseReencrypt,
+	j = Job{Kind: "tenant", Tenant: tenant, Master: r.cfg.Keystore.ring.Current(), Salt: s, Phase: phaseReencrypt,
 		Started: r.cfg.Now().UTC()}
-	if err := r.saveJob(j); err != nil {
-		return Job{}, err
-	}
-	r.cfg.Logger.Info("keystore: tenant key rotation started", "tenant", tenant, "salt_version", s)
-	r.signal()
-	return j, nil
+	return r.begin(raw, j, "keystore: tenant key rotation started", slog.String("tenant", tenant), slog.Any("salt_version", s))
 }
 
 func (r *Rotator) signal() {
@@ -266,9 +373,22 @@ func (r *Rotator) signal() {
 	}
 }
 
-// Run resumes an unfinished job at once, then runs each job started, until ctx ends. A failed
-// job is logged and recorded in the job; it is retried at the next start or signal.
+// Run resumes every unfinished job at once, then runs each job started, until ctx ends; it
+// returns when the jobs it runs have stopped. Jobs run side by side, at most Workers at a
+// time and one per tenant (and one master job). A failed job is logged and recorded in the
+// job; it is retried at the next start or signal.
 func (r *Rotator) Run(ctx context.Context) error {
+	sem := semaphore.NewWeighted(int64(r.cfg.Workers))
+	var (
+		wg sync.WaitGroup
+		mu sync.Mutex
+		// running has the tenants ("" the master key) whose job a goroutine runs; again, those
+		// of them asked for while it ran, whose record it reads once more when done (a job
+		// started just as the last one ended).
+		running = map[string]bool{}
+		again   = map[string]bool{}
+	)
+	defer wg.Wait()
 	r.signal()
 	for {
 		select {
@@ -276,15 +396,55 @@ func (r *Rotator) Run(ctx context.Context) error {
 			return nil
 		case <-r.wake:
 		}
-		if _, err := r.RunJob(ctx); err != nil && ctx.Err() == nil {
-			r.cfg.Logger.Error("keystore: rotation stopped; it resumes at the next start or rotate command", "err", err)
+		jobs, err := r.Jobs()
+		if err != nil {
+			r.cfg.Logger.Error("keystore: rotation jobs unreadable; retried at the next start", "err", err)
+			continue
+		}
+		for _, j := range jobs {
+			if j.Phase == phaseDone {
+				continue
+			}
+			tenant := j.Tenant
+			mu.Lock()
+			busy := running[tenant]
+			running[tenant], again[tenant] = true, busy
+			mu.Unlock()
+			if busy {
+				continue
+			}
+			wg.Go(func() {
+				for {
+					if err := sem.Acquire(ctx, 1); err == nil {
+						j, err := r.RunJob(ctx, tenant)
+						sem.Release(1)
+						if err != nil && ctx.Err() == nil {
+							r.cfg.Logger.Error("keystore: rotation stopped; it resumes at the next start or rotate command",
+								"kind", j.Kind, "tenant", j.Tenant, "err", err)
+						}
+					}
+					mu.Lock()
+					more := again[tenant] && ctx.Err() == nil
+					if more {
+						again[tenant] = false
+					} else {
+						delete(running, tenant)
+						delete(again, tenant)
+					}
+					mu.Unlock()
+					if !more {
+						return
+					}
+				}
+			})
 		}
 	}
 }
 
-// RunJob runs the unfinished job, if any, to the end and returns it.
-func (r *Rotator) RunJob(ctx context.Context) (Job, error) {
-	j, ok, err := r.Job()
+// RunJob runs tenant's unfinished job ("" the master key's), if any, to the end and returns
+// it. One job must not be run twice at once (Run sees to that); different jobs may.
+func (r *Rotator) RunJob(ctx context.Context, tenant string) (Job, error) {
+	j, _, ok, err := r.load(tenant)
 	if err != nil || !ok || j.Phase == phaseDone {
 		return j, err
 	}
@@ -313,19 +473,7 @@ func (r *Rotator) RunJob(ctx context.Context) (Job, error) {
 		}
 	}
 	j.Resealed += n
-	// Seals begun before this point may be under the old versions (a cached key, or a seal that
-	// raced StartMaster); wait until they are stored, so the scan below sees them.
-	for _, t := range r.cfg.Targets {
-		if q, ok := t.(Quiescer); ok {
-			q.Quiesce()
-		}
-	}
-	use, err := r.Usage(ctx)
-	if err != nil {
-		return j, err
-	}
-	j.Retired, err = r.retire(ctx, use)
-	if err != nil {
+	if j.Retired, err = r.finish(ctx); err != nil {
 		j.Error = err.Error()
 		_ = r.saveJob(j)
 		return j, err
@@ -337,6 +485,59 @@ func (r *Rotator) RunJob(ctx context.Context) (Job, error) {
 	r.cfg.Logger.Info("keystore: rotation finished", "kind", j.Kind, "tenant", j.Tenant, "resealed", j.Resealed,
 		"retired_master_versions", fmt.Sprint(j.Retired))
 	return j, nil
+}
+
+// versions are the current master key version and each tenant's current salt version.
+type versions struct {
+	master uint32
+	salts  map[string]uint32
+}
+
+// current reads the current versions, the salts from the store.
+func (r *Rotator) current() (versions, error) {
+	ks := r.cfg.Keystore
+	v := versions{master: ks.ring.Current(), salts: map[string]uint32{}}
+	if ks.salts == nil {
+		return v, nil
+	}
+	tenants, err := ks.salts.tenants()
+	if err != nil {
+		return v, err
+	}
+	for _, tenant := range tenants {
+		ts, err := ks.salts.load(tenant)
+		if err != nil {
+			return v, err
+		}
+		v.salts[tenant] = ts.Current
+	}
+	return v, nil
+}
+
+// finish ends a job whose records are re-encrypted: it retires the versions no record uses any
+// more, and returns the master versions retired. Seals begun before it may be under versions
+// just superseded (a cached key, or a seal that raced a start): it waits until they are
+// stored, so the usage scan sees them. A version superseded after that wait began (by another
+// job's start, running beside this one) may still have a seal in flight that the wait did not
+// cover, so only versions superseded before it are retired; that other job's finish retires
+// the rest.
+func (r *Rotator) finish(ctx context.Context) ([]uint32, error) {
+	r.finishing.Lock()
+	defer r.finishing.Unlock()
+	before, err := r.current()
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range r.cfg.Targets {
+		if q, ok := t.(Quiescer); ok {
+			q.Quiesce()
+		}
+	}
+	use, err := r.Usage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return r.retire(ctx, use, before)
 }
 
 // resealFunc re-encrypts a value that is not under the current master version and the
@@ -418,13 +619,13 @@ func (r *Rotator) Usage(ctx context.Context) (Usage, error) {
 	return u, nil
 }
 
-// retire removes master key versions below the current one and non-current tenant salts
-// that no record uses.
-func (r *Rotator) retire(ctx context.Context, use Usage) ([]uint32, error) {
+// retire removes the master key versions and tenant salt versions that no record uses and
+// that were superseded already before (older than the versions current then).
+func (r *Rotator) retire(ctx context.Context, use Usage, before versions) ([]uint32, error) {
 	ks := r.cfg.Keystore
 	var retired []uint32
 	for _, v := range ks.ring.Versions() {
-		if v >= ks.ring.Current() || use.Master[v] > 0 {
+		if v >= before.master || use.Master[v] > 0 {
 			continue
 		}
 		if rt, ok := r.cfg.Source.(MasterKeyRetirer); ok {
@@ -446,12 +647,17 @@ func (r *Rotator) retire(ctx context.Context, use Usage) ([]uint32, error) {
 		return retired, err
 	}
 	for _, tenant := range tenants {
+		cur, ok := before.salts[tenant]
+		if !ok {
+			continue // a tenant whose first salt is newer than before
+		}
 		ts, err := ks.salts.load(tenant)
 		if err != nil {
 			return retired, err
 		}
+		// Salt versions only grow (a new one is the highest plus one), as master versions do.
 		for _, v := range slices.Sorted(maps.Keys(ts.Versions)) {
-			if v != ts.Current && use.Salts[tenant][v] == 0 {
+			if v < cur && use.Salts[tenant][v] == 0 {
 				if err := ks.RemoveTenantSalt(tenant, v); err != nil {
 					return retired, err
 				}

@@ -186,7 +186,7 @@ func TestRotateMasterWhileReading(t *testing.T) {
 			if err != nil || job.Master != 2 {
 				t.Fatalf("start: %+v, %v", job, err)
 			}
-			job, err = w.rot.RunJob(t.Context())
+			job, err = w.rot.RunJob(t.Context(), "")
 			stop()
 			wg.Wait()
 			if err != nil {
@@ -211,7 +211,7 @@ func TestRotateMasterWhileReading(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if job, err = w.rot.RunJob(t.Context()); err != nil || job.Resealed != 15+2+1 {
+			if job, err = w.rot.RunJob(t.Context(), "tenant-1"); err != nil || job.Resealed != 15+2+1 {
 				t.Fatalf("tenant job: %+v, %v (want 18 resealed: 15 keys, 2 gateways, the fingerprint key)", job, err)
 			}
 			use, _ := w.rot.Usage(t.Context())
@@ -281,7 +281,7 @@ func TestOpenAcrossRetirement(t *testing.T) {
 			var rerr error
 			rotate := func() {
 				if _, rerr = w.rot.StartMaster(context.Background()); rerr == nil {
-					job, rerr = w.rot.RunJob(context.Background())
+					job, rerr = w.rot.RunJob(context.Background(), "")
 				}
 			}
 			kv.hook.Store(&rotate)
@@ -344,7 +344,7 @@ func TestRotationWaitsForSealsInFlight(t *testing.T) {
 		go func() {
 			j, err := rot.StartMaster(context.Background())
 			if err == nil {
-				j, err = rot.RunJob(context.Background())
+				j, err = rot.RunJob(context.Background(), "")
 			}
 			done <- result{j, err}
 		}()
@@ -424,7 +424,7 @@ func TestRotateReadOnlySource(t *testing.T) {
 	if _, err := rot.StartMaster(t.Context()); err == nil || !strings.Contains(err.Error(), "cannot add versions") {
 		t.Fatalf("rotate with one read-only version: %v", err)
 	}
-	if _, ok, _ := rot.Job(); ok {
+	if _, ok, _ := rot.Job(""); ok {
 		t.Fatal("a refused rotation left a job behind")
 	}
 
@@ -432,7 +432,7 @@ func TestRotateReadOnlySource(t *testing.T) {
 	if j, err := rot.StartMaster(t.Context()); err != nil || j.Master != 2 {
 		t.Fatalf("start: %+v %v", j, err)
 	}
-	j, err := rot.RunJob(t.Context())
+	j, err := rot.RunJob(t.Context(), "")
 	// Five keys and the tenant's fingerprint key.
 	if err != nil || j.Resealed != 6 || fmt.Sprint(j.Retired) != "[1]" || fmt.Sprint(ks.Ring().Versions()) != "[2]" {
 		t.Fatalf("job %+v, %v; loaded %v", j, err, ks.Ring().Versions())
@@ -466,13 +466,13 @@ func TestFingerprintSurvivesRotation(t *testing.T) {
 	if _, err := w.rot.StartMaster(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if j, err := w.rot.RunJob(t.Context()); err != nil || fmt.Sprint(j.Retired) != "[1]" {
+	if j, err := w.rot.RunJob(t.Context(), ""); err != nil || fmt.Sprint(j.Retired) != "[1]" {
 		t.Fatalf("master rotation: %+v, %v", j, err)
 	}
 	if _, err := w.rot.StartTenant(t.Context(), "tenant-a"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.rot.RunJob(t.Context()); err != nil {
+	if _, err := w.rot.RunJob(t.Context(), "tenant-a"); err != nil {
 		t.Fatal(err)
 	}
 	if again := add("tenant-a"); again.Fingerprint != first.Fingerprint {

@@ -129,7 +129,7 @@ func TestVaultRotateMaster(t *testing.T) {
 	if _, err := rot.StartMaster(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	job, err := rot.RunJob(t.Context())
+	job, err := rot.RunJob(t.Context(), "")
 	if err != nil || len(job.Retired) != 1 {
 		t.Fatalf("job: %+v, %v", job, err)
 	}

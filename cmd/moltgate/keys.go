@@ -28,7 +28,8 @@ const keysUsage = `usage: moltgate keys <verb> [flags]
   revoke --tenant T ID [--force]  (--force: the active key, leaving the provider without one)
   rotate-master [--wait]          new master key version; every record re-encrypted
   rotate-tenant --tenant T [--wait]   new keys for one tenant; its records re-encrypted
-  rotation                        the current or last rotation, records per key version
+  rotation [--tenant T]           the current or last rotations (the tenant's with --tenant),
+                                  records per key version
 
 The secret is never taken from the command line, where ps and shell history would keep it.
 Flags --admin-url and MOLTGATE_ADMIN_TOKEN as for the gateway commands.
@@ -126,10 +127,18 @@ func keysCommand(ctx context.Context, args []string, env func(string) string, st
 		case "rotate-tenant":
 			rot, err = c.RotateTenantKeys(ctx, *tenant)
 		default:
-			rot, err = c.KeyRotation(ctx)
+			if *tenant != "" {
+				rot, err = c.TenantKeyRotation(ctx, *tenant)
+			} else {
+				rot, err = c.KeyRotation(ctx)
+			}
 		}
 		if err == nil && *wait && verb != "rotation" {
-			rot, err = waitForRotation(ctx, c, *timeout)
+			of := "" // the master key's job
+			if verb == "rotate-tenant" {
+				of = *tenant
+			}
+			rot, err = waitForRotation(ctx, c, of, *timeout)
 		}
 		if err != nil {
 			return err
@@ -137,7 +146,8 @@ func keysCommand(ctx context.Context, args []string, env func(string) string, st
 		if *jsonOut {
 			return printJSON(stdout, rot)
 		}
-		return printRotation(stdout, rot)
+		// A tenant's rotation comes without record counts (they read every tenant's records).
+		return printRotation(stdout, rot, verb != "rotation" || *tenant == "")
 	}
 	if err != nil {
 		return err
@@ -170,11 +180,12 @@ func readSecret(path string, stdin io.Reader) ([]byte, error) {
 	return []byte(line), nil
 }
 
-// waitForRotation waits until the rotation is done, the timeout passes or ctx ends.
-func waitForRotation(ctx context.Context, c *admin.Client, timeout time.Duration) (admin.Rotation, error) {
+// waitForRotation waits until tenant's rotation ("": the master key's) is done, the timeout
+// passes or ctx ends.
+func waitForRotation(ctx context.Context, c *admin.Client, tenant string, timeout time.Duration) (admin.Rotation, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	rot, err := c.WaitRotation(ctx, 200*time.Millisecond)
+	rot, err := c.WaitRotation(ctx, tenant, 200*time.Millisecond)
 	if err != nil && ctx.Err() != nil {
 		return rot, fmt.Errorf("rotation not done after %s (it goes on in the server; see moltgate keys rotation)", timeout)
 	}
@@ -205,8 +216,14 @@ func printKeyTable(w io.Writer, keys []keystore.APIKey) error {
 	return tw.Flush()
 }
 
-func printRotation(w io.Writer, rot admin.Rotation) error {
-	if j := rot.Job; j != nil {
+// printRotation prints a line per job (every job of Jobs, else Job) and, with counts, the
+// records per master version.
+func printRotation(w io.Writer, rot admin.Rotation, counts bool) error {
+	jobs := rot.Jobs
+	if len(jobs) == 0 && rot.Job != nil {
+		jobs = []keystore.Job{*rot.Job}
+	}
+	for _, j := range jobs {
 		what := "master key version " + strconv.FormatUint(uint64(j.Master), 10)
 		if j.Kind == "tenant" {
 			what = "tenant " + j.Tenant + " salt version " + strconv.FormatUint(uint64(j.Salt), 10)
@@ -219,8 +236,12 @@ func printRotation(w io.Writer, rot admin.Rotation) error {
 			fmt.Fprintf(w, ", last error: %s", j.Error)
 		}
 		fmt.Fprintln(w)
-	} else {
+	}
+	if len(jobs) == 0 {
 		fmt.Fprintln(w, "rotation: none yet")
+	}
+	if !counts {
+		return nil
 	}
 	fmt.Fprintf(w, "records: %d; per master version:", rot.Usage.Total)
 	for _, v := range slices.Sorted(maps.Keys(rot.Usage.Master)) {

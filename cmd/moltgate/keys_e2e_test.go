@@ -200,12 +200,12 @@ func collectFile(t *testing.T, w *strings.Builder, path string) {
 	w.Write(b)
 }
 
-// waitDone waits (deadline 60 s) for the rotation to finish.
+// waitDone waits (deadline 60 s) for the master key rotation to finish.
 func waitDone(t *testing.T, c *admin.Client) admin.Rotation {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	rot, err := c.WaitRotation(ctx, 20*time.Millisecond)
+	rot, err := c.WaitRotation(ctx, "", 20*time.Millisecond)
 	if err != nil {
 		t.Fatalf("rotation not done: %v (%+v)", err, rot.Job)
 	}

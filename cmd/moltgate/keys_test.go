@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/moltgate/moltgate/keystore"
+	"github.com/moltgate/moltgate/proxy/admin"
 )
 
 // TestKeysCommandLine: mistakes on the keys command line are clear errors, found before any
@@ -48,5 +51,41 @@ func TestKeysCommandLine(t *testing.T) {
 	var out strings.Builder
 	if err := run(t.Context(), []string{"keys", "help"}, env, &out, io.Discard); err != nil || !strings.Contains(out.String(), "rotate-master") {
 		t.Fatalf("keys help: %v\n%s", err, out.String())
+	}
+}
+
+// TestPrintRotation: `keys rotation` prints a line per job (the master key's and each
+// tenant's, issue 15), and a tenant's rotation, which comes without counts, no counts line.
+func TestPrintRotation(t *testing.T) {
+	master := keystore.Job{Kind: "master", Master: 3, Phase: "done", Resealed: 70, Retired: []uint32{2}}
+	tenant := keystore.Job{Kind: "tenant", Tenant: "org_a", Master: 3, Salt: 2, Phase: "reencrypt", Resealed: 5}
+	counted := keystore.Usage{Master: map[uint32]int{3: 70}, Total: 70}
+	tests := []struct {
+		name   string
+		rot    admin.Rotation
+		counts bool
+		want   string
+	}{
+		{"one job, as rotate-master prints it", admin.Rotation{Job: &master, Usage: counted}, true,
+			"rotation: master to master key version 3, done, 70 records re-encrypted, retired master versions [2]\n" +
+				"records: 70; per master version: v3=70\n"},
+		{"every job", admin.Rotation{Job: &tenant, Jobs: []keystore.Job{master, tenant}, Usage: counted}, true,
+			"rotation: master to master key version 3, done, 70 records re-encrypted, retired master versions [2]\n" +
+				"rotation: tenant to tenant org_a salt version 2, reencrypt, 5 records re-encrypted\n" +
+				"records: 70; per master version: v3=70\n"},
+		{"a tenant's, without counts", admin.Rotation{Job: &tenant}, false,
+			"rotation: tenant to tenant org_a salt version 2, reencrypt, 5 records re-encrypted\n"},
+		{"none", admin.Rotation{}, false, "rotation: none yet\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out strings.Builder
+			if err := printRotation(&out, tt.rot, tt.counts); err != nil {
+				t.Fatal(err)
+			}
+			if out.String() != tt.want {
+				t.Fatalf("got\n%s\nwant\n%s", out.String(), tt.want)
+			}
+		})
 	}
 }

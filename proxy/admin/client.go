@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -137,25 +138,39 @@ func (c *Client) RotateMaster(ctx context.Context) (Rotation, error) {
 	return out, c.do(ctx, http.MethodPost, "/v1/keystore/rotate-master", nil, &out)
 }
 
-// KeyRotation returns the current or last rotation and the records per key version.
+// KeyRotation returns every rotation job, the one started last as Job, and the records per
+// key version.
 func (c *Client) KeyRotation(ctx context.Context) (Rotation, error) {
 	var out Rotation
 	return out, c.do(ctx, http.MethodGet, "/v1/keystore/rotation", nil, &out)
 }
 
-// WaitRotation polls the rotation job every poll until it is done, and returns the status
-// with record counts; when ctx ends first it returns the last status with ctx's error. The
-// polls leave out the counts, which cost the server a read of every record.
-func (c *Client) WaitRotation(ctx context.Context, poll time.Duration) (Rotation, error) {
+// TenantKeyRotation returns tenant's current or last rotation job (no record counts).
+func (c *Client) TenantKeyRotation(ctx context.Context, tenant string) (Rotation, error) {
+	var out Rotation
+	return out, c.do(ctx, http.MethodGet, "/v1/tenants/"+url.PathEscape(tenant)+"/rotation", nil, &out)
+}
+
+// WaitRotation polls tenant's rotation job (tenant "": the master key's) every poll until it
+// is done, and returns it with the record counts (without them for a caller who may not read
+// them, such as a tenant's admin); when ctx ends first it returns the last status with ctx's
+// error. The polls leave out the counts, which cost the server a read of every record.
+func (c *Client) WaitRotation(ctx context.Context, tenant string, poll time.Duration) (Rotation, error) {
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	for {
-		var rot Rotation
-		if err := c.do(ctx, http.MethodGet, "/v1/keystore/rotation?usage=0", nil, &rot); err != nil {
+		rot, err := c.rotationJob(ctx, tenant)
+		if err != nil {
 			return rot, err
 		}
 		if rot.Job != nil && rot.Job.Phase == "done" {
-			return c.KeyRotation(ctx)
+			all, err := c.KeyRotation(ctx)
+			var refused *APIError
+			if tenant != "" && errors.As(err, &refused) && refused.Status == http.StatusForbidden {
+				return rot, nil
+			}
+			all.Job, all.Jobs = rot.Job, nil
+			return all, err
 		}
 		select {
 		case <-ctx.Done():
@@ -163,6 +178,24 @@ func (c *Client) WaitRotation(ctx context.Context, poll time.Duration) (Rotation
 		case <-tick.C:
 		}
 	}
+}
+
+// rotationJob returns tenant's rotation job (tenant "": the master key's), without counts.
+func (c *Client) rotationJob(ctx context.Context, tenant string) (Rotation, error) {
+	if tenant != "" {
+		return c.TenantKeyRotation(ctx, tenant)
+	}
+	var all Rotation
+	if err := c.do(ctx, http.MethodGet, "/v1/keystore/rotation?usage=0", nil, &all); err != nil {
+		return Rotation{}, err
+	}
+	var out Rotation
+	for i := range all.Jobs {
+		if all.Jobs[i].Kind == "master" {
+			out.Job = &all.Jobs[i]
+		}
+	}
+	return out, nil
 }
 
 func keyPath(tenant, id, action string) string {

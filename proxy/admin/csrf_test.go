@@ -182,7 +182,7 @@ func TestAdminRefusesForgedCrossSiteCalls(t *testing.T) {
 					t.Fatalf("the previously active key is %s after the activate, want verified", k.State)
 				}
 			case "start a tenant rotation":
-				waitRotation(t, ops)
+				waitRotation(t, ops, tenant)
 			}
 			f.scan(t)
 		})

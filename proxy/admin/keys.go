@@ -23,11 +23,15 @@ type KeyManager interface {
 }
 
 // KeyRotator starts master and tenant key rotations and reports on them; keystore.Rotator
-// implements it. The rotation itself runs in the server's background (Rotator.Run).
+// implements it. The rotations themselves run in the server's background (Rotator.Run), the
+// master key's and each tenant's as jobs of their own.
 type KeyRotator interface {
 	StartMaster(ctx context.Context) (keystore.Job, error)
 	StartTenant(ctx context.Context, tenant string) (keystore.Job, error)
-	Job() (keystore.Job, bool, error)
+	// Job is tenant's current or last job; tenant "" is the master key's.
+	Job(tenant string) (keystore.Job, bool, error)
+	// Jobs are the master key's current or last job and every tenant's.
+	Jobs() ([]keystore.Job, error)
 	Usage(ctx context.Context) (keystore.Usage, error)
 }
 
@@ -65,8 +69,14 @@ type RevokeKeyRequest struct {
 // Rotation is the answer to the keystore rotation endpoints: the current or last job and how
 // many records each key version seals.
 type Rotation struct {
+	// Job is the job the call started (or joined), the tenant's current or last one (GET
+	// /v1/tenants/{tenant}/rotation), or the one of Jobs started last (GET /v1/keystore/rotation).
 	Job *keystore.Job `json:"job,omitempty"`
-	// Usage counts records per key version; empty when asked for with ?usage=0.
+	// Jobs are the master key's current or last job, then each tenant's (GET
+	// /v1/keystore/rotation only).
+	Jobs []keystore.Job `json:"jobs,omitempty"`
+	// Usage counts records per key version; empty when asked for with ?usage=0, and in a
+	// tenant's rotation (counting reads every tenant's records).
 	Usage keystore.Usage `json:"usage"`
 }
 
@@ -81,6 +91,7 @@ func (s *Server) keyRoutes() {
 	}
 	if s.deps.Rotator != nil {
 		s.mux.HandleFunc("POST /v1/tenants/{tenant}/rotate-keys", s.rotateTenant)
+		s.mux.HandleFunc("GET /v1/tenants/{tenant}/rotation", s.tenantRotation)
 		s.mux.HandleFunc("POST /v1/keystore/rotate-master", s.rotateMaster)
 		s.mux.HandleFunc("GET /v1/keystore/rotation", s.rotation)
 	}
@@ -211,10 +222,32 @@ func (s *Server) rotation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var out Rotation
-	j, found, err := s.deps.Rotator.Job()
+	jobs, err := s.deps.Rotator.Jobs()
 	if err == nil && r.URL.Query().Get("usage") != "0" { // counting reads every record
 		out.Usage, err = s.deps.Rotator.Usage(r.Context())
 	}
+	if err != nil {
+		s.keyFailed(w, r, c, err)
+		return
+	}
+	out.Jobs = jobs
+	for i := range jobs {
+		if out.Job == nil || jobs[i].Started.After(out.Job.Started) {
+			out.Job = &jobs[i]
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// tenantRotation answers the tenant's current or last rotation job, for the tenant's admins.
+func (s *Server) tenantRotation(w http.ResponseWriter, r *http.Request) {
+	tenant := r.PathValue("tenant")
+	c, ok := s.authorizeFor(w, r, "admin.keys.read", "", tenant)
+	if !ok {
+		return
+	}
+	var out Rotation
+	j, found, err := s.deps.Rotator.Job(tenant)
 	if err != nil {
 		s.keyFailed(w, r, c, err)
 		return

@@ -353,7 +353,7 @@ func TestAdminKeyLifecycle(t *testing.T) {
 	if _, err := ops.RotateMaster(ctx); err != nil {
 		t.Fatal(err)
 	}
-	rot := waitRotation(t, ops)
+	rot := waitRotation(t, ops, "")
 	// Three keys and the tenant's fingerprint key.
 	if rot.Job.Kind != "master" || rot.Job.Master != 2 || rot.Usage.Master[1] != 0 || rot.Usage.Master[2] != 4 {
 		t.Fatalf("master rotation: %+v", rot)
@@ -374,7 +374,7 @@ func TestAdminKeyLifecycle(t *testing.T) {
 	if _, err := owner.RotateTenantKeys(ctx, tenant); err != nil {
 		t.Fatal(err)
 	}
-	if rot = waitRotation(t, ops); rot.Job.Kind != "tenant" || rot.Usage.Salts[tenant][2] != 4 {
+	if rot = waitRotation(t, ops, tenant); rot.Job.Kind != "tenant" || rot.Usage.Salts[tenant][2] != 4 {
 		t.Fatalf("tenant rotation: %+v", rot)
 	}
 	o, err := keystore.NewOpener(f.keys, audit.Actor{Kind: "service", ID: "proxy"}, keystore.ReasonUpstreamCredential, f.al)
@@ -410,12 +410,12 @@ func TestAdminKeyLifecycle(t *testing.T) {
 	f.scan(t)
 }
 
-// waitRotation waits (deadline 30 s) for the rotation to finish.
-func waitRotation(t *testing.T, c *admin.Client) admin.Rotation {
+// waitRotation waits (deadline 30 s) for tenant's rotation ("": the master key's) to finish.
+func waitRotation(t *testing.T, c *admin.Client, tenant string) admin.Rotation {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	rot, err := c.WaitRotation(ctx, 20*time.Millisecond)
+	rot, err := c.WaitRotation(ctx, tenant, 20*time.Millisecond)
 	if err != nil {
 		t.Fatalf("rotation not done: %v (%+v)", err, rot)
 	}
