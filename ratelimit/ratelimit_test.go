@@ -14,25 +14,8 @@ import (
 	"github.com/moltgate/moltgate/internal/testenv"
 )
 
-// fakeClock is a clock that moves only when told.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+// newClock is a fake clock at a fixed time, so the microseconds Redis holds are real ones.
+func newClock() *testenv.Clock { return testenv.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)) }
 
 type limiter interface {
 	Allow(ctx context.Context, key string) (bool, time.Duration, error)
@@ -53,15 +36,15 @@ func redisClient(t *testing.T) (*redis.Client, *testenv.RedisServer) {
 }
 
 // implementations makes each limiter for one test, on clock.
-var implementations = map[string]func(t *testing.T, l Limit, clock *fakeClock) limiter{
-	"memory": func(t *testing.T, l Limit, clock *fakeClock) limiter {
+var implementations = map[string]func(t *testing.T, l Limit, clock *testenv.Clock) limiter{
+	"memory": func(t *testing.T, l Limit, clock *testenv.Clock) limiter {
 		m, err := NewMemory(MemoryConfig{Limit: l, Now: clock.Now})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return m
 	},
-	"redis": func(t *testing.T, l Limit, clock *fakeClock) limiter {
+	"redis": func(t *testing.T, l Limit, clock *testenv.Clock) limiter {
 		c, _ := redisClient(t)
 		r, err := NewRedis(RedisConfig{Limit: l, Prefix: "test:", Now: clock.Now}, c)
 		if err != nil {
@@ -108,9 +91,9 @@ func refused(t *testing.T, l limiter, key string, want time.Duration) {
 func TestConformance(t *testing.T) {
 	tests := []struct {
 		name string
-		run  func(t *testing.T, l limiter, clock *fakeClock)
+		run  func(t *testing.T, l limiter, clock *testenv.Clock)
 	}{
-		{"a burst, then one per interval", func(t *testing.T, l limiter, clock *fakeClock) {
+		{"a burst, then one per interval", func(t *testing.T, l limiter, clock *testenv.Clock) {
 			spend(t, l, "a", 3)
 			refused(t, l, "a", time.Hour)
 			clock.Advance(59 * time.Minute)
@@ -119,13 +102,13 @@ func TestConformance(t *testing.T) {
 			spend(t, l, "a", 1)
 			refused(t, l, "a", time.Hour)
 		}},
-		{"keys are independent", func(t *testing.T, l limiter, _ *fakeClock) {
+		{"keys are independent", func(t *testing.T, l limiter, _ *testenv.Clock) {
 			spend(t, l, "tenant:a", 3)
 			refused(t, l, "tenant:a", time.Hour)
 			spend(t, l, "tenant:b", 3)
 			refused(t, l, "tenant:b", time.Hour)
 		}},
-		{"an idle key's whole budget comes back", func(t *testing.T, l limiter, clock *fakeClock) {
+		{"an idle key's whole budget comes back", func(t *testing.T, l limiter, clock *testenv.Clock) {
 			spend(t, l, "a", 3)
 			clock.Advance(3 * time.Hour)
 			spend(t, l, "a", 3)
@@ -134,7 +117,7 @@ func TestConformance(t *testing.T) {
 			spend(t, l, "a", 3)
 			refused(t, l, "a", time.Hour)
 		}},
-		{"refusals cost nothing", func(t *testing.T, l limiter, clock *fakeClock) {
+		{"refusals cost nothing", func(t *testing.T, l limiter, clock *testenv.Clock) {
 			spend(t, l, "a", 3)
 			for range 50 {
 				refused(t, l, "a", time.Hour)
@@ -142,7 +125,7 @@ func TestConformance(t *testing.T) {
 			clock.Advance(time.Hour)
 			spend(t, l, "a", 1)
 		}},
-		{"callers at once share one budget", func(t *testing.T, l limiter, _ *fakeClock) {
+		{"callers at once share one budget", func(t *testing.T, l limiter, _ *testenv.Clock) {
 			var allowed atomic.Int64
 			var wg sync.WaitGroup
 			for range 8 {
@@ -170,7 +153,7 @@ func TestConformance(t *testing.T) {
 			t.Parallel()
 			for _, tt := range tests {
 				t.Run(tt.name, func(t *testing.T) {
-					clock := newFakeClock()
+					clock := newClock()
 					tt.run(t, newLimiter(t, hourly, clock), clock)
 				})
 			}
@@ -207,7 +190,7 @@ func TestLimitDefaultsAndInvalid(t *testing.T) {
 // Memory forgets keys whose budget is whole again, so keys that come and go (callers, tenants)
 // do not grow it without bound.
 func TestMemoryForgetsIdleKeys(t *testing.T) {
-	clock := newFakeClock()
+	clock := newClock()
 	m, err := NewMemory(MemoryConfig{Limit: hourly, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -235,7 +218,7 @@ func keyName(round, i int) string { return fmt.Sprintf("user:%d-%d", round, i) }
 // Past MaxKeys keys all spending their budgets, Memory fails (the caller refuses: fail closed)
 // rather than forget a budget being spent.
 func TestMemoryMaxKeys(t *testing.T) {
-	clock := newFakeClock()
+	clock := newClock()
 	m, err := NewMemory(MemoryConfig{Limit: hourly, Now: clock.Now, MaxKeys: 10})
 	if err != nil {
 		t.Fatal(err)
@@ -256,7 +239,7 @@ func TestMemoryMaxKeys(t *testing.T) {
 // when its budget is whole again.
 func TestRedisBudgetIsSharedByReplicas(t *testing.T) {
 	c, _ := redisClient(t)
-	clock := newFakeClock()
+	clock := newClock()
 	replica := func(prefix string) *Redis {
 		r, err := NewRedis(RedisConfig{Limit: hourly, Prefix: prefix, Now: clock.Now}, c)
 		if err != nil {
