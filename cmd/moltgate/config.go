@@ -41,6 +41,8 @@ type Config struct {
 	AdminToken *SecretRef `yaml:"admin_token"`
 	// PlatformAdmins are Clerk user ids allowed the whole admin API. Default none.
 	PlatformAdmins []string `yaml:"platform_admins"`
+	// Admin configures the admin API (rate limits of its writes).
+	Admin AdminConfig `yaml:"admin"`
 	// Clerk verifies dashboard sessions. Default: off (only gateway tokens are accepted).
 	Clerk *ClerkConfig `yaml:"clerk"`
 	// Policies selects the Rego policy set.
@@ -228,6 +230,7 @@ func (c *Config) setDefaults() {
 	def(&c.AdminListen, "127.0.0.1:9090")
 	def(&c.DataDir, "./data")
 	c.Audit.setDefaults(c.DataDir)
+	c.Admin.setDefaults()
 	def(&c.GatewayDomain, "gw.localhost")
 	def(&c.Log.Level, "info")
 	def(&c.Log.Format, "json")
@@ -336,6 +339,7 @@ func (c *Config) Validate() error {
 		bad("shutdown_timeout", "negative")
 	}
 	errs = append(errs, c.Audit.validate()...)
+	errs = append(errs, c.Admin.validate()...)
 	return errors.Join(errs...)
 }
 

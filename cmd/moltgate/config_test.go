@@ -31,9 +31,21 @@ func TestConfigDefaults(t *testing.T) {
 		cfg.Policies.Timeout != policies.DefaultTimeout || cfg.Log.Format != "json" {
 		t.Fatalf("defaults: %+v", cfg)
 	}
+	// Issue 15: admin writes are rate-limited by default, generously for a person.
+	if rl := cfg.Admin.RateLimit; rl != (AdminRateLimitConfig{TenantWritesPerMinute: 120, CallerWritesPerMinute: 120, Burst: 30,
+		AdminTokenWritesPerMinute: 1200, AdminTokenBurst: 300}) {
+		t.Fatalf("admin.rate_limit defaults: got %+v", rl)
+	}
 	// An empty file is the defaults too.
 	if _, err := loadConfig(writeConfig(t, ""), noEnv); err != nil {
 		t.Fatal(err)
+	}
+	cfg, err = loadConfig(writeConfig(t, "admin:\n  rate_limit: {tenant_writes_per_minute: 10, burst: 2}\n"), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rl := cfg.Admin.RateLimit; rl.TenantWritesPerMinute != 10 || rl.Burst != 2 || rl.CallerWritesPerMinute != 120 {
+		t.Fatalf("admin.rate_limit set in part: got %+v, want 10, burst 2, and the default for the rest", rl)
 	}
 }
 
@@ -77,6 +89,17 @@ clerk:
   issuer: http://clerk.example.com
 `, []string{"listen:", "admin_listen:", "gateway_domain:", "trusted_proxies[0]", "trusted_proxies[1]", "log.level",
 			"log.format", "master_key:", "clerk.api_url", "clerk.issuer", "clerk.authorized_parties", "clerk.secret_key"}, ""},
+		{"admin rate limits out of range", `
+admin:
+  rate_limit:
+    tenant_writes_per_minute: -1
+    caller_writes_per_minute: 2000000
+    burst: -5
+    admin_token_writes_per_minute: -1
+    admin_token_burst: 1000001
+`, []string{"admin.rate_limit.tenant_writes_per_minute: -1", "admin.rate_limit.caller_writes_per_minute: 2000000",
+			"admin.rate_limit.burst: -5", "admin.rate_limit.admin_token_writes_per_minute", "admin.rate_limit.admin_token_burst"}, ""},
+		{"admin rate limit unknown key", "admin:\n  rate_limit:\n    writes_per_minute: 5\n", []string{"writes_per_minute"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

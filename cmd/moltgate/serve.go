@@ -155,9 +155,13 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	if err != nil {
 		return err
 	}
+	limits, err := adminLimits(cfg.Admin.RateLimit, time.Now)
+	if err != nil {
+		return err
+	}
 	adminAPI, err := admin.New(admin.Config{AdminToken: adminTok, TrustedProxies: trusted},
 		admin.Deps{Registry: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger,
-			Keys: keySvc.keys, Rotator: keySvc.rotator})
+			Keys: keySvc.keys, Rotator: keySvc.rotator, Limits: limits, Metrics: metrics})
 	if err != nil {
 		return err
 	}

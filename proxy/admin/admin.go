@@ -19,6 +19,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/moltgate/moltgate/audit"
 	"github.com/moltgate/moltgate/policies"
 	"github.com/moltgate/moltgate/proxy"
@@ -59,6 +61,10 @@ type Deps struct {
 	Rotator KeyRotator
 	// Now is the clock of the probe summaries. Default time.Now.
 	Now func() time.Time
+	// Limits are the budgets of admin writes (ratelimit.go); zero: none.
+	Limits Limits
+	// Metrics registers the admin API's metrics. Default: not exported.
+	Metrics prometheus.Registerer
 }
 
 // Server serves /v1/ of the admin API, and answers every call no route takes (probe.go).
@@ -69,6 +75,7 @@ type Server struct {
 	// crossOrigin refuses changes a browser sends for another site (Sec-Fetch-Site, Origin).
 	crossOrigin *http.CrossOriginProtection
 	probes      *probeLimiter
+	limits      *rateLimits
 }
 
 // maxBody bounds admin request bodies.
@@ -85,8 +92,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
+	limits, err := newRateLimits(deps.Limits, deps.Metrics)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{cfg: cfg, deps: deps, mux: http.NewServeMux(), crossOrigin: http.NewCrossOriginProtection(),
-		probes: &probeLimiter{every: cfg.ProbeInterval, clients: map[string]*probeCount{}}}
+		probes: &probeLimiter{every: cfg.ProbeInterval, clients: map[string]*probeCount{}}, limits: limits}
 	s.mux.HandleFunc("GET /v1/gateways", s.list)
 	s.mux.HandleFunc("POST /v1/gateways", s.create)
 	s.mux.HandleFunc("GET /v1/gateways/{id}", s.show)
@@ -197,6 +208,9 @@ func (s *Server) authorizeFor(w http.ResponseWriter, r *http.Request, action, id
 	}
 	in := policies.Input{Subject: subject, Gateway: policies.GatewayRef{ID: id, Tenant: tenant}, ClientIP: c.ev.ClientIP,
 		Protocol: policies.ProtocolAdmin, Action: action, Request: policies.Request{Method: r.Method, Path: r.URL.Path, Host: r.Host}}
+	if !s.limitCaller(w, r, c) {
+		return nil, false
+	}
 	d, err := s.deps.Policy.Decide(r.Context(), &in)
 	if err != nil {
 		s.deps.Logger.LogAttrs(r.Context(), slog.LevelError, "admin: policy evaluation failed", slog.Any("err", err))
@@ -209,6 +223,9 @@ func (s *Server) authorizeFor(w http.ResponseWriter, r *http.Request, action, id
 			status = http.StatusForbidden
 		}
 		s.refuse(w, r, c, audit.TypeAdminDeny, status, d.Reason)
+		return nil, false
+	}
+	if !s.limitTenant(w, r, c) {
 		return nil, false
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {

@@ -94,9 +94,28 @@ type keysFixture struct {
 	al       *audit.FileLog
 	keys     *keystore.Keys
 	checked  chan string // Authorization headers the provider stand-in received
+	secrets  int         // keys added by addKey
+	// startRotator starts the rotator (at once, unless keysOptions.holdRotator). The test's
+	// goroutine calls it.
+	startRotator func()
 }
 
 func newKeysFixture(t *testing.T, opts ...func(*admin.Config, *admin.Deps)) *keysFixture {
+	return newKeysFixtureWith(t, keysOptions{}, opts...)
+}
+
+// keysOptions vary the keys fixture beyond the admin API's Config and Deps.
+type keysOptions struct {
+	// holdRotator leaves the rotator stopped until startRotator is called.
+	holdRotator bool
+}
+
+// withLimits gives the admin API write budgets.
+func withLimits(l admin.Limits) func(*admin.Config, *admin.Deps) {
+	return func(_ *admin.Config, d *admin.Deps) { d.Limits = l }
+}
+
+func newKeysFixtureWith(t *testing.T, ko keysOptions, opts ...func(*admin.Config, *admin.Deps)) *keysFixture {
 	t.Helper()
 	f := &keysFixture{clerk: clerktest.New(t), logs: &lockedBuffer{}, metrics: prometheus.NewRegistry(),
 		auditDir: filepath.Join(t.TempDir(), "audit"), checked: make(chan string, 64)}
@@ -164,8 +183,22 @@ func newKeysFixture(t *testing.T, opts ...func(*admin.Config, *admin.Deps)) *key
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); rot.Run(ctx) }()
-	t.Cleanup(func() { stop(); <-done })
+	started := false
+	f.startRotator = func() {
+		if !started {
+			started = true
+			go func() { defer close(done); rot.Run(ctx) }()
+		}
+	}
+	t.Cleanup(func() {
+		stop()
+		if started {
+			<-done
+		}
+	})
+	if !ko.holdRotator {
+		f.startRotator()
+	}
 
 	clerk, err := authn.NewClerk(authn.ClerkConfig{APIURL: f.clerk.URL, SecretKey: f.clerk.SecretKey(), Issuer: f.clerk.Issuer(),
 		AuthorizedParties: []string{clerktest.DefaultAuthorizedParty}}, logger, f.metrics)
@@ -173,7 +206,8 @@ func newKeysFixture(t *testing.T, opts ...func(*admin.Config, *admin.Deps)) *key
 		t.Fatal(err)
 	}
 	cfg := admin.Config{AdminToken: []byte(adminToken)}
-	deps := admin.Deps{Registry: reg, Policy: engine, Sessions: clerk, Audit: f.al, Logger: logger, Keys: f.keys, Rotator: rot}
+	deps := admin.Deps{Registry: reg, Policy: engine, Sessions: clerk, Audit: f.al, Logger: logger, Keys: f.keys, Rotator: rot,
+		Metrics: f.metrics}
 	for _, o := range opts {
 		o(&cfg, &deps)
 	}
