@@ -143,7 +143,7 @@ type RotatorConfig struct {
 	// Targets hold the sealed records. Required.
 	Targets []Target
 	// Workers bounds how many jobs Run runs at once (the master key's and tenants'); the
-	// others wait their turn, in the order they asked. Default 4.
+	// others wait for one to end. Default 4.
 	Workers int
 	// Logger. Default: discard.
 	Logger *slog.Logger

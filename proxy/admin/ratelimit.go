@@ -84,6 +84,8 @@ func (s *Server) limitTenant(w http.ResponseWriter, r *http.Request, c *call) bo
 	return s.spend(w, r, c, "tenant", s.limits.Tenant, c.ev.Tenant)
 }
 
+// spend takes one write from key's budget in lim, named limit ("tenant" or "caller"). It
+// answers the refusal itself, and returns false, when the write may not go on.
 func (s *Server) spend(w http.ResponseWriter, r *http.Request, c *call, limit string, lim Limiter, key string) bool {
 	if lim == nil {
 		return true
@@ -94,8 +96,6 @@ func (s *Server) spend(w http.ResponseWriter, r *http.Request, c *call, limit st
 	switch {
 	case err != nil:
 		// Fail closed: a limiter that cannot answer (Redis down) must not lift the limits.
-		s.deps.Logger.LogAttrs(r.Context(), slog.LevelError, "admin: rate limiter failed; write refused",
-			slog.String("limit", limit), slog.Any("err", err))
 		status, reason = http.StatusServiceUnavailable, "rate_limit_unavailable"
 	case ok:
 		s.limits.runs.end(run)
@@ -106,13 +106,17 @@ func (s *Server) spend(w http.ResponseWriter, r *http.Request, c *call, limit st
 		w.Header().Set("Retry-After", secs)
 		c.ev.Details["retry_after"] = secs
 	}
-	c.ev.Details["limit"] = limit
 	if !s.limits.runs.start(run, reason) {
-		// A refusal like the one just recorded for this key: the flood is on record once,
-		// and counted in moltgate_admin_rate_limited_total.
+		// The run of refusals of this key is on record already (and counted, for 429s):
+		// a flood of refusals writes one event, and one log line.
 		proxy.Refuse(w, status, reason)
 		return false
 	}
+	if err != nil {
+		s.deps.Logger.LogAttrs(r.Context(), slog.LevelError, "admin: rate limiter failed; writes refused",
+			slog.String("limit", limit), slog.Any("err", err))
+	}
+	c.ev.Details["limit"] = limit
 	s.refuse(w, r, c, audit.TypeAdminDeny, status, reason)
 	return false
 }
