@@ -41,11 +41,13 @@ const (
 	TypeCheckpoint      = "audit.checkpoint"       // a signed checkpoint of the chain head
 	TypeRetentionDelete = "audit.retention.delete" // an archive segment past its retention was deleted
 	TypeSecretOpen      = "secret.open"            // a tenant secret was opened (keystore.EventSecretOpen)
+	TypeSessionStart    = "session.start"          // a browser signed in to a gateway's host (a launch link)
 )
 
 // knownTypes bounds the metric label of events by type.
 var knownTypes = map[string]bool{TypeAuthnFailure: true, TypePolicyDeny: true, TypeAdminRequest: true, TypeAdminChange: true,
-	TypeAdminDeny: true, TypeAdminProbe: true, TypeAuditRead: true, TypeCheckpoint: true, TypeRetentionDelete: true, TypeSecretOpen: true}
+	TypeAdminDeny: true, TypeAdminProbe: true, TypeAuditRead: true, TypeCheckpoint: true, TypeRetentionDelete: true, TypeSecretOpen: true,
+	TypeSessionStart: true}
 
 // Actor is who acted: a subject kind and id, never a credential.
 type Actor struct {

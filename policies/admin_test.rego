@@ -5,6 +5,7 @@ import data.moltgate.authz
 
 gateway_admin_actions := [
 	"admin.gateway.read",
+	"admin.gateway.launch",
 	"admin.gateway.delete",
 	"admin.member.write",
 	"admin.allowlist.write",
@@ -71,6 +72,25 @@ test_owner_no_admin_on_other_gateway if {
 
 test_admin_api_ignores_network_allowlist if {
 	allowed(admin(user("u_owner2"), "gw2", "admin.gateway.read"))
+}
+
+# Every member may open the gateway's Control UI in a browser (a launch link); a stranger may not.
+test_members_launch if {
+	every u in ["u_viewer", "u_operator", "u_admin"] {
+		allowed(admin(user(u), "gw1", "admin.gateway.launch"))
+	}
+	refused(admin(user("u_stranger"), "gw1", "admin.gateway.launch"), 403, "not_a_member")
+	refused(admin(anonymous, "gw1", "admin.gateway.launch"), 401, "unauthenticated")
+}
+
+# Session listing and revoking are every user's (their own: the API filters).
+test_sessions_any_user if {
+	every a in ["admin.session.read", "admin.session.revoke"] {
+		d := decide(admin(user("u_stranger"), "", a))
+		d.allow == true
+		d.reason == "authenticated"
+		refused(admin(anonymous, "", a), 401, "unauthenticated")
+	}
 }
 
 test_viewer_admin if {

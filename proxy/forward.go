@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/moltgate/moltgate/proxy/browser"
 	"github.com/moltgate/moltgate/registry"
 )
 
@@ -121,7 +122,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	}
 }
 
-// stripSessionCookies removes Clerk's cookies, so a session that authenticated to moltgate
+// stripSessionCookies removes Clerk's cookies and moltgate's session cookie, so a session that authenticated to moltgate
 // cannot be replayed by (or leak into the logs of) a gateway. Other cookies pass; a Cookie
 // header that does not parse is dropped whole.
 func stripSessionCookies(hdr http.Header) {
@@ -148,12 +149,39 @@ func stripSessionCookies(hdr http.Header) {
 }
 
 func isSessionCookie(name string) bool {
+	if browser.IsCookie(name) {
+		return true
+	}
 	for _, p := range []string{"__session", "__client", "__clerk", "__refresh"} {
 		if strings.HasPrefix(name, p) {
 			return true
 		}
 	}
 	return false
+}
+
+// filterSetCookies drops what a gateway may not set in a browser: moltgate's own session
+// cookie (session fixation), and any cookie with a Domain attribute, which every other
+// tenant's gateway host under the same domain would receive. A line that does not parse is
+// dropped too.
+func filterSetCookies(resp *http.Response) error {
+	lines := resp.Header.Values("Set-Cookie")
+	if len(lines) == 0 {
+		return nil
+	}
+	kept := lines[:0:0]
+	for _, line := range lines {
+		c, err := http.ParseSetCookie(line)
+		if err != nil || c.Domain != "" || browser.IsCookie(c.Name) {
+			continue
+		}
+		kept = append(kept, line)
+	}
+	resp.Header["Set-Cookie"] = kept
+	if len(kept) == 0 {
+		resp.Header.Del("Set-Cookie")
+	}
+	return nil
 }
 
 // upstreamError answers a failed round trip: 502 with no internals, or nothing when the

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -24,6 +25,7 @@ import (
 	"github.com/moltgate/moltgate/audit"
 	"github.com/moltgate/moltgate/policies"
 	"github.com/moltgate/moltgate/proxy/authn"
+	"github.com/moltgate/moltgate/proxy/browser"
 	"github.com/moltgate/moltgate/proxy/wsrelay"
 	"github.com/moltgate/moltgate/registry"
 )
@@ -61,6 +63,9 @@ type Config struct {
 	MaxToolBodyBytes int64
 	// Transport carries requests to gateways. Default NewTransport(TransportConfig{}).
 	Transport http.RoundTripper
+	// SignInURL is where a page navigation without identity is sent, with the gateway id and
+	// the path to return to (see browser.SignInURL). Nil: such navigations get 401.
+	SignInURL *url.URL
 }
 
 // Deps are the parts a Handler works with.
@@ -74,6 +79,8 @@ type Deps struct {
 	Metrics  prometheus.Registerer
 	// Relay serves allowed WebSocket upgrades; nil refuses every upgrade.
 	Relay *wsrelay.Relay
+	// Browser keeps browsers' sessions (the session cookie, launch links); nil: none.
+	Browser *browser.Sessions
 }
 
 // Handler is the proxy's http.Handler.
@@ -112,12 +119,13 @@ func New(cfg Config, deps Deps) (*Handler, error) {
 	_, _ = rand.Read(prefix[:])
 	h := &Handler{cfg: cfg, deps: deps, m: m, reqPrefix: hex.EncodeToString(prefix[:]) + "-"}
 	h.rp = &httputil.ReverseProxy{
-		Rewrite:       h.rewrite,
-		Transport:     cfg.Transport,
-		FlushInterval: -1, // stream every write at once: chat and agent output are streams
-		BufferPool:    newBufferPool(),
-		ErrorHandler:  h.upstreamError,
-		ErrorLog:      slog.NewLogLogger(deps.Logger.Handler(), slog.LevelWarn),
+		Rewrite:        h.rewrite,
+		Transport:      cfg.Transport,
+		FlushInterval:  -1, // stream every write at once: chat and agent output are streams
+		BufferPool:     newBufferPool(),
+		ErrorHandler:   h.upstreamError,
+		ModifyResponse: filterSetCookies,
+		ErrorLog:       slog.NewLogLogger(deps.Logger.Handler(), slog.LevelWarn),
 	}
 	return h, nil
 }
@@ -165,12 +173,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rq.path = p
 
-	subject, expires, status, reason := h.identify(r)
+	https := r.TLS != nil || (contains(h.cfg.TrustedProxies, peerAddr(r)) && r.Header.Get("X-Forwarded-Proto") == "https")
+	if strings.HasPrefix(p, browser.PathPrefix) {
+		decision = h.serveBrowser(sw, r, entry, ev, p, https)
+		return
+	}
+
+	id := h.identify(r, entry.ID, https)
+	subject := id.subject
 	ev.Actor = audit.Actor{Kind: subject.Kind, ID: subject.ID}
-	if status != 0 {
+	if id.status != 0 {
 		decision = "unauthenticated"
-		h.m.authnFailed.WithLabelValues(reason).Inc()
-		h.refuseAudited(sw, r, ev, audit.TypeAuthnFailure, status, reason)
+		h.m.authnFailed.WithLabelValues(id.reason).Inc()
+		h.refuse(sw, r, ev, audit.TypeAuthnFailure, id.status, id.reason, id, https)
+		return
+	}
+	// A browser attaches its cookies to a request another site makes it send: a change
+	// authenticated by a cookie must show it comes from this host's own pages (CSRF).
+	if id.via != viaHeader && subject.Kind != policies.SubjectAnonymous && unsafeMethod(r.Method) && !browser.SameOrigin(r, https) {
+		decision = "deny"
+		h.refuseAudited(sw, r, ev, audit.TypePolicyDeny, http.StatusForbidden, "csrf")
 		return
 	}
 	rq.subject = subject
@@ -220,11 +242,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if status == 0 {
 			status = http.StatusForbidden
 		}
-		h.refuseAudited(sw, r, ev, audit.TypePolicyDeny, status, reason)
+		h.refuse(sw, r, ev, audit.TypePolicyDeny, status, reason, id, https)
 		return
 	}
-	rq.scopes, rq.client = d.Scopes, ev.ClientIP
-	rq.https = r.TLS != nil || (contains(h.cfg.TrustedProxies, peerAddr(r)) && r.Header.Get("X-Forwarded-Proto") == "https")
+	rq.scopes, rq.client, rq.https = d.Scopes, ev.ClientIP, https
 	if isUpgrade(r) {
 		// Only WebSockets are relayed, and only by the relay, which decides every message;
 		// a plain pass-through would be decided once at the handshake and never again.
@@ -233,10 +254,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.refuseAudited(sw, r, ev, audit.TypePolicyDeny, http.StatusForbidden, "websocket_not_enabled")
 			return
 		}
-		h.relay(sw, r, ev, &decision, wsrelay.Session{Entry: entry, Subject: subject, Expires: expires, Input: in,
+		h.relay(sw, r, ev, &decision, wsrelay.Session{Entry: entry, Subject: subject, Expires: id.expires, Ended: id.ended, Input: in,
 			Scopes: d.Scopes, RequestID: rq.id, Path: p, RawQuery: r.URL.RawQuery, HTTPS: rq.https})
 		return
 	}
+	h.startSession(sw, r, entry, id, https)
 	h.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), requestKey{}, rq)))
 }
 
@@ -247,19 +269,6 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, ev audit.Event, 
 		*decision = "deny"
 		h.refuseAudited(w, r, ev, audit.TypePolicyDeny, refusal.Status, refusal.Reason)
 	}
-}
-
-// identify returns the subject behind r and when its credential expires (zero: never), or a
-// refusal status and reason.
-func (h *Handler) identify(r *http.Request) (policies.Subject, time.Time, int, string) {
-	tok, ok, err := authn.Credential(r)
-	switch {
-	case err != nil:
-		return policies.Subject{Kind: policies.SubjectAnonymous}, time.Time{}, http.StatusUnauthorized, authn.Reason(err)
-	case !ok:
-		return policies.Subject{Kind: policies.SubjectAnonymous}, time.Time{}, 0, ""
-	}
-	return h.identifyToken(r.Context(), tok)
 }
 
 // identifyToken identifies the holder of tok: a gateway token or a Clerk session token.
@@ -292,16 +301,9 @@ func (h *Handler) identifyToken(ctx context.Context, tok string) (policies.Subje
 // refuseAudited refuses r and records why. A failure to audit is logged; the request is
 // refused either way.
 func (h *Handler) refuseAudited(w http.ResponseWriter, r *http.Request, ev audit.Event, typ string, status int, reason string) {
-	ev.Type, ev.Outcome, ev.Reason = typ, "deny", reason
-	ev.PolicyRevision = h.deps.Policy.Revision()
-	if ev.Details == nil {
-		ev.Details = map[string]string{"method": r.Method, "status": strconv.Itoa(status)}
-	}
-	if err := h.deps.Audit.Emit(r.Context(), ev); err != nil {
+	if !h.emit(r, ev, typ, reason, status) {
 		// Still refused, but not as if it were on record: the caller and the metrics see
 		// that auditing failed.
-		h.deps.Logger.LogAttrs(r.Context(), slog.LevelError, "audit emit failed",
-			slog.String("request_id", ev.RequestID), slog.Any("err", err))
 		status, reason = http.StatusServiceUnavailable, "audit_unavailable"
 	}
 	Refuse(w, status, reason)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,11 +22,13 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/moltgate/moltgate/audit"
+	"github.com/moltgate/moltgate/internal/testenv"
 	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/policies"
 	"github.com/moltgate/moltgate/proxy"
 	"github.com/moltgate/moltgate/proxy/authn"
 	"github.com/moltgate/moltgate/proxy/authn/clerktest"
+	"github.com/moltgate/moltgate/proxy/browser"
 	"github.com/moltgate/moltgate/proxy/wsrelay"
 	"github.com/moltgate/moltgate/registry"
 	"github.com/moltgate/moltgate/store"
@@ -54,6 +57,13 @@ func newUpstream(t testing.TB) *upstream {
 		if r.Header.Get("Upgrade") == "websocket" {
 			u.serveWS(w, r)
 			return
+		}
+		if r.URL.Path == "/set-cookies" {
+			// A gateway that tries to set moltgate's cookie, and one for every host of the domain.
+			w.Header().Add("Set-Cookie", "moltgate=fixated; Path=/")
+			w.Header().Add("Set-Cookie", "__Host-moltgate=fixated; Path=/; Secure")
+			w.Header().Add("Set-Cookie", "wide=1; Domain=gw.localhost; Path=/")
+			w.Header().Add("Set-Cookie", "own=1; Path=/; HttpOnly")
 		}
 		b, _ := io.ReadAll(r.Body)
 		u.mu.Lock()
@@ -98,6 +108,8 @@ type fixture struct {
 	metrics  *prometheus.Registry
 	relay    *wsrelay.Relay
 	audit    *audit.FileLog
+	browsers *browser.Sessions
+	clock    *testenv.Clock // the browser sessions' clock
 }
 
 // newFixture runs the real proxy with the real policy engine, registry, Clerk verifier (against
@@ -169,8 +181,14 @@ func buildFixture(t testing.TB, mode registry.AuthMode, wsCfg *wsrelay.Config, t
 		f.reg.Subscribe(func(id string) { go relay.Recheck(context.Background(), id) })
 		t.Cleanup(func() { relay.Shutdown(context.Background()) })
 	}
-	h, err := proxy.New(proxy.Config{TrustedProxies: prefixes, MaxToolBodyBytes: 4096, Transport: tr},
-		proxy.Deps{Gateways: f.reg, Policy: engine, Sessions: clerk, Audit: auditLog, Logger: logger, Metrics: f.metrics, Relay: relay})
+	f.clock = testenv.NewClock(time.Now())
+	f.browsers, err = browser.New(browser.Config{Now: f.clock.Now, CheckInterval: time.Second}, kv, clerk, logger, f.metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := proxy.New(proxy.Config{TrustedProxies: prefixes, MaxToolBodyBytes: 4096, Transport: tr, SignInURL: signInURL},
+		proxy.Deps{Gateways: f.reg, Policy: engine, Sessions: clerk, Audit: auditLog, Logger: logger, Metrics: f.metrics,
+			Relay: relay, Browser: f.browsers})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,6 +196,9 @@ func buildFixture(t testing.TB, mode registry.AuthMode, wsCfg *wsrelay.Config, t
 	t.Cleanup(f.srv.Close)
 	return f
 }
+
+// signInURL is the fixture's dashboard sign-in page.
+var signInURL, _ = url.Parse("https://dashboard.example.test/sign-in")
 
 func (f *fixture) user(sub string) string {
 	return f.clerk.Mint(clerktest.Claims{Subject: sub})

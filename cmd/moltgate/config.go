@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -55,6 +56,8 @@ type Config struct {
 	WebSocket WebSocketConfig `yaml:"websocket"`
 	// Audit configures the audit spool, sinks and archive.
 	Audit AuditConfig `yaml:"audit"`
+	// Browser configures how people in a browser sign in to a gateway's host.
+	Browser BrowserConfig `yaml:"browser"`
 	// Store configures the key-value store beneath the registry and keystore.
 	Store StoreConfig `yaml:"store"`
 	// Log configures logging.
@@ -62,6 +65,25 @@ type Config struct {
 	// ShutdownTimeout bounds the whole shutdown at SIGTERM: draining connections, flushing
 	// audit, closing the store. When it passes the process exits anyway. Default 15s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// BrowserConfig configures browser sign-in and moltgate's browser sessions.
+type BrowserConfig struct {
+	// SignInURL is where a page navigation without identity is sent (the platform dashboard),
+	// with ?gateway=ID&return_path=/P. Default none: such navigations get 401.
+	SignInURL string `yaml:"sign_in_url"`
+	// GatewayURL is a gateway's public base URL with {id} for its id, the base of launch
+	// links. Default http://{id}.<gateway_domain>:<listen port> when gateway_domain is a
+	// *.localhost name, else https://{id}.<gateway_domain>.
+	GatewayURL string `yaml:"gateway_url"`
+	// IdleTimeout ends a session unused for this long. Default 30m.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// Lifetime ends a session this long after sign-in. Default 12h.
+	Lifetime time.Duration `yaml:"lifetime"`
+	// SessionCheckInterval is how often each session's Clerk session is checked. Default 60s.
+	SessionCheckInterval time.Duration `yaml:"session_check_interval"`
+	// ClerkGrace is how long sessions go on while Clerk cannot be reached. Default 5m.
+	ClerkGrace time.Duration `yaml:"clerk_grace"`
 }
 
 // StoreConfig configures the store.
@@ -335,6 +357,23 @@ func (c *Config) Validate() error {
 	if c.Store.Timeout < 0 {
 		bad("store.timeout", "negative")
 	}
+	for key, d := range map[string]time.Duration{"browser.idle_timeout": c.Browser.IdleTimeout, "browser.lifetime": c.Browser.Lifetime,
+		"browser.session_check_interval": c.Browser.SessionCheckInterval, "browser.clerk_grace": c.Browser.ClerkGrace} {
+		if d < 0 {
+			bad(key, "negative")
+		}
+	}
+	if u := c.Browser.SignInURL; u != "" {
+		if p, err := url.Parse(u); err != nil || (p.Scheme != "https" && p.Scheme != "http") || p.Host == "" {
+			bad("browser.sign_in_url", "want an absolute http(s) URL")
+		}
+	}
+	if u := c.Browser.GatewayURL; u != "" {
+		if p, err := url.Parse(strings.ReplaceAll(u, "{id}", "x")); err != nil || !strings.Contains(u, "{id}") ||
+			(p.Scheme != "https" && p.Scheme != "http") || p.Path != "" {
+			bad("browser.gateway_url", "want scheme://host[:port] with {id} in the host, no path")
+		}
+	}
 	if c.ShutdownTimeout < 0 {
 		bad("shutdown_timeout", "negative")
 	}
@@ -397,4 +436,19 @@ func (c *Config) trustedPrefixes() []netip.Prefix {
 		}
 	}
 	return out
+}
+
+// gatewayURL returns the function giving a gateway's public base URL (browser.gateway_url).
+func (c *Config) gatewayURL() func(id string) string {
+	tmpl := c.Browser.GatewayURL
+	if tmpl == "" {
+		tmpl = "https://{id}." + c.GatewayDomain
+		if d := strings.ToLower(c.GatewayDomain); d == "localhost" || strings.HasSuffix(d, ".localhost") {
+			tmpl = "http://{id}." + c.GatewayDomain
+			if _, port, err := net.SplitHostPort(c.Listen); err == nil && port != "80" {
+				tmpl += ":" + port
+			}
+		}
+	}
+	return func(id string) string { return strings.ReplaceAll(tmpl, "{id}", id) }
 }

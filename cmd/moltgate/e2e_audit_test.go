@@ -134,13 +134,7 @@ func archivedPaths(t *testing.T, dir string) map[string]int {
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.WaitUntil(t, what, 60*time.Second, cond)
 }
 
 // Issue 5: with its sink down, moltgate fills the spool to its bound, then refuses requests

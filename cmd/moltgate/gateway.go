@@ -29,13 +29,14 @@ func gatewayCommand(ctx context.Context, args []string, env func(string) string,
 	tokenFile := fs.String("token-file", "", "file holding the gateway's existing token (add; default: generate)")
 	allow := fs.String("allow", "", "comma-separated tool names to allow (skills set)")
 	deny := fs.String("deny", "", "comma-separated tool names to deny (skills set)")
+	path := fs.String("path", "", "path on the gateway's host to open (open; default /)")
 	jsonOut := fs.Bool("json", false, "print JSON")
 	rest, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(rest) == 0 {
-		return usageError{"usage: moltgate gateway add|list|show|remove|member|allowlist|skills …"}
+		return usageError{"usage: moltgate gateway add|list|show|open|remove|member|allowlist|skills …"}
 	}
 	token, err := adminToken(env)
 	if err != nil {
@@ -83,6 +84,21 @@ func gatewayCommand(ctx context.Context, args []string, env func(string) string,
 		if resp.Token != "" {
 			fmt.Fprintf(stdout, "\ngateway token (shown once; configure the gateway with it):\n%s\n", resp.Token)
 		}
+		return nil
+	case "open":
+		if err := need(1, "open ID [--path /PATH]"); err != nil {
+			return err
+		}
+		l, err := c.Launch(ctx, rest[0], *path)
+		if err != nil {
+			return err
+		}
+		if *jsonOut {
+			return print(l)
+		}
+		fmt.Fprintf(stdout, "%s\n", l.URL)
+		fmt.Fprintf(stderr, "open it in a browser within %s (one use): it signs you in as the gateway's owner\n",
+			time.Until(l.ExpiresAt).Round(time.Second))
 		return nil
 	case "list":
 		gws, err := c.List(ctx)
@@ -180,4 +196,52 @@ func printGateway(w io.Writer, g admin.Gateway) error {
 	fmt.Fprintf(tw, "allowlist\t%s\nskills allow\t%s\nskills deny\t%s\n",
 		strings.Join(g.Allowlist, " "), strings.Join(g.Skills.Allow, ","), strings.Join(g.Skills.Deny, ","))
 	return tw.Flush()
+}
+
+// sessionCommand is the CLI of the admin API's browser-session endpoints.
+func sessionCommand(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlags("session", stderr)
+	adminURL := fs.String("admin-url", "http://127.0.0.1:9090", "admin listener URL")
+	gateway := fs.String("gateway", "", "only this gateway's sessions (list)")
+	user := fs.String("user", "", "only this user's sessions (list)")
+	jsonOut := fs.Bool("json", false, "print JSON")
+	rest, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	usage := usageError{"usage: moltgate session list [--gateway ID] [--user USER] | session revoke SESSION"}
+	if len(rest) == 0 {
+		return usage
+	}
+	token, err := adminToken(env)
+	if err != nil {
+		return err
+	}
+	c := &admin.Client{BaseURL: *adminURL, Token: token, HTTP: &http.Client{Timeout: 30 * time.Second}}
+	switch {
+	case rest[0] == "list" && len(rest) == 1:
+		ss, err := c.Sessions(ctx, *gateway, *user)
+		if err != nil {
+			return err
+		}
+		if *jsonOut {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(ss)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SESSION\tGATEWAY\tUSER\tCREATED\tLAST SEEN\tEXPIRES")
+		for _, s := range ss {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Gateway, s.UserID, s.Created.UTC().Format(time.RFC3339),
+				s.LastSeen.UTC().Format(time.RFC3339), s.Expires.UTC().Format(time.RFC3339))
+		}
+		return tw.Flush()
+	case rest[0] == "revoke" && len(rest) == 2:
+		if err := c.RevokeSession(ctx, rest[1]); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "revoked %s\n", rest[1])
+		return nil
+	}
+	return usage
 }

@@ -48,6 +48,8 @@ const usage = `usage: moltgate <command> [flags]
   config check FILE              validate a configuration file without serving
   gateway add --id ID --tenant T --owner USER --upstream URL [--auth-mode token|trusted-proxy] [--token-file F]
   gateway list | show ID | remove ID
+  gateway open ID [--path /P]    print a one-time link that opens the gateway's Control UI (Clerk off only)
+  session list [--gateway ID] [--user U] | session revoke SESSION   browser sessions
   gateway member add ID USER ROLE | gateway member remove ID USER
   gateway allowlist set ID [CIDR...]
   gateway skills set ID [--allow NAME,...] [--deny NAME,...]
@@ -91,6 +93,8 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 		return nil
 	case "gateway":
 		return gatewayCommand(ctx, args[1:], env, stdout, stderr)
+	case "session":
+		return sessionCommand(ctx, args[1:], env, stdout, stderr)
 	case "policy":
 		return policyCommand(ctx, args[1:], stdout)
 	case "keys":

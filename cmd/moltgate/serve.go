@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -31,6 +32,7 @@ import (
 	"github.com/moltgate/moltgate/proxy"
 	"github.com/moltgate/moltgate/proxy/admin"
 	"github.com/moltgate/moltgate/proxy/authn"
+	"github.com/moltgate/moltgate/proxy/browser"
 	"github.com/moltgate/moltgate/proxy/wsrelay"
 	"github.com/moltgate/moltgate/registry"
 	"github.com/moltgate/moltgate/store"
@@ -118,6 +120,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	}
 
 	var sessions proxy.Verifier
+	var clerkSessions browser.ClerkSessions // nil while Clerk is off: sessions bound to no Clerk session
 	if c := cfg.Clerk; c != nil {
 		secret, err := c.SecretKey.resolve(env)
 		if err != nil {
@@ -128,7 +131,16 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		if err != nil {
 			return err
 		}
-		sessions = clerk
+		sessions, clerkSessions = clerk, clerk
+	}
+	browsers, err := browser.New(browser.Config{IdleTimeout: cfg.Browser.IdleTimeout, Lifetime: cfg.Browser.Lifetime,
+		CheckInterval: cfg.Browser.SessionCheckInterval, Grace: cfg.Browser.ClerkGrace}, kv, clerkSessions, logger, metrics)
+	if err != nil {
+		return err
+	}
+	var signIn *url.URL
+	if cfg.Browser.SignInURL != "" {
+		signIn, _ = url.Parse(cfg.Browser.SignInURL) // checked by Validate
 	}
 
 	relay, err := wsrelay.New(wsrelay.Config{
@@ -151,7 +163,9 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		MaxToolBodyBytes: cfg.Limits.MaxToolBodyBytes,
 		Transport: proxy.NewTransport(proxy.TransportConfig{DialTimeout: cfg.Upstream.DialTimeout,
 			ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout, MaxIdleConnsPerHost: cfg.Upstream.MaxIdleConnsPerHost}),
-	}, proxy.Deps{Gateways: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger, Metrics: metrics, Relay: relay})
+		SignInURL: signIn,
+	}, proxy.Deps{Gateways: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger, Metrics: metrics,
+		Relay: relay, Browser: browsers})
 	if err != nil {
 		return err
 	}
@@ -159,9 +173,9 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	if err != nil {
 		return err
 	}
-	adminAPI, err := admin.New(admin.Config{AdminToken: adminTok, TrustedProxies: trusted},
+	adminAPI, err := admin.New(admin.Config{AdminToken: adminTok, TrustedProxies: trusted, GatewayURL: cfg.gatewayURL()},
 		admin.Deps{Registry: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger,
-			Keys: keySvc.keys, Rotator: keySvc.rotator, Limits: limits, Metrics: metrics})
+			Keys: keySvc.keys, Rotator: keySvc.rotator, Limits: limits, Metrics: metrics, Browser: browsers})
 	if err != nil {
 		return err
 	}
@@ -212,6 +226,8 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	g.Go(func() error { reloadOnHangup(gctx, engine, relay, logger); return nil })
 	// Key rotation runs in the background and resumes an unfinished one at start.
 	g.Go(func() error { return keySvc.rotator.Run(gctx) })
+	// Browser sessions: Clerk checks and expiry, off the request path.
+	g.Go(func() error { return browsers.Run(gctx) })
 	drain := make(chan struct{})
 	g.Go(func() error {
 		<-gctx.Done()

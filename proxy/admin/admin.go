@@ -43,6 +43,9 @@ type Config struct {
 	AdminToken []byte
 	// TrustedProxies as for the proxy: whose forwarding headers give the client address.
 	TrustedProxies []netip.Prefix
+	// GatewayURL is a gateway's public base URL (scheme, host, port; no trailing slash), the
+	// base of its launch links. Nil leaves the browser endpoints out.
+	GatewayURL func(id string) string
 	// ProbeInterval is the least time between two admin.probe events for one client (calls
 	// no route takes). Default one minute.
 	ProbeInterval time.Duration
@@ -59,6 +62,8 @@ type Deps struct {
 	// them out.
 	Keys    KeyManager
 	Rotator KeyRotator
+	// Browser issues launch links and keeps browser sessions (browser.go); nil leaves them out.
+	Browser BrowserSessions
 	// Now is the clock of the probe summaries. Default time.Now.
 	Now func() time.Time
 	// Limits are the budgets of admin writes (ratelimit.go); zero: none.
@@ -108,6 +113,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.mux.HandleFunc("PUT /v1/gateways/{id}/skills", s.putSkills)
 	s.keyRoutes()
 	s.auditRoutes()
+	s.browserRoutes()
 	// No catch-all: what no route takes is ServeHTTP's, recorded as probing (probe.go).
 	return s, nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/moltgate/moltgate/keystore"
+	"github.com/moltgate/moltgate/proxy/browser"
 	"github.com/moltgate/moltgate/registry"
 )
 
@@ -71,6 +72,31 @@ func (c *Client) SetMember(ctx context.Context, id, user, role string) (Gateway,
 func (c *Client) RemoveMember(ctx context.Context, id, user string) (Gateway, error) {
 	var out Gateway
 	return out, c.do(ctx, http.MethodDelete, "/v1/gateways/"+url.PathEscape(id)+"/members/"+url.PathEscape(user), nil, &out)
+}
+
+// Launch returns a one-time link that signs a browser in to gateway id (see Server.launch),
+// leading to returnPath on its host ("" for /).
+func (c *Client) Launch(ctx context.Context, id, returnPath string) (Launch, error) {
+	var out Launch
+	return out, c.do(ctx, http.MethodPost, "/v1/gateways/"+url.PathEscape(id)+"/launch", LaunchRequest{ReturnPath: returnPath}, &out)
+}
+
+// Sessions lists the browser sessions the caller may see, of gateway and user when not empty.
+func (c *Client) Sessions(ctx context.Context, gateway, user string) ([]browser.Session, error) {
+	q := url.Values{}
+	if gateway != "" {
+		q.Set("gateway", gateway)
+	}
+	if user != "" {
+		q.Set("user", user)
+	}
+	var out []browser.Session
+	return out, c.do(ctx, http.MethodGet, "/v1/sessions?"+q.Encode(), nil, &out)
+}
+
+// RevokeSession ends browser session id and closes its sockets.
+func (c *Client) RevokeSession(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/sessions/"+url.PathEscape(id), nil, nil)
 }
 
 // SetAllowlist replaces gateway id's IP allowlist; none admits any address.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/moltgate/moltgate/audit"
+	"github.com/moltgate/moltgate/internal/testenv"
 	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/proxy/admin"
 	"github.com/moltgate/moltgate/ratelimit"
@@ -30,13 +31,7 @@ func defaultLimits(t *testing.T) admin.Limits {
 // waitFor polls cond until it holds (deadline 30 s).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 30s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.WaitUntil(t, what, 30*time.Second, cond)
 }
 
 // Issue 15: one tenant's org admin hammered rotate-keys (8,746 calls in 5 s, all accepted,

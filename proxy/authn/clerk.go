@@ -7,14 +7,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/clerk/clerk-sdk-go/v2"
 	"github.com/clerk/clerk-sdk-go/v2/jwks"
 	"github.com/clerk/clerk-sdk-go/v2/jwt"
+	"github.com/clerk/clerk-sdk-go/v2/session"
 	jose "github.com/go-jose/go-jose/v3"
 	josejwt "github.com/go-jose/go-jose/v3/jwt"
 	"github.com/prometheus/client_golang/prometheus"
@@ -138,6 +141,8 @@ type Clerk struct {
 	keys    *keySet
 	cache   *tokenCache
 	metrics *metrics
+	// sessions reads session objects from the Backend API (Active).
+	sessions *session.Client
 }
 
 // NewClerk returns a verifier for cfg. It does not contact Clerk: the JWKS
@@ -192,6 +197,11 @@ func NewClerk(cfg ClerkConfig, logger *slog.Logger, reg prometheus.Registerer) (
 		clock:   clockFunc(cfg.Now),
 		cache:   newTokenCache(cfg.CacheSize, cacheTTL),
 		metrics: m,
+		sessions: session.NewClient(&clerk.ClientConfig{BackendConfig: clerk.BackendConfig{
+			URL:        clerk.String(cfg.APIURL),
+			Key:        clerk.String(cfg.SecretKey),
+			HTTPClient: hc,
+		}}),
 		keys: &keySet{
 			client: jwks.NewClient(&clerk.ClientConfig{BackendConfig: clerk.BackendConfig{
 				URL:        clerk.String(cfg.APIURL),
@@ -456,3 +466,32 @@ func isB64URL(s string) bool {
 type clockFunc func() time.Time
 
 func (f clockFunc) Now() time.Time { return f() }
+
+// Active asks Clerk's Backend API whether session id is still active (GET /v1/sessions/{id}):
+// false once it is ended, revoked, expired or removed, or unknown to Clerk (404). An error
+// means Clerk could not say; it never contains the secret key.
+func (c *Clerk) Active(ctx context.Context, id string) (bool, error) {
+	s, err := c.sessions.Get(ctx, id)
+	if err != nil {
+		var apiErr *clerk.APIErrorResponse
+		if errors.As(err, &apiErr) && apiErr.HTTPStatusCode == http.StatusNotFound {
+			return false, nil
+		}
+		return false, fmt.Errorf("clerk: read session: %w", errors.New(errorCode(err)))
+	}
+	return s.Status == "active", nil
+}
+
+// errorCode is what of a Clerk SDK error may be logged: its HTTP status, never the body
+// or the request.
+func errorCode(err error) string {
+	var apiErr *clerk.APIErrorResponse
+	if errors.As(err, &apiErr) {
+		return "status " + strconv.Itoa(apiErr.HTTPStatusCode)
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		return "timeout"
+	}
+	return "unreachable"
+}

@@ -101,6 +101,16 @@ func (c *conn) run(ctx context.Context) {
 	})
 	c.ping = time.AfterFunc(c.rl.cfg.PingInterval, func() { c.pingClient(ctx) })
 	c.mu.Unlock()
+	if c.s.Ended != nil {
+		go func() {
+			select {
+			case <-c.s.Ended:
+				c.audit(audit.TypePolicyDeny, "session_ended", "")
+				c.end(closeRevoked, websocket.StatusPolicyViolation, "session ended")
+			case <-c.done:
+			}
+		}()
+	}
 	upDone := make(chan struct{})
 	go func() { defer close(upDone); c.fromGateway(ctx) }()
 	c.fromClient(ctx)

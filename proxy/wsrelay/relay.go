@@ -89,6 +89,9 @@ type Session struct {
 	Subject policies.Subject
 	// Expires ends the socket unless the client refreshes its session first; zero: never.
 	Expires time.Time
+	// Ended, when set, is closed when the subject's browser session ends (signed out,
+	// revoked, its Clerk session over): the socket ends with it.
+	Ended <-chan struct{}
 	// Input is the allowed upgrade decision's input, re-decided when things change.
 	Input     policies.Input
 	Scopes    []string

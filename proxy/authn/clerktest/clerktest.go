@@ -1,5 +1,6 @@
 // Package clerktest is a local fake of the part of Clerk's Backend API that
-// moltgate uses: the JSON Web Key Set endpoint (GET /v1/jwks). It also mints
+// moltgate uses: the JSON Web Key Set endpoint (GET /v1/jwks) and session reads
+// (GET /v1/sessions/{id}, see [Server.EndSession]). It also mints
 // Clerk-shaped session tokens signed with the keys it serves, and forges the
 // bad tokens that a verifier must refuse.
 //
@@ -77,6 +78,10 @@ type Server struct {
 	delay   time.Duration // stall before answering a JWKS request
 	fetches int           // JWKS requests seen, including refused ones
 
+	ended       map[string]string // session id → status other than active (revoked, ended, …)
+	sessionFail int               // status to answer session reads with; 0: answer
+	sessionGets int               // session reads seen
+
 	tb testing.TB // nil for NewServer
 }
 
@@ -114,9 +119,11 @@ func NewServer() (*Server, error) {
 		issuer:  DefaultIssuer,
 		current: key,
 		served:  []*signingKey{key},
+		ended:   map[string]string{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/jwks", s.handleJWKS)
+	mux.HandleFunc("GET /v1/sessions/{id}", s.handleSession)
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "resource_not_found", "Resource not found")
 	})
@@ -191,6 +198,61 @@ func (s *Server) Fetches() int {
 	return s.fetches
 }
 
+// EndSession gives session id the status (e.g. "revoked", "ended", "expired"): from now on
+// GET /v1/sessions/{id} answers it. Every other session id is active.
+func (s *Server) EndSession(id, status string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ended[id] = status
+}
+
+// SetSessionFail makes session reads answer status (e.g. 503); 0 restores them.
+func (s *Server) SetSessionFail(status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sessionFail = status
+}
+
+// SessionGets returns the number of session reads received so far.
+func (s *Server) SessionGets() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessionGets
+}
+
+// authorized: the request carries the secret key, as Clerk's Backend API requires.
+func (s *Server) authorized(r *http.Request) bool {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(tok), []byte(s.secret)) == 1
+}
+
+// handleSession is GET /v1/sessions/{id}: Clerk's session object, with the status set by
+// EndSession ("active" otherwise).
+func (s *Server) handleSession(w http.ResponseWriter, r *http.Request) {
+	if !s.authorized(r) {
+		writeError(w, http.StatusUnauthorized, "authentication_invalid",
+			"The provided Clerk Secret Key is invalid. Make sure that your Clerk Secret Key is correct.")
+		return
+	}
+	id := r.PathValue("id")
+	s.mu.Lock()
+	s.sessionGets++
+	fail, status := s.sessionFail, s.ended[id]
+	s.mu.Unlock()
+	if fail != 0 {
+		writeError(w, fail, "internal_clerk_error", "injected failure")
+		return
+	}
+	if status == "" {
+		status = "active"
+	}
+	now := time.Now().Unix() * 1000
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"object": "session", "id": id, "client_id": "client_test",
+		"user_id": DefaultSubject, "status": status, "last_active_at": now, "expire_at": now + 7*86400*1000,
+		"abandon_at": now + 30*86400*1000, "created_at": now, "updated_at": now})
+}
+
 // jwk is one key in Clerk's JWKS response.
 type jwk struct {
 	Use string `json:"use"`
@@ -232,8 +294,7 @@ func (s *Server) handleJWKS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "Method not allowed")
 		return
 	}
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(tok), []byte(s.secret)) != 1 {
+	if !s.authorized(r) {
 		writeError(w, http.StatusUnauthorized, "authentication_invalid",
 			"The provided Clerk Secret Key is invalid. Make sure that your Clerk Secret Key is correct.")
 		return

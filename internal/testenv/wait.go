@@ -24,3 +24,15 @@ func WaitOrDump(t testing.TB, wg *sync.WaitGroup, limit time.Duration) {
 		os.Exit(2)
 	}
 }
+
+// WaitUntil polls cond until it holds, failing the test after limit.
+func WaitUntil(t testing.TB, what string, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", limit, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
