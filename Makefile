@@ -46,6 +46,7 @@ $(OPENCLAW_STAMP):
 ## measured in the same run. Lines starting with "bench " are the figures.
 bench: testdeps benchdeps
 	MOLTGATE_BENCH_REPORT=1 $(GO) test -run '^$$' -bench . -benchtime 2s -cpu 1 ./policies/ ./proxy/authn/ ./keystore/
+	set -o pipefail; MOLTGATE_BENCH_REPORT=1 $(GO) test -run '^$$' -bench 'CredentialPaths' -benchtime 30000x -cpu 1 ./proxy/ | grep -E '^(bench |ok|FAIL|---)'
 	set -o pipefail; MOLTGATE_BENCH_REPORT=1 $(GO) test -run '^$$' -bench 'SpoolToRedis|AuditedRequest/spool' -benchtime 300000x ./audit/ | grep -E '^(bench |ok|FAIL|---)'
 	set -o pipefail; MOLTGATE_BENCH_REPORT=1 $(GO) test -run '^$$' -bench 'AuditedRequest/durable' -benchtime 20000x ./audit/ | grep -E '^(bench |ok|FAIL|---)'
 	set -o pipefail; $(GO) test -run '^$$' -bench '^BenchmarkProxy$$' -benchtime 1x -count=1 -timeout 20m ./cmd/moltgate/ | grep -E '^(bench |ok|FAIL|---)'

@@ -783,6 +783,10 @@ func TestWSThousandsOfIdleSockets(t *testing.T) {
 	n := idleSockets
 	cfg := testWSConfig
 	cfg.MaxConnsPerSubject = n + 1
+	// Thousands of handshakes on a loaded machine: a client goroutine may not be scheduled
+	// to read within the half second the slow-reader tests use. This test is about holding
+	// sockets, not dropping slow ones.
+	cfg.WriteTimeout = 10 * time.Second
 	f := buildFixture(t, registry.AuthToken, &cfg)
 	clients := make([]*websocket.Conn, n)
 	errs := make(chan error, n)
