@@ -254,7 +254,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.refuseAudited(sw, r, ev, audit.TypePolicyDeny, http.StatusForbidden, "websocket_not_enabled")
 			return
 		}
-		h.relay(sw, r, ev, &decision, wsrelay.Session{Entry: entry, Subject: subject, Expires: id.expires, Ended: id.ended, Input: in,
+		h.relay(sw, r, ev, &decision, wsrelay.Session{Entry: entry, Subject: subject, Expires: id.expires, Ended: id.ended, Active: h.activity(id), Input: in,
 			Scopes: d.Scopes, RequestID: rq.id, Path: p, RawQuery: r.URL.RawQuery, HTTPS: rq.https})
 		return
 	}

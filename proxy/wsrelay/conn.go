@@ -229,6 +229,9 @@ func (c *conn) fromClient(ctx context.Context) {
 		}
 		start := time.Now()
 		c.touch()
+		if c.s.Active != nil {
+			c.s.Active()
+		}
 		if !c.allowRate() {
 			c.audit(audit.TypePolicyDeny, "rate_limited", "")
 			c.end(closeRate, websocket.StatusPolicyViolation, "message rate limit exceeded")

@@ -92,6 +92,8 @@ type Session struct {
 	// Ended, when set, is closed when the subject's browser session ends (signed out,
 	// revoked, its Clerk session over): the socket ends with it.
 	Ended <-chan struct{}
+	// Active, when set, is called at each client message: the browser session is in use.
+	Active func()
 	// Input is the allowed upgrade decision's input, re-decided when things change.
 	Input     policies.Input
 	Scopes    []string
