@@ -227,7 +227,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err == nil && !d.Allow && d.Status == http.StatusUnauthorized && subject.Kind == policies.SubjectAnonymous &&
 		h.deps.Relay != nil && entry.AuthMode == registry.AuthToken && isUpgrade(r) && headerHasToken(r.Header, "Upgrade", "websocket") {
 		h.relay(sw, r, ev, &decision, wsrelay.Session{Entry: entry, Subject: subject, Input: in, RequestID: rq.id,
-			Path: p, RawQuery: r.URL.RawQuery, Identify: h.identifyToken})
+			Path: p, RawQuery: r.URL.RawQuery, HTTPS: https, Identify: h.identifyToken})
 		return
 	}
 	if err != nil || !d.Allow {
