@@ -217,18 +217,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ev.Action = in.Action
 
+	d, err := h.deps.Policy.Decide(r.Context(), &in)
 	// A WebSocket client that cannot set headers (Node's WebSocket, openclaw-node) carries
-	// its credential in the connect request's auth.token instead: the relay identifies and
-	// decides the socket on that first frame, before anything reaches the gateway. Token
-	// mode only: in trusted-proxy mode the identity must be on the upgrade itself.
-	if subject.Kind == policies.SubjectAnonymous && h.deps.Relay != nil && entry.AuthMode == registry.AuthToken &&
-		isUpgrade(r) && headerHasToken(r.Header, "Upgrade", "websocket") {
+	// its credential in the connect request's auth.token instead. Its upgrade is decided
+	// first, so that what needs no identity (the allowlist) binds; refused only for want of
+	// a credential (401), the socket is answered by the relay, which identifies and decides
+	// it on that first frame before it dials the gateway. Token mode only: in trusted-proxy
+	// mode the identity must be on the upgrade itself.
+	if err == nil && !d.Allow && d.Status == http.StatusUnauthorized && subject.Kind == policies.SubjectAnonymous &&
+		h.deps.Relay != nil && entry.AuthMode == registry.AuthToken && isUpgrade(r) && headerHasToken(r.Header, "Upgrade", "websocket") {
 		h.relay(sw, r, ev, &decision, wsrelay.Session{Entry: entry, Subject: subject, Input: in, RequestID: rq.id,
-			Path: p, RawQuery: r.URL.RawQuery, Identify: h.identifyToken})
+			Path: p, RawQuery: r.URL.RawQuery, HTTPS: https, Identify: h.identifyToken})
 		return
 	}
-
-	d, err := h.deps.Policy.Decide(r.Context(), &in)
 	if err != nil || !d.Allow {
 		status, reason := d.Status, d.Reason
 		if err != nil {

@@ -629,7 +629,7 @@ func TestWSIdentifiesOnConnect(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c.read() // the gateway's challenge
+			c.read() // moltgate's challenge: no gateway is dialled before connect is allowed
 			before := len(f.up.ws.methods())
 			res := c.call("connect", map[string]any{"auth": map[string]any{"token": tt.token}})
 			if ok := res["ok"] == true; ok != tt.ok {
@@ -688,8 +688,9 @@ func (f *fixture) closesBy(t *testing.T, reason string) float64 {
 }
 
 // Sockets that never say who they are (no credential on the upgrade, no connect) are
-// bounded per client address and end at the idle timeout; so does a connected socket
-// that falls silent, and one that sends connect twice is closed.
+// bounded per client address and end at the idle timeout when it comes before the identify
+// deadline (TestWSIdentifyDeadline); so does a connected socket that falls silent, and one
+// that sends connect twice is closed.
 func TestWSIdleAndUnidentifiedSockets(t *testing.T) {
 	cfg := testWSConfig
 	cfg.IdleTimeout = 300 * time.Millisecond
@@ -701,7 +702,7 @@ func TestWSIdleAndUnidentifiedSockets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.read() // the gateway's challenge, then nothing
+		c.read() // moltgate's challenge, then nothing
 		pending = append(pending, c)
 	}
 	if _, resp, err := f.dial(t, "gwa.gw.localhost", nil); err == nil || resp.StatusCode != http.StatusTooManyRequests {

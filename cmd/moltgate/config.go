@@ -152,6 +152,10 @@ type WebSocketConfig struct {
 	MaxConnsPerSubject int `yaml:"max_conns_per_subject"`
 	// IdleTimeout closes sockets with no traffic. Default 10m.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// IdentifyTimeout closes (1008) a socket upgraded without a credential that has not
+	// identified in its connect request, and been allowed, this long after the upgrade.
+	// Default 10s.
+	IdentifyTimeout time.Duration `yaml:"identify_timeout"`
 	// WriteTimeout closes sockets whose client does not read. Default 10s.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 }
@@ -346,7 +350,7 @@ func (c *Config) Validate() error {
 		bad("log.format", "%q: want json or text", c.Log.Format)
 	}
 	if w := c.WebSocket; w.MaxMessageBytes < 0 || w.MessagesPerSecond < 0 || w.Burst < 0 || w.MaxConnsPerSubject < 0 ||
-		w.IdleTimeout < 0 || w.WriteTimeout < 0 {
+		w.IdleTimeout < 0 || w.WriteTimeout < 0 || w.IdentifyTimeout < 0 {
 		bad("websocket", "limits and timeouts must not be negative")
 	}
 	for i, o := range c.WebSocket.AllowedOrigins {

@@ -83,12 +83,13 @@ admin_listen: nonsense
 gateway_domain: "Bad_Domain"
 trusted_proxies: [10.0.0.0/33, ok]
 log: {level: loud, format: xml}
+websocket: {identify_timeout: -1s}
 master_key: {file: a, env: B}
 clerk:
   api_url: ftp://x
   issuer: http://clerk.example.com
 `, []string{"listen:", "admin_listen:", "gateway_domain:", "trusted_proxies[0]", "trusted_proxies[1]", "log.level",
-			"log.format", "master_key:", "clerk.api_url", "clerk.issuer", "clerk.authorized_parties", "clerk.secret_key"}, ""},
+			"log.format", "websocket:", "master_key:", "clerk.api_url", "clerk.issuer", "clerk.authorized_parties", "clerk.secret_key"}, ""},
 		{"admin rate limits out of range", `
 admin:
   rate_limit:

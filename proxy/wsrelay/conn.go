@@ -41,6 +41,10 @@ const (
 	closeUpstream  = "upstream_error"
 	closePolicyErr = "policy_error"
 	closeAuditErr  = "audit_unavailable"
+	// Of sockets the relay answers until they identify (identify.go).
+	closeUnavailable     = "upstream_unavailable"
+	closeIdentifyTimeout = "identify_timeout"
+	closeTooMany         = "too_many_connections"
 )
 
 // copyBuffers lend the gateway→client copy its buffer only while a message is in flight, so
@@ -48,21 +52,29 @@ const (
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
 type conn struct {
-	rl               *Relay
-	s                Session
+	rl *Relay
+	s  Session
+	// upstream is nil until the gateway is dialled, which for a socket identified by its
+	// connect request is after that request is allowed; it is set under mu.
 	client, upstream *websocket.Conn
 	tokenHash        []byte
+
+	// Touched only by the goroutine that runs the socket and the client reader's.
+	slot   string        // the key the relay counts the socket under
+	nonce  string        // of the challenge the relay sent, for a socket it identifies
+	upDone chan struct{} // closed when fromGateway returns; nil until it starts
 
 	closeOnce sync.Once
 	done      chan struct{}
 	closers   sync.WaitGroup // the close handshakes end() started; run waits for them
 
-	mu        sync.Mutex
-	expires   time.Time
-	expiry    *time.Timer
-	idle      *time.Timer
-	ping      *time.Timer
-	connected bool // the first frame (connect) has gone through
+	mu         sync.Mutex
+	expires    time.Time
+	expiry     *time.Timer
+	idle       *time.Timer
+	ping       *time.Timer
+	identifyBy *time.Timer // closes a socket not identified in time
+	connected  bool        // the first frame (connect) has gone through
 
 	// writingSince is when the write of a gateway message to the client began (Unix ns), 0
 	// between messages: when that write times out, coder/websocket drops the connection and
@@ -100,6 +112,9 @@ func (c *conn) run(ctx context.Context) {
 		c.end(closeIdle, websocket.StatusGoingAway, "idle timeout")
 	})
 	c.ping = time.AfterFunc(c.rl.cfg.PingInterval, func() { c.pingClient(ctx) })
+	if c.s.Identify != nil {
+		c.identifyBy = time.AfterFunc(c.rl.cfg.IdentifyTimeout, c.identifyTimedOut)
+	}
 	c.mu.Unlock()
 	if c.s.Ended != nil {
 		go func() {
@@ -111,13 +126,18 @@ func (c *conn) run(ctx context.Context) {
 			}
 		}()
 	}
-	upDone := make(chan struct{})
-	go func() { defer close(upDone); c.fromGateway(ctx) }()
+	if c.upstream != nil {
+		c.startGateway(ctx)
+	} else {
+		c.challenge(ctx)
+	}
 	c.fromClient(ctx)
-	<-upDone
+	if c.upDone != nil {
+		<-c.upDone
+	}
 	c.closers.Wait()
 	c.mu.Lock()
-	for _, t := range []*time.Timer{c.expiry, c.idle, c.ping} {
+	for _, t := range []*time.Timer{c.expiry, c.idle, c.ping, c.identifyBy} {
 		if t != nil {
 			t.Stop()
 		}
@@ -154,14 +174,27 @@ func (c *conn) expired() {
 	c.end(closeExpired, websocket.StatusPolicyViolation, "session expired")
 }
 
-// end closes both sides once: the client with code and reason, the gateway as going away.
+// startGateway starts relaying the gateway's messages to the client.
+func (c *conn) startGateway(ctx context.Context) {
+	done := make(chan struct{})
+	c.upDone = done
+	go func() { defer close(done); c.fromGateway(ctx) }()
+}
+
+// end closes both sides once: the client with code and reason, the gateway (if dialled) as
+// going away.
 func (c *conn) end(metric string, code websocket.StatusCode, reason string) {
 	c.closeOnce.Do(func() {
 		close(c.done)
 		c.rl.m.closes.WithLabelValues(metric).Inc()
+		c.mu.Lock()
+		upstream := c.upstream // once done is closed, nothing sets it (dialGateway)
+		c.mu.Unlock()
 		// Both handshakes wait for the peer's close frame (up to 5s): run them side by side,
 		// so a timer or a recheck calling end never blocks on a silent peer.
-		c.closers.Go(func() { c.upstream.Close(websocket.StatusGoingAway, "client connection closed") })
+		if upstream != nil {
+			c.closers.Go(func() { upstream.Close(websocket.StatusGoingAway, "client connection closed") })
+		}
 		c.closers.Go(func() { c.client.Close(code, reason) })
 	})
 }
@@ -339,12 +372,22 @@ func (c *conn) handle(ctx context.Context, f *frame, data []byte) bool {
 		if reason := connectRefusal(f); reason != "" {
 			return c.refuseConnect(ctx, f, closeProtocol, audit.TypePolicyDeny, "FORBIDDEN", reason)
 		}
-		if c.s.Identify != nil && !c.identify(ctx, f) {
-			return false
+		// This goroutine is the only one that changes Identify (identify, under mu).
+		pending := c.s.Identify != nil
+		if pending {
+			if reason := c.deviceNonceRefusal(f); reason != "" {
+				return c.refuseConnect(ctx, f, closeProtocol, audit.TypePolicyDeny, "INVALID_REQUEST", reason)
+			}
+			if !c.identify(ctx, f) {
+				return false
+			}
 		}
 		out, err := c.rewriteConnect(f)
 		if err != nil {
 			c.end(closeProtocol, websocket.StatusPolicyViolation, "malformed connect")
+			return false
+		}
+		if pending && !c.dialGateway(ctx, f) {
 			return false
 		}
 		c.mu.Lock()
@@ -421,8 +464,9 @@ func (c *conn) reply(ctx context.Context, msg []byte) bool {
 }
 
 // identify authenticates a socket opened without credentials by the connect request's
-// auth.token and decides it as its upgrade would have been. A refusal answers the connect
-// with an error and closes the socket; nothing has reached the gateway but its challenge.
+// auth.token and decides it as its upgrade would have been, then counts it as its subject's
+// socket. A refusal answers the connect with an error and closes the socket; no gateway has
+// been dialled for it.
 func (c *conn) identify(ctx context.Context, f *frame) bool {
 	var auth struct {
 		Token string `json:"token"`
@@ -462,11 +506,19 @@ func (c *conn) identify(ctx context.Context, f *frame) bool {
 	if !d.Allow {
 		return refuse(audit.TypePolicyDeny, "FORBIDDEN", d.Reason)
 	}
+	// From here it is the subject's socket, under the subject's limit: counted by address
+	// it would let one user hold max_conns_per_subject sockets on top of as many.
+	key := subjectKey(subject)
+	if !c.rl.recount(c.slot, key) {
+		return c.refuseConnect(ctx, f, closeTooMany, audit.TypePolicyDeny, "UNAVAILABLE", "too_many_connections")
+	}
+	c.slot = key
 	c.mu.Lock()
 	c.s.Scopes = d.Scopes
 	if subject.Kind == policies.SubjectGatewayToken {
 		c.tokenHash = slices.Clone(c.s.Entry.TokenHash)
 	}
+	c.identifyBy.Stop()
 	c.s.Identify, c.expires = nil, expires
 	if !expires.IsZero() {
 		c.expiry = time.AfterFunc(expires.Sub(c.rl.deps.Now()), c.expired)

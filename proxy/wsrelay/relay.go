@@ -63,6 +63,9 @@ type Config struct {
 	MaxConnsPerSubject int
 	// IdleTimeout closes a socket with no message either way for this long. Default 10m.
 	IdleTimeout time.Duration
+	// IdentifyTimeout closes (1008) a socket opened without a credential that has not been
+	// identified and allowed by its connect request this long after the upgrade. Default 10s.
+	IdentifyTimeout time.Duration
 	// WriteTimeout closes a socket whose client does not take a message in time (a slow
 	// reader cannot make the relay hold more than one message for it). Default 10s.
 	WriteTimeout time.Duration
@@ -104,6 +107,8 @@ type Session struct {
 	// Identify, when set, means the upgrade carried no credential: the connect request's
 	// auth.token identifies the caller (as the proxy identifies a bearer token, returning a
 	// refusal status and reason on failure) and the socket is decided on that first frame.
+	// Until then no gateway is dialled: the relay sends the client a challenge of its own
+	// and dials only once the connect request is allowed (identify.go).
 	Identify func(ctx context.Context, token string) (policies.Subject, time.Time, int, string)
 }
 
@@ -152,6 +157,7 @@ func New(cfg Config, deps Deps) (*Relay, error) {
 		cfg.MaxConnsPerSubject = 32
 	}
 	def(&cfg.IdleTimeout, 10*time.Minute)
+	def(&cfg.IdentifyTimeout, 10*time.Second)
 	def(&cfg.WriteTimeout, 10*time.Second)
 	def(&cfg.PingInterval, 30*time.Second)
 	if cfg.HTTPClient == nil {
@@ -179,57 +185,51 @@ func (r *Refusal) Error() string { return "wsrelay: refused: " + r.Reason }
 // closes, the socket is no longer allowed, or the relay shuts down (Shutdown waits for
 // that). It returns once the socket is handed off. A *Refusal means nothing was accepted
 // and the caller must answer the request.
+//
+// Everything that needs no identity (Origin, the connection limit, and before Serve the
+// policy's allowlist) binds before any dial. A socket still to be identified (s.Identify)
+// is not dialled here at all: the relay answers it until its connect request is allowed.
 func (rl *Relay) Serve(w http.ResponseWriter, r *http.Request, s Session) error {
 	if origin := r.Header.Get("Origin"); origin != "" && !rl.originAllowed(origin) {
 		return &Refusal{http.StatusForbidden, "origin_not_allowed"}
 	}
-	key := s.Subject.Kind + ":" + s.Subject.ID
+	key := subjectKey(s.Subject)
 	if s.Identify != nil {
-		// Not identified yet: bounded per client address until connect says who it is.
+		// Not identified yet: bounded per client address until connect says who it is,
+		// then counted as that subject's (conn.identify).
 		key = "pending:" + s.Input.ClientIP
 	}
-	rl.mu.Lock()
-	switch {
-	case rl.closing:
-		rl.mu.Unlock()
-		return &Refusal{http.StatusServiceUnavailable, "shutting_down"}
-	case rl.perSubject[key] >= rl.cfg.MaxConnsPerSubject:
-		rl.mu.Unlock()
-		return &Refusal{http.StatusTooManyRequests, "too_many_connections"}
-	}
-	rl.perSubject[key]++
-	rl.wg.Add(1)
-	rl.mu.Unlock()
-	release := func() {
-		rl.mu.Lock()
-		if rl.perSubject[key]--; rl.perSubject[key] <= 0 {
-			delete(rl.perSubject, key)
-		}
-		rl.mu.Unlock()
-		rl.wg.Done()
+	if refusal := rl.admit(key); refusal != nil {
+		return refusal
 	}
 	handedOff := false
 	defer func() {
 		if !handedOff {
-			release()
+			rl.leave(key)
 		}
 	}()
 
-	upstream, err := rl.dial(r.Context(), s)
-	if err != nil {
-		rl.m.closes.WithLabelValues("upstream_unavailable").Inc()
-		rl.deps.Logger.LogAttrs(r.Context(), slog.LevelWarn, "wsrelay: gateway dial failed",
-			slog.String("request_id", s.RequestID), slog.String("gateway", s.Entry.ID), slog.Any("err", err))
-		return &Refusal{http.StatusBadGateway, "upstream_unavailable"}
+	var upstream *websocket.Conn
+	if s.Identify == nil {
+		var err error
+		if upstream, err = rl.dial(r.Context(), s); err != nil {
+			rl.m.closes.WithLabelValues(closeUnavailable).Inc()
+			rl.deps.Logger.LogAttrs(r.Context(), slog.LevelWarn, "wsrelay: gateway dial failed",
+				slog.String("request_id", s.RequestID), slog.String("gateway", s.Entry.ID), slog.Any("err", err))
+			return &Refusal{http.StatusBadGateway, "upstream_unavailable"}
+		}
 	}
 	// The Origin was checked above against the dashboard origins; Accept's own same-host
 	// check would refuse every dashboard, which lives on another host than the gateway.
 	client, err := websocket.Accept(lentResponse{w}, r, &websocket.AcceptOptions{InsecureSkipVerify: true, CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
-		upstream.CloseNow()
+		if upstream != nil {
+			upstream.CloseNow()
+		}
 		return nil // Accept has answered the request
 	}
 	c := newConn(rl, s, client, upstream)
+	c.slot = key
 	rl.mu.Lock()
 	if rl.closing {
 		rl.mu.Unlock()
@@ -245,7 +245,7 @@ func (rl *Relay) Serve(w http.ResponseWriter, r *http.Request, s Session) error 
 	handedOff = true
 	ctx := context.WithoutCancel(r.Context())
 	go func() {
-		defer release()
+		defer func() { rl.leave(c.slot) }() // identify may have moved it to the subject's count
 		defer func() {
 			rl.mu.Lock()
 			delete(rl.conns, c)
@@ -255,6 +255,52 @@ func (rl *Relay) Serve(w http.ResponseWriter, r *http.Request, s Session) error 
 		c.run(ctx)
 	}()
 	return nil
+}
+
+// subjectKey is the key a subject's sockets are counted under.
+func subjectKey(s policies.Subject) string { return s.Kind + ":" + s.ID }
+
+// admit counts a new socket under key, or refuses it: the relay is shutting down, or key
+// holds MaxConnsPerSubject sockets already.
+func (rl *Relay) admit(key string) *Refusal {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	switch {
+	case rl.closing:
+		return &Refusal{http.StatusServiceUnavailable, "shutting_down"}
+	case rl.perSubject[key] >= rl.cfg.MaxConnsPerSubject:
+		return &Refusal{http.StatusTooManyRequests, "too_many_connections"}
+	}
+	rl.perSubject[key]++
+	rl.wg.Add(1)
+	return nil
+}
+
+// recount moves a socket from key from to key to, unless to holds MaxConnsPerSubject
+// sockets already: a socket identified by its connect request counts as its subject's.
+func (rl *Relay) recount(from, to string) bool {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	if rl.perSubject[to] >= rl.cfg.MaxConnsPerSubject {
+		return false
+	}
+	rl.perSubject[to]++
+	rl.uncount(from)
+	return true
+}
+
+// leave counts an ended socket out of key.
+func (rl *Relay) leave(key string) {
+	rl.mu.Lock()
+	rl.uncount(key)
+	rl.mu.Unlock()
+	rl.wg.Done()
+}
+
+func (rl *Relay) uncount(key string) {
+	if rl.perSubject[key]--; rl.perSubject[key] <= 0 {
+		delete(rl.perSubject, key)
+	}
 }
 
 func (rl *Relay) originAllowed(origin string) bool {
@@ -293,8 +339,8 @@ func (rl *Relay) dial(ctx context.Context, s Session) (*websocket.Conn, error) {
 	}
 	// The role's scopes cap the socket. In token mode the gateway grants the scopes the
 	// connect request asks for (which rewriteConnect caps) and also applies this header, a
-	// second cap; a socket identified only by its connect request has no scopes yet here,
-	// and gets the first alone.
+	// second cap; a socket identified by its connect request is dialled only once it is
+	// decided, so it has its scopes here too.
 	if scopes := s.Scopes; s.Entry.AuthMode == registry.AuthTrustedProxy || len(scopes) > 0 {
 		if len(scopes) == 0 {
 			scopes = []string{"operator.read"}
@@ -355,7 +401,12 @@ func (rl *Relay) Shutdown(ctx context.Context) error {
 		rl.mu.Lock()
 		for c := range rl.conns {
 			c.client.CloseNow()
-			c.upstream.CloseNow()
+			c.mu.Lock()
+			up := c.upstream
+			c.mu.Unlock()
+			if up != nil {
+				up.CloseNow()
+			}
 		}
 		rl.mu.Unlock()
 		return ctx.Err()
