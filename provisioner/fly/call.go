@@ -23,6 +23,7 @@ type APIError struct {
 	Message string
 }
 
+// Error is "status N: message".
 func (e *APIError) Error() string {
 	if e.Message == "" {
 		return "status " + strconv.Itoa(e.Status)

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/provisioner/fly"
 	"github.com/moltgate/moltgate/provisioner/flytest"
 )
@@ -121,6 +122,37 @@ func TestFaultAtEachStepThenRerunMakesOneOfEach(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Issue 14: two processes racing on one gateway still make one of each: the machine's
+// name is unique, and of volumes and IPs made twice the oldest is kept and the others
+// released.
+func TestTwoDriversRaceOnOneGateway(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, flytest.Config{}, nil)
+	other, err := fly.New(fly.Config{
+		Org: testOrg, Region: "ams", Token: keystore.Secret(testToken), BaseURL: e.fake.URL, LeaseWait: 5 * time.Second,
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	racer := &env{fake: e.fake, d: other}
+	errs := make(chan error, 2)
+	for _, x := range []*env{e, racer} {
+		go func() {
+			_, err := x.ensureAll(t.Context(), "acme-19", imageA)
+			errs <- err
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Errorf("racing ensure: %v", err)
+		}
+	}
+	if _, err := e.ensureAll(t.Context(), "acme-19", imageA); err != nil {
+		t.Fatal(err)
+	}
+	assertOneOfEach(t, e, "acme-19", imageA)
 }
 
 // errAny marks a row whose first run must fail, with any error.

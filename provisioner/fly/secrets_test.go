@@ -44,6 +44,9 @@ func TestSecretsNeverInErrorsOrLogs(t *testing.T) {
 			if strings.Contains(err.Error(), "injected") {
 				t.Fatalf("error %q carries the API's message", err)
 			}
+			if r.fault.Kind == flytest.RateLimit && !errors.Is(err, fly.ErrRateLimited) {
+				t.Fatalf("Retry-After beyond MaxRetryAfter: got %v, want ErrRateLimited", err)
+			}
 			var ae *fly.APIError
 			if errors.As(err, &ae) && ae.Message != "" {
 				t.Fatalf("APIError of a secrets call: got message %q, want none", ae.Message)

@@ -72,6 +72,7 @@ const (
 	LeaseHeld
 )
 
+// String names the kind, for test names.
 func (k FaultKind) String() string {
 	switch k {
 	case Fail:
