@@ -13,7 +13,8 @@ package wsrelay
 // signs the relay's instead. That costs nothing: rewriteConnect replaces the credential the
 // proof signs (the gateway token goes in, or in trusted-proxy mode no token), so no client
 // proof could verify at the gateway whatever nonce it signed, and the relay drops it (only
-// the Control UI's proof goes on, on a socket decided at the upgrade: keepsDeviceProof). What the relay does check is that a proof signs the challenge it
+// the Control UI's goes on, on a socket decided at the upgrade: keepsDeviceProof). What the
+// relay does check is that a proof signs the challenge it
 // sent this socket, as the gateway would: a connect request made for another connection
 // (captured and replayed) is refused. The gateway's own challenge is read after the dial
 // and before the connect request is written, so anything that has to sign for the gateway
