@@ -227,7 +227,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err == nil && !d.Allow && d.Status == http.StatusUnauthorized && subject.Kind == policies.SubjectAnonymous &&
 		h.deps.Relay != nil && entry.AuthMode == registry.AuthToken && isUpgrade(r) && headerHasToken(r.Header, "Upgrade", "websocket") {
 		h.relay(sw, r, ev, &decision, wsrelay.Session{Entry: entry, Subject: subject, Input: in, RequestID: rq.id,
-			Path: p, RawQuery: r.URL.RawQuery, HTTPS: https, Identify: h.identifyToken})
+			Path: p, RawQuery: r.URL.RawQuery, HTTPS: https, PublicOrigin: wsrelay.PublicOrigin(r, https),
+			Identify: h.identifyToken})
 		return
 	}
 	if err != nil || !d.Allow {
@@ -256,7 +257,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		h.relay(sw, r, ev, &decision, wsrelay.Session{Entry: entry, Subject: subject, Expires: id.expires, Ended: id.ended, Active: h.activity(id), Input: in,
-			Scopes: d.Scopes, RequestID: rq.id, Path: p, RawQuery: r.URL.RawQuery, HTTPS: rq.https})
+			Scopes: d.Scopes, RequestID: rq.id, Path: p, RawQuery: r.URL.RawQuery, HTTPS: rq.https,
+			PublicOrigin: wsrelay.PublicOrigin(r, rq.https)})
 		return
 	}
 	h.startSession(sw, r, entry, id, https)

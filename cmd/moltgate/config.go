@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/moltgate/moltgate/policies"
+	"github.com/moltgate/moltgate/proxy/wsrelay"
 	"github.com/moltgate/moltgate/registry"
 	"github.com/moltgate/moltgate/store"
 )
@@ -140,8 +141,9 @@ type UpstreamConfig struct {
 
 // WebSocketConfig bounds relayed WebSockets.
 type WebSocketConfig struct {
-	// AllowedOrigins are the browser origins allowed to open sockets. Default: the Clerk
-	// authorized parties (the dashboard origins); without Clerk, none.
+	// AllowedOrigins are the dashboard origins allowed to open sockets to any gateway, besides
+	// each gateway's own public origin (its Control UI), which is always allowed on its own
+	// sockets. Default: the Clerk authorized parties; without Clerk, none.
 	AllowedOrigins []string `yaml:"allowed_origins"`
 	// MaxMessageBytes bounds one client message (larger closes with 1009). Default 1048576.
 	MaxMessageBytes int64 `yaml:"max_message_bytes"`
@@ -354,7 +356,7 @@ func (c *Config) Validate() error {
 		bad("websocket", "limits and timeouts must not be negative")
 	}
 	for i, o := range c.WebSocket.AllowedOrigins {
-		if u, err := url.Parse(o); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		if wsrelay.CanonicalOrigin(o) == "" {
 			bad(fmt.Sprintf("websocket.allowed_origins[%d]", i), "%q: want scheme://host[:port]", o)
 		}
 	}

@@ -101,6 +101,9 @@ admin:
 `, []string{"admin.rate_limit.tenant_writes_per_minute: -1", "admin.rate_limit.caller_writes_per_minute: 2000000",
 			"admin.rate_limit.burst: -5", "admin.rate_limit.admin_token_writes_per_minute", "admin.rate_limit.admin_token_burst"}, ""},
 		{"admin rate limit unknown key", "admin:\n  rate_limit:\n    writes_per_minute: 5\n", []string{"writes_per_minute"}, ""},
+		// An entry that is not exactly an origin would never match a browser's Origin.
+		{"dashboard origins that are not origins", "websocket:\n  allowed_origins: [https://ok.example, https://app.example/path, 'null', https://u@app.example, app.example]\n",
+			[]string{"allowed_origins[1]", "allowed_origins[2]", "allowed_origins[3]", "allowed_origins[4]"}, "allowed_origins[0]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

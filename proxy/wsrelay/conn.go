@@ -64,6 +64,15 @@ type conn struct {
 	nonce  string        // of the challenge the relay sent, for a socket it identifies
 	upDone chan struct{} // closed when fromGateway returns; nil until it starts
 
+	// upstreamOrigin is the Origin the gateway was dialled with ("" for none), and
+	// upstreamCapped whether the upgrade carried X-Openclaw-Scopes (scopeCap).
+	upstreamOrigin string
+	upstreamCapped bool
+	// helloID is the id of a connect request forwarded with the client's device proof: the
+	// gateway's answer to it is scrubbed of device credentials (scrubHello). Set by the
+	// client reader before it forwards connect, read by the gateway reader.
+	helloID atomic.Pointer[json.RawMessage]
+
 	closeOnce sync.Once
 	done      chan struct{}
 	closers   sync.WaitGroup // the close handshakes end() started; run waits for them
@@ -211,6 +220,12 @@ func (c *conn) fromGateway(ctx context.Context) {
 			c.gatewayGone(err)
 			return
 		}
+		if id := c.helloID.Load(); id != nil && typ == websocket.MessageText {
+			if !c.relayHello(ctx, r, *id) {
+				return
+			}
+			continue
+		}
 		wctx, cancel := context.WithTimeout(ctx, c.rl.cfg.WriteTimeout)
 		c.writingSince.Store(time.Now().UnixNano())
 		w, err := c.client.Writer(wctx, typ)
@@ -236,6 +251,40 @@ func (c *conn) fromGateway(ctx context.Context) {
 		c.rl.m.gatewayMessages.Inc()
 		c.touch()
 	}
+}
+
+// relayHello relays one whole gateway message while the answer to a connect forwarded with
+// a device proof is awaited, scrubbed of device credentials if it is that answer. It
+// reports whether the socket stays open.
+func (c *conn) relayHello(ctx context.Context, r io.Reader, id json.RawMessage) bool {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		c.gatewayGone(err)
+		return false
+	}
+	out, found, err := scrubHello(data, id)
+	if err != nil {
+		c.end(closeUpstream, websocket.StatusInternalError, "gateway answer unreadable")
+		return false
+	}
+	if found {
+		c.helloID.Store(nil)
+	}
+	wctx, cancel := context.WithTimeout(ctx, c.rl.cfg.WriteTimeout)
+	err = c.client.Write(wctx, websocket.MessageText, out)
+	slow := wctx.Err() != nil
+	cancel()
+	if err != nil {
+		if slow {
+			c.end(closeSlow, websocket.StatusPolicyViolation, "client too slow")
+		} else {
+			c.end(closeClient, websocket.StatusGoingAway, "")
+		}
+		return false
+	}
+	c.rl.m.gatewayMessages.Inc()
+	c.touch()
+	return true
 }
 
 // gatewayGone passes the gateway's close code and reason on to the client.
@@ -382,7 +431,7 @@ func (c *conn) handle(ctx context.Context, f *frame, data []byte) bool {
 				return false
 			}
 		}
-		out, err := c.rewriteConnect(f)
+		out, kept, err := c.rewriteConnect(f)
 		if err != nil {
 			c.end(closeProtocol, websocket.StatusPolicyViolation, "malformed connect")
 			return false
@@ -393,6 +442,9 @@ func (c *conn) handle(ctx context.Context, f *frame, data []byte) bool {
 		c.mu.Lock()
 		c.connected = true
 		c.mu.Unlock()
+		if kept {
+			c.helloID.Store(&f.id)
+		}
 		return c.forward(ctx, out)
 	case f.method == "connect":
 		c.end(closeProtocol, websocket.StatusPolicyViolation, "connect sent twice")
@@ -584,30 +636,45 @@ func clientForGateway(raw json.RawMessage, subject string) (json.RawMessage, err
 }
 
 // rewriteConnect sets the connect request's credentials and scopes: in token mode the
-// gateway token goes into auth (the client never holds it); in every mode the device proof
-// is dropped, the client description names the moltgate subject and never one of the
-// gateway's own processes (clientForGateway), and the scopes asked for are capped by what
-// the caller's role allows.
-func (c *conn) rewriteConnect(f *frame) ([]byte, error) {
+// gateway token goes into auth (the client never holds it); the client description names the
+// moltgate subject and never one of the gateway's own processes (clientForGateway). The
+// device proof is dropped and the scopes asked for are capped by what the caller's role
+// allows, except for a browser of the gateway's own origin in token mode, whose proof the
+// gateway needs and can still verify (keepsDeviceProof, reported as kept): its scopes stay
+// as signed, capped by the upgrade's X-Openclaw-Scopes instead.
+func (c *conn) rewriteConnect(f *frame) (out []byte, kept bool, err error) {
 	if f.params == nil {
 		f.params = map[string]json.RawMessage{}
 	}
-	// The client's device proof signs the challenge together with the credential it sent,
-	// which moltgate has just replaced: the gateway would refuse it ("device signature
-	// invalid"). moltgate identified the caller itself, so the socket goes on as a
-	// device-less client (pairing and device tokens stay between moltgate's own clients).
-	delete(f.params, "device")
+	kept = c.keepsDeviceProof(f)
+	if !kept {
+		// The client's device proof signs the challenge together with the credential it
+		// sent, which moltgate replaces: the gateway would refuse it ("device signature
+		// invalid"). moltgate identified the caller itself, so the socket goes on as a
+		// device-less client.
+		delete(f.params, "device")
+	}
 	if raw, ok := f.params["client"]; ok {
 		client, err := clientForGateway(raw, c.s.Subject.ID)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		f.params["client"] = client
+	}
+	if kept {
+		// auth.password carries the shared secret in token mode and is not signed.
+		auth, err := json.Marshal(map[string]string{"password": string(c.s.Entry.Token)})
+		if err != nil {
+			return nil, false, err
+		}
+		f.params["auth"] = auth
+		out, err = f.encode()
+		return out, true, err
 	}
 	if c.s.Entry.AuthMode != "trusted-proxy" {
 		auth, err := json.Marshal(map[string]string{"token": string(c.s.Entry.Token)})
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		f.params["auth"] = auth
 	} else {
@@ -616,7 +683,7 @@ func (c *conn) rewriteConnect(f *frame) ([]byte, error) {
 	var asked []string
 	if raw, ok := f.params["scopes"]; ok {
 		if err := json.Unmarshal(raw, &asked); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	} else {
 		asked = c.s.Scopes
@@ -629,7 +696,8 @@ func (c *conn) rewriteConnect(f *frame) ([]byte, error) {
 	}
 	scopes, _ := json.Marshal(granted)
 	f.params["scopes"] = scopes
-	return f.encode()
+	out, err = f.encode()
+	return out, false, err
 }
 
 // refresh extends the socket's life with a fresh session token of the same user.

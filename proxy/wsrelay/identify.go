@@ -12,8 +12,9 @@ package wsrelay
 // own nonce cannot be given to the client before the gateway is dialled, so the client
 // signs the relay's instead. That costs nothing: rewriteConnect replaces the credential the
 // proof signs (the gateway token goes in, or in trusted-proxy mode no token), so no client
-// proof could verify at the gateway whatever nonce it signed, and the relay drops it as it
-// does on every socket. What the relay does check is that a proof signs the challenge it
+// proof could verify at the gateway whatever nonce it signed, and the relay drops it (only
+// the Control UI's goes on, on a socket decided at the upgrade: keepsDeviceProof). What the
+// relay does check is that a proof signs the challenge it
 // sent this socket, as the gateway would: a connect request made for another connection
 // (captured and replayed) is refused. The gateway's own challenge is read after the dial
 // and before the connect request is written, so anything that has to sign for the gateway
@@ -103,7 +104,7 @@ func (c *conn) dialGateway(ctx context.Context, f *frame) bool {
 	c.mu.Lock()
 	s := c.s
 	c.mu.Unlock()
-	up, err := c.rl.dial(ctx, s)
+	up, err := c.rl.dial(ctx, s, c.upstreamOrigin)
 	if err != nil {
 		c.rl.deps.Logger.LogAttrs(ctx, slog.LevelWarn, "wsrelay: gateway dial failed",
 			slog.String("request_id", s.RequestID), slog.String("gateway", s.Entry.ID), slog.Any("err", err))

@@ -46,10 +46,12 @@ type Gateways interface {
 
 // Config bounds what one client can make the relay hold. Zero values are the defaults.
 type Config struct {
-	// AllowedOrigins are the exact browser origins (scheme://host[:port]) that may open a
-	// socket. A request with any other Origin is refused: a page on another site must not
-	// ride a user's cookies into their gateway (cross-site WebSocket hijacking). Requests
-	// without Origin (CLI and machine clients) are not browsers and pass.
+	// AllowedOrigins are the exact browser origins (scheme://host[:port]) of dashboards that
+	// may open a socket to any gateway, besides each gateway's own public origin
+	// (Session.PublicOrigin). A request with any other Origin is refused: a page on another
+	// site must not ride a user's cookies into their gateway (cross-site WebSocket
+	// hijacking). Requests without Origin (CLI and machine clients) are not browsers and
+	// pass. Default none.
 	AllowedOrigins []string
 	// MaxMessageBytes bounds one client message; larger closes the socket (1009). Default 1 MiB.
 	MaxMessageBytes int64
@@ -104,6 +106,9 @@ type Session struct {
 	Path      string // normalised
 	RawQuery  string
 	HTTPS     bool
+	// PublicOrigin is the gateway's own origin as the browser reached it (PublicOrigin), ""
+	// when none is trusted: a page there, the gateway's Control UI, may open sockets to it.
+	PublicOrigin string
 	// Identify, when set, means the upgrade carried no credential: the connect request's
 	// auth.token identifies the caller (as the proxy identifies a bearer token, returning a
 	// refusal status and reason on failure) and the socket is decided on that first frame.
@@ -163,9 +168,13 @@ func New(cfg Config, deps Deps) (*Relay, error) {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil}}
 	}
-	for i, o := range cfg.AllowedOrigins {
-		cfg.AllowedOrigins[i] = strings.ToLower(strings.TrimSuffix(o, "/"))
+	origins := make([]string, 0, len(cfg.AllowedOrigins))
+	for _, o := range cfg.AllowedOrigins {
+		if o = CanonicalOrigin(o); o != "" {
+			origins = append(origins, o)
+		}
 	}
+	cfg.AllowedOrigins = origins
 	m, err := newMetrics(deps.Metrics)
 	if err != nil {
 		return nil, fmt.Errorf("wsrelay: metrics: %w", err)
@@ -190,8 +199,9 @@ func (r *Refusal) Error() string { return "wsrelay: refused: " + r.Reason }
 // policy's allowlist) binds before any dial. A socket still to be identified (s.Identify)
 // is not dialled here at all: the relay answers it until its connect request is allowed.
 func (rl *Relay) Serve(w http.ResponseWriter, r *http.Request, s Session) error {
-	if origin := r.Header.Get("Origin"); origin != "" && !rl.originAllowed(origin) {
-		return &Refusal{http.StatusForbidden, "origin_not_allowed"}
+	origin, refusal := rl.upstreamOrigin(r, s)
+	if refusal != nil {
+		return refusal
 	}
 	key := subjectKey(s.Subject)
 	if s.Identify != nil {
@@ -212,15 +222,15 @@ func (rl *Relay) Serve(w http.ResponseWriter, r *http.Request, s Session) error 
 	var upstream *websocket.Conn
 	if s.Identify == nil {
 		var err error
-		if upstream, err = rl.dial(r.Context(), s); err != nil {
+		if upstream, err = rl.dial(r.Context(), s, origin); err != nil {
 			rl.m.closes.WithLabelValues(closeUnavailable).Inc()
 			rl.deps.Logger.LogAttrs(r.Context(), slog.LevelWarn, "wsrelay: gateway dial failed",
 				slog.String("request_id", s.RequestID), slog.String("gateway", s.Entry.ID), slog.Any("err", err))
 			return &Refusal{http.StatusBadGateway, "upstream_unavailable"}
 		}
 	}
-	// The Origin was checked above against the dashboard origins; Accept's own same-host
-	// check would refuse every dashboard, which lives on another host than the gateway.
+	// The Origin was checked above (upstreamOrigin); Accept's own same-host check would
+	// refuse every dashboard, which lives on another host than the gateway.
 	client, err := websocket.Accept(lentResponse{w}, r, &websocket.AcceptOptions{InsecureSkipVerify: true, CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
 		if upstream != nil {
@@ -230,6 +240,8 @@ func (rl *Relay) Serve(w http.ResponseWriter, r *http.Request, s Session) error 
 	}
 	c := newConn(rl, s, client, upstream)
 	c.slot = key
+	_, c.upstreamCapped = scopeCap(s)
+	c.upstreamOrigin = origin
 	rl.mu.Lock()
 	if rl.closing {
 		rl.mu.Unlock()
@@ -303,19 +315,9 @@ func (rl *Relay) uncount(key string) {
 	}
 }
 
-func (rl *Relay) originAllowed(origin string) bool {
-	origin = strings.ToLower(strings.TrimSuffix(origin, "/"))
-	for _, o := range rl.cfg.AllowedOrigins {
-		if o == origin {
-			return true
-		}
-	}
-	return false
-}
-
-// dial opens the gateway side with the gateway's upstream credentials. The client's Origin
-// is not passed on: any Origin makes OpenClaw treat the connection as a browser.
-func (rl *Relay) dial(ctx context.Context, s Session) (*websocket.Conn, error) {
+// dial opens the gateway side with the gateway's upstream credentials and origin, the Origin
+// upstreamOrigin chose ("" for none): never the client's own Origin, cookies or credentials.
+func (rl *Relay) dial(ctx context.Context, s Session, origin string) (*websocket.Conn, error) {
 	u := *s.Entry.UpstreamURL
 	switch u.Scheme {
 	case "https":
@@ -337,15 +339,11 @@ func (rl *Relay) dial(ctx context.Context, s Session) (*websocket.Conn, error) {
 			h.Set("X-Forwarded-For", s.Input.ClientIP)
 		}
 	}
-	// The role's scopes cap the socket. In token mode the gateway grants the scopes the
-	// connect request asks for (which rewriteConnect caps) and also applies this header, a
-	// second cap; a socket identified by its connect request is dialled only once it is
-	// decided, so it has its scopes here too.
-	if scopes := s.Scopes; s.Entry.AuthMode == registry.AuthTrustedProxy || len(scopes) > 0 {
-		if len(scopes) == 0 {
-			scopes = []string{"operator.read"}
-		}
-		h.Set("X-Openclaw-Scopes", strings.Join(scopes, ","))
+	if scopes, ok := scopeCap(s); ok {
+		h.Set("X-Openclaw-Scopes", scopes)
+	}
+	if origin != "" {
+		h.Set("Origin", origin)
 	}
 	h.Set("X-Request-Id", s.RequestID)
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -360,6 +358,22 @@ func (rl *Relay) dial(ctx context.Context, s Session) (*websocket.Conn, error) {
 	}
 	up.SetReadLimit(rl.cfg.MaxUpstreamMessageBytes)
 	return up, nil
+}
+
+// scopeCap returns the X-Openclaw-Scopes header of socket s, and whether it has one. The
+// role's scopes cap the socket. In token mode the gateway grants the scopes the connect
+// request asks for (which rewriteConnect caps, unless it keeps a device proof) and applies
+// this header too, a second cap; a socket identified by its connect request is dialled only
+// once it is decided, so it has its scopes by then too.
+func scopeCap(s Session) (string, bool) {
+	scopes := s.Scopes
+	if s.Entry.AuthMode != registry.AuthTrustedProxy && len(scopes) == 0 {
+		return "", false
+	}
+	if len(scopes) == 0 {
+		scopes = []string{"operator.read"}
+	}
+	return strings.Join(scopes, ","), true
 }
 
 // Recheck re-decides the open sockets of gateway id ("" for all) and closes those no longer
