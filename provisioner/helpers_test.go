@@ -264,6 +264,22 @@ type nopSyncer struct{}
 func (nopSyncer) PutGateway(context.Context, registry.Gateway) error { return nil }
 func (nopSyncer) DeleteGateway(context.Context, string) error        { return nil }
 
+var errKilled = errors.New("killed")
+
+// killSwitch kills one pass at one moment (Config.KillAt), once armed, once.
+type killSwitch struct{ point atomic.Pointer[string] }
+
+func (k *killSwitch) arm(point string) { k.point.Store(&point) }
+
+func (k *killSwitch) at(point string) error {
+	if p := k.point.Load(); p != nil && *p == point && k.point.CompareAndSwap(p, nil) {
+		return errKilled
+	}
+	return nil
+}
+
+func (k *killSwitch) mod(c *provisioner.Config, _ *provisioner.Deps) { c.KillAt = k.at }
+
 // clock is a settable clock: leases expire when a test says so.
 type clock struct{ off atomic.Int64 }
 

@@ -98,6 +98,11 @@ type Config struct {
 	// OverlapGrace is how long, after the registry took a new token, requests still carrying
 	// the old one are retried with the new one (Transport). Default 2m.
 	OverlapGrace time.Duration
+	// KillAt is for tests of the provisioner and its drivers; nil in production. It is called
+	// at each moment of a pass ("ensure local.process: pending recorded", "…: acted", "…:
+	// done recorded"; "destroy …" alike); an error ends the pass there, wrapped, as if the
+	// process had died: nothing more is written and the lease is not released.
+	KillAt func(point string) error
 }
 
 // Deps are the parts the provisioner works with.
@@ -137,10 +142,6 @@ type Provisioner struct {
 
 	busyMu sync.Mutex
 	busy   map[string]bool // gateways a pass of this process works on
-
-	// crash, set by tests only, is called at points of a pass; an error ends the pass there
-	// as if the process had died (nothing more is written, the lease is not released).
-	crash func(point string) error
 }
 
 const (

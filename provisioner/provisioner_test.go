@@ -18,8 +18,6 @@ import (
 	"github.com/moltgate/moltgate/store"
 )
 
-var errKilled = errors.New("killed")
-
 func spec(id string) provisioner.Spec {
 	return provisioner.Spec{ID: id, Tenant: "acme", Owner: "user_alice", Driver: "fake"}
 }
@@ -39,20 +37,14 @@ func TestCrashAndResumeAfterEveryStep(t *testing.T) {
 			t.Run(step+"/"+moment, func(t *testing.T) {
 				t.Parallel()
 				e := newEnv(t)
-				p1, _ := e.process()
+				k := &killSwitch{}
+				p1, _ := e.process(k.mod)
 				point := "ensure " + step + ": " + moment
-				crashed := false
-				provisioner.SetCrash(p1, func(at string) error {
-					if at == point && !crashed {
-						crashed = true
-						return errKilled
-					}
-					return nil
-				})
+				k.arm(point)
 				if _, _, err := p1.Apply(t.Context(), spec("gw1")); err != nil {
 					t.Fatal(err)
 				}
-				if err := p1.Reconcile(t.Context(), "gw1"); !provisioner.IsCrash(err) {
+				if err := p1.Reconcile(t.Context(), "gw1"); !errors.Is(err, errKilled) {
 					t.Fatalf("first pass: got %v, want the crash at %q", err, point)
 				}
 				// The dead process's lease holds off the next until it expires.
@@ -159,7 +151,8 @@ func TestDestroyAfterCrashHalfway(t *testing.T) {
 			t.Run(step+"/"+moment, func(t *testing.T) {
 				t.Parallel()
 				e := newEnv(t)
-				p1, _ := e.process()
+				k := &killSwitch{}
+				p1, _ := e.process(k.mod)
 				if _, _, err := p1.Apply(t.Context(), spec("gw1")); err != nil {
 					t.Fatal(err)
 				}
@@ -168,13 +161,8 @@ func TestDestroyAfterCrashHalfway(t *testing.T) {
 					t.Fatal(err)
 				}
 				point := "destroy " + step + ": " + moment
-				provisioner.SetCrash(p1, func(at string) error {
-					if at == point {
-						return errKilled
-					}
-					return nil
-				})
-				if err := p1.Reconcile(t.Context(), "gw1"); !provisioner.IsCrash(err) {
+				k.arm(point)
+				if err := p1.Reconcile(t.Context(), "gw1"); !errors.Is(err, errKilled) {
 					t.Fatalf("destroy pass: got %v, want the crash at %q", err, point)
 				}
 				e.clock.advance(31 * time.Second)
@@ -199,7 +187,8 @@ func TestRotateTokenCrashAndResume(t *testing.T) {
 			t.Run(step+"/"+moment, func(t *testing.T) {
 				t.Parallel()
 				e := newEnv(t)
-				p1, _ := e.process()
+				k := &killSwitch{}
+				p1, _ := e.process(k.mod)
 				if _, _, err := p1.Apply(t.Context(), spec("gw1")); err != nil {
 					t.Fatal(err)
 				}
@@ -210,18 +199,11 @@ func TestRotateTokenCrashAndResume(t *testing.T) {
 					t.Fatal(err)
 				}
 				point := "ensure " + step + ": " + moment
-				crashed := false
-				provisioner.SetCrash(p1, func(at string) error {
-					if at == point && !crashed {
-						crashed = true
-						return errKilled
-					}
-					return nil
-				})
+				k.arm(point)
 				err := p1.Reconcile(t.Context(), "gw1")
 				if step == "token" || step == "fake.vm" || step == "register" {
 					// The steps a rotation changes: the pass reaches them.
-					if !provisioner.IsCrash(err) {
+					if !errors.Is(err, errKilled) {
 						t.Fatalf("rotation pass: got %v, want the crash at %q", err, point)
 					}
 				}
@@ -250,7 +232,8 @@ func TestRotateTokenCrashAndResume(t *testing.T) {
 func TestRotationOverlapTransport(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	p, _ := e.process()
+	k := &killSwitch{}
+	p, _ := e.process(k.mod)
 	if _, _, err := p.Apply(t.Context(), spec("gw1")); err != nil {
 		t.Fatal(err)
 	}
@@ -258,16 +241,10 @@ func TestRotationOverlapTransport(t *testing.T) {
 	if _, err := p.RotateToken(t.Context(), "gw1"); err != nil {
 		t.Fatal(err)
 	}
-	provisioner.SetCrash(p, func(at string) error {
-		if at == "ensure register: pending recorded" {
-			return errKilled
-		}
-		return nil
-	})
-	if err := p.Reconcile(t.Context(), "gw1"); !provisioner.IsCrash(err) {
+	k.arm("ensure register: pending recorded")
+	if err := p.Reconcile(t.Context(), "gw1"); !errors.Is(err, errKilled) {
 		t.Fatalf("got %v, want the crash before register", err)
 	}
-	provisioner.SetCrash(p, nil)
 	entry, _ := e.reg.Lookup("gw1")
 	client := &http.Client{Transport: p.Transport(http.DefaultTransport)}
 	do := func(tok, body string) (int, string) {

@@ -55,8 +55,8 @@ func (p *Provisioner) Reconcile(ctx context.Context, id string) error {
 	driver, err := p.pass(ctx, id)
 	stop()
 	cancel(nil)
-	var crash crashError
-	if !errors.As(err, &crash) { // a dead process releases nothing
+	var k killed
+	if !errors.As(err, &k) { // a dead process releases nothing
 		l.release()
 	}
 	if driver != "" {
@@ -320,15 +320,17 @@ func reasonOf(err error) string {
 	return "step_failed"
 }
 
-// crashError is what a test's crash hook makes a pass return.
-type crashError struct{ error }
+// killed is what Config.KillAt makes a pass return.
+type killed struct{ error }
+
+func (k killed) Unwrap() error { return k.error }
 
 func (p *Provisioner) crashAt(point string) error {
-	if p.crash == nil {
+	if p.cfg.KillAt == nil {
 		return nil
 	}
-	if err := p.crash(point); err != nil {
-		return crashError{err}
+	if err := p.cfg.KillAt(point); err != nil {
+		return killed{fmt.Errorf("killed at %s: %w", point, err)}
 	}
 	return nil
 }
