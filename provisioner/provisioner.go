@@ -340,14 +340,23 @@ func (p *Provisioner) validate(s Spec) error {
 	}
 	d, ok := p.cfg.Drivers[s.Driver]
 	if !ok {
-		errs = append(errs, fmt.Errorf("%w: driver %q: want one of %v", ErrInvalid, s.Driver, slices.Sorted(maps.Keys(p.cfg.Drivers))))
+		errs = append(errs, fmt.Errorf("driver %q: want one of %v", s.Driver, slices.Sorted(maps.Keys(p.cfg.Drivers))))
 	} else if c, ok := d.(SpecChecker); ok {
 		if err := c.CheckSpec(s); err != nil {
-			errs = append(errs, fmt.Errorf("%w: %w", ErrInvalid, err))
+			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	if len(errs) == 0 {
+		return nil
+	}
+	return invalidError{errors.Join(errs...)}
 }
+
+// invalidError is a refused spec: errors.Is(err, ErrInvalid), with the message of what
+// refused it (each problem naming its field).
+type invalidError struct{ error }
+
+func (e invalidError) Is(target error) bool { return target == ErrInvalid }
 
 // Get returns gateway id's spec and status.
 func (p *Provisioner) Get(id string) (Status, error) {
