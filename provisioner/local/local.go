@@ -65,8 +65,8 @@ type Driver struct {
 
 var idPattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
-// New returns the local driver. It checks that OpenClaw is installed, so that a missing
-// install is an error at start rather than at the first gateway.
+// New returns the local driver. OpenClaw need not be installed yet: a gateway's
+// local.process step fails, saying how to install it, until it is (see Installed).
 func New(cfg Config, logger *slog.Logger) (*Driver, error) {
 	if cfg.OpenClaw == "" || cfg.Dir == "" || logger == nil {
 		return nil, errors.New("local: OpenClaw, Dir and a logger are required")
@@ -80,14 +80,16 @@ func New(cfg Config, logger *slog.Logger) (*Driver, error) {
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = 10 * time.Second
 	}
-	if err := Installed(cfg.OpenClaw); err != nil {
-		return nil, err
+	// Absolute: a gateway process starts in its own folder, where a relative path means
+	// something else.
+	var err error
+	if cfg.OpenClaw, err = filepath.Abs(cfg.OpenClaw); err != nil {
+		return nil, fmt.Errorf("local: openclaw: %w", err)
 	}
-	dir, err := filepath.Abs(cfg.Dir)
-	if err != nil {
+	if cfg.Dir, err = filepath.Abs(cfg.Dir); err != nil {
 		return nil, fmt.Errorf("local: dir: %w", err)
 	}
-	cfg.Dir = dir
+	dir := cfg.Dir
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("local: %w", err)
 	}

@@ -127,6 +127,9 @@ func (s processStep) Ensure(ctx context.Context, r *provisioner.Run) error {
 		r.SetUpstream(upstream(ri.Port))
 		return nil
 	}
+	if err := Installed(s.d.cfg.OpenClaw); err != nil {
+		return err
+	}
 	if err := s.d.killStrays(id); err != nil {
 		return err
 	}
