@@ -434,6 +434,18 @@ func (p *Provisioner) status(s Spec, rec *record) Status {
 // Wake asks for a pass over gateway id soon (Run's workers take it).
 func (p *Provisioner) Wake(id string) { p.q.add(id, time.Now()) }
 
+// WakeTenant asks for a pass over every gateway of tenant: its keys changed, and a gateway
+// that holds other keys than the active ones gets the new ones.
+func (p *Provisioner) WakeTenant(tenant string) {
+	_ = p.deps.KV.ForEach(specBucket, func(id string, v []byte) error {
+		var s Spec
+		if json.Unmarshal(v, &s) == nil && s.Tenant == tenant {
+			p.Wake(id)
+		}
+		return nil
+	})
+}
+
 func (p *Provisioner) loadSpec(id string) (Spec, []byte, error) {
 	raw, err := p.deps.KV.Get(specBucket, id)
 	if errors.Is(err, store.ErrNotFound) {

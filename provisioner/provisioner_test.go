@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/moltgate/moltgate/audit"
+	"github.com/moltgate/moltgate/internal/testenv"
 	"github.com/moltgate/moltgate/provisioner"
 	"github.com/moltgate/moltgate/registry"
 	"github.com/moltgate/moltgate/store"
@@ -430,5 +431,39 @@ func TestLeaseLostStopsThePass(t *testing.T) {
 	}
 	if raw, _ := e.kv.Get("provisioner.leases", "gw1"); !strings.Contains(string(raw), "thief") {
 		t.Errorf("the pass released a lease it no longer held: %s", raw)
+	}
+}
+
+// Issue 14: Run passes over every gateway at start, and a tenant's gateways again when told
+// its keys changed (WakeTenant), not others'.
+func TestRunAndWakeTenant(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	p, _ := e.process(func(c *provisioner.Config, _ *provisioner.Deps) { c.ResyncInterval = time.Hour })
+	other := spec("gw2")
+	other.Tenant = "globex"
+	for _, s := range []provisioner.Spec{spec("gw1"), other} {
+		if _, _, err := p.Apply(t.Context(), s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	ready := func(id string) func() bool {
+		return func() bool { st, _ := p.Get(id); return st.Phase == provisioner.PhaseReady && e.w.count(id)["vm"] == 1 }
+	}
+	testenv.WaitUntil(t, "both gateways ready", 10*time.Second, func() bool { return ready("gw1")() && ready("gw2")() })
+	// Both lose their vm behind the provisioner's back; only acme's keys "change".
+	for _, id := range []string{"gw1", "gw2"} {
+		e.w.mu.Lock()
+		e.w.resources = slices.DeleteFunc(e.w.resources, func(r *resource) bool { return r.name == "vm-"+id })
+		e.w.mu.Unlock()
+	}
+	p.WakeTenant("acme")
+	testenv.WaitUntil(t, "acme's gateway repaired", 10*time.Second, ready("gw1"))
+	if n := e.w.count("gw2")["vm"]; n != 0 {
+		t.Errorf("globex's gateway was passed over too (%d vm)", n)
 	}
 }

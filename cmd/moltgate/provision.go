@@ -149,6 +149,8 @@ func (p *provisioning) setKeys(keys *keystore.Keys, sink keystore.Auditor) error
 	}
 	p.keys.keys.Store(keys)
 	p.keys.opener.Store(o)
+	// A key activated or revoked reaches the tenant's gateways at once, not at the next resync.
+	keys.Subscribe(func(_ context.Context, tenant string) { p.prov.WakeTenant(tenant) })
 	return nil
 }
 
