@@ -21,6 +21,7 @@ import (
 	"github.com/moltgate/moltgate/audit"
 	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/provisioner"
+	"github.com/moltgate/moltgate/provisioner/provisionertest"
 	"github.com/moltgate/moltgate/registry"
 	"github.com/moltgate/moltgate/store"
 )
@@ -264,21 +265,10 @@ type nopSyncer struct{}
 func (nopSyncer) PutGateway(context.Context, registry.Gateway) error { return nil }
 func (nopSyncer) DeleteGateway(context.Context, string) error        { return nil }
 
-var errKilled = errors.New("killed")
-
-// killSwitch kills one pass at one moment (Config.KillAt), once armed, once.
-type killSwitch struct{ point atomic.Pointer[string] }
-
-func (k *killSwitch) arm(point string) { k.point.Store(&point) }
-
-func (k *killSwitch) at(point string) error {
-	if p := k.point.Load(); p != nil && *p == point && k.point.CompareAndSwap(p, nil) {
-		return errKilled
-	}
-	return nil
+// withKill gives a provisioner the kill switch k.
+func withKill(k *provisionertest.KillSwitch) func(*provisioner.Config, *provisioner.Deps) {
+	return func(c *provisioner.Config, _ *provisioner.Deps) { c.KillAt = k.KillAt }
 }
-
-func (k *killSwitch) mod(c *provisioner.Config, _ *provisioner.Deps) { c.KillAt = k.at }
 
 // clock is a settable clock: leases expire when a test says so.
 type clock struct{ off atomic.Int64 }
@@ -332,18 +322,6 @@ func (e *env) process(mod ...func(*provisioner.Config, *provisioner.Deps)) (*pro
 		e.t.Fatal(err)
 	}
 	return p, d
-}
-
-// converge runs passes over id until one ends well (at most 20), failing the test otherwise.
-func converge(t *testing.T, p *provisioner.Provisioner, id string) {
-	t.Helper()
-	var err error
-	for range 20 {
-		if err = p.Reconcile(t.Context(), id); err == nil {
-			return
-		}
-	}
-	t.Fatalf("no good pass over %s in 20: last error %v", id, err)
 }
 
 // assertOneOfEach checks the end state of a provisioned gateway: one resource of each kind,

@@ -15,6 +15,7 @@ import (
 	"github.com/moltgate/moltgate/audit"
 	"github.com/moltgate/moltgate/internal/testenv"
 	"github.com/moltgate/moltgate/provisioner"
+	"github.com/moltgate/moltgate/provisioner/provisionertest"
 	"github.com/moltgate/moltgate/registry"
 	"github.com/moltgate/moltgate/store"
 )
@@ -33,35 +34,30 @@ var planSteps = []string{"token", "fake.net", "fake.vol", "fake.vm", "register"}
 // and a registry record whose token the gateway accepts.
 func TestCrashAndResumeAfterEveryStep(t *testing.T) {
 	t.Parallel()
-	for _, step := range planSteps {
-		for _, moment := range []string{"pending recorded", "acted", "done recorded"} {
-			t.Run(step+"/"+moment, func(t *testing.T) {
-				t.Parallel()
-				e := newEnv(t)
-				k := &killSwitch{}
-				p1, _ := e.process(k.mod)
-				point := "ensure " + step + ": " + moment
-				k.arm(point)
-				if _, _, err := p1.Apply(t.Context(), spec("gw1")); err != nil {
-					t.Fatal(err)
-				}
-				if err := p1.Reconcile(t.Context(), "gw1"); !errors.Is(err, errKilled) {
-					t.Fatalf("first pass: got %v, want the crash at %q", err, point)
-				}
-				// The dead process's lease holds off the next until it expires.
-				p2, _ := e.process()
-				if err := p2.Reconcile(t.Context(), "gw1"); !errors.Is(err, provisioner.ErrLeaseHeld) {
-					t.Fatalf("pass while the dead holder's lease runs: got %v, want ErrLeaseHeld", err)
-				}
-				e.clock.advance(31 * time.Second)
-				converge(t, p2, "gw1")
-				e.assertOneOfEach(t, p2, "gw1")
-				if e.w.creates != 3 {
-					t.Errorf("creates: got %d, want 3 (one per resource, none repeated)", e.w.creates)
-				}
-			})
+	provisionertest.EachKillMoment(t, planSteps, func(t *testing.T, step, moment string) {
+		e := newEnv(t)
+		k := &provisionertest.KillSwitch{}
+		p1, _ := e.process(withKill(k))
+		point := "ensure " + step + ": " + moment
+		k.Arm(point)
+		if _, _, err := p1.Apply(t.Context(), spec("gw1")); err != nil {
+			t.Fatal(err)
 		}
-	}
+		if err := p1.Reconcile(t.Context(), "gw1"); !errors.Is(err, provisionertest.ErrKilled) {
+			t.Fatalf("first pass: got %v, want the crash at %q", err, point)
+		}
+		// The dead process's lease holds off the next until it expires.
+		p2, _ := e.process()
+		if err := p2.Reconcile(t.Context(), "gw1"); !errors.Is(err, provisioner.ErrLeaseHeld) {
+			t.Fatalf("pass while the dead holder's lease runs: got %v, want ErrLeaseHeld", err)
+		}
+		e.clock.advance(31 * time.Second)
+		provisionertest.Converge(t, p2, "gw1")
+		e.assertOneOfEach(t, p2, "gw1")
+		if e.w.creates != 3 {
+			t.Errorf("creates: got %d, want 3 (one per resource, none repeated)", e.w.creates)
+		}
+	})
 }
 
 // Issue 14: faults a cloud API gives (an error before anything is made; a 500 after the
@@ -91,7 +87,7 @@ func TestFaultsAtEveryStep(t *testing.T) {
 					st.Steps[i].State != provisioner.StepPending {
 					t.Errorf("after the fault, step %s: %+v, want pending", step, st.Steps)
 				}
-				converge(t, p, "gw1")
+				provisionertest.Converge(t, p, "gw1")
 				e.assertOneOfEach(t, p, "gw1")
 			})
 		}
@@ -116,7 +112,7 @@ func TestRacingReconcilers(t *testing.T) {
 	for _, p := range []*provisioner.Provisioner{p1, p2, p1, p2} {
 		for _, id := range ids {
 			wg.Go(func() {
-				for range 200 {
+				for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
 					err := p.Reconcile(t.Context(), id)
 					if err == nil {
 						return
@@ -147,84 +143,68 @@ func TestRacingReconcilers(t *testing.T) {
 // the process dies halfway (after any destroy step, at any moment) or a delete fails.
 func TestDestroyAfterCrashHalfway(t *testing.T) {
 	t.Parallel()
-	for _, step := range planSteps {
-		for _, moment := range []string{"pending recorded", "acted", "done recorded"} {
-			t.Run(step+"/"+moment, func(t *testing.T) {
-				t.Parallel()
-				e := newEnv(t)
-				k := &killSwitch{}
-				p1, _ := e.process(k.mod)
-				if _, _, err := p1.Apply(t.Context(), spec("gw1")); err != nil {
-					t.Fatal(err)
-				}
-				converge(t, p1, "gw1")
-				if _, err := p1.Destroy(t.Context(), "gw1"); err != nil {
-					t.Fatal(err)
-				}
-				point := "destroy " + step + ": " + moment
-				k.arm(point)
-				if err := p1.Reconcile(t.Context(), "gw1"); !errors.Is(err, errKilled) {
-					t.Fatalf("destroy pass: got %v, want the crash at %q", err, point)
-				}
-				e.clock.advance(31 * time.Second)
-				p2, _ := e.process()
-				e.w.inject("fake.vol", "error-after") // and one delete that fails after deleting
-				converge(t, p2, "gw1")
-				e.assertGone(t, p2, "gw1")
-				if n := e.w.total(); n != 0 {
-					t.Errorf("the fake cloud holds %d resources, want none", n)
-				}
-			})
+	provisionertest.EachKillMoment(t, planSteps, func(t *testing.T, step, moment string) {
+		e := newEnv(t)
+		k := &provisionertest.KillSwitch{}
+		p1, _ := e.process(withKill(k))
+		provisionertest.Provisioned(t, p1, spec("gw1"))
+		if _, err := p1.Destroy(t.Context(), "gw1"); err != nil {
+			t.Fatal(err)
 		}
-	}
+		point := "destroy " + step + ": " + moment
+		k.Arm(point)
+		if err := p1.Reconcile(t.Context(), "gw1"); !errors.Is(err, provisionertest.ErrKilled) {
+			t.Fatalf("destroy pass: got %v, want the crash at %q", err, point)
+		}
+		e.clock.advance(31 * time.Second)
+		p2, _ := e.process()
+		e.w.inject("fake.vol", "error-after") // and one delete that fails after deleting
+		provisionertest.Converge(t, p2, "gw1")
+		e.assertGone(t, p2, "gw1")
+		if n := e.w.total(); n != 0 {
+			t.Errorf("the fake cloud holds %d resources, want none", n)
+		}
+	})
 }
 
 // Issue 14: rotating the token, killed after any step at any moment and resumed, ends with
 // a new token that the gateway holds and the registry sends; the old one opens nothing.
 func TestRotateTokenCrashAndResume(t *testing.T) {
 	t.Parallel()
-	for _, step := range planSteps {
-		for _, moment := range []string{"pending recorded", "acted", "done recorded"} {
-			t.Run(step+"/"+moment, func(t *testing.T) {
-				t.Parallel()
-				e := newEnv(t)
-				k := &killSwitch{}
-				p1, _ := e.process(k.mod)
-				if _, _, err := p1.Apply(t.Context(), spec("gw1")); err != nil {
-					t.Fatal(err)
-				}
-				converge(t, p1, "gw1")
-				old, _ := e.reg.Lookup("gw1")
-				oldTok := string(old.Token)
-				if _, err := p1.RotateToken(t.Context(), "gw1"); err != nil {
-					t.Fatal(err)
-				}
-				point := "ensure " + step + ": " + moment
-				k.arm(point)
-				err := p1.Reconcile(t.Context(), "gw1")
-				if step == "token" || step == "fake.vm" || step == "register" {
-					// The steps a rotation changes: the pass reaches them.
-					if !errors.Is(err, errKilled) {
-						t.Fatalf("rotation pass: got %v, want the crash at %q", err, point)
-					}
-				}
-				e.clock.advance(31 * time.Second)
-				p2, _ := e.process()
-				converge(t, p2, "gw1")
-				e.assertOneOfEach(t, p2, "gw1")
-				now, _ := e.reg.Lookup("gw1")
-				if string(now.Token) == oldTok {
-					t.Fatal("the registry still sends the old token")
-				}
-				if _, ok := e.reg.ByToken(oldTok); ok {
-					t.Error("the old token still identifies the gateway")
-				}
-				if st, _ := p2.Get("gw1"); st.TokenGeneration != 2 {
-					t.Errorf("token generation %d, want 2", st.TokenGeneration)
-				}
-			})
+	provisionertest.EachKillMoment(t, planSteps, func(t *testing.T, step, moment string) {
+		e := newEnv(t)
+		k := &provisionertest.KillSwitch{}
+		p1, _ := e.process(withKill(k))
+		provisionertest.Provisioned(t, p1, spec("gw1"))
+		old, _ := e.reg.Lookup("gw1")
+		oldTok := string(old.Token)
+		if _, err := p1.RotateToken(t.Context(), "gw1"); err != nil {
+			t.Fatal(err)
 		}
-	}
+		point := "ensure " + step + ": " + moment
+		k.Arm(point)
+		err := p1.Reconcile(t.Context(), "gw1")
+		if step == "token" || step == "fake.vm" || step == "register" {
+			// The steps a rotation changes: the pass reaches them.
+			if !errors.Is(err, provisionertest.ErrKilled) {
+				t.Fatalf("rotation pass: got %v, want the crash at %q", err, point)
+			}
+		}
+		e.clock.advance(31 * time.Second)
+		p2, _ := e.process()
+		provisionertest.Converge(t, p2, "gw1")
+		e.assertOneOfEach(t, p2, "gw1")
+		now, _ := e.reg.Lookup("gw1")
+		if string(now.Token) == oldTok {
+			t.Fatal("the registry still sends the old token")
+		}
+		if _, ok := e.reg.ByToken(oldTok); ok {
+			t.Error("the old token still identifies the gateway")
+		}
+		if st, _ := p2.Get("gw1"); st.TokenGeneration != 2 {
+			t.Errorf("token generation %d, want 2", st.TokenGeneration)
+		}
+	})
 }
 
 // Issue 14: between the gateway taking the new token and the registry following (here: a
@@ -233,17 +213,14 @@ func TestRotateTokenCrashAndResume(t *testing.T) {
 func TestRotationOverlapTransport(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	k := &killSwitch{}
-	p, _ := e.process(k.mod)
-	if _, _, err := p.Apply(t.Context(), spec("gw1")); err != nil {
-		t.Fatal(err)
-	}
-	converge(t, p, "gw1")
+	k := &provisionertest.KillSwitch{}
+	p, _ := e.process(withKill(k))
+	provisionertest.Provisioned(t, p, spec("gw1"))
 	if _, err := p.RotateToken(t.Context(), "gw1"); err != nil {
 		t.Fatal(err)
 	}
-	k.arm("ensure register: pending recorded")
-	if err := p.Reconcile(t.Context(), "gw1"); !errors.Is(err, errKilled) {
+	k.Arm("ensure register: pending recorded")
+	if err := p.Reconcile(t.Context(), "gw1"); !errors.Is(err, provisionertest.ErrKilled) {
 		t.Fatalf("got %v, want the crash before register", err)
 	}
 	entry, _ := e.reg.Lookup("gw1")
@@ -265,7 +242,7 @@ func TestRotationOverlapTransport(t *testing.T) {
 	if code, _ := do(strings.Repeat("0", 64), "x"); code != 401 {
 		t.Fatalf("a token of neither: %d, want 401 (no retry)", code)
 	}
-	converge(t, p, "gw1")
+	provisionertest.Converge(t, p, "gw1")
 	e.assertOneOfEach(t, p, "gw1")
 	// A request that read the registry just before it switched still gets in.
 	if code, _ := do(string(entry.Token), "late"); code != 200 {
@@ -285,10 +262,7 @@ func TestStepsAreAudited(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	p, _ := e.process()
-	if _, _, err := p.Apply(t.Context(), spec("gw1")); err != nil {
-		t.Fatal(err)
-	}
-	converge(t, p, "gw1")
+	provisionertest.Provisioned(t, p, spec("gw1"))
 	var ensured []string
 	for _, ev := range e.audit.all() {
 		if ev.Type != audit.TypeProvisionStep || ev.Gateway != "gw1" || ev.Tenant != "acme" || ev.Outcome != "success" {
@@ -301,7 +275,7 @@ func TestStepsAreAudited(t *testing.T) {
 	}
 	// A pass with nothing to change writes no event.
 	n := len(e.audit.all())
-	converge(t, p, "gw1")
+	provisionertest.Converge(t, p, "gw1")
 	if got := len(e.audit.all()); got != n {
 		t.Errorf("a pass that changed nothing wrote %d events", got-n)
 	}
@@ -313,7 +287,7 @@ func TestStepsAreAudited(t *testing.T) {
 		t.Fatal("a pass whose steps could not be audited succeeded")
 	}
 	e.audit.fail.Store(false)
-	converge(t, p, "gw1")
+	provisionertest.Converge(t, p, "gw1")
 	e.assertOneOfEach(t, p, "gw1")
 	entry, _ := e.reg.Lookup("gw1")
 	for _, ev := range e.audit.all() {
@@ -324,7 +298,7 @@ func TestStepsAreAudited(t *testing.T) {
 	if _, err := p.Destroy(t.Context(), "gw1"); err != nil {
 		t.Fatal(err)
 	}
-	converge(t, p, "gw1")
+	provisionertest.Converge(t, p, "gw1")
 	evs := e.audit.all()
 	if last := evs[len(evs)-1]; last.Action != "provision.forget" {
 		t.Errorf("last event %q, want provision.forget", last.Action)
@@ -374,7 +348,7 @@ func TestApply(t *testing.T) {
 	if _, err := p.RotateToken(t.Context(), "gw1"); !errors.Is(err, provisioner.ErrDestroying) {
 		t.Fatalf("rotate while destroying: %v, want ErrDestroying", err)
 	}
-	converge(t, p, "gw1")
+	provisionertest.Converge(t, p, "gw1")
 	e.assertGone(t, p, "gw1")
 	if _, _, err := p.Apply(t.Context(), spec("gw1")); err != nil {
 		t.Fatalf("apply once gone: %v", err)

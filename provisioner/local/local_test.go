@@ -22,6 +22,7 @@ import (
 	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/provisioner"
 	"github.com/moltgate/moltgate/provisioner/local"
+	"github.com/moltgate/moltgate/provisioner/provisionertest"
 	"github.com/moltgate/moltgate/registry"
 	"github.com/moltgate/moltgate/store"
 )
@@ -140,17 +141,6 @@ func (e *lenv) addKey(tenant, provider, secret string) keystore.APIKey {
 	return k
 }
 
-func converge(t *testing.T, p *provisioner.Provisioner, id string) {
-	t.Helper()
-	var err error
-	for range 10 {
-		if err = p.Reconcile(t.Context(), id); err == nil {
-			return
-		}
-	}
-	t.Fatalf("no good pass over %s in 10: last error %v", id, err)
-}
-
 // gateway checks that id runs as exactly one process in its folder, registered at its port
 // with the token it accepts, and returns its pid and upstream.
 func (e *lenv) gateway(t *testing.T, id string) (int, string) {
@@ -195,32 +185,29 @@ var localPlan = []string{"token", "local.dir", "local.process", "local.ready", "
 // with the token it accepts.
 func TestLocalCrashAndResumeAfterEveryStep(t *testing.T) {
 	t.Parallel()
-	for _, step := range localPlan {
-		for _, moment := range []string{"pending recorded", "acted", "done recorded"} {
-			t.Run(step+"/"+moment, func(t *testing.T) {
-				t.Parallel()
-				e := newLenv(t)
-				point := "ensure " + step + ": " + moment
-				p1, _ := e.process(killAt(point))
-				if _, _, err := p1.Apply(t.Context(), spec("gw1")); err != nil {
-					t.Fatal(err)
-				}
-				if err := p1.Reconcile(t.Context(), "gw1"); !errors.Is(err, errKilled) {
-					t.Fatalf("got %v, want the crash at %q", err, point)
-				}
-				before, _ := local.FindProcs(filepath.Join(e.dir, "gw1"))
-				e.clock.Advance(time.Minute) // the dead process's lease runs out
-				p2, _ := e.process()
-				converge(t, p2, "gw1")
-				if pid, _ := e.gateway(t, "gw1"); before != 0 && pid != before {
-					t.Errorf("the gateway process %d was replaced by %d: want it adopted", before, pid)
-				}
-				if st, _ := p2.Get("gw1"); st.Phase != provisioner.PhaseReady {
-					t.Errorf("phase %q, want ready", st.Phase)
-				}
-			})
+	provisionertest.EachKillMoment(t, localPlan, func(t *testing.T, step, moment string) {
+		e := newLenv(t)
+		point := "ensure " + step + ": " + moment
+		k := &provisionertest.KillSwitch{}
+		k.Arm(point)
+		p1, _ := e.process(k.KillAt)
+		if _, _, err := p1.Apply(t.Context(), spec("gw1")); err != nil {
+			t.Fatal(err)
 		}
-	}
+		if err := p1.Reconcile(t.Context(), "gw1"); !errors.Is(err, provisionertest.ErrKilled) {
+			t.Fatalf("got %v, want the crash at %q", err, point)
+		}
+		before, _ := local.FindProcs(filepath.Join(e.dir, "gw1"))
+		e.clock.Advance(time.Minute) // the dead process's lease runs out
+		p2, _ := e.process()
+		provisionertest.Converge(t, p2, "gw1")
+		if pid, _ := e.gateway(t, "gw1"); before != 0 && pid != before {
+			t.Errorf("the gateway process %d was replaced by %d: want it adopted", before, pid)
+		}
+		if st, _ := p2.Get("gw1"); st.Phase != provisioner.PhaseReady {
+			t.Errorf("phase %q, want ready", st.Phase)
+		}
+	})
 }
 
 // Issue 14: the tenant's active provider key reaches the gateway's environment, and nothing
@@ -231,10 +218,7 @@ func TestLocalKeysReachTheGatewayAlone(t *testing.T) {
 	t.Setenv("MOLTGATE_ADMIN_TOKEN", "must-not-reach-a-gateway")
 	e.addKey("acme", "openai", "sk-first-key-0123456789")
 	p, _ := e.process()
-	if _, _, err := p.Apply(t.Context(), spec("gw1")); err != nil {
-		t.Fatal(err)
-	}
-	converge(t, p, "gw1")
+	provisionertest.Provisioned(t, p, spec("gw1"))
 	pid, up := e.gateway(t, "gw1")
 	env := fakeEnv(t, up)
 	if env["OPENAI_API_KEY"] != hash("sk-first-key-0123456789") {
@@ -259,7 +243,7 @@ func TestLocalKeysReachTheGatewayAlone(t *testing.T) {
 		t.Errorf("secret.open events for the provisioner: %d, want 1", opened)
 	}
 	e.addKey("acme", "openai", "sk-second-key-9876543210")
-	converge(t, p, "gw1")
+	provisionertest.Converge(t, p, "gw1")
 	pid2, up2 := e.gateway(t, "gw1")
 	if pid2 == pid {
 		t.Error("the gateway was not restarted with the new key")
@@ -278,16 +262,13 @@ func TestLocalRotateTokenInPlace(t *testing.T) {
 	t.Parallel()
 	e := newLenv(t)
 	p, _ := e.process()
-	if _, _, err := p.Apply(t.Context(), spec("gw1")); err != nil {
-		t.Fatal(err)
-	}
-	converge(t, p, "gw1")
+	provisionertest.Provisioned(t, p, spec("gw1"))
 	pid, up := e.gateway(t, "gw1")
 	old, _ := e.reg.Lookup("gw1")
 	if _, err := p.RotateToken(t.Context(), "gw1"); err != nil {
 		t.Fatal(err)
 	}
-	converge(t, p, "gw1")
+	provisionertest.Converge(t, p, "gw1")
 	pid2, up2 := e.gateway(t, "gw1")
 	if pid2 != pid || up2 != up {
 		t.Errorf("rotation restarted or moved the gateway: pid %d→%d, %s→%s", pid, pid2, up, up2)
@@ -303,10 +284,7 @@ func TestLocalRestartsADeadGateway(t *testing.T) {
 	t.Parallel()
 	e := newLenv(t)
 	p, _ := e.process()
-	if _, _, err := p.Apply(t.Context(), spec("gw1")); err != nil {
-		t.Fatal(err)
-	}
-	converge(t, p, "gw1")
+	provisionertest.Provisioned(t, p, spec("gw1"))
 	pid, up := e.gateway(t, "gw1")
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
@@ -328,57 +306,39 @@ func TestLocalRestartsADeadGateway(t *testing.T) {
 // when the moltgate doing it dies after any destroy step, at any moment.
 func TestLocalDestroyAfterCrashHalfway(t *testing.T) {
 	t.Parallel()
-	for _, step := range localPlan {
-		for _, moment := range []string{"pending recorded", "acted", "done recorded"} {
-			t.Run(step+"/"+moment, func(t *testing.T) {
-				t.Parallel()
-				e := newLenv(t)
-				point := "destroy " + step + ": " + moment
-				p1, _ := e.process(killAt(point))
-				if _, _, err := p1.Apply(t.Context(), spec("gw1")); err != nil {
-					t.Fatal(err)
-				}
-				converge(t, p1, "gw1")
-				pid, _ := e.gateway(t, "gw1")
-				if _, err := p1.Destroy(t.Context(), "gw1"); err != nil {
-					t.Fatal(err)
-				}
-				if err := p1.Reconcile(t.Context(), "gw1"); !errors.Is(err, errKilled) {
-					t.Fatalf("got %v, want the crash at %q", err, point)
-				}
-				e.clock.Advance(time.Minute)
-				p2, _ := e.process()
-				converge(t, p2, "gw1")
-				if leader, others := local.FindProcs(filepath.Join(e.dir, "gw1")); leader != 0 || len(others) > 0 {
-					t.Errorf("processes left: %d %v", leader, others)
-				}
-				if syscall.Kill(pid, 0) == nil {
-					t.Errorf("process %d still runs", pid)
-				}
-				if _, err := os.Stat(filepath.Join(e.dir, "gw1")); !errors.Is(err, os.ErrNotExist) {
-					t.Errorf("the folder is left: %v", err)
-				}
-				if _, ok := e.reg.Lookup("gw1"); ok {
-					t.Error("the registry record is left")
-				}
-				if _, err := p2.Get("gw1"); !errors.Is(err, provisioner.ErrNotFound) {
-					t.Errorf("not forgotten: %v", err)
-				}
-			})
+	provisionertest.EachKillMoment(t, localPlan, func(t *testing.T, step, moment string) {
+		e := newLenv(t)
+		point := "destroy " + step + ": " + moment
+		k := &provisionertest.KillSwitch{}
+		k.Arm(point)
+		p1, _ := e.process(k.KillAt)
+		provisionertest.Provisioned(t, p1, spec("gw1"))
+		pid, _ := e.gateway(t, "gw1")
+		if _, err := p1.Destroy(t.Context(), "gw1"); err != nil {
+			t.Fatal(err)
 		}
-	}
-}
-
-var errKilled = errors.New("killed")
-
-// killAt kills the pass that reaches point (Config.KillAt).
-func killAt(point string) func(string) error {
-	return func(at string) error {
-		if at == point {
-			return errKilled
+		if err := p1.Reconcile(t.Context(), "gw1"); !errors.Is(err, provisionertest.ErrKilled) {
+			t.Fatalf("got %v, want the crash at %q", err, point)
 		}
-		return nil
-	}
+		e.clock.Advance(time.Minute)
+		p2, _ := e.process()
+		provisionertest.Converge(t, p2, "gw1")
+		if leader, others := local.FindProcs(filepath.Join(e.dir, "gw1")); leader != 0 || len(others) > 0 {
+			t.Errorf("processes left: %d %v", leader, others)
+		}
+		if syscall.Kill(pid, 0) == nil {
+			t.Errorf("process %d still runs", pid)
+		}
+		if _, err := os.Stat(filepath.Join(e.dir, "gw1")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the folder is left: %v", err)
+		}
+		if _, ok := e.reg.Lookup("gw1"); ok {
+			t.Error("the registry record is left")
+		}
+		if _, err := p2.Get("gw1"); !errors.Is(err, provisioner.ErrNotFound) {
+			t.Errorf("not forgotten: %v", err)
+		}
+	})
 }
 
 func fakeEnv(t *testing.T, up string) map[string]string {

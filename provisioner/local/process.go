@@ -169,6 +169,16 @@ func (d *Driver) stop(ctx context.Context, p *proc) error {
 	return d.killStrays(p.id)
 }
 
+// stopAll stops gateway id's process, found by its folder, and anything else working there.
+func (d *Driver) stopAll(ctx context.Context, id string) error {
+	if p := d.find(id); p != nil {
+		if err := d.stop(ctx, p); err != nil {
+			return err
+		}
+	}
+	return d.killStrays(id)
+}
+
 // killStrays kills whatever still works in gateway id's folder (children a dead leader left).
 func (d *Driver) killStrays(id string) error {
 	deadline := time.Now().Add(5 * time.Second)

@@ -52,12 +52,7 @@ func (s dirStep) Ensure(_ context.Context, r *provisioner.Run) error {
 
 // Destroy removes the folder, once nothing runs in it.
 func (s dirStep) Destroy(ctx context.Context, r *provisioner.Run) error {
-	if p := s.d.find(r.Spec.ID); p != nil {
-		if err := s.d.stop(ctx, p); err != nil {
-			return err
-		}
-	}
-	if err := s.d.killStrays(r.Spec.ID); err != nil {
+	if err := s.d.stopAll(ctx, r.Spec.ID); err != nil {
 		return err
 	}
 	return os.RemoveAll(s.d.dir(r.Spec.ID))
@@ -170,12 +165,7 @@ func (s processStep) Ensure(ctx context.Context, r *provisioner.Run) error {
 
 // Destroy stops the gateway's process (and anything else working in its folder).
 func (s processStep) Destroy(ctx context.Context, r *provisioner.Run) error {
-	if p := s.d.find(r.Spec.ID); p != nil {
-		if err := s.d.stop(ctx, p); err != nil {
-			return err
-		}
-	}
-	if err := s.d.killStrays(r.Spec.ID); err != nil {
+	if err := s.d.stopAll(ctx, r.Spec.ID); err != nil {
 		return err
 	}
 	if err := os.Remove(filepath.Join(s.d.dir(r.Spec.ID), "run.json")); err != nil && !errors.Is(err, os.ErrNotExist) {
