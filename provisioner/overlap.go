@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +20,9 @@ import (
 // For the gateways whose rotation is in flight (and OverlapGrace after), Transport retries
 // such a request once with the other token, so no request fails for the rotation.
 type overlap struct {
+	// pairs counts byHost's entries, so that the request path pays nothing but this load
+	// while no rotation is in flight.
+	pairs   atomic.Int64
 	mu      sync.RWMutex
 	byHost  map[string]*tokenPair // upstream host → the tokens of a rotation
 	now     func() time.Time
@@ -63,6 +67,7 @@ func (o *overlap) note(p *Provisioner, st *pass) {
 	}
 	o.mu.Lock()
 	o.byHost[host] = &tokenPair{id: st.spec.ID, old: string(oldTok), new: string(newTok)}
+	o.pairs.Store(int64(len(o.byHost)))
 	o.mu.Unlock()
 }
 
@@ -74,10 +79,12 @@ func (o *overlap) forget(id string) {
 			delete(o.byHost, h)
 		}
 	}
+	o.pairs.Store(int64(len(o.byHost)))
 	o.mu.Unlock()
 }
 
-// lookup returns the tokens to swap for a request to host carrying auth, if any.
+// lookup returns the token to send instead, if a request to host carrying auth (its
+// Authorization) is one of a rotation's.
 func (o *overlap) lookup(host, auth string) (other string, ok bool) {
 	o.mu.RLock()
 	pair := o.byHost[host]
@@ -90,6 +97,7 @@ func (o *overlap) lookup(host, auth string) (other string, ok bool) {
 		if o.byHost[host] == pair {
 			delete(o.byHost, host)
 		}
+		o.pairs.Store(int64(len(o.byHost)))
 		o.mu.Unlock()
 		return "", false
 	}
@@ -116,6 +124,9 @@ type overlapTransport struct {
 }
 
 func (t *overlapTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.o.pairs.Load() == 0 { // no rotation in flight: the request path's case
+		return t.next.RoundTrip(req)
+	}
 	other, ok := t.o.lookup(req.URL.Host, req.Header.Get("Authorization"))
 	if !ok {
 		return t.next.RoundTrip(req)
