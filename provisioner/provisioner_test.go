@@ -1,6 +1,7 @@
 package provisioner_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/moltgate/moltgate/audit"
 	"github.com/moltgate/moltgate/internal/testenv"
+	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/provisioner"
 	"github.com/moltgate/moltgate/provisioner/provisionertest"
 	"github.com/moltgate/moltgate/registry"
@@ -440,4 +442,50 @@ func TestRunAndWakeTenant(t *testing.T) {
 	if n := e.w.count("gw2")["vm"]; n != 0 {
 		t.Errorf("globex's gateway was passed over too (%d vm)", n)
 	}
+}
+
+// Issue 14: key rotation reaches the gateway tokens the provisioner keeps sealed (it is a
+// keystore.Target): resealed under the new keys they open to the same tokens, and a
+// provisioner on the new keys finds every gateway as it was.
+func TestResealKeepsTokens(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	p, _ := e.process()
+	provisionertest.Provisioned(t, p, spec("gw1"))
+	if _, err := p.RotateToken(t.Context(), "gw1"); err != nil {
+		t.Fatal(err)
+	}
+	k := &provisionertest.KillSwitch{}
+	p1, _ := e.process(withKill(k))
+	e.clock.advance(time.Minute)
+	k.Arm("ensure register: pending recorded") // mid-rotation: two tokens sealed
+	if err := p1.Reconcile(t.Context(), "gw1"); !errors.Is(err, provisionertest.ErrKilled) {
+		t.Fatalf("got %v, want the kill before register", err)
+	}
+	ring2, _ := keystore.NewKeyring(2, bytes.Repeat([]byte{8}, keystore.KeySize))
+	ks2 := keystore.New(ring2)
+	resealed := 0
+	fn := func(tenant, record, purpose string, sealed []byte) ([]byte, bool, error) {
+		if h, err := keystore.ParseHeader(sealed); err == nil && h.Master == 2 {
+			return sealed, false, nil
+		}
+		plain, err := e.ks.Open(tenant, record, purpose, sealed)
+		if err != nil {
+			return nil, false, err
+		}
+		out, err := ks2.Seal(tenant, record, purpose, plain)
+		resealed++
+		return out, err == nil, err
+	}
+	p.Quiesce()
+	if err := p.Reseal(t.Context(), fn); err != nil || resealed != 2 {
+		t.Fatalf("reseal: %v, %d tokens resealed; want 2 (the rotation's old and new)", err, resealed)
+	}
+	if err := p.Reseal(t.Context(), fn); err != nil || resealed != 2 {
+		t.Fatalf("second reseal: %v, %d resealed; want none more", err, resealed)
+	}
+	e.clock.advance(time.Minute)
+	p2, _ := e.process(func(_ *provisioner.Config, d *provisioner.Deps) { d.Sealer = ks2 })
+	provisionertest.Converge(t, p2, "gw1")
+	e.assertOneOfEach(t, p2, "gw1")
 }
