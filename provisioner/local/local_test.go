@@ -359,3 +359,25 @@ func hash(s string) string {
 	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:])
 }
+
+// Issue 14: when moltgate stops it stops its gateways (Close); the next moltgate starts the
+// ones that should exist again, on their folder and port.
+func TestLocalStartsGatewaysAgainAfterAStop(t *testing.T) {
+	t.Parallel()
+	e := newLenv(t)
+	p1, d1 := e.process()
+	provisionertest.Provisioned(t, p1, spec("gw1"))
+	pid, up := e.gateway(t, "gw1")
+	if err := d1.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if leader, others := local.FindProcs(filepath.Join(e.dir, "gw1")); leader != 0 || len(others) > 0 || syscall.Kill(pid, 0) == nil {
+		t.Fatalf("after Close: processes %d %v (pid %d)", leader, others, pid)
+	}
+	p2, _ := e.process()
+	provisionertest.Converge(t, p2, "gw1")
+	pid2, up2 := e.gateway(t, "gw1")
+	if pid2 == pid || up2 != up {
+		t.Errorf("after the restart: pid %d (was %d), upstream %s (was %s); want a new process at the same address", pid2, pid, up2, up)
+	}
+}
