@@ -90,9 +90,9 @@ func (p *Provisioner) pass(ctx context.Context, id string) (string, error) {
 		return spec.Driver, errors.Join(err, p.failPass(ctx, st, err))
 	}
 	rec.Tenant = spec.Tenant
-	if st.token, err = p.openToken(id, spec.Tenant, rec.Token); err != nil {
+	if st.token, err = p.openToken(id, spec.Tenant, rec.Token); err != nil && !spec.Absent {
 		return spec.Driver, errors.Join(err, p.failPass(ctx, st, err))
-	}
+	} // a destroy needs no token: one that no longer opens must not keep a gateway alive
 	if spec.Absent {
 		return spec.Driver, p.destroyPass(ctx, st, plan)
 	}
