@@ -42,12 +42,13 @@ const (
 	TypeRetentionDelete = "audit.retention.delete" // an archive segment past its retention was deleted
 	TypeSecretOpen      = "secret.open"            // a tenant secret was opened (keystore.EventSecretOpen)
 	TypeSessionStart    = "session.start"          // a browser signed in to a gateway's host (a launch link)
+	TypeProvisionStep   = "provision.step"         // the provisioner ensured or destroyed one resource of a gateway
 )
 
 // knownTypes bounds the metric label of events by type.
 var knownTypes = map[string]bool{TypeAuthnFailure: true, TypePolicyDeny: true, TypeAdminRequest: true, TypeAdminChange: true,
 	TypeAdminDeny: true, TypeAdminProbe: true, TypeAuditRead: true, TypeCheckpoint: true, TypeRetentionDelete: true, TypeSecretOpen: true,
-	TypeSessionStart: true}
+	TypeSessionStart: true, TypeProvisionStep: true}
 
 // Actor is who acted: a subject kind and id, never a credential.
 type Actor struct {

@@ -21,9 +21,9 @@ func gatewayCommand(ctx context.Context, args []string, env func(string) string,
 	fs := newFlags("gateway", stderr)
 	adminURL := fs.String("admin-url", "http://127.0.0.1:9090", "admin listener URL")
 	// Subcommand flags are parsed by the same set, so they may come before or after the verb.
-	id := fs.String("id", "", "gateway id (add)")
-	tenant := fs.String("tenant", "", "tenant (add)")
-	owner := fs.String("owner", "", "owner user id (add)")
+	id := fs.String("id", "", "gateway id (add, create)")
+	tenant := fs.String("tenant", "", "tenant (add, create)")
+	owner := fs.String("owner", "", "owner user id (add, create)")
 	upstream := fs.String("upstream", "", "gateway URL (add)")
 	mode := fs.String("auth-mode", "token", "upstream auth: token or trusted-proxy (add)")
 	tokenFile := fs.String("token-file", "", "file holding the gateway's existing token (add; default: generate)")
@@ -31,12 +31,13 @@ func gatewayCommand(ctx context.Context, args []string, env func(string) string,
 	deny := fs.String("deny", "", "comma-separated tool names to deny (skills set)")
 	path := fs.String("path", "", "path on the gateway's host to open (open; default /)")
 	jsonOut := fs.Bool("json", false, "print JSON")
+	pf := newProvisionFlags(fs)
 	rest, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(rest) == 0 {
-		return usageError{"usage: moltgate gateway add|list|show|open|remove|member|allowlist|skills …"}
+		return usageError{"usage: moltgate gateway create|destroy|rotate-token|status|add|list|show|open|remove|member|allowlist|skills …"}
 	}
 	token, err := adminToken(env)
 	if err != nil {
@@ -57,6 +58,9 @@ func gatewayCommand(ctx context.Context, args []string, env func(string) string,
 			return usageError{"usage: moltgate gateway " + form}
 		}
 		return nil
+	}
+	if ok, err := provisionCommand(ctx, verb, rest, pf, *id, *tenant, *owner, *jsonOut, c, stdout, stderr); ok {
+		return err
 	}
 	switch verb {
 	case "add":
