@@ -44,11 +44,6 @@ const (
 	TypeSessionStart    = "session.start"          // a browser signed in to a gateway's host (a launch link)
 )
 
-// knownTypes bounds the metric label of events by type.
-var knownTypes = map[string]bool{TypeAuthnFailure: true, TypePolicyDeny: true, TypeAdminRequest: true, TypeAdminChange: true,
-	TypeAdminDeny: true, TypeAdminProbe: true, TypeAuditRead: true, TypeCheckpoint: true, TypeRetentionDelete: true, TypeSecretOpen: true,
-	TypeSessionStart: true}
-
 // Actor is who acted: a subject kind and id, never a credential.
 type Actor struct {
 	Kind string `json:"kind"`
@@ -67,7 +62,7 @@ type Event struct {
 	Tenant         string            `json:"tenant,omitempty"`  //
 	Gateway        string            `json:"gateway,omitempty"` //
 	Action         string            `json:"action,omitempty"`  // the policy action, e.g. tools.invoke
-	Outcome        string            `json:"outcome"`           // "deny", "error" or "success"
+	Outcome        string            `json:"outcome"`           // one of the Outcome constants its type takes (schema.go)
 	Reason         string            `json:"reason,omitempty"`  // a stable reason code
 	RequestID      string            `json:"request_id,omitempty"`
 	ClientIP       string            `json:"client_ip,omitempty"`

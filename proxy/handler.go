@@ -163,7 +163,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rq.entry = entry
 	ip := ClientIP(r, h.cfg.TrustedProxies)
-	ev := audit.Event{Tenant: entry.Tenant, Gateway: entry.ID, RequestID: rq.id, ClientIP: addrString(ip)}
+	// Anonymous until identified: a refusal before that (bad_path) still names an actor kind.
+	ev := audit.Event{Tenant: entry.Tenant, Gateway: entry.ID, RequestID: rq.id, ClientIP: addrString(ip),
+		Actor: audit.Actor{Kind: policies.SubjectAnonymous}}
 
 	p, err := normalizePath(r.URL)
 	if err != nil {

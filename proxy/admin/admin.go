@@ -239,7 +239,7 @@ func (s *Server) authorizeFor(w http.ResponseWriter, r *http.Request, action, id
 		// before serving it: a change that cannot be recorded is not made. Its outcome
 		// (admin.change, or admin.deny for invalid input) follows.
 		req := c.ev
-		req.Type, req.Outcome, req.Details = audit.TypeAdminRequest, "allow", maps.Clone(c.ev.Details)
+		req.Type, req.Outcome, req.Details = audit.TypeAdminRequest, audit.OutcomeAllow, maps.Clone(c.ev.Details)
 		if !s.emit(r.Context(), req) {
 			proxy.Refuse(w, http.StatusServiceUnavailable, "audit_unavailable")
 			return nil, false
