@@ -37,6 +37,7 @@ const (
 	TypeAdminChange     = "admin.change"           // the admin API changed the registry
 	TypeAdminDeny       = "admin.deny"             // the admin API refused a caller
 	TypeAdminProbe      = "admin.probe"            // calls no admin API route takes, from one client, summarised
+	TypeProxyProbe      = "proxy.probe"            // requests for gateways that do not exist, from one client, summarised
 	TypeAuditRead       = "audit.read"             // someone read audit events through the admin API
 	TypeCheckpoint      = "audit.checkpoint"       // a signed checkpoint of the chain head
 	TypeRetentionDelete = "audit.retention.delete" // an archive segment past its retention was deleted

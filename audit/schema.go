@@ -24,6 +24,7 @@ var typeOutcomes = map[string][]string{
 	TypeAdminChange:     {OutcomeSuccess, OutcomeError},
 	TypeAdminDeny:       {OutcomeDeny},
 	TypeAdminProbe:      {OutcomeDeny},
+	TypeProxyProbe:      {OutcomeDeny},
 	TypeAuditRead:       {OutcomeSuccess, OutcomeError},
 	TypeCheckpoint:      {OutcomeSuccess},
 	TypeRetentionDelete: {OutcomeSuccess},

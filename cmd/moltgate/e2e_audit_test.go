@@ -289,6 +289,7 @@ audit:
 	}
 	proxyGet("gwe.gw.localhost", "/", "", http.StatusUnauthorized)                         // policy.deny: anonymous
 	proxyGet("gwe.gw.localhost", "/a%2fb", "", http.StatusBadRequest)                      // policy.deny: bad_path, before identity
+	proxyGet("nope.gw.localhost", "/", "", http.StatusNotFound)                            // proxy.probe: no such gateway
 	proxyGet("gwe.gw.localhost", "/", "Bearer not-a-valid-token", http.StatusUnauthorized) // authn.failure
 	if _, err := ops.Audit(ctx, admin.AuditQuery{Tenant: "tenant-e"}); err != nil {        // audit.read
 		t.Fatal(err)
@@ -311,7 +312,7 @@ audit:
 		}
 	}
 
-	want := []string{audit.TypeAdminRequest, audit.TypeAdminChange, audit.TypeAdminDeny, audit.TypeAdminProbe, audit.TypePolicyDeny,
+	want := []string{audit.TypeAdminRequest, audit.TypeAdminChange, audit.TypeAdminDeny, audit.TypeAdminProbe, audit.TypeProxyProbe, audit.TypePolicyDeny,
 		audit.TypeAuthnFailure, audit.TypeAuditRead, audit.TypeCheckpoint}
 	var page admin.AuditPage
 	waitUntil(t, "every event type readable through GET /v1/audit", func() bool {

@@ -79,7 +79,7 @@ type Server struct {
 	mux  *http.ServeMux
 	// crossOrigin refuses changes a browser sends for another site (Sec-Fetch-Site, Origin).
 	crossOrigin *http.CrossOriginProtection
-	probes      *probeLimiter
+	probes      *proxy.ProbeLimiter
 	limits      *rateLimits
 }
 
@@ -91,9 +91,6 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Registry == nil || deps.Policy == nil || deps.Audit == nil || deps.Logger == nil {
 		return nil, errors.New("admin: Registry, Policy, Audit and Logger are required")
 	}
-	if cfg.ProbeInterval <= 0 {
-		cfg.ProbeInterval = defaultProbeInterval
-	}
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
@@ -102,7 +99,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, deps: deps, mux: http.NewServeMux(), crossOrigin: http.NewCrossOriginProtection(),
-		probes: &probeLimiter{every: cfg.ProbeInterval, clients: map[string]*probeCount{}}, limits: limits}
+		probes: proxy.NewProbeLimiter(cfg.ProbeInterval), limits: limits}
 	s.mux.HandleFunc("GET /v1/gateways", s.list)
 	s.mux.HandleFunc("POST /v1/gateways", s.create)
 	s.mux.HandleFunc("GET /v1/gateways/{id}", s.show)
