@@ -241,6 +241,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	d, err := h.deps.Policy.Decide(r.Context(), &in)
+	if err != nil && errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The client went away while its request was decided: nothing was decided, nobody is
+		// answered, and the policy did not fail. Counted as 499 canceled, like an upstream
+		// round trip the client abandons; no log, no audit event.
+		decision = "canceled"
+		return
+	}
 	if err != nil || !d.Allow {
 		status, reason := d.Status, d.Reason
 		if err != nil {

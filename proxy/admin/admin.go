@@ -215,6 +215,11 @@ func (s *Server) authorizeFor(w http.ResponseWriter, r *http.Request, action, id
 		return nil, false
 	}
 	d, err := s.deps.Policy.Decide(r.Context(), &in)
+	if err != nil && errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The caller went away while its call was decided: nothing was decided or done, and
+		// the policy did not fail (no error log, no policy_error event).
+		return nil, false
+	}
 	if err != nil {
 		s.deps.Logger.LogAttrs(r.Context(), slog.LevelError, "admin: policy evaluation failed", slog.Any("err", err))
 		s.refuse(w, r, c, audit.TypeAdminDeny, http.StatusServiceUnavailable, "policy_error")
