@@ -268,7 +268,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if isUpgrade(r) {
 		// Only WebSockets are relayed, and only by the relay, which decides every message;
 		// a plain pass-through would be decided once at the handshake and never again.
-		if h.deps.Relay == nil || !headerHasToken(r.Header, "Upgrade", "websocket") {
+		if !headerHasToken(r.Header, "Upgrade", "websocket") {
+			// h2c or any other protocol: never relayed, whatever the configuration.
+			decision = "deny"
+			h.refuseAudited(sw, r, ev, audit.TypePolicyDeny, http.StatusBadRequest, "upgrade_not_supported")
+			return
+		}
+		if h.deps.Relay == nil {
 			decision = "deny"
 			h.refuseAudited(sw, r, ev, audit.TypePolicyDeny, http.StatusForbidden, "websocket_not_enabled")
 			return

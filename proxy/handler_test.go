@@ -311,6 +311,9 @@ func TestDecisions(t *testing.T) {
 		{"tool body too large", call{method: "POST", path: "/tools/invoke", body: `{"tool":"x","pad":"` + strings.Repeat("p", 5000) + `"}`, header: bearer(tokA)}, 413, "body_too_large", audit.TypePolicyDeny, false, "token:gwa"},
 		{"tool body not json", call{method: "POST", path: "/tools/invoke", body: `{"tool":`, header: bearer(tokA)}, 400, "bad_body", audit.TypePolicyDeny, false, "token:gwa"},
 		{"websocket refused until relayed", call{path: "/", header: map[string]string{"Authorization": "Bearer " + tokA, "Connection": "Upgrade", "Upgrade": "websocket"}}, 403, "websocket_not_enabled", audit.TypePolicyDeny, false, "token:gwa"},
+		// Issue 16: an h2c upgrade is not a WebSocket that relaying would allow.
+		{"h2c upgrade", call{path: "/", header: map[string]string{"Authorization": "Bearer " + tokA, "Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c", "HTTP2-Settings": "AAMAAABkAAQAoAAAAAIAAAAA"}}, 400, "upgrade_not_supported", audit.TypePolicyDeny, false, "token:gwa"},
+		{"connection upgrade without a protocol", call{path: "/", header: map[string]string{"Authorization": "Bearer " + tokA, "Connection": "Upgrade"}}, 400, "upgrade_not_supported", audit.TypePolicyDeny, false, "token:gwa"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
