@@ -113,8 +113,11 @@ func (a *AuditConfig) validate() []error {
 	if a.SpoolMaxBytes < 1<<20 {
 		bad("spool_max_bytes", "%d: want at least 1048576", a.SpoolMaxBytes)
 	}
-	if a.SyncInterval < 0 || a.CheckpointInterval < 0 || a.Archive.Interval < 0 || a.CheckpointEvery < 0 {
-		bad("intervals", "must not be negative")
+	for key, v := range map[string]int64{"sync_interval": int64(a.SyncInterval), "checkpoint_interval": int64(a.CheckpointInterval),
+		"archive.interval": int64(a.Archive.Interval), "checkpoint_every": int64(a.CheckpointEvery)} {
+		if v < 0 {
+			bad(key, "must not be negative")
+		}
 	}
 	if a.Archive.Retention < audit.MinRetention {
 		bad("archive.retention", "%v: below the minimum of %v", a.Archive.Retention, audit.MinRetention)
