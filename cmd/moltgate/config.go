@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"net"
 	"net/netip"
 	"net/url"
@@ -487,25 +489,75 @@ func (s *SecretRef) validate() error {
 	return nil
 }
 
-// resolve reads the secret a reference names. Errors name the reference, never the value.
+// resolve reads the secret a reference names: the variable's value, or the first line of the
+// file, which must be readable by its owner only (anyone else who can read it holds the
+// secret). Errors name the reference, never the value.
 func (s *SecretRef) resolve(env func(string) string) ([]byte, error) {
 	if s.Env != "" {
-		v := env(s.Env)
+		v := strings.TrimSpace(env(s.Env))
 		if v == "" {
-			return nil, fmt.Errorf("secret from env %s: not set", s.Env)
+			return nil, fmt.Errorf("env %s: not set", s.Env)
 		}
-		return []byte(strings.TrimSpace(v)), nil
+		return []byte(v), nil
 	}
-	data, err := os.ReadFile(s.File)
+	data, err := readSecretFile(s.File)
 	if err != nil {
-		return nil, fmt.Errorf("secret from file: %w", err)
+		return nil, err
 	}
 	line, _, _ := bytes.Cut(data, []byte("\n"))
-	line = bytes.TrimSpace(line)
+	line = bytes.Clone(bytes.TrimSpace(line))
+	clear(data)
 	if len(line) == 0 {
-		return nil, fmt.Errorf("secret from file %s: empty", s.File)
+		return nil, fmt.Errorf("file %s: empty", s.File)
 	}
 	return line, nil
+}
+
+// readSecretFile reads a file of secrets (at most 1 MiB), which must exist, be readable,
+// and be readable by its owner only. Errors name the file, never its content.
+func readSecretFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		var pe *fs.PathError
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("file %s: does not exist", path)
+		case errors.As(err, &pe):
+			return nil, fmt.Errorf("file %s: cannot be read: %w", path, pe.Err)
+		}
+		return nil, fmt.Errorf("file %s: %w", path, err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("file %s: %w", path, err)
+	}
+	if info.IsDir() {
+		return nil, fmt.Errorf("file %s: cannot be read: is a directory", path)
+	}
+	if perm := info.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("file %s: mode %04o gives %s access: want 0600 (chmod 600 %s)", path, perm, readers(perm), path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("file %s: cannot be read: %w", path, err)
+	}
+	return data, nil
+}
+
+// readers names who besides its owner may touch a file of mode perm.
+func readers(perm fs.FileMode) string {
+	switch {
+	case perm&0o070 != 0 && perm&0o007 != 0:
+		return "its group and others"
+	case perm&0o070 != 0:
+		return "its group"
+	}
+	return "others"
 }
 
 // trustedPrefixes parses TrustedProxies (validated already).

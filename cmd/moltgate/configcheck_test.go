@@ -2,6 +2,9 @@ package main
 
 import (
 	"errors"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -116,5 +119,113 @@ keystore:
 				}
 			}
 		})
+	}
+}
+
+// Issue 16: config check said ok for a {file: …} that did not exist and an {env: …} that was
+// unset, and serve then failed after audit had started. It resolves every reference as
+// serve will: a file must exist, be readable, give no one but its owner access, and hold a
+// value of the right form; a variable must be set. Every problem is named by its key, in one
+// run, and no value is ever printed.
+func TestConfigCheckResolvesEverySecret(t *testing.T) {
+	dir := t.TempDir()
+	const value = "S3CRET-VALUE-0123456789abcdef0123456789abcdef"
+	file := func(name string, mode os.FileMode, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// Unreadable: a file its owner may not read; root reads any file, so for root a
+	// directory stands in.
+	unreadable, unreadableWhy := file("unreadable", 0o200, value), "cannot be read: permission denied"
+	if os.Geteuid() == 0 {
+		unreadable, unreadableWhy = filepath.Join(dir, "a-directory"), "cannot be read: is a directory"
+		os.Mkdir(unreadable, 0o700)
+	}
+	tests := []struct {
+		key, ref string
+		env      map[string]string
+		want     string // "" resolves
+	}{
+		{"admin_token", "{file: " + file("token", 0o600, value+"\n") + "}", nil, ""},
+		{"admin_token", "{file: " + filepath.Join(dir, "missing") + "}", nil, "does not exist"},
+		{"admin_token", "{file: " + unreadable + "}", nil, unreadableWhy},
+		{"admin_token", "{file: " + file("world", 0o644, value) + "}", nil, "mode 0644 gives its group and others access: want 0600 (chmod 600 "},
+		{"admin_token", "{file: " + file("group", 0o640, value) + "}", nil, "mode 0640 gives its group access"},
+		{"admin_token", "{file: " + file("empty", 0o600, "\n\n") + "}", nil, "empty"},
+		{"admin_token", "{file: " + file("short", 0o600, "short") + "}", nil, "shorter than 32 characters"},
+		{"admin_token", "{env: MG_TOKEN}", map[string]string{"MG_TOKEN": value}, ""},
+		{"admin_token", "{env: MG_UNSET}", nil, "env MG_UNSET: not set"},
+		{"master_key", "{file: " + file("master", 0o600, value) + "}", nil, "want 32 bytes as hex or base64"},
+		{"master_key", "{env: MG_MASTER}", map[string]string{"MG_MASTER": strings.Repeat("ab", 32)}, ""},
+		{"clerk.secret_key", "{env: MG_CLERK}", nil, "env MG_CLERK: not set"},
+		{"audit.redis.password", "{file: " + file("redis", 0o604, value) + "}", nil, "mode 0604 gives others access"},
+		{"keystore.vault.token", "{file: " + filepath.Join(dir, "vault-token") + "}", nil, "does not exist"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.key+" "+tt.ref, func(t *testing.T) {
+			var text string
+			switch tt.key {
+			case "clerk.secret_key":
+				text = "clerk:\n  issuer: https://clerk.example.com\n  authorized_parties: [https://d.example.com]\n  secret_key: " + tt.ref + "\n"
+			case "audit.redis.password":
+				text = "audit:\n  redis: {addr: 127.0.0.1:6379, password: " + tt.ref + "}\n"
+			case "keystore.vault.token":
+				text = "keystore:\n  source: vault\n  vault: {address: https://vault.example.com, transit_key: k, token: " + tt.ref + "}\n"
+			default:
+				text = tt.key + ": " + tt.ref + "\n"
+			}
+			var out, errOut strings.Builder
+			err := run(t.Context(), []string{"config", "check", writeConfig(t, text)}, func(k string) string { return tt.env[k] }, &out, &errOut)
+			if tt.want == "" {
+				if err != nil || !strings.Contains(out.String(), "ok (1 secret references resolved") {
+					t.Fatalf("got %v, %q; want ok", err, out.String())
+				}
+				return
+			}
+			if err == nil || exitCode(err) != 1 {
+				t.Fatalf("got %v (exit %d), want a failure (exit 1)", err, exitCode(err))
+			}
+			if !strings.Contains(err.Error(), tt.key+": ") || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %q, want it to name %s and say %q", err, tt.key, tt.want)
+			}
+			if strings.Contains(err.Error()+out.String()+errOut.String(), "S3CRET") {
+				t.Fatalf("a secret value is shown: %v", err)
+			}
+		})
+	}
+
+	// All of a file's secret problems in one run, each by its key.
+	text := "admin_token: {file: " + filepath.Join(dir, "missing") + "}\nmaster_key: {env: MG_UNSET}\n" +
+		"audit:\n  redis: {addr: 127.0.0.1:6379, password: {file: " + file("redis2", 0o644, value) + "}}\n"
+	_, err := loadConfig(writeConfig(t, text), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = run(t.Context(), []string{"config", "check", writeConfig(t, text)}, noEnv, io.Discard, io.Discard)
+	for _, key := range []string{"admin_token: file", "master_key: env MG_UNSET", "audit.redis.password: file"} {
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("got %v, want it to name %q", err, key)
+		}
+	}
+}
+
+// serve checks the secrets the same way before it opens anything: a missing secret stops
+// the start with nothing created, not after the store and audit have begun.
+func TestServeChecksSecretsBeforeStarting(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	cfg := writeConfig(t, "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:1\ndata_dir: "+data+"\nadmin_token: {env: MG_UNSET}\n")
+	var errOut strings.Builder
+	err := run(t.Context(), []string{"serve", "--config", cfg}, noEnv, io.Discard, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "admin_token: env MG_UNSET: not set") {
+		t.Fatalf("got %v, want admin_token: env MG_UNSET: not set", err)
+	}
+	if _, statErr := os.Stat(data); !errors.Is(statErr, os.ErrNotExist) {
+		t.Fatalf("data dir: %v; want nothing created before the secrets were checked", statErr)
 	}
 }

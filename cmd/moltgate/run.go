@@ -81,15 +81,23 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 		if err != nil {
 			return err
 		}
+		// Before anything is opened: a missing secret must not stop a start half-way.
+		if err := cfg.checkSecrets(env); err != nil {
+			return err
+		}
 		return serve(ctx, cfg, env, stderr)
 	case "config":
 		if len(args) != 3 || args[1] != "check" {
 			return usageError{"usage: moltgate config check FILE"}
 		}
-		if _, err := loadConfig(args[2], env); err != nil {
+		cfg, err := loadConfig(args[2], env)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%s: ok\n", args[2])
+		if err := cfg.checkSecrets(env); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: ok (%d secret references resolved; no value shown)\n", args[2], len(cfg.secretRefs()))
 		return nil
 	case "gateway":
 		return gatewayCommand(ctx, args[1:], env, stdout, stderr)
