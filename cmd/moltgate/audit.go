@@ -274,7 +274,7 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprint(stderr, auditUsage)
 		return usageError{"audit: no subcommand"}
 	}
-	fs := newFlags("audit "+args[0], stderr)
+	fs := newFlags("audit "+args[0], "usage: moltgate audit "+args[0]+" … (moltgate audit help: every subcommand)", stderr)
 	files := fs.String("files", "", "spool directory (<data_dir>/audit)")
 	archive := fs.String("archive", "", "archive directory")
 	dir := fs.String("dir", "", "archive directory (archive)")
@@ -290,8 +290,8 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	since := fs.String("since", "", "RFC 3339 time (query)")
 	until := fs.String("until", "", "RFC 3339 time (query)")
 	data := fs.String("data", "./data", "data directory (pubkey)")
-	if err := fs.Parse(args[1:]); err != nil {
-		return flagError(err)
+	if err := fs.parse(args[1:]); err != nil {
+		return err
 	}
 	switch args[0] {
 	case "verify":
