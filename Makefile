@@ -31,6 +31,10 @@ testdeps: openclaw
 	  echo "installing redis-server (Debian package)"; \
 	  { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; } || \
 	  { echo "could not install redis-server: run 'apt-get install redis-server' as root" >&2; exit 1; }; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium (Debian package, for the browser tests)"; \
+	  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
+	  { echo "could not install chromium: run 'apt-get install chromium' as root" >&2; exit 1; }; }
 	$(GO) mod download
 
 ## openclaw: the pinned Node 24 and OpenClaw gateway in .cache/openclaw (the quick start runs it).

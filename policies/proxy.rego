@@ -6,7 +6,8 @@
 # function evaluation costs about as much as ten comparisons.
 #
 # Refusal order (first match wins):
-#   unauthenticated 401 > unknown_gateway 404 > ip_not_allowed > (users) not_a_member >
+#   (anonymous callers) ip_not_allowed > unauthenticated 401 > unknown_gateway 404 >
+#   ip_not_allowed > (users) not_a_member >
 #   role_forbids (the action, then admin routes) > owner_only > second_factor_required >
 #   (tokens) wrong_gateway > token_forbids > owner_only > tool_missing > tool_denied.
 # The allowlist and the tool rules come before every allow, so they bind owners and
@@ -28,6 +29,14 @@ proxy_decision := user_decision(gw) if {
 	input.subject.gateway != ""
 	gw := data.gateways[input.gateway.id]
 	is_object(gw)
+} else := {"allow": false, "reason": "ip_not_allowed", "status": 403} if {
+	# The allowlist needs no identity, so it binds before one is asked for: an anonymous
+	# WebSocket upgrade refused only as unauthenticated is held by moltgate until its connect
+	# request identifies it, and one from outside the allowlist must get no socket at all.
+	input.subject.kind == "anonymous"
+	gw := data.gateways[input.gateway.id]
+	is_object(gw)
+	not ip_allowed_on(gw)
 } else := {"allow": false, "reason": "unauthenticated", "status": 401} if {
 	not authenticated
 } else := {"allow": false, "reason": "unknown_gateway", "status": 404} if {

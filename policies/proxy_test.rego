@@ -201,6 +201,17 @@ test_allowlist_invalid_cidr_matches_nothing if {
 	refused(from_ip(http(token("gw3"), "gw3", "http.read"), "10.0.0.1"), 403, "ip_not_allowed")
 }
 
+# The allowlist needs no identity: an anonymous caller from outside it is refused for its
+# address, not asked to identify (issue 10: an anonymous WebSocket upgrade is held by moltgate
+# until it identifies, so it must be refused here before any socket exists).
+test_allowlist_binds_anonymous if {
+	refused(http(anonymous, "gw2", "http.read"), 403, "ip_not_allowed")
+	refused(from_ip(http(anonymous, "gw2", "http.read"), "203.0.113.9"), 403, "ip_not_allowed")
+	refused(from_ip(http(anonymous, "gw2", "http.read"), "10.1.2.3"), 401, "unauthenticated")
+	refused(from_ip(http(anonymous, "gw1", "http.read"), "203.0.113.9"), 401, "unauthenticated")
+	refused(from_ip(http(anonymous, "gw3", "http.read"), "10.1.2.3"), 403, "ip_not_allowed")
+}
+
 test_allowlist_wins_over_stranger_reason if {
 	refused(http(user("u_stranger"), "gw2", "http.read"), 403, "ip_not_allowed")
 }

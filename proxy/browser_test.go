@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/moltgate/moltgate/audit"
 	"github.com/moltgate/moltgate/internal/testenv"
 	"github.com/moltgate/moltgate/proxy/authn/clerktest"
@@ -270,5 +272,39 @@ func TestGatewayCannotSetSessionCookies(t *testing.T) {
 	got := resp.Header.Values("Set-Cookie")
 	if len(got) != 1 || !strings.HasPrefix(got[0], "own=1") {
 		t.Fatalf("Set-Cookie reaching the browser: got %q, want only own=1", got)
+	}
+}
+
+// TestWSLivesWithTheBrowserSession: a Control UI talks over its socket only, so its messages
+// keep the session from idling out; revoking the session closes the socket at once.
+func TestWSLivesWithTheBrowserSession(t *testing.T) {
+	f := newWSFixture(t, registry.AuthToken)
+	tok, sess, err := f.browsers.Start(browser.Grant{Gateway: "gwa", UserID: "user_operator"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := http.Header{"Cookie": {browser.CookieHTTP + "=" + tok}, "Origin": {"https://app.example.test"}}
+	c, resp, err := f.dial(t, "gwa.gw.localhost", h)
+	if err != nil {
+		t.Fatalf("dial with the session cookie: %v (%v)", err, resp)
+	}
+	if err := handshake(t.Context(), c.c); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		f.clock.Advance(20 * time.Minute)
+		if res := c.call("status", nil); res["ok"] != true {
+			t.Fatalf("status: %v", res)
+		}
+	}
+	// 40 minutes since the last HTTP request, but the socket was in use all along.
+	if resp := f.browse(t, "GET", "gwa.gw.localhost", "/health", tok, nil); resp.StatusCode != 200 {
+		t.Fatalf("session after 40 min of socket use: got %d, want 200", resp.StatusCode)
+	}
+	if _, found, err := f.browsers.Revoke(sess.ID); !found || err != nil {
+		t.Fatalf("revoke: %v %v", found, err)
+	}
+	if code, reason := c.closed(); code != websocket.StatusPolicyViolation || reason != "session ended" {
+		t.Fatalf("socket after revoke: got %d %q, want 1008 session ended", code, reason)
 	}
 }

@@ -229,23 +229,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ev.Action = in.Action
 
-	// A WebSocket client that cannot set headers (Node's WebSocket, openclaw-node) carries
-	// its credential in the connect request's auth.token instead: the relay identifies and
-	// decides the socket on that first frame, before anything reaches the gateway. Token
-	// mode only: in trusted-proxy mode the identity must be on the upgrade itself.
-	if subject.Kind == policies.SubjectAnonymous && h.deps.Relay != nil && entry.AuthMode == registry.AuthToken &&
-		isUpgrade(r) && headerHasToken(r.Header, "Upgrade", "websocket") {
-		h.relay(sw, r, ev, &decision, wsrelay.Session{Entry: entry, Subject: subject, Input: in, RequestID: rq.id,
-			Path: p, RawQuery: r.URL.RawQuery, Identify: h.identifyToken})
-		return
-	}
-
 	d, err := h.deps.Policy.Decide(r.Context(), &in)
 	if err != nil && errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The client went away while its request was decided: nothing was decided, nobody is
 		// answered, and the policy did not fail. Counted as 499 canceled, like an upstream
 		// round trip the client abandons; no log, no audit event.
 		decision = "canceled"
+		return
+	}
+	// A WebSocket client that cannot set headers (Node's WebSocket, openclaw-node) carries
+	// its credential in the connect request's auth.token instead. Its upgrade is decided
+	// first, so that what needs no identity (the allowlist) binds; refused only for want of
+	// a credential (401), the socket is answered by the relay, which identifies and decides
+	// it on that first frame before it dials the gateway. Token mode only: in trusted-proxy
+	// mode the identity must be on the upgrade itself.
+	if err == nil && !d.Allow && d.Status == http.StatusUnauthorized && subject.Kind == policies.SubjectAnonymous &&
+		h.deps.Relay != nil && entry.AuthMode == registry.AuthToken && isUpgrade(r) && headerHasToken(r.Header, "Upgrade", "websocket") {
+		h.relay(sw, r, ev, &decision, wsrelay.Session{Entry: entry, Subject: subject, Input: in, RequestID: rq.id,
+			Path: p, RawQuery: r.URL.RawQuery, HTTPS: https, PublicOrigin: wsrelay.PublicOrigin(r, https),
+			Identify: h.identifyToken})
 		return
 	}
 	if err != nil || !d.Allow {
@@ -279,8 +281,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.refuseAudited(sw, r, ev, audit.TypePolicyDeny, http.StatusForbidden, "websocket_not_enabled")
 			return
 		}
-		h.relay(sw, r, ev, &decision, wsrelay.Session{Entry: entry, Subject: subject, Expires: id.expires, Ended: id.ended, Input: in,
-			Scopes: d.Scopes, RequestID: rq.id, Path: p, RawQuery: r.URL.RawQuery, HTTPS: rq.https})
+		h.relay(sw, r, ev, &decision, wsrelay.Session{Entry: entry, Subject: subject, Expires: id.expires, Ended: id.ended, Active: h.activity(id), Input: in,
+			Scopes: d.Scopes, RequestID: rq.id, Path: p, RawQuery: r.URL.RawQuery, HTTPS: rq.https,
+			PublicOrigin: wsrelay.PublicOrigin(r, rq.https)})
 		return
 	}
 	h.startSession(sw, r, entry, id, https)

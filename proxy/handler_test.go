@@ -126,7 +126,7 @@ func buildFixture(t testing.TB, mode registry.AuthMode, wsCfg *wsrelay.Config, t
 	f := &fixture{up: newUpstream(t), clerk: clerktest.New(t), auditDir: filepath.Join(t.TempDir(), "audit"),
 		metrics: prometheus.NewRegistry()}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	engine, err := policies.New(t.Context(), policies.Config{}, logger, f.metrics)
+	engine, err := policies.New(t.Context(), policies.Config{Timeout: testDecisionTimeout}, logger, f.metrics)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -734,3 +734,7 @@ func TestUnknownGatewayProbesAreSummarised(t *testing.T) {
 		t.Fatalf("unrecorded summary: got %d %v, want 503 audit_unavailable", status, body)
 	}
 }
+
+// testDecisionTimeout is the policy timeout of the fixtures: these tests are about what is
+// decided, and -race on a loaded machine can hold one decision past the default 250 ms.
+const testDecisionTimeout = 10 * time.Second

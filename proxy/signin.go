@@ -28,6 +28,15 @@ type identity struct {
 	reason  string
 	via     int
 	ended   <-chan struct{} // a browser session's end
+	session string          // the browser session's id
+}
+
+// activity is what marks id's browser session in use while its socket is, or nil.
+func (h *Handler) activity(id identity) func() {
+	if id.session == "" {
+		return nil
+	}
+	return func() { h.deps.Browser.Touch(id.session) }
 }
 
 // identify returns who r is from: a bearer token; else moltgate's session cookie, valid
@@ -59,7 +68,7 @@ func (h *Handler) identify(r *http.Request, gateway string, https bool) identity
 			}
 			return identity{subject: policies.Subject{Kind: policies.SubjectUser, ID: sess.UserID, SessionID: sess.ClerkSession,
 				OrgID: sess.OrgID, OrgRole: sess.OrgRole, FactorAges: sess.AgesNow(time.Now())},
-				expires: sess.Expires, via: viaSession, ended: ended}
+				expires: sess.Expires, via: viaSession, ended: ended, session: sess.ID}
 		}
 	}
 	tok, ok, err = authn.Credential(r)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/moltgate/moltgate/policies"
+	"github.com/moltgate/moltgate/proxy/wsrelay"
 	"github.com/moltgate/moltgate/registry"
 	"github.com/moltgate/moltgate/store"
 )
@@ -140,8 +141,9 @@ type UpstreamConfig struct {
 
 // WebSocketConfig bounds relayed WebSockets.
 type WebSocketConfig struct {
-	// AllowedOrigins are the browser origins allowed to open sockets. Default: the Clerk
-	// authorized parties (the dashboard origins); without Clerk, none.
+	// AllowedOrigins are the dashboard origins allowed to open sockets to any gateway, besides
+	// each gateway's own public origin (its Control UI), which is always allowed on its own
+	// sockets. Default: the Clerk authorized parties; without Clerk, none.
 	AllowedOrigins []string `yaml:"allowed_origins"`
 	// MaxMessageBytes bounds one client message (larger closes with 1009). Default 1048576.
 	MaxMessageBytes int64 `yaml:"max_message_bytes"`
@@ -152,6 +154,10 @@ type WebSocketConfig struct {
 	MaxConnsPerSubject int `yaml:"max_conns_per_subject"`
 	// IdleTimeout closes sockets with no traffic. Default 10m.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// IdentifyTimeout closes (1008) a socket upgraded without a credential that has not
+	// identified in its connect request, and been allowed, this long after the upgrade.
+	// Default 10s.
+	IdentifyTimeout time.Duration `yaml:"identify_timeout"`
 	// WriteTimeout closes sockets whose client does not read. Default 10s.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 }
@@ -423,9 +429,10 @@ func (c *Config) Validate() error {
 	errs = append(errs, negative("websocket.max_message_bytes", w.MaxMessageBytes),
 		negative("websocket.messages_per_second", w.MessagesPerSecond), negative("websocket.burst", w.Burst),
 		negative("websocket.max_conns_per_subject", w.MaxConnsPerSubject),
-		negative("websocket.idle_timeout", w.IdleTimeout), negative("websocket.write_timeout", w.WriteTimeout))
+		negative("websocket.idle_timeout", w.IdleTimeout), negative("websocket.write_timeout", w.WriteTimeout),
+		negative("websocket.identify_timeout", w.IdentifyTimeout))
 	for i, o := range c.WebSocket.AllowedOrigins {
-		if u, err := url.Parse(o); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		if wsrelay.CanonicalOrigin(o) == "" {
 			bad(fmt.Sprintf("websocket.allowed_origins[%d]", i), "%q: want scheme://host[:port]", o)
 		}
 	}

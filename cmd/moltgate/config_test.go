@@ -83,12 +83,13 @@ admin_listen: nonsense
 gateway_domain: "Bad_Domain"
 trusted_proxies: [10.0.0.0/33, ok]
 log: {level: loud, format: xml}
+websocket: {identify_timeout: -1s}
 master_key: {file: a, env: B}
 clerk:
   api_url: ftp://x
   issuer: http://clerk.example.com
 `, []string{"listen:", "admin_listen:", "gateway_domain:", "trusted_proxies[0]", "trusted_proxies[1]", "log.level",
-			"log.format", "master_key:", "clerk.api_url", "clerk.issuer", "clerk.authorized_parties", "clerk.secret_key"}, ""},
+			"log.format", "websocket.identify_timeout: -1s: must not be negative", "master_key:", "clerk.api_url", "clerk.issuer", "clerk.authorized_parties", "clerk.secret_key"}, ""},
 		{"admin rate limits out of range", `
 admin:
   rate_limit:
@@ -100,6 +101,9 @@ admin:
 `, []string{"admin.rate_limit.tenant_writes_per_minute: -1", "admin.rate_limit.caller_writes_per_minute: 2000000",
 			"admin.rate_limit.burst: -5", "admin.rate_limit.admin_token_writes_per_minute", "admin.rate_limit.admin_token_burst"}, ""},
 		{"admin rate limit unknown key", "admin:\n  rate_limit:\n    writes_per_minute: 5\n", []string{"writes_per_minute"}, ""},
+		// An entry that is not exactly an origin would never match a browser's Origin.
+		{"dashboard origins that are not origins", "websocket:\n  allowed_origins: [https://ok.example, https://app.example/path, 'null', https://u@app.example, app.example]\n",
+			[]string{"allowed_origins[1]", "allowed_origins[2]", "allowed_origins[3]", "allowed_origins[4]"}, "allowed_origins[0]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -198,9 +198,12 @@ func printTokenNote(w io.Writer, resp admin.CreateResponse) {
 		"and reach the gateway as user token:%s. Do not configure the gateway with it: a\n"+
 		"trusted-proxy gateway has no token (it refuses to start with one). Configure it with\n"+
 		"  gateway.auth.mode: trusted-proxy\n"+
-		"  gateway.trustedProxies: [moltgate's address]\n"+
+		"  gateway.trustedProxies: [moltgate's address] (and gateway.auth.trustedProxy.allowLoopback: true if loopback)\n"+
 		"  gateway.auth.trustedProxy: {userHeader: x-forwarded-user, requiredHeaders: [x-forwarded-proto],\n"+
-		"                              allowUsers: [the users it serves, and token:%s]}\n%s\n",
+		"                              allowUsers: [the users it serves, and token:%s]}\n"+
+		"  gateway.auth.identityScopes: each user's operator scopes (moltgate caps them by role)\n"+
+		"  gateway.controlUi.allowedOrigins: [the gateway's public origin], for its Control UI\n"+
+		"(README: The Control UI)\n%s\n",
 		resp.Gateway.ID, resp.Gateway.ID, resp.Token)
 }
 

@@ -150,7 +150,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		AllowedOrigins: cfg.WebSocket.AllowedOrigins, MaxMessageBytes: cfg.WebSocket.MaxMessageBytes,
 		MessagesPerSecond: cfg.WebSocket.MessagesPerSecond, Burst: cfg.WebSocket.Burst,
 		MaxConnsPerSubject: cfg.WebSocket.MaxConnsPerSubject, IdleTimeout: cfg.WebSocket.IdleTimeout,
-		WriteTimeout: cfg.WebSocket.WriteTimeout,
+		WriteTimeout: cfg.WebSocket.WriteTimeout, IdentifyTimeout: cfg.WebSocket.IdentifyTimeout,
 	}, wsrelay.Deps{Gateways: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger, Metrics: metrics})
 	if err != nil {
 		return err

@@ -42,7 +42,7 @@ func newFixture(t *testing.T, opts ...func(*admin.Config, *admin.Deps)) *fixture
 	t.Helper()
 	f := &fixture{clerk: clerktest.New(t), auditDir: filepath.Join(t.TempDir(), "audit")}
 	logger := slog.New(slog.DiscardHandler)
-	engine, err := policies.New(t.Context(), policies.Config{}, logger, prometheus.NewRegistry())
+	engine, err := policies.New(t.Context(), policies.Config{Timeout: testDecisionTimeout}, logger, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,3 +313,7 @@ func TestAdminChangeUnrecordedIsNotMade(t *testing.T) {
 		t.Fatalf("gateways after refused changes: %+v, want gw1 only", gws)
 	}
 }
+
+// testDecisionTimeout is the policy timeout of the fixtures: these tests are about what is
+// decided, and -race on a loaded machine can hold one decision past the default 250 ms.
+const testDecisionTimeout = 10 * time.Second

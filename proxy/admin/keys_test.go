@@ -117,7 +117,7 @@ func newKeysFixtureWith(t *testing.T, ko keysOptions, opts ...func(*admin.Config
 	}))
 	t.Cleanup(provider.Close)
 
-	engine, err := policies.New(t.Context(), policies.Config{}, logger, f.metrics)
+	engine, err := policies.New(t.Context(), policies.Config{Timeout: testDecisionTimeout}, logger, f.metrics)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -307,13 +307,28 @@ func (s *Sessions) Lookup(tok, gateway string) (Session, <-chan struct{}, error)
 		s.mu.Unlock()
 		return Session{}, nil, ErrUnverified
 	}
-	touch := now.Sub(sess.LastSeen) >= touchEvery
+	s.mu.Unlock()
+	s.Touch(id)
+	return sess, ended, nil
+}
+
+// Touch records a use of session id now: a request, or a message on one of its sockets (a
+// Control UI talks over its socket only, and is in use for as long as it does). The store
+// learns of it at most once a minute.
+func (s *Sessions) Touch(id string) {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	l, ok := s.live[id]
+	if !ok {
+		s.mu.Unlock()
+		return
+	}
+	due := now.Sub(l.s.LastSeen) >= touchEvery
 	l.s.LastSeen = now
 	s.mu.Unlock()
-	if touch {
+	if due {
 		s.persist(id)
 	}
-	return sess, ended, nil
 }
 
 // endReason is why sess is over at now, or "".

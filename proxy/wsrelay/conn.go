@@ -41,6 +41,10 @@ const (
 	closeUpstream  = "upstream_error"
 	closePolicyErr = "policy_error"
 	closeAuditErr  = "audit_unavailable"
+	// Of sockets the relay answers until they identify (identify.go).
+	closeUnavailable     = "upstream_unavailable"
+	closeIdentifyTimeout = "identify_timeout"
+	closeTooMany         = "too_many_connections"
 )
 
 // copyBuffers lend the gateway→client copy its buffer only while a message is in flight, so
@@ -48,21 +52,38 @@ const (
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
 type conn struct {
-	rl               *Relay
-	s                Session
+	rl *Relay
+	s  Session
+	// upstream is nil until the gateway is dialled, which for a socket identified by its
+	// connect request is after that request is allowed; it is set under mu.
 	client, upstream *websocket.Conn
 	tokenHash        []byte
+
+	// Touched only by the goroutine that runs the socket and the client reader's.
+	slot   string        // the key the relay counts the socket under
+	nonce  string        // of the challenge the relay sent, for a socket it identifies
+	upDone chan struct{} // closed when fromGateway returns; nil until it starts
+
+	// upstreamOrigin is the Origin the gateway was dialled with ("" for none), and
+	// upstreamCapped whether the upgrade carried X-Openclaw-Scopes (scopeCap).
+	upstreamOrigin string
+	upstreamCapped bool
+	// helloID is the id of a connect request forwarded with the client's device proof: the
+	// gateway's answer to it is scrubbed of device credentials (scrubHello). Set by the
+	// client reader before it forwards connect, read by the gateway reader.
+	helloID atomic.Pointer[json.RawMessage]
 
 	closeOnce sync.Once
 	done      chan struct{}
 	closers   sync.WaitGroup // the close handshakes end() started; run waits for them
 
-	mu        sync.Mutex
-	expires   time.Time
-	expiry    *time.Timer
-	idle      *time.Timer
-	ping      *time.Timer
-	connected bool // the first frame (connect) has gone through
+	mu         sync.Mutex
+	expires    time.Time
+	expiry     *time.Timer
+	idle       *time.Timer
+	ping       *time.Timer
+	identifyBy *time.Timer // closes a socket not identified in time
+	connected  bool        // the first frame (connect) has gone through
 
 	// writingSince is when the write of a gateway message to the client began (Unix ns), 0
 	// between messages: when that write times out, coder/websocket drops the connection and
@@ -100,6 +121,9 @@ func (c *conn) run(ctx context.Context) {
 		c.end(closeIdle, websocket.StatusGoingAway, "idle timeout")
 	})
 	c.ping = time.AfterFunc(c.rl.cfg.PingInterval, func() { c.pingClient(ctx) })
+	if c.s.Identify != nil {
+		c.identifyBy = time.AfterFunc(c.rl.cfg.IdentifyTimeout, c.identifyTimedOut)
+	}
 	c.mu.Unlock()
 	if c.s.Ended != nil {
 		go func() {
@@ -111,13 +135,18 @@ func (c *conn) run(ctx context.Context) {
 			}
 		}()
 	}
-	upDone := make(chan struct{})
-	go func() { defer close(upDone); c.fromGateway(ctx) }()
+	if c.upstream != nil {
+		c.startGateway(ctx)
+	} else {
+		c.challenge(ctx)
+	}
 	c.fromClient(ctx)
-	<-upDone
+	if c.upDone != nil {
+		<-c.upDone
+	}
 	c.closers.Wait()
 	c.mu.Lock()
-	for _, t := range []*time.Timer{c.expiry, c.idle, c.ping} {
+	for _, t := range []*time.Timer{c.expiry, c.idle, c.ping, c.identifyBy} {
 		if t != nil {
 			t.Stop()
 		}
@@ -154,14 +183,27 @@ func (c *conn) expired() {
 	c.end(closeExpired, websocket.StatusPolicyViolation, "session expired")
 }
 
-// end closes both sides once: the client with code and reason, the gateway as going away.
+// startGateway starts relaying the gateway's messages to the client.
+func (c *conn) startGateway(ctx context.Context) {
+	done := make(chan struct{})
+	c.upDone = done
+	go func() { defer close(done); c.fromGateway(ctx) }()
+}
+
+// end closes both sides once: the client with code and reason, the gateway (if dialled) as
+// going away.
 func (c *conn) end(metric string, code websocket.StatusCode, reason string) {
 	c.closeOnce.Do(func() {
 		close(c.done)
 		c.rl.m.closes.WithLabelValues(metric).Inc()
+		c.mu.Lock()
+		upstream := c.upstream // once done is closed, nothing sets it (dialGateway)
+		c.mu.Unlock()
 		// Both handshakes wait for the peer's close frame (up to 5s): run them side by side,
 		// so a timer or a recheck calling end never blocks on a silent peer.
-		c.closers.Go(func() { c.upstream.Close(websocket.StatusGoingAway, "client connection closed") })
+		if upstream != nil {
+			c.closers.Go(func() { upstream.Close(websocket.StatusGoingAway, "client connection closed") })
+		}
 		c.closers.Go(func() { c.client.Close(code, reason) })
 	})
 }
@@ -177,6 +219,12 @@ func (c *conn) fromGateway(ctx context.Context) {
 		if err != nil {
 			c.gatewayGone(err)
 			return
+		}
+		if id := c.helloID.Load(); id != nil && typ == websocket.MessageText {
+			if !c.relayHello(ctx, r, *id) {
+				return
+			}
+			continue
 		}
 		wctx, cancel := context.WithTimeout(ctx, c.rl.cfg.WriteTimeout)
 		c.writingSince.Store(time.Now().UnixNano())
@@ -205,6 +253,40 @@ func (c *conn) fromGateway(ctx context.Context) {
 	}
 }
 
+// relayHello relays one whole gateway message while the answer to a connect forwarded with
+// a device proof is awaited, scrubbed of device credentials if it is that answer. It
+// reports whether the socket stays open.
+func (c *conn) relayHello(ctx context.Context, r io.Reader, id json.RawMessage) bool {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		c.gatewayGone(err)
+		return false
+	}
+	out, found, err := scrubHello(data, id)
+	if err != nil {
+		c.end(closeUpstream, websocket.StatusInternalError, "gateway answer unreadable")
+		return false
+	}
+	if found {
+		c.helloID.Store(nil)
+	}
+	wctx, cancel := context.WithTimeout(ctx, c.rl.cfg.WriteTimeout)
+	err = c.client.Write(wctx, websocket.MessageText, out)
+	slow := wctx.Err() != nil
+	cancel()
+	if err != nil {
+		if slow {
+			c.end(closeSlow, websocket.StatusPolicyViolation, "client too slow")
+		} else {
+			c.end(closeClient, websocket.StatusGoingAway, "")
+		}
+		return false
+	}
+	c.rl.m.gatewayMessages.Inc()
+	c.touch()
+	return true
+}
+
 // gatewayGone passes the gateway's close code and reason on to the client.
 func (c *conn) gatewayGone(err error) {
 	var ce websocket.CloseError
@@ -229,6 +311,9 @@ func (c *conn) fromClient(ctx context.Context) {
 		}
 		start := time.Now()
 		c.touch()
+		if c.s.Active != nil {
+			c.s.Active()
+		}
 		if !c.allowRate() {
 			c.audit(audit.TypePolicyDeny, "rate_limited", "")
 			c.end(closeRate, websocket.StatusPolicyViolation, "message rate limit exceeded")
@@ -336,17 +421,30 @@ func (c *conn) handle(ctx context.Context, f *frame, data []byte) bool {
 		if reason := connectRefusal(f); reason != "" {
 			return c.refuseConnect(ctx, f, closeProtocol, audit.TypePolicyDeny, "FORBIDDEN", reason)
 		}
-		if c.s.Identify != nil && !c.identify(ctx, f) {
-			return false
+		// This goroutine is the only one that changes Identify (identify, under mu).
+		pending := c.s.Identify != nil
+		if pending {
+			if reason := c.deviceNonceRefusal(f); reason != "" {
+				return c.refuseConnect(ctx, f, closeProtocol, audit.TypePolicyDeny, "INVALID_REQUEST", reason)
+			}
+			if !c.identify(ctx, f) {
+				return false
+			}
 		}
-		out, err := c.rewriteConnect(f)
+		out, kept, err := c.rewriteConnect(f)
 		if err != nil {
 			c.end(closeProtocol, websocket.StatusPolicyViolation, "malformed connect")
+			return false
+		}
+		if pending && !c.dialGateway(ctx, f) {
 			return false
 		}
 		c.mu.Lock()
 		c.connected = true
 		c.mu.Unlock()
+		if kept {
+			c.helloID.Store(&f.id)
+		}
 		return c.forward(ctx, out)
 	case f.method == "connect":
 		c.end(closeProtocol, websocket.StatusPolicyViolation, "connect sent twice")
@@ -418,8 +516,9 @@ func (c *conn) reply(ctx context.Context, msg []byte) bool {
 }
 
 // identify authenticates a socket opened without credentials by the connect request's
-// auth.token and decides it as its upgrade would have been. A refusal answers the connect
-// with an error and closes the socket; nothing has reached the gateway but its challenge.
+// auth.token and decides it as its upgrade would have been, then counts it as its subject's
+// socket. A refusal answers the connect with an error and closes the socket; no gateway has
+// been dialled for it.
 func (c *conn) identify(ctx context.Context, f *frame) bool {
 	var auth struct {
 		Token string `json:"token"`
@@ -459,11 +558,19 @@ func (c *conn) identify(ctx context.Context, f *frame) bool {
 	if !d.Allow {
 		return refuse(audit.TypePolicyDeny, "FORBIDDEN", d.Reason)
 	}
+	// From here it is the subject's socket, under the subject's limit: counted by address
+	// it would let one user hold max_conns_per_subject sockets on top of as many.
+	key := subjectKey(subject)
+	if !c.rl.recount(c.slot, key) {
+		return c.refuseConnect(ctx, f, closeTooMany, audit.TypePolicyDeny, "UNAVAILABLE", "too_many_connections")
+	}
+	c.slot = key
 	c.mu.Lock()
 	c.s.Scopes = d.Scopes
 	if subject.Kind == policies.SubjectGatewayToken {
 		c.tokenHash = slices.Clone(c.s.Entry.TokenHash)
 	}
+	c.identifyBy.Stop()
 	c.s.Identify, c.expires = nil, expires
 	if !expires.IsZero() {
 		c.expiry = time.AfterFunc(expires.Sub(c.rl.deps.Now()), c.expired)
@@ -529,30 +636,45 @@ func clientForGateway(raw json.RawMessage, subject string) (json.RawMessage, err
 }
 
 // rewriteConnect sets the connect request's credentials and scopes: in token mode the
-// gateway token goes into auth (the client never holds it); in every mode the device proof
-// is dropped, the client description names the moltgate subject and never one of the
-// gateway's own processes (clientForGateway), and the scopes asked for are capped by what
-// the caller's role allows.
-func (c *conn) rewriteConnect(f *frame) ([]byte, error) {
+// gateway token goes into auth (the client never holds it); the client description names the
+// moltgate subject and never one of the gateway's own processes (clientForGateway). The
+// device proof is dropped and the scopes asked for are capped by what the caller's role
+// allows, except for a browser of the gateway's own origin in token mode, whose proof the
+// gateway needs and can still verify (keepsDeviceProof, reported as kept): its scopes stay
+// as signed, capped by the upgrade's X-Openclaw-Scopes instead.
+func (c *conn) rewriteConnect(f *frame) (out []byte, kept bool, err error) {
 	if f.params == nil {
 		f.params = map[string]json.RawMessage{}
 	}
-	// The client's device proof signs the challenge together with the credential it sent,
-	// which moltgate has just replaced: the gateway would refuse it ("device signature
-	// invalid"). moltgate identified the caller itself, so the socket goes on as a
-	// device-less client (pairing and device tokens stay between moltgate's own clients).
-	delete(f.params, "device")
+	kept = c.keepsDeviceProof(f)
+	if !kept {
+		// The client's device proof signs the challenge together with the credential it
+		// sent, which moltgate replaces: the gateway would refuse it ("device signature
+		// invalid"). moltgate identified the caller itself, so the socket goes on as a
+		// device-less client.
+		delete(f.params, "device")
+	}
 	if raw, ok := f.params["client"]; ok {
 		client, err := clientForGateway(raw, c.s.Subject.ID)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		f.params["client"] = client
+	}
+	if kept {
+		// auth.password carries the shared secret in token mode and is not signed.
+		auth, err := json.Marshal(map[string]string{"password": string(c.s.Entry.Token)})
+		if err != nil {
+			return nil, false, err
+		}
+		f.params["auth"] = auth
+		out, err = f.encode()
+		return out, true, err
 	}
 	if c.s.Entry.AuthMode != "trusted-proxy" {
 		auth, err := json.Marshal(map[string]string{"token": string(c.s.Entry.Token)})
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		f.params["auth"] = auth
 	} else {
@@ -561,7 +683,7 @@ func (c *conn) rewriteConnect(f *frame) ([]byte, error) {
 	var asked []string
 	if raw, ok := f.params["scopes"]; ok {
 		if err := json.Unmarshal(raw, &asked); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	} else {
 		asked = c.s.Scopes
@@ -574,7 +696,8 @@ func (c *conn) rewriteConnect(f *frame) ([]byte, error) {
 	}
 	scopes, _ := json.Marshal(granted)
 	f.params["scopes"] = scopes
-	return f.encode()
+	out, err = f.encode()
+	return out, false, err
 }
 
 // refresh extends the socket's life with a fresh session token of the same user.

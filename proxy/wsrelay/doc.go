@@ -5,7 +5,9 @@
 // change. A socket that is no longer allowed is closed (1008), whatever it was allowed before.
 //
 // Invariants: no client frame reaches a gateway without an allow decision (connect included:
-// it is allowed only as the first frame, after the upgrade was allowed); a denied frame gets
+// it is allowed only as the first frame, after the upgrade was allowed); no gateway is
+// dialled for a caller not yet identified and allowed (a socket that identifies in its
+// connect request is answered by the relay until then, see identify.go); a denied frame gets
 // a protocol-correct error response and is not forwarded; memory per socket is bounded (one
 // message in flight per direction, size limits on both).
 package wsrelay

@@ -18,7 +18,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		open: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "moltgate_ws_connections",
-			Help: "WebSocket connections being relayed.",
+			Help: "WebSocket connections being relayed, or answered by the relay until they identify.",
 		}),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moltgate_ws_messages_total",

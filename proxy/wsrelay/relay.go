@@ -46,10 +46,12 @@ type Gateways interface {
 
 // Config bounds what one client can make the relay hold. Zero values are the defaults.
 type Config struct {
-	// AllowedOrigins are the exact browser origins (scheme://host[:port]) that may open a
-	// socket. A request with any other Origin is refused: a page on another site must not
-	// ride a user's cookies into their gateway (cross-site WebSocket hijacking). Requests
-	// without Origin (CLI and machine clients) are not browsers and pass.
+	// AllowedOrigins are the exact browser origins (scheme://host[:port]) of dashboards that
+	// may open a socket to any gateway, besides each gateway's own public origin
+	// (Session.PublicOrigin). A request with any other Origin is refused: a page on another
+	// site must not ride a user's cookies into their gateway (cross-site WebSocket
+	// hijacking). Requests without Origin (CLI and machine clients) are not browsers and
+	// pass. Default none.
 	AllowedOrigins []string
 	// MaxMessageBytes bounds one client message; larger closes the socket (1009). Default 1 MiB.
 	MaxMessageBytes int64
@@ -63,6 +65,9 @@ type Config struct {
 	MaxConnsPerSubject int
 	// IdleTimeout closes a socket with no message either way for this long. Default 10m.
 	IdleTimeout time.Duration
+	// IdentifyTimeout closes (1008) a socket opened without a credential that has not been
+	// identified and allowed by its connect request this long after the upgrade. Default 10s.
+	IdentifyTimeout time.Duration
 	// WriteTimeout closes a socket whose client does not take a message in time (a slow
 	// reader cannot make the relay hold more than one message for it). Default 10s.
 	WriteTimeout time.Duration
@@ -92,6 +97,8 @@ type Session struct {
 	// Ended, when set, is closed when the subject's browser session ends (signed out,
 	// revoked, its Clerk session over): the socket ends with it.
 	Ended <-chan struct{}
+	// Active, when set, is called at each client message: the browser session is in use.
+	Active func()
 	// Input is the allowed upgrade decision's input, re-decided when things change.
 	Input     policies.Input
 	Scopes    []string
@@ -99,9 +106,14 @@ type Session struct {
 	Path      string // normalised
 	RawQuery  string
 	HTTPS     bool
+	// PublicOrigin is the gateway's own origin as the browser reached it (PublicOrigin), ""
+	// when none is trusted: a page there, the gateway's Control UI, may open sockets to it.
+	PublicOrigin string
 	// Identify, when set, means the upgrade carried no credential: the connect request's
 	// auth.token identifies the caller (as the proxy identifies a bearer token, returning a
 	// refusal status and reason on failure) and the socket is decided on that first frame.
+	// Until then no gateway is dialled: the relay sends the client a challenge of its own
+	// and dials only once the connect request is allowed (identify.go).
 	Identify func(ctx context.Context, token string) (policies.Subject, time.Time, int, string)
 }
 
@@ -150,14 +162,19 @@ func New(cfg Config, deps Deps) (*Relay, error) {
 		cfg.MaxConnsPerSubject = 32
 	}
 	def(&cfg.IdleTimeout, 10*time.Minute)
+	def(&cfg.IdentifyTimeout, 10*time.Second)
 	def(&cfg.WriteTimeout, 10*time.Second)
 	def(&cfg.PingInterval, 30*time.Second)
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil}}
 	}
-	for i, o := range cfg.AllowedOrigins {
-		cfg.AllowedOrigins[i] = strings.ToLower(strings.TrimSuffix(o, "/"))
+	origins := make([]string, 0, len(cfg.AllowedOrigins))
+	for _, o := range cfg.AllowedOrigins {
+		if o = CanonicalOrigin(o); o != "" {
+			origins = append(origins, o)
+		}
 	}
+	cfg.AllowedOrigins = origins
 	m, err := newMetrics(deps.Metrics)
 	if err != nil {
 		return nil, fmt.Errorf("wsrelay: metrics: %w", err)
@@ -177,57 +194,54 @@ func (r *Refusal) Error() string { return "wsrelay: refused: " + r.Reason }
 // closes, the socket is no longer allowed, or the relay shuts down (Shutdown waits for
 // that). It returns once the socket is handed off. A *Refusal means nothing was accepted
 // and the caller must answer the request.
+//
+// Everything that needs no identity (Origin, the connection limit, and before Serve the
+// policy's allowlist) binds before any dial. A socket still to be identified (s.Identify)
+// is not dialled here at all: the relay answers it until its connect request is allowed.
 func (rl *Relay) Serve(w http.ResponseWriter, r *http.Request, s Session) error {
-	if origin := r.Header.Get("Origin"); origin != "" && !rl.originAllowed(origin) {
-		return &Refusal{http.StatusForbidden, "origin_not_allowed"}
+	origin, refusal := rl.upstreamOrigin(r, s)
+	if refusal != nil {
+		return refusal
 	}
-	key := s.Subject.Kind + ":" + s.Subject.ID
+	key := subjectKey(s.Subject)
 	if s.Identify != nil {
-		// Not identified yet: bounded per client address until connect says who it is.
+		// Not identified yet: bounded per client address until connect says who it is,
+		// then counted as that subject's (conn.identify).
 		key = "pending:" + s.Input.ClientIP
 	}
-	rl.mu.Lock()
-	switch {
-	case rl.closing:
-		rl.mu.Unlock()
-		return &Refusal{http.StatusServiceUnavailable, "shutting_down"}
-	case rl.perSubject[key] >= rl.cfg.MaxConnsPerSubject:
-		rl.mu.Unlock()
-		return &Refusal{http.StatusTooManyRequests, "too_many_connections"}
-	}
-	rl.perSubject[key]++
-	rl.wg.Add(1)
-	rl.mu.Unlock()
-	release := func() {
-		rl.mu.Lock()
-		if rl.perSubject[key]--; rl.perSubject[key] <= 0 {
-			delete(rl.perSubject, key)
-		}
-		rl.mu.Unlock()
-		rl.wg.Done()
+	if refusal := rl.admit(key); refusal != nil {
+		return refusal
 	}
 	handedOff := false
 	defer func() {
 		if !handedOff {
-			release()
+			rl.leave(key)
 		}
 	}()
 
-	upstream, err := rl.dial(r.Context(), s)
-	if err != nil {
-		rl.m.closes.WithLabelValues("upstream_unavailable").Inc()
-		rl.deps.Logger.LogAttrs(r.Context(), slog.LevelWarn, "wsrelay: gateway dial failed",
-			slog.String("request_id", s.RequestID), slog.String("gateway", s.Entry.ID), slog.Any("err", err))
-		return &Refusal{http.StatusBadGateway, "upstream_unavailable"}
+	var upstream *websocket.Conn
+	if s.Identify == nil {
+		var err error
+		if upstream, err = rl.dial(r.Context(), s, origin); err != nil {
+			rl.m.closes.WithLabelValues(closeUnavailable).Inc()
+			rl.deps.Logger.LogAttrs(r.Context(), slog.LevelWarn, "wsrelay: gateway dial failed",
+				slog.String("request_id", s.RequestID), slog.String("gateway", s.Entry.ID), slog.Any("err", err))
+			return &Refusal{http.StatusBadGateway, "upstream_unavailable"}
+		}
 	}
-	// The Origin was checked above against the dashboard origins; Accept's own same-host
-	// check would refuse every dashboard, which lives on another host than the gateway.
+	// The Origin was checked above (upstreamOrigin); Accept's own same-host check would
+	// refuse every dashboard, which lives on another host than the gateway.
 	client, err := websocket.Accept(lentResponse{w}, r, &websocket.AcceptOptions{InsecureSkipVerify: true, CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
-		upstream.CloseNow()
+		if upstream != nil {
+			upstream.CloseNow()
+		}
 		return nil // Accept has answered the request
 	}
 	c := newConn(rl, s, client, upstream)
+	c.slot = key
+	_, c.upstreamCapped = scopeCap(s)
+	c.upstreamOrigin = origin
 	rl.mu.Lock()
 	if rl.closing {
 		rl.mu.Unlock()
@@ -243,7 +257,7 @@ func (rl *Relay) Serve(w http.ResponseWriter, r *http.Request, s Session) error 
 	handedOff = true
 	ctx := context.WithoutCancel(r.Context())
 	go func() {
-		defer release()
+		defer func() { rl.leave(c.slot) }() // identify may have moved it to the subject's count
 		defer func() {
 			rl.mu.Lock()
 			delete(rl.conns, c)
@@ -255,19 +269,55 @@ func (rl *Relay) Serve(w http.ResponseWriter, r *http.Request, s Session) error 
 	return nil
 }
 
-func (rl *Relay) originAllowed(origin string) bool {
-	origin = strings.ToLower(strings.TrimSuffix(origin, "/"))
-	for _, o := range rl.cfg.AllowedOrigins {
-		if o == origin {
-			return true
-		}
+// subjectKey is the key a subject's sockets are counted under.
+func subjectKey(s policies.Subject) string { return s.Kind + ":" + s.ID }
+
+// admit counts a new socket under key, or refuses it: the relay is shutting down, or key
+// holds MaxConnsPerSubject sockets already.
+func (rl *Relay) admit(key string) *Refusal {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	switch {
+	case rl.closing:
+		return &Refusal{http.StatusServiceUnavailable, "shutting_down"}
+	case rl.perSubject[key] >= rl.cfg.MaxConnsPerSubject:
+		return &Refusal{http.StatusTooManyRequests, "too_many_connections"}
 	}
-	return false
+	rl.perSubject[key]++
+	rl.wg.Add(1)
+	return nil
 }
 
-// dial opens the gateway side with the gateway's upstream credentials. The client's Origin
-// is not passed on: any Origin makes OpenClaw treat the connection as a browser.
-func (rl *Relay) dial(ctx context.Context, s Session) (*websocket.Conn, error) {
+// recount moves a socket from key from to key to, unless to holds MaxConnsPerSubject
+// sockets already: a socket identified by its connect request counts as its subject's.
+func (rl *Relay) recount(from, to string) bool {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	if rl.perSubject[to] >= rl.cfg.MaxConnsPerSubject {
+		return false
+	}
+	rl.perSubject[to]++
+	rl.uncount(from)
+	return true
+}
+
+// leave counts an ended socket out of key.
+func (rl *Relay) leave(key string) {
+	rl.mu.Lock()
+	rl.uncount(key)
+	rl.mu.Unlock()
+	rl.wg.Done()
+}
+
+func (rl *Relay) uncount(key string) {
+	if rl.perSubject[key]--; rl.perSubject[key] <= 0 {
+		delete(rl.perSubject, key)
+	}
+}
+
+// dial opens the gateway side with the gateway's upstream credentials and origin, the Origin
+// upstreamOrigin chose ("" for none): never the client's own Origin, cookies or credentials.
+func (rl *Relay) dial(ctx context.Context, s Session, origin string) (*websocket.Conn, error) {
 	u := *s.Entry.UpstreamURL
 	switch u.Scheme {
 	case "https":
@@ -289,15 +339,11 @@ func (rl *Relay) dial(ctx context.Context, s Session) (*websocket.Conn, error) {
 			h.Set("X-Forwarded-For", s.Input.ClientIP)
 		}
 	}
-	// The role's scopes cap the socket. In token mode the gateway grants the scopes the
-	// connect request asks for (which rewriteConnect caps) and also applies this header, a
-	// second cap; a socket identified only by its connect request has no scopes yet here,
-	// and gets the first alone.
-	if scopes := s.Scopes; s.Entry.AuthMode == registry.AuthTrustedProxy || len(scopes) > 0 {
-		if len(scopes) == 0 {
-			scopes = []string{"operator.read"}
-		}
-		h.Set("X-Openclaw-Scopes", strings.Join(scopes, ","))
+	if scopes, ok := scopeCap(s); ok {
+		h.Set("X-Openclaw-Scopes", scopes)
+	}
+	if origin != "" {
+		h.Set("Origin", origin)
 	}
 	h.Set("X-Request-Id", s.RequestID)
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -312,6 +358,22 @@ func (rl *Relay) dial(ctx context.Context, s Session) (*websocket.Conn, error) {
 	}
 	up.SetReadLimit(rl.cfg.MaxUpstreamMessageBytes)
 	return up, nil
+}
+
+// scopeCap returns the X-Openclaw-Scopes header of socket s, and whether it has one. The
+// role's scopes cap the socket. In token mode the gateway grants the scopes the connect
+// request asks for (which rewriteConnect caps, unless it keeps a device proof) and applies
+// this header too, a second cap; a socket identified by its connect request is dialled only
+// once it is decided, so it has its scopes by then too.
+func scopeCap(s Session) (string, bool) {
+	scopes := s.Scopes
+	if s.Entry.AuthMode != registry.AuthTrustedProxy && len(scopes) == 0 {
+		return "", false
+	}
+	if len(scopes) == 0 {
+		scopes = []string{"operator.read"}
+	}
+	return strings.Join(scopes, ","), true
 }
 
 // Recheck re-decides the open sockets of gateway id ("" for all) and closes those no longer
@@ -353,7 +415,12 @@ func (rl *Relay) Shutdown(ctx context.Context) error {
 		rl.mu.Lock()
 		for c := range rl.conns {
 			c.client.CloseNow()
-			c.upstream.CloseNow()
+			c.mu.Lock()
+			up := c.upstream
+			c.mu.Unlock()
+			if up != nil {
+				up.CloseNow()
+			}
 		}
 		rl.mu.Unlock()
 		return ctx.Err()
