@@ -17,8 +17,10 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/moltgate
 
-## run: build and serve on the embedded defaults (data in ./data, development keys).
-run: build
+## run: build and serve on the embedded defaults (data in ./data, development keys). The
+## local driver's gateways (gateway create) run on the pinned Node and OpenClaw, installed
+## into .cache/openclaw the first time, as make test does.
+run: build $(OPENCLAW_STAMP)
 	./$(BIN) serve
 
 ## test: install what the tests need, then run every test with the race detector.
@@ -43,6 +45,7 @@ openclaw: $(OPENCLAW_STAMP)
 # Node 24 first (OpenClaw needs >= 24.16; the machine's node may be older), then OpenClaw with
 # that node first on PATH so its install scripts run under it.
 $(OPENCLAW_STAMP):
+	@echo "installing the pinned Node ($(NODE_PKG)) and OpenClaw ($(OPENCLAW_PKGS)) into $(OPENCLAW_DIR): first time only, about a minute"
 	mkdir -p $(OPENCLAW_DIR)
 	test -f $(OPENCLAW_DIR)/package.json || echo '{"name":"moltgate-openclaw-testenv","private":true}' > $(OPENCLAW_DIR)/package.json
 	cd $(OPENCLAW_DIR) && npm install --save-exact --no-audit --no-fund --loglevel=error $(NODE_PKG)

@@ -43,6 +43,7 @@ const (
 	TypeRetentionDelete = "audit.retention.delete" // an archive segment past its retention was deleted
 	TypeSecretOpen      = "secret.open"            // a tenant secret was opened (keystore.EventSecretOpen)
 	TypeSessionStart    = "session.start"          // a browser signed in to a gateway's host (a launch link)
+	TypeProvisionStep   = "provision.step"         // the provisioner ensured or destroyed one resource of a gateway
 )
 
 // Actor is who acted: a subject kind and id, never a credential.

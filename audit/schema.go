@@ -30,6 +30,7 @@ var typeOutcomes = map[string][]string{
 	TypeRetentionDelete: {OutcomeSuccess},
 	TypeSecretOpen:      {OutcomeSuccess, OutcomeDeny, OutcomeError},
 	TypeSessionStart:    {OutcomeSuccess},
+	TypeProvisionStep:   {OutcomeSuccess, OutcomeError},
 }
 
 // Outcomes returns the outcomes an event of type typ may carry, nil for an unknown type.

@@ -2,7 +2,7 @@
 package moltgate.authz
 
 # Admin actions that are not about one existing gateway.
-unscoped_admin_actions := {"admin.gateway.create", "admin.gateway.list"} | session_admin_actions | tenant_admin_actions | keystore_admin_actions
+unscoped_admin_actions := {"admin.gateway.create", "admin.gateway.list"} | session_admin_actions | tenant_admin_actions | keystore_admin_actions | provision_admin_actions
 
 # Browser session actions: every signed-in user, on their own sessions (the API filters and
 # checks each session: admin.member.write on its gateway, or being its user).
@@ -26,6 +26,14 @@ tenant_audit_actions := {"admin.audit.read"}
 # Keystore-wide actions (master key rotation and its status): platform admins and the admin
 # token only.
 keystore_admin_actions := {"admin.keystore.rotate", "admin.keystore.read"}
+
+# Provisioning actions (a gateway's desired state, /v1/gateways/{id}/provision: create,
+# destroy, rotate its token, read its progress): platform admins and the admin token only.
+# The gateway they name may not be registered yet, or any more.
+provision_admin_actions := {
+	"admin.provision.write", "admin.provision.destroy",
+	"admin.provision.rotate", "admin.provision.read",
+}
 
 # tenant_admin: a user acting in the tenant's own organization with its admin role.
 tenant_admin if {
@@ -54,6 +62,8 @@ admin_decision := {"allow": false, "reason": "unauthenticated", "status": 401} i
 	input.action == "admin.gateway.create"
 } else := {"allow": false, "reason": "platform_admin_only", "status": 403} if {
 	input.action in keystore_admin_actions
+} else := {"allow": false, "reason": "platform_admin_only", "status": 403} if {
+	input.action in provision_admin_actions
 } else := {"allow": true, "reason": "tenant_admin"} if {
 	input.action in tenant_admin_actions
 	tenant_admin

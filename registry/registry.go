@@ -231,6 +231,46 @@ func (r *Registry) Update(ctx context.Context, id string, change func(*Gateway) 
 	return g.clone(), nil
 }
 
+// SetToken replaces gateway id's token (64 hex digits) in one change: from its commit on,
+// the request path sends the new token upstream and accepts only the new one from callers,
+// and sockets opened with the old one are closed. Setting the token it holds changes nothing.
+// The provisioner calls it once the gateway itself holds the new token (token rotation).
+func (r *Registry) SetToken(ctx context.Context, id, token string) (Gateway, error) {
+	if !ValidToken(token) {
+		return Gateway{}, fmt.Errorf("%w: token: want 64 lowercase hex digits", ErrInvalid)
+	}
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	e, ok := r.Lookup(id)
+	if !ok {
+		return Gateway{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	h := HashToken(token)
+	if subtle.ConstantTimeCompare(e.TokenHash, h[:]) == 1 {
+		return e.Gateway.clone(), nil
+	}
+	r.mu.RLock()
+	_, dup := r.byToken[h]
+	r.mu.RUnlock()
+	if dup {
+		return Gateway{}, fmt.Errorf("%w: token: already used by another gateway", ErrInvalid)
+	}
+	sealed, err := r.keys.Seal(e.Tenant, tokenRecord(id), tokenPurpose, []byte(token))
+	if err != nil {
+		return Gateway{}, fmt.Errorf("registry: seal token: %w", err)
+	}
+	g := e.Gateway.clone()
+	g.TokenHash, g.TokenSealed = h[:], sealed
+	g.Revision = e.Revision + 1
+	if err := r.commit(ctx, g); err != nil {
+		return Gateway{}, err
+	}
+	r.mu.Lock()
+	delete(r.byToken, [32]byte(e.TokenHash))
+	r.mu.Unlock()
+	return g.clone(), nil
+}
+
 // Delete removes gateway id.
 func (r *Registry) Delete(ctx context.Context, id string) error {
 	r.writeMu.Lock()

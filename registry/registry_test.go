@@ -235,3 +235,50 @@ func TestCheckCIDR(t *testing.T) {
 		})
 	}
 }
+
+// SetToken swaps the token in one change: the old one stops identifying the gateway, the new
+// one does, the upstream token follows, and it survives a reload (issue 14).
+func TestSetToken(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.db")
+	r, s, kv := newTestRegistry(t, path)
+	if _, err := r.Create(t.Context(), validGateway(), tok1); err != nil {
+		t.Fatal(err)
+	}
+	var notified int
+	r.Subscribe(func(string) { notified++ })
+	g, err := r.SetToken(t.Context(), "gw1", tok2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Revision != 2 || s.gws["gw1"].Revision != 2 || notified != 1 {
+		t.Fatalf("got revision %d (policy data %d), %d notifications; want 2, 2, 1", g.Revision, s.gws["gw1"].Revision, notified)
+	}
+	if _, ok := r.ByToken(tok1); ok {
+		t.Fatal("the old token still identifies the gateway")
+	}
+	if e, ok := r.ByToken(tok2); !ok || string(e.Token) != tok2 {
+		t.Fatalf("the new token: found %v", ok)
+	}
+	if g, err := r.SetToken(t.Context(), "gw1", tok2); err != nil || g.Revision != 2 {
+		t.Fatalf("setting the same token again: revision %d, %v; want 2, nil", g.Revision, err)
+	}
+	if _, err := r.SetToken(t.Context(), "nope", tok1); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown gateway: got %v, want ErrNotFound", err)
+	}
+	if _, err := r.SetToken(t.Context(), "gw1", "short"); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad token: got %v, want ErrInvalid", err)
+	}
+	other := validGateway()
+	other.ID = "gw2"
+	if _, err := r.Create(t.Context(), other, tok1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.SetToken(t.Context(), "gw1", tok1); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("another gateway's token: got %v, want ErrInvalid", err)
+	}
+	kv.Close()
+	r2, _, _ := newTestRegistry(t, path)
+	if e, ok := r2.ByToken(tok2); !ok || e.ID != "gw1" || string(e.Token) != tok2 {
+		t.Fatal("the new token did not survive a reload")
+	}
+}

@@ -61,6 +61,8 @@ type Config struct {
 	Browser BrowserConfig `yaml:"browser"`
 	// Store configures the key-value store beneath the registry and keystore.
 	Store StoreConfig `yaml:"store"`
+	// Provisioner configures gateways made on demand (provision.go).
+	Provisioner ProvisionerConfig `yaml:"provisioner"`
 	// Log configures logging.
 	Log LogConfig `yaml:"log"`
 	// ShutdownTimeout bounds the whole shutdown at SIGTERM: draining connections, flushing
@@ -331,6 +333,7 @@ func (c *Config) setDefaults() {
 	def(&c.DataDir, "./data")
 	c.Audit.setDefaults(c.DataDir)
 	c.Admin.setDefaults()
+	c.Provisioner.setDefaults(c.DataDir)
 	def(&c.GatewayDomain, "gw.localhost")
 	def(&c.Log.Level, "info")
 	def(&c.Log.Format, "json")
@@ -461,6 +464,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.Audit.validate()...)
 	errs = append(errs, c.Admin.validate()...)
+	errs = append(errs, c.Provisioner.validate()...)
 	return errors.Join(errs...)
 }
 

@@ -56,7 +56,7 @@ admin_token: {file: @ADMINTOKEN@}
 		{"the admin listener is down", []string{"gateway", "list", "--admin-url", down}, 1,
 			[]string{"no admin API at " + down + " (connection refused): is `moltgate serve` running there?"}, nil},
 		{"an unknown flag", []string{"gateway", "--idd", "x", "list"}, 2,
-			[]string{"flag provided but not defined: -idd", "usage: moltgate gateway add|list|show"}, []string{"-token-file", "Usage of"}},
+			[]string{"flag provided but not defined: -idd", "usage: moltgate gateway create|destroy|rotate-token|status|add|list|show"}, []string{"-token-file", "Usage of"}},
 		{"a tool both allowed and denied", []string{"gateway", "skills", "set", "demo", "--allow", "exec", "--deny", "exec"}, 1,
 			[]string{`skills: "exec" is both allowed and denied`}, nil},
 		{"an allowlist CIDR with host bits set", []string{"gateway", "allowlist", "set", "demo", "10.0.0.5/24"}, 1,

@@ -19,16 +19,16 @@ import (
 )
 
 // gatewayUsage is the gateway command's short usage.
-const gatewayUsage = "usage: moltgate gateway add|list|show|open|remove|member|allowlist|skills … (moltgate gateway -h: its flags)"
+const gatewayUsage = "usage: moltgate gateway create|destroy|rotate-token|status|add|list|show|open|remove|member|allowlist|skills … (moltgate gateway -h: its flags)"
 
 // gatewayCommand is the CLI of the admin API's gateway endpoints.
 func gatewayCommand(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) (err error) {
 	fs := newFlags("gateway", gatewayUsage, stderr)
 	adminURL := fs.String("admin-url", defaultAdminURL(env), "admin listener URL (MOLTGATE_ADMIN_URL sets the default)")
 	// Subcommand flags are parsed by the same set, so they may come before or after the verb.
-	id := fs.String("id", "", "gateway id (add)")
-	tenant := fs.String("tenant", "", "tenant (add)")
-	owner := fs.String("owner", "", "owner user id (add)")
+	id := fs.String("id", "", "gateway id (add, create)")
+	tenant := fs.String("tenant", "", "tenant (add, create)")
+	owner := fs.String("owner", "", "owner user id (add, create)")
 	upstream := fs.String("upstream", "", "gateway URL (add)")
 	mode := fs.String("auth-mode", "token", "upstream auth: token or trusted-proxy (add)")
 	tokenFile := fs.String("token-file", "", "file holding the gateway's existing token (add; default: generate)")
@@ -36,6 +36,7 @@ func gatewayCommand(ctx context.Context, args []string, env func(string) string,
 	deny := fs.String("deny", "", "comma-separated tool names to deny (skills set)")
 	path := fs.String("path", "", "path on the gateway's host to open (open; default /)")
 	jsonOut := fs.Bool("json", false, "print JSON")
+	pf := newProvisionFlags(fs.FlagSet)
 	rest, err := fs.parseInterleaved(args)
 	if err != nil {
 		return err
@@ -61,6 +62,9 @@ func gatewayCommand(ctx context.Context, args []string, env func(string) string,
 		return enc.Encode(v)
 	}
 	verb, rest := rest[0], rest[1:]
+	if ok, err := provisionCommand(ctx, verb, rest, pf, *id, *tenant, *owner, *jsonOut, c, stdout, stderr); ok {
+		return err
+	}
 	switch verb {
 	case "add":
 		req := admin.CreateRequest{ID: *id, Tenant: *tenant, Owner: *owner, Upstream: *upstream, AuthMode: registry.AuthMode(*mode)}
@@ -156,14 +160,18 @@ func gatewayArgs(fs *cliFlags, words []string) error {
 		n    func(int) bool
 		form string
 	}{
-		"add":       {func(n int) bool { return n == 0 }, "add --id ID --tenant T --owner USER --upstream URL [--auth-mode token|trusted-proxy] [--token-file F]"},
-		"list":      {func(n int) bool { return n == 0 }, "list"},
-		"show":      {func(n int) bool { return n == 1 }, "show ID"},
-		"open":      {func(n int) bool { return n == 1 }, "open ID [--path /PATH]"},
-		"remove":    {func(n int) bool { return n == 1 }, "remove ID"},
-		"member":    {nil, "member add ID USER ROLE | member remove ID USER"},
-		"allowlist": {func(n int) bool { return n >= 2 && rest[0] == "set" }, "allowlist set ID [CIDR...]"},
-		"skills":    {func(n int) bool { return n == 2 && rest[0] == "set" }, "skills set ID [--allow A,B] [--deny C,D]"},
+		"create":       {func(n int) bool { return n == 0 }, "create --id ID --tenant T --owner USER [--driver local|fly] [--image REF] [--no-wait]"},
+		"destroy":      {func(n int) bool { return n == 1 }, "destroy ID [--no-wait]"},
+		"rotate-token": {func(n int) bool { return n == 1 }, "rotate-token ID [--no-wait]"},
+		"status":       {func(n int) bool { return n == 1 }, "status ID"},
+		"add":          {func(n int) bool { return n == 0 }, "add --id ID --tenant T --owner USER --upstream URL [--auth-mode token|trusted-proxy] [--token-file F]"},
+		"list":         {func(n int) bool { return n == 0 }, "list"},
+		"show":         {func(n int) bool { return n == 1 }, "show ID"},
+		"open":         {func(n int) bool { return n == 1 }, "open ID [--path /PATH]"},
+		"remove":       {func(n int) bool { return n == 1 }, "remove ID"},
+		"member":       {nil, "member add ID USER ROLE | member remove ID USER"},
+		"allowlist":    {func(n int) bool { return n >= 2 && rest[0] == "set" }, "allowlist set ID [CIDR...]"},
+		"skills":       {func(n int) bool { return n == 2 && rest[0] == "set" }, "skills set ID [--allow A,B] [--deny C,D]"},
 	}
 	f, ok := forms[verb]
 	if !ok {
@@ -175,10 +183,9 @@ func gatewayArgs(fs *cliFlags, words []string) error {
 	if !f.n(len(rest)) {
 		return usageError{"usage: moltgate gateway " + f.form}
 	}
-	if verb == "add" {
-		if err := fs.missing("id", "tenant", "owner", "upstream"); err != nil {
-			return usageError{err.Error() + "\nusage: moltgate gateway " + f.form}
-		}
+	required := map[string][]string{"add": {"id", "tenant", "owner", "upstream"}, "create": {"id", "tenant", "owner"}}[verb]
+	if err := fs.missing(required...); err != nil {
+		return usageError{err.Error() + "\nusage: moltgate gateway " + f.form}
 	}
 	return nil
 }

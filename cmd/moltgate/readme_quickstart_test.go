@@ -79,12 +79,12 @@ func readmeQuickStart(t *testing.T) []quickStartBlock {
 }
 
 // Issue 16: the README's quick start, run as written. Its shell blocks run in order from a
-// fresh directory holding what a clone has after `make run` and `make openclaw` (the built
-// binary in bin/, the pinned OpenClaw in .cache/openclaw; `make` itself is a stand-in for
-// those two targets), with the quick start's fixed ports replaced by free ones. The
-// background blocks are moltgate and a real OpenClaw gateway; the last block must reach the
-// gateway through moltgate, be refused where the README says, and print a launch link that
-// signs a browser in and loads the Control UI.
+// fresh directory holding what a clone has after `make run` (the built binary in bin/, the
+// pinned OpenClaw in .cache/openclaw; `make` itself is a stand-in for its targets), with the
+// quick start's fixed ports replaced by free ones. The background blocks are moltgate and an
+// OpenClaw gateway run by hand; `gateway create` provisions another with the local driver.
+// The blocks must reach both gateways through moltgate, be refused where the README says,
+// and print a launch link that signs a browser in and loads the Control UI.
 func TestREADMEQuickStart(t *testing.T) {
 	for _, tool := range []string{"bash", "curl", "od", "tr", "grep"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -109,7 +109,7 @@ func TestREADMEQuickStart(t *testing.T) {
 	}
 	shim := filepath.Join(dir, ".shim")
 	os.Mkdir(shim, 0o700)
-	makeShim := "#!/bin/sh\n# make as the quick start uses it: the test built bin/moltgate, make testdeps installed OpenClaw.\n" +
+	makeShim := "#!/bin/sh\n# make as the quick start uses it: the test built bin/moltgate, and OpenClaw is installed.\n" +
 		"case \"$1\" in\nrun) exec bin/moltgate serve ;;\nopenclaw|testdeps) exit 0 ;;\nesac\n" +
 		"echo \"make $*: not a target the quick start uses\" >&2\nexit 2\n"
 	if err := os.WriteFile(filepath.Join(shim, "make"), []byte(makeShim), 0o700); err != nil {
@@ -133,6 +133,7 @@ func TestREADMEQuickStart(t *testing.T) {
 		fmt.Sprintf("MOLTGATE_ADMIN_URL=http://127.0.0.1:%d", adminListen))
 
 	var out strings.Builder
+	launched := false
 	for i, b := range blocks {
 		script := ports.Replace(b.script)
 		if b.background {
@@ -151,31 +152,49 @@ func TestREADMEQuickStart(t *testing.T) {
 		if err != nil {
 			t.Fatalf("quick start block %d: %v\n%s\n--- output ---\n%s", i+1, err, script, got)
 		}
+		// A launch link is good once, within a minute, while its gateway exists: follow it
+		// as soon as a block prints it.
+		if link := launchLinkRE(listen).FindString(string(got)); link != "" && !launched {
+			followLaunch(t, link, listen)
+			launched = true
+		}
+	}
+	if !launched {
+		t.Errorf("no block printed a launch link (gateway open):\n%s", out.String())
 	}
 
 	got := out.String()
 	for _, want := range []string{
-		`{"ok":true,"status":"live"}`, // the gateway's own /health, through moltgate
+		fmt.Sprintf("demo is ready and answers through moltgate at http://demo.gw.localhost:%d", listen),
 		`{"error":"unauthenticated","reason":"unauthenticated"}`,
 		`{"error":"not found","reason":"unknown_gateway"}`,
-		`moltgate_http_requests_total{code="2xx",decision="allow",route="gateway"} 1`,
+		`moltgate_http_requests_total{code="4xx",decision="deny",route="unknown"} 1`,
 		"data/audit: ok:",
+		`{"ok":true,"status":"live"}`, // the hand-run gateway's own /health, through moltgate
+		"demo destroyed",
+		"removed mine",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("the quick start's output lacks %s:\n%s", want, got)
 		}
 	}
-	link := regexp.MustCompile(`http://demo\.gw\.localhost:` + strconv.Itoa(listen) + `/\.moltgate/launch\?code=[A-Za-z0-9_-]+`).FindString(got)
-	if link == "" {
-		t.Fatalf("gateway open printed no launch link:\n%s", got)
-	}
-	// The link as a browser follows it: a session cookie for demo.gw.localhost, then the
-	// gateway's Control UI. (*.localhost is loopback, as in Chromium and curl.)
+}
+
+// launchLinkRE matches a launch link of gateway demo on the proxy port listen.
+func launchLinkRE(listen int) *regexp.Regexp {
+	return regexp.MustCompile(`http://demo\.gw\.localhost:` + strconv.Itoa(listen) + `/\.moltgate/launch\?code=[A-Za-z0-9_-]+`)
+}
+
+// followLaunch follows a launch link as a browser does: a session cookie for the gateway's
+// host, then the gateway's Control UI. (*.localhost is loopback, as in Chromium and curl.)
+func followLaunch(t *testing.T, link string, listen int) {
+	t.Helper()
 	jar, _ := cookiejar.New(nil)
 	client := &http.Client{Timeout: 30 * time.Second, Jar: jar, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, network, "127.0.0.1:"+strconv.Itoa(listen))
 		}}}
+	defer client.CloseIdleConnections()
 	resp, err := client.Get(link)
 	if err != nil {
 		t.Fatal(err)

@@ -26,9 +26,9 @@ func TestREADMEListsEveryMetric(t *testing.T) {
 	}
 }
 
-// codeMetrics returns the moltgate_* metric names the non-test Go sources define: the Name
-// of a collector's options, or the name given to prometheus.NewDesc. Other moltgate_*
-// strings (the Fly driver's metadata keys) are not metrics.
+// codeMetrics returns the moltgate_* metric names the non-test Go sources declare: a
+// collector's Name, or a NewDesc. (Other moltgate_ strings, such as the Fly machine metadata
+// keys, are not metrics.)
 func codeMetrics(t *testing.T) map[string]bool {
 	t.Helper()
 	quoted := regexp.MustCompile(`(?:Name:\s*|NewDesc\()"(moltgate_[a-z0-9_]+)"`)

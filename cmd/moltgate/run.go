@@ -37,6 +37,9 @@ const usage = `usage: moltgate <command> [flags]
 
   serve [--config FILE]          run the proxy and the admin listener
   config check FILE              validate a configuration file without serving
+  gateway create --id ID --tenant T --owner USER [--driver local|fly] [--image REF] [--no-wait]
+                                 provision a gateway (local: an OpenClaw process) and register it
+  gateway destroy ID | rotate-token ID [--no-wait] | status ID   remove, re-token, show progress
   gateway add --id ID --tenant T --owner USER --upstream URL [--auth-mode token|trusted-proxy] [--token-file F]
   gateway list | show ID | remove ID
   gateway open ID [--path /P]    print a one-time link that opens the gateway's Control UI (Clerk off only)

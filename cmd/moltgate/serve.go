@@ -103,8 +103,15 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	if err != nil {
 		return err
 	}
-	keySvc, err := newKeyServices(cfg, ks, kv, masterSrc, auditLog, logger, gateways, checkpointKeyTarget(kv))
+	prov, err := newProvisioning(cfg, env, kv, ks, gateways, auditLog, logger, metrics)
 	if err != nil {
+		return err
+	}
+	keySvc, err := newKeyServices(cfg, ks, kv, masterSrc, auditLog, logger, gateways, checkpointKeyTarget(kv), prov.prov)
+	if err != nil {
+		return err
+	}
+	if err := prov.setKeys(keySvc.keys, auditLog); err != nil {
 		return err
 	}
 	// data.tenant_keys: every key change re-reads that tenant's active keys into policy data
@@ -164,8 +171,9 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		GatewayDomain:    cfg.GatewayDomain,
 		TrustedProxies:   trusted,
 		MaxToolBodyBytes: cfg.Limits.MaxToolBodyBytes,
-		Transport: proxy.NewTransport(proxy.TransportConfig{DialTimeout: cfg.Upstream.DialTimeout,
-			ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout, MaxIdleConnsPerHost: cfg.Upstream.MaxIdleConnsPerHost}),
+		// A token rotation in flight retries a 401 with the gateway's other token (provisioner).
+		Transport: prov.prov.Transport(proxy.NewTransport(proxy.TransportConfig{DialTimeout: cfg.Upstream.DialTimeout,
+			ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout, MaxIdleConnsPerHost: cfg.Upstream.MaxIdleConnsPerHost})),
 		SignInURL: signIn,
 	}, proxy.Deps{Gateways: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger, Metrics: metrics,
 		Relay: relay, Browser: browsers})
@@ -178,7 +186,8 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	}
 	adminAPI, err := admin.New(admin.Config{AdminToken: adminTok, TrustedProxies: trusted, GatewayURL: cfg.gatewayURL()},
 		admin.Deps{Registry: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger,
-			Keys: keySvc.keys, Rotator: keySvc.rotator, Limits: limits, Metrics: metrics, Browser: browsers})
+			Keys: keySvc.keys, Rotator: keySvc.rotator, Limits: limits, Metrics: metrics, Browser: browsers,
+			Provisioner: prov.prov})
 	if err != nil {
 		return err
 	}
@@ -231,9 +240,12 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	g.Go(func() error { return keySvc.rotator.Run(gctx) })
 	// Browser sessions: Clerk checks and expiry, off the request path.
 	g.Go(func() error { return browsers.Run(gctx) })
-	drain := make(chan struct{})
+	drain, drained := make(chan struct{}), make(chan struct{})
+	// Provisioning reconciles in the background; local gateways stop after the drain.
+	g.Go(func() error { return prov.run(gctx, drained, cfg.ShutdownTimeout/3) })
 	g.Go(func() error {
 		<-gctx.Done()
+		defer close(drained)
 		close(drain)
 		draining.Store(true)
 		logger.Info("moltgate draining", "timeout", cfg.ShutdownTimeout.String())

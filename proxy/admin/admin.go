@@ -65,6 +65,8 @@ type Deps struct {
 	Rotator KeyRotator
 	// Browser issues launch links and keeps browser sessions (browser.go); nil leaves them out.
 	Browser BrowserSessions
+	// Provisioner serves the provisioning endpoints (provision.go); nil leaves them out.
+	Provisioner Provisioner
 	// Now is the clock of the probe summaries. Default time.Now.
 	Now func() time.Time
 	// Limits are the budgets of admin writes (ratelimit.go); zero: none.
@@ -112,6 +114,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.keyRoutes()
 	s.auditRoutes()
 	s.browserRoutes()
+	s.provisionRoutes()
 	// No catch-all: what no route takes is ServeHTTP's, recorded as probing (probe.go).
 	return s, nil
 }
