@@ -10,7 +10,7 @@ OPENCLAW_PKGS := openclaw@2026.9.6 openclaw-node@0.14.0
 OPENCLAW_STAMP := $(OPENCLAW_DIR)/.installed-2026.9.6-0.14.0-24.21.0
 TEST_TIMEOUT  ?= 30m
 
-.PHONY: all build run test testdeps bench benchdeps fuzz clean
+.PHONY: all build run test testdeps openclaw bench benchdeps fuzz clean
 
 all: build
 
@@ -28,7 +28,7 @@ test: testdeps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
-testdeps: $(OPENCLAW_STAMP)
+testdeps: openclaw
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  echo "installing redis-server (Debian package)"; \
 	  { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; } || \
@@ -38,6 +38,9 @@ testdeps: $(OPENCLAW_STAMP)
 	  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
 	  { echo "could not install chromium: run 'apt-get install chromium' as root" >&2; exit 1; }; }
 	$(GO) mod download
+
+## openclaw: the pinned Node 24 and OpenClaw gateway in .cache/openclaw (the quick start runs it).
+openclaw: $(OPENCLAW_STAMP)
 
 # Node 24 first (OpenClaw needs >= 24.16; the machine's node may be older), then OpenClaw with
 # that node first on PATH so its install scripts run under it.

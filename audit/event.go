@@ -37,6 +37,7 @@ const (
 	TypeAdminChange     = "admin.change"           // the admin API changed the registry
 	TypeAdminDeny       = "admin.deny"             // the admin API refused a caller
 	TypeAdminProbe      = "admin.probe"            // calls no admin API route takes, from one client, summarised
+	TypeProxyProbe      = "proxy.probe"            // requests for gateways that do not exist, from one client, summarised
 	TypeAuditRead       = "audit.read"             // someone read audit events through the admin API
 	TypeCheckpoint      = "audit.checkpoint"       // a signed checkpoint of the chain head
 	TypeRetentionDelete = "audit.retention.delete" // an archive segment past its retention was deleted
@@ -44,11 +45,6 @@ const (
 	TypeSessionStart    = "session.start"          // a browser signed in to a gateway's host (a launch link)
 	TypeProvisionStep   = "provision.step"         // the provisioner ensured or destroyed one resource of a gateway
 )
-
-// knownTypes bounds the metric label of events by type.
-var knownTypes = map[string]bool{TypeAuthnFailure: true, TypePolicyDeny: true, TypeAdminRequest: true, TypeAdminChange: true,
-	TypeAdminDeny: true, TypeAdminProbe: true, TypeAuditRead: true, TypeCheckpoint: true, TypeRetentionDelete: true, TypeSecretOpen: true,
-	TypeSessionStart: true, TypeProvisionStep: true}
 
 // Actor is who acted: a subject kind and id, never a credential.
 type Actor struct {
@@ -68,7 +64,7 @@ type Event struct {
 	Tenant         string            `json:"tenant,omitempty"`  //
 	Gateway        string            `json:"gateway,omitempty"` //
 	Action         string            `json:"action,omitempty"`  // the policy action, e.g. tools.invoke
-	Outcome        string            `json:"outcome"`           // "deny", "error" or "success"
+	Outcome        string            `json:"outcome"`           // one of the Outcome constants its type takes (schema.go)
 	Reason         string            `json:"reason,omitempty"`  // a stable reason code
 	RequestID      string            `json:"request_id,omitempty"`
 	ClientIP       string            `json:"client_ip,omitempty"`

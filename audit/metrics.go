@@ -50,7 +50,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Signed checkpoints written."}),
 	}
 	m.byType = map[string]prometheus.Counter{"other": m.events.WithLabelValues("other")}
-	for typ := range knownTypes {
+	for typ := range typeOutcomes {
 		m.byType[typ] = m.events.WithLabelValues(typ)
 	}
 	return m, register(reg, m.events, m.emitErrors, m.emitSeconds, m.spoolBytes, m.spoolEvents,
@@ -70,7 +70,7 @@ func register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
 	return nil
 }
 
-// event is the counter of events of type typ ("other" for a type not in knownTypes).
+// event is the counter of events of type typ ("other" for a type not in typeOutcomes).
 func (m *metrics) event(typ string) prometheus.Counter {
 	if c, ok := m.byType[typ]; ok {
 		return c

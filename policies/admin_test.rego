@@ -5,6 +5,7 @@ import data.moltgate.authz
 
 gateway_admin_actions := [
 	"admin.gateway.read",
+	"admin.gateway.upstream.read",
 	"admin.gateway.launch",
 	"admin.gateway.delete",
 	"admin.member.write",
@@ -81,6 +82,7 @@ test_owner_every_gateway_admin_action if {
 
 test_owner_no_admin_on_other_gateway if {
 	refused(admin(user("u_owner"), "gw2", "admin.gateway.read"), 403, "not_a_member")
+	refused(admin(user("u_owner"), "gw2", "admin.gateway.upstream.read"), 403, "not_a_member")
 }
 
 test_admin_api_ignores_network_allowlist if {
@@ -108,20 +110,20 @@ test_sessions_any_user if {
 
 test_viewer_admin if {
 	allowed(admin(user("u_viewer"), "gw1", "admin.gateway.read"))
-	every a in ["admin.gateway.delete", "admin.member.write", "admin.allowlist.write", "admin.skills.write"] {
+	every a in ["admin.gateway.upstream.read", "admin.gateway.delete", "admin.member.write", "admin.allowlist.write", "admin.skills.write"] {
 		refused(admin(user("u_viewer"), "gw1", a), 403, "role_forbids")
 	}
 }
 
 test_operator_admin if {
 	allowed(admin(user("u_operator"), "gw1", "admin.gateway.read"))
-	every a in ["admin.gateway.delete", "admin.member.write", "admin.allowlist.write", "admin.skills.write"] {
+	every a in ["admin.gateway.upstream.read", "admin.gateway.delete", "admin.member.write", "admin.allowlist.write", "admin.skills.write"] {
 		refused(admin(user("u_operator"), "gw1", a), 403, "role_forbids")
 	}
 }
 
 test_admin_role_admin if {
-	every a in ["admin.gateway.read", "admin.member.write", "admin.allowlist.write", "admin.skills.write"] {
+	every a in ["admin.gateway.read", "admin.gateway.upstream.read", "admin.member.write", "admin.allowlist.write", "admin.skills.write"] {
 		d := decide(admin(user("u_admin"), "gw1", a))
 		d.allow == true
 		d.reason == "member"

@@ -149,14 +149,20 @@ func (e *Engine) Generation() uint64 { return e.gen.Load() }
 // It fails closed: when the policy errs, exceeds the time limit, is undefined or returns
 // anything but an object with a boolean allow, Decide returns PolicyErrorDecision() (deny,
 // 503) and a *DecisionError, which matches ErrPolicy. A non-nil error never comes with
-// Allow true.
+// Allow true. When ctx is cancelled first (the caller's client went away) the error's Kind
+// is FailCanceled and it matches context.Canceled: that is counted as a cancelled decision,
+// not as a policy error.
 func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 	start := time.Now()
 	d, err := e.decide(ctx, in)
 	e.metrics.duration.Observe(time.Since(start).Seconds())
 	if err != nil {
-		e.metrics.errors.Inc()
-		e.metrics.deny.Inc()
+		if de, ok := err.(*DecisionError); ok && de.Kind == FailCanceled {
+			e.metrics.canceled.Inc()
+		} else {
+			e.metrics.errors.Inc()
+			e.metrics.deny.Inc()
+		}
 		return PolicyErrorDecision(), err
 	}
 	if d.Allow {
@@ -172,7 +178,7 @@ func (e *Engine) decide(ctx context.Context, in *Input) (Decision, error) {
 		return Decision{}, &DecisionError{Kind: FailInput, Err: errors.New("nil input")}
 	}
 	if err := ctx.Err(); err != nil {
-		return Decision{}, &DecisionError{Kind: FailTimeout, Err: err}
+		return Decision{}, ctxError(err)
 	}
 	set := e.cur.Load()
 	input := e.codec.input(in)
@@ -191,11 +197,10 @@ func (e *Engine) decide(ctx context.Context, in *Input) (Decision, error) {
 
 	if err != nil {
 		if topdown.IsCancel(err) || cancel.Cancelled() {
-			cause := ctx.Err()
-			if cause == nil {
-				cause = fmt.Errorf("exceeded %v", e.timeout)
+			if cause := ctx.Err(); cause != nil {
+				return Decision{}, ctxError(cause)
 			}
-			return Decision{}, &DecisionError{Kind: FailTimeout, Err: cause}
+			return Decision{}, &DecisionError{Kind: FailTimeout, Err: fmt.Errorf("exceeded %v", e.timeout)}
 		}
 		return Decision{}, &DecisionError{Kind: FailEval, Err: err}
 	}
@@ -214,6 +219,15 @@ func (e *Engine) decide(ctx context.Context, in *Input) (Decision, error) {
 		return Decision{}, &DecisionError{Kind: FailResult, Err: err}
 	}
 	return d, nil
+}
+
+// ctxError is the error of a decision whose context ended: FailCanceled when it was
+// cancelled, FailTimeout when its deadline passed.
+func ctxError(err error) *DecisionError {
+	if errors.Is(err, context.Canceled) {
+		return &DecisionError{Kind: FailCanceled, Err: err}
+	}
+	return &DecisionError{Kind: FailTimeout, Err: err}
 }
 
 // Reload re-reads the policy set (Config.Dir; the embedded set has nothing to re-read but

@@ -10,7 +10,9 @@ import (
 var ErrPolicy = errors.New("policy error")
 
 // ErrTimeout matches the Decide errors caused by the per-decision time limit
-// (Config.Timeout) or the caller's context ending. Such errors also match ErrPolicy.
+// (Config.Timeout) or the caller's deadline. Such errors also match ErrPolicy. A caller
+// whose context was cancelled gets a FailCanceled error instead, which matches
+// context.Canceled: the caller left, the policy did not fail.
 var ErrTimeout = errors.New("policy evaluation timed out")
 
 // ErrNoDecisionRule is returned by New and Reload for a policy set that defines no
@@ -21,7 +23,8 @@ var ErrNoDecisionRule = errors.New("no rule data.moltgate.authz.decision")
 const (
 	FailInput     = "input"     // the input could not be built
 	FailEval      = "eval"      // OPA returned an evaluation error (conflict, halt, ...)
-	FailTimeout   = "timeout"   // the time limit or the caller's context ended evaluation
+	FailTimeout   = "timeout"   // the time limit or the caller's deadline ended evaluation
+	FailCanceled  = "canceled"  // the caller's context was cancelled (its client went away): no decision, and no policy failure
 	FailUndefined = "undefined" // data.moltgate.authz.decision was undefined
 	FailResult    = "result"    // the result was not a valid decision object
 )

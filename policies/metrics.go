@@ -12,6 +12,7 @@ type metrics struct {
 	errors   prometheus.Counter
 	allow    prometheus.Counter
 	deny     prometheus.Counter
+	canceled prometheus.Counter // the caller left before the decision: neither a decision nor an error
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -27,7 +28,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	})
 	decisions := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "moltgate_policy_decisions_total",
-		Help: "Policy decisions by outcome.",
+		Help: "Policy decisions by outcome: allow, deny, or canceled (the caller went away first; no decision).",
 	}, []string{"decision"})
 	if reg != nil {
 		for _, c := range []prometheus.Collector{duration, errs, decisions} {
@@ -41,5 +42,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		errors:   errs,
 		allow:    decisions.WithLabelValues("allow"),
 		deny:     decisions.WithLabelValues("deny"),
+		canceled: decisions.WithLabelValues("canceled"),
 	}, nil
 }

@@ -66,6 +66,9 @@ type Config struct {
 	// SignInURL is where a page navigation without identity is sent, with the gateway id and
 	// the path to return to (see browser.SignInURL). Nil: such navigations get 401.
 	SignInURL *url.URL
+	// ProbeInterval is the least time between two proxy.probe events for one client
+	// (requests for gateways that do not exist). Default DefaultProbeInterval, one minute.
+	ProbeInterval time.Duration
 }
 
 // Deps are the parts a Handler works with.
@@ -81,6 +84,8 @@ type Deps struct {
 	Relay *wsrelay.Relay
 	// Browser keeps browsers' sessions (the session cookie, launch links); nil: none.
 	Browser *browser.Sessions
+	// Now is the clock of the probe summaries. Default time.Now.
+	Now func() time.Time
 }
 
 // Handler is the proxy's http.Handler.
@@ -89,6 +94,8 @@ type Handler struct {
 	deps Deps
 	m    *metrics
 	rp   *httputil.ReverseProxy
+	// probes summarises requests for unknown gateways per client (probe.go).
+	probes *ProbeLimiter
 
 	reqPrefix string
 	reqSeq    atomic.Uint64
@@ -111,13 +118,16 @@ func New(cfg Config, deps Deps) (*Handler, error) {
 	if cfg.Transport == nil {
 		cfg.Transport = NewTransport(TransportConfig{})
 	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
 	m, err := newMetrics(deps.Metrics)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: metrics: %w", err)
 	}
 	var prefix [4]byte
 	_, _ = rand.Read(prefix[:])
-	h := &Handler{cfg: cfg, deps: deps, m: m, reqPrefix: hex.EncodeToString(prefix[:]) + "-"}
+	h := &Handler{cfg: cfg, deps: deps, m: m, probes: NewProbeLimiter(cfg.ProbeInterval), reqPrefix: hex.EncodeToString(prefix[:]) + "-"}
 	h.rp = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,
 		Transport:      cfg.Transport,
@@ -158,12 +168,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	entry, ok := h.deps.Gateways.Lookup(gatewayID(r.Host, h.cfg.GatewayDomain))
 	if !ok {
 		route, decision = "unknown", "deny"
-		Refuse(sw, http.StatusNotFound, "unknown_gateway")
+		h.unknownGateway(sw, r, rq.id)
 		return
 	}
 	rq.entry = entry
 	ip := ClientIP(r, h.cfg.TrustedProxies)
-	ev := audit.Event{Tenant: entry.Tenant, Gateway: entry.ID, RequestID: rq.id, ClientIP: addrString(ip)}
+	// Anonymous until identified: a refusal before that (bad_path) still names an actor kind.
+	ev := audit.Event{Tenant: entry.Tenant, Gateway: entry.ID, RequestID: rq.id, ClientIP: addrString(ip),
+		Actor: audit.Actor{Kind: policies.SubjectAnonymous}}
 
 	p, err := normalizePath(r.URL)
 	if err != nil {
@@ -218,6 +230,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ev.Action = in.Action
 
 	d, err := h.deps.Policy.Decide(r.Context(), &in)
+	if err != nil && errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The client went away while its request was decided: nothing was decided, nobody is
+		// answered, and the policy did not fail. Counted as 499 canceled, like an upstream
+		// round trip the client abandons; no log, no audit event.
+		decision = "canceled"
+		return
+	}
 	// A WebSocket client that cannot set headers (Node's WebSocket, openclaw-node) carries
 	// its credential in the connect request's auth.token instead. Its upgrade is decided
 	// first, so that what needs no identity (the allowlist) binds; refused only for want of
@@ -251,7 +270,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if isUpgrade(r) {
 		// Only WebSockets are relayed, and only by the relay, which decides every message;
 		// a plain pass-through would be decided once at the handshake and never again.
-		if h.deps.Relay == nil || !headerHasToken(r.Header, "Upgrade", "websocket") {
+		if !headerHasToken(r.Header, "Upgrade", "websocket") {
+			// h2c or any other protocol: never relayed, whatever the configuration.
+			decision = "deny"
+			h.refuseAudited(sw, r, ev, audit.TypePolicyDeny, http.StatusBadRequest, "upgrade_not_supported")
+			return
+		}
+		if h.deps.Relay == nil {
 			decision = "deny"
 			h.refuseAudited(sw, r, ev, audit.TypePolicyDeny, http.StatusForbidden, "websocket_not_enabled")
 			return

@@ -188,7 +188,7 @@ func buildFixture(t testing.TB, mode registry.AuthMode, wsCfg *wsrelay.Config, t
 	}
 	h, err := proxy.New(proxy.Config{TrustedProxies: prefixes, MaxToolBodyBytes: 4096, Transport: tr, SignInURL: signInURL},
 		proxy.Deps{Gateways: f.reg, Policy: engine, Sessions: clerk, Audit: auditLog, Logger: logger, Metrics: f.metrics,
-			Relay: relay, Browser: f.browsers})
+			Relay: relay, Browser: f.browsers, Now: f.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,13 +306,14 @@ func TestDecisions(t *testing.T) {
 		{"no sid", call{path: "/", header: bearer(f.clerk.Mint(clerktest.Claims{Subject: "user_owner", OmitSessionID: true}))}, 401, "no_session", audit.TypeAuthnFailure, false, ""},
 		{"garbage bearer", call{path: "/", header: bearer("not.a.jwt")}, 401, "", audit.TypeAuthnFailure, false, ""},
 		{"basic auth", call{path: "/", header: map[string]string{"Authorization": "Basic dXNlcjpwYXNz"}}, 401, "malformed", audit.TypeAuthnFailure, false, ""},
-		{"unknown gateway", call{host: "nope.gw.localhost", path: "/", header: bearer(tokA)}, 404, "unknown_gateway", "", false, ""},
-		{"nested host", call{host: "gwb.gwa.gw.localhost", path: "/", header: bearer(tokA)}, 404, "unknown_gateway", "", false, ""},
 		{"host with port and dot", call{host: "gwa.gw.localhost.:443", path: "/health", header: bearer(tokA)}, 200, "", "", true, ""},
 		{"encoded slash", call{path: "/tools%2finvoke", header: bearer(tokA)}, 400, "bad_path", audit.TypePolicyDeny, false, ""},
 		{"tool body too large", call{method: "POST", path: "/tools/invoke", body: `{"tool":"x","pad":"` + strings.Repeat("p", 5000) + `"}`, header: bearer(tokA)}, 413, "body_too_large", audit.TypePolicyDeny, false, "token:gwa"},
 		{"tool body not json", call{method: "POST", path: "/tools/invoke", body: `{"tool":`, header: bearer(tokA)}, 400, "bad_body", audit.TypePolicyDeny, false, "token:gwa"},
 		{"websocket refused until relayed", call{path: "/", header: map[string]string{"Authorization": "Bearer " + tokA, "Connection": "Upgrade", "Upgrade": "websocket"}}, 403, "websocket_not_enabled", audit.TypePolicyDeny, false, "token:gwa"},
+		// Issue 16: an h2c upgrade is not a WebSocket that relaying would allow.
+		{"h2c upgrade", call{path: "/", header: map[string]string{"Authorization": "Bearer " + tokA, "Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c", "HTTP2-Settings": "AAMAAABkAAQAoAAAAAIAAAAA"}}, 400, "upgrade_not_supported", audit.TypePolicyDeny, false, "token:gwa"},
+		{"connection upgrade without a protocol", call{path: "/", header: map[string]string{"Authorization": "Bearer " + tokA, "Connection": "Upgrade"}}, 400, "upgrade_not_supported", audit.TypePolicyDeny, false, "token:gwa"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -664,6 +665,73 @@ func TestRefusalThatCannotBeAuditedIs503(t *testing.T) {
 	}
 	if f.up.count() != 0 {
 		t.Fatal("a refused request reached the gateway")
+	}
+}
+
+// Issue 16: a request for a gateway that does not exist was only counted, so "every refusal
+// is audited" was not true. It is refused 404 unknown_gateway whatever it carries, and each
+// client's such requests are summarised in proxy.probe events: the first at once, then at
+// most one a minute, counting the requests since the last; an IPv6 client is its /64. A
+// scanner is on record and cannot flood the audit trail.
+func TestUnknownGatewayProbesAreSummarised(t *testing.T) {
+	f := newFixture(t, registry.AuthToken, "127.0.0.1/32") // X-Forwarded-For names the client
+	probe := func(client, host string) {
+		t.Helper()
+		status, body := f.do(t, call{host: host, path: "/x", header: map[string]string{"X-Forwarded-For": client,
+			"Authorization": "Bearer " + tokA}})
+		if status != http.StatusNotFound || body["reason"] != "unknown_gateway" {
+			t.Fatalf("%s from %s: got %d %v, want 404 unknown_gateway", host, client, status, body)
+		}
+	}
+	for _, host := range []string{"nope.gw.localhost", "gwb.gwa.gw.localhost", "gwa.example.com", "nope.gw.localhost"} {
+		probe("198.51.100.7", host)
+	}
+	probe("2001:db8::1", "a.gw.localhost")
+	probe("2001:db8::2", "b.gw.localhost")
+	f.clock.Advance(59 * time.Second)
+	probe("198.51.100.7", "c.gw.localhost")
+	f.clock.Advance(time.Second)
+	probe("198.51.100.7", "d.gw.localhost")
+	probe("2001:db8::3", "e.gw.localhost")
+
+	type summary struct{ client, host, count string }
+	var got []summary
+	for _, e := range f.events(t) {
+		if err := audit.CheckSchema(e); err != nil {
+			t.Error(err)
+		}
+		if e.Type != audit.TypeProxyProbe || e.Actor.Kind != "anonymous" || e.Reason != "unknown_gateway" ||
+			e.Details["status"] != "404" || e.Details["path"] != "/x" || e.RequestID == "" {
+			t.Fatalf("got %+v, want a proxy.probe event of an anonymous client refused 404 unknown_gateway", e)
+		}
+		if raw, _ := json.Marshal(e); bytes.Contains(raw, []byte(tokA)) {
+			t.Fatalf("a credential in a probe event: %s", raw)
+		}
+		got = append(got, summary{e.ClientIP, e.Details["host"], e.Details["count"]})
+	}
+	want := []summary{
+		{"198.51.100.7", "nope.gw.localhost", "1"},
+		{"2001:db8::1", "a.gw.localhost", "1"},
+		{"198.51.100.7", "d.gw.localhost", "5"}, // 3 counted, the one at 59 s, and this one
+		{"2001:db8::3", "e.gw.localhost", "2"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("summary %d: got %v, want %v", i, got[i], want[i])
+		}
+	}
+	if n := testutil.ToFloat64(mustCounter(t, f.metrics, "moltgate_http_requests_total", "4xx", "deny", "unknown")); n != 9 {
+		t.Errorf("moltgate_http_requests_total{route=unknown}: got %v, want 9", n)
+	}
+
+	// A summary that cannot be recorded is not answered as if it were.
+	f.audit.Close()
+	if status, body := f.do(t, call{host: "nope.gw.localhost", header: map[string]string{"X-Forwarded-For": "192.0.2.1"}}); status != 503 ||
+		body["reason"] != "audit_unavailable" {
+		t.Fatalf("unrecorded summary: got %d %v, want 503 audit_unavailable", status, body)
 	}
 }
 

@@ -16,7 +16,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moltgate_http_requests_total",
-			Help: "Requests by route (gateway, unknown), decision (allow, deny, unauthenticated, error) and status class.",
+			Help: "Requests by route (gateway, unknown), decision (allow, deny, unauthenticated, error, canceled: the client left while its request was decided) and status class.",
 		}, []string{"route", "decision", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "moltgate_http_request_duration_seconds",

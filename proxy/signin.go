@@ -125,7 +125,7 @@ func (h *Handler) startSession(w http.ResponseWriter, r *http.Request, entry *re
 // Nothing under browser.PathPrefix reaches a gateway.
 func (h *Handler) serveBrowser(w http.ResponseWriter, r *http.Request, entry *registry.Entry, ev audit.Event, path string, https bool) string {
 	if h.deps.Browser == nil {
-		Refuse(w, http.StatusNotFound, "no_such_endpoint")
+		h.refuseAudited(w, r, ev, audit.TypePolicyDeny, http.StatusNotFound, "no_such_endpoint")
 		return "deny"
 	}
 	switch {
@@ -144,7 +144,7 @@ func (h *Handler) serveBrowser(w http.ResponseWriter, r *http.Request, entry *re
 		http.Redirect(w, r, "/", http.StatusSeeOther)
 		return "allow"
 	}
-	Refuse(w, http.StatusNotFound, "no_such_endpoint")
+	h.refuseAudited(w, r, ev, audit.TypePolicyDeny, http.StatusNotFound, "no_such_endpoint")
 	return "deny"
 }
 

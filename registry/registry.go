@@ -19,6 +19,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -434,14 +435,45 @@ func ParseCIDR(s string) (netip.Prefix, error) {
 	return p.Masked(), nil
 }
 
+// CheckCIDR refuses what ParseCIDR would take with a meaning the writer may not have meant:
+// a CIDR with bits set past its prefix length ("10.0.0.5/24" admits 10.0.0.0/24, not one
+// host). The error gives both normal forms. Values already stored are not checked again.
+func CheckCIDR(s string) error {
+	p, err := ParseCIDR(s)
+	if err != nil {
+		return fmt.Errorf("%q: not an IP address or CIDR", s)
+	}
+	if given, err := netip.ParsePrefix(s); err == nil && given.Addr() != p.Addr() {
+		return fmt.Errorf("%q has host bits set: write %s for the network, or %s/%d for the one address",
+			s, p, given.Addr(), given.Addr().BitLen())
+	}
+	return nil
+}
+
 func parseUpstream(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
 		u.RawQuery != "" || u.Fragment != "" {
-		// The value is not quoted: a URL with user info would put a credential in the error.
-		return nil, fmt.Errorf("%w: upstream: want http(s)://host[:port][/path] without user info, query or fragment", ErrInvalid)
+		return nil, fmt.Errorf("%w: upstream %s: want http(s)://host[:port][/path] without user info, query or fragment",
+			ErrInvalid, shownUpstream(s, u, err))
 	}
 	return u, nil
+}
+
+// shownUpstream quotes an upstream value for an error message without the user info it may
+// hold: a URL's user info can be a password.
+func shownUpstream(s string, u *url.URL, err error) string {
+	switch {
+	case err == nil && u.User != nil:
+		c := *u
+		c.User = url.User("redacted")
+		return strconv.Quote(c.String())
+	case err != nil && strings.Contains(s, "@"):
+		return "(not shown: it may hold a credential)"
+	case len(s) > 200:
+		return strconv.Quote(s[:200]) + "…"
+	}
+	return strconv.Quote(s)
 }
 
 func (g Gateway) clone() Gateway {

@@ -139,7 +139,10 @@ func TestInvalidChangesWriteNothing(t *testing.T) {
 		{"bad role", func(g *Gateway) { g.Members = map[string]string{"u1": "root"} }, []string{`members[u1]: role "root"`}},
 		{"bad cidr and skill", func(g *Gateway) { g.Allowlist = []string{"10.0.0.0/33"}; g.Skills.Deny = []string{"a b"} },
 			[]string{"allowlist[0]", "skills.deny[0]"}},
-		{"upstream with credentials", func(g *Gateway) { g.Upstream = "http://user:hunter2@h/" }, []string{"upstream"}},
+		{"upstream with credentials", func(g *Gateway) { g.Upstream = "http://user:hunter2@h/" }, []string{`upstream "http://redacted@h/"`}},
+		// Issue 16: the value is echoed, once, so the writer sees what was refused.
+		{"upstream of another scheme", func(g *Gateway) { g.Upstream = "ftp://x" }, []string{`upstream "ftp://x": want http(s)://`}},
+		{"unparseable upstream with user info", func(g *Gateway) { g.Upstream = "http://user:hunter2@h:port/" }, []string{"upstream (not shown"}},
 		{"bad mode", func(g *Gateway) { g.AuthMode = "none" }, []string{"auth_mode"}},
 	}
 	for _, tt := range tests {
@@ -153,7 +156,7 @@ func TestInvalidChangesWriteNothing(t *testing.T) {
 					t.Errorf("error %q does not name %q", err, w)
 				}
 			}
-			if strings.Contains(err.Error(), "hunter2") {
+			if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "user:") {
 				t.Errorf("error leaks a credential: %v", err)
 			}
 			if g, _ := r.Get("gw1"); g.Revision != 1 || s.gws["gw1"].Revision != 1 {
@@ -203,6 +206,33 @@ func TestParseCIDR(t *testing.T) {
 		if _, err := ParseCIDR(in); err == nil {
 			t.Errorf("ParseCIDR(%q) accepted", in)
 		}
+	}
+}
+
+// Issue 16: a CIDR with host bits set ("10.0.0.5/24") admits its whole network; whoever
+// wrote it may have meant the one address. CheckCIDR refuses it with both normal forms.
+func TestCheckCIDR(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"10.0.0.0/24", ""},
+		{"10.0.0.5", ""},
+		{"2001:db8::/64", ""},
+		{"10.0.0.5/24", `"10.0.0.5/24" has host bits set: write 10.0.0.0/24 for the network, or 10.0.0.5/32 for the one address`},
+		{"2001:db8::1/64", `write 2001:db8::/64 for the network, or 2001:db8::1/128 for the one address`},
+		{"10.0.0.0/33", `"10.0.0.0/33": not an IP address or CIDR`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			err := CheckCIDR(tt.in)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("got %v, want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want %q", err, tt.want)
+			}
+		})
 	}
 }
 

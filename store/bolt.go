@@ -24,6 +24,9 @@ import (
 // ErrNotFound is returned by Get for a key that is not stored.
 var ErrNotFound = errors.New("store: not found")
 
+// ErrLocked is returned by OpenBolt for a file another process holds open.
+var ErrLocked = errors.New("held by another process")
+
 // Bolt is a Store on one bbolt file. It is safe for concurrent use.
 type Bolt struct {
 	db *bolt.DB
@@ -46,6 +49,10 @@ func OpenBoltConfig(path string, cfg BoltConfig) (*Bolt, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		// bbolt waited for the file's lock: another process has it open.
+		return nil, fmt.Errorf("store: open %s: %w", path, ErrLocked)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}

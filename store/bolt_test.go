@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -54,5 +55,24 @@ func TestBolt(t *testing.T) {
 	v, err := b2.Get("gateways", "a")
 	if err != nil || string(v) != "v-a" {
 		t.Fatalf("after reopen: got %q, %v", v, err)
+	}
+}
+
+// Issue 16: a second open of a file another opener holds (a second moltgate serve on the
+// same data directory) fails with ErrLocked, which says so, not with bbolt's "timeout".
+func TestBoltHeldByAnotherIsErrLocked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "moltgate.db")
+	first, err := OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	second, err := OpenBolt(path)
+	if err == nil {
+		second.Close()
+		t.Fatal("a second open of a held file succeeded")
+	}
+	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "held by another process") {
+		t.Fatalf("got %v, want ErrLocked", err)
 	}
 }

@@ -113,8 +113,11 @@ func (a *AuditConfig) validate() []error {
 	if a.SpoolMaxBytes < 1<<20 {
 		bad("spool_max_bytes", "%d: want at least 1048576", a.SpoolMaxBytes)
 	}
-	if a.SyncInterval < 0 || a.CheckpointInterval < 0 || a.Archive.Interval < 0 || a.CheckpointEvery < 0 {
-		bad("intervals", "must not be negative")
+	for key, v := range map[string]int64{"sync_interval": int64(a.SyncInterval), "checkpoint_interval": int64(a.CheckpointInterval),
+		"archive.interval": int64(a.Archive.Interval), "checkpoint_every": int64(a.CheckpointEvery)} {
+		if v < 0 {
+			bad(key, "must not be negative")
+		}
 	}
 	if a.Archive.Retention < audit.MinRetention {
 		bad("archive.retention", "%v: below the minimum of %v", a.Archive.Retention, audit.MinRetention)
@@ -271,7 +274,7 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprint(stderr, auditUsage)
 		return usageError{"audit: no subcommand"}
 	}
-	fs := newFlags("audit "+args[0], stderr)
+	fs := newFlags("audit "+args[0], "usage: moltgate audit "+args[0]+" … (moltgate audit help: every subcommand)", stderr)
 	files := fs.String("files", "", "spool directory (<data_dir>/audit)")
 	archive := fs.String("archive", "", "archive directory")
 	dir := fs.String("dir", "", "archive directory (archive)")
@@ -287,8 +290,8 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	since := fs.String("since", "", "RFC 3339 time (query)")
 	until := fs.String("until", "", "RFC 3339 time (query)")
 	data := fs.String("data", "./data", "data directory (pubkey)")
-	if err := fs.Parse(args[1:]); err != nil {
-		return flagError(err)
+	if err := fs.parse(args[1:]); err != nil {
+		return err
 	}
 	switch args[0] {
 	case "verify":

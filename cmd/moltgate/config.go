@@ -5,14 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/moltgate/moltgate/policies"
 	"github.com/moltgate/moltgate/proxy/wsrelay"
@@ -172,42 +172,108 @@ type LogConfig struct {
 	Format string `yaml:"format"`
 }
 
-// UnmarshalYAML refuses an inline secret without repeating it in the error.
-func (s *SecretRef) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("line %d: a secret must be given by reference, {file: PATH} or {env: NAME}; inline values are not accepted", n.Line)
-	}
-	type plain SecretRef
-	return n.Decode((*plain)(s))
-}
-
 // loadConfig reads path (none: defaults), applies MOLTGATE_* overrides from env, fills
-// defaults and validates, reporting every problem at once.
+// defaults and validates. Every problem is reported at once, decoding and semantic ones
+// together (configdecode.go), each naming its key, in the order of the file.
 func loadConfig(path string, env func(string) string) (*Config, error) {
 	cfg := &Config{}
+	d := &configDecoder{lines: map[string]int{}, failed: map[string]bool{}}
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("config: %w", err)
 		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("config %s: %w", path, err)
-		}
+		d = decodeConfig(data, cfg)
 	}
-	if err := cfg.applyEnv(env); err != nil {
-		return nil, err
-	}
+	fromEnv := cfg.applyEnv(env)
 	cfg.setDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+	problems := d.problems
+	for _, err := range unjoin(cfg.Validate()) {
+		p := configProblem{msg: err.Error()}
+		if key, msg, ok := strings.Cut(p.msg, ": "); ok {
+			p.key, p.msg = key, msg
+		}
+		if d.failed[p.key] {
+			continue // its value did not decode: reported as written, not as its default
+		}
+		base, _, _ := strings.Cut(p.key, "[")
+		if name, ok := fromEnv[base]; ok {
+			p.msg += " (from " + name + ")"
+		} else {
+			p.line = d.lines[p.key]
+		}
+		problems = append(problems, p)
+	}
+	if len(problems) > 0 {
+		return nil, &configError{path: path, problems: d.inFileOrder(problems)}
 	}
 	return cfg, nil
 }
 
-// applyEnv applies the MOLTGATE_* overrides listed in the README.
-func (c *Config) applyEnv(env func(string) string) error {
+// configError is every problem of one configuration.
+type configError struct {
+	path     string
+	problems []configProblem
+}
+
+func (e *configError) Error() string {
+	var b strings.Builder
+	b.WriteString("config")
+	if e.path != "" {
+		b.WriteString(" " + e.path)
+	}
+	if len(e.problems) == 1 {
+		return b.String() + ": " + e.problems[0].Error()
+	}
+	fmt.Fprintf(&b, ": %d problems:", len(e.problems))
+	for _, p := range e.problems {
+		b.WriteString("\n  " + p.Error())
+	}
+	return b.String()
+}
+
+// unjoin returns the errors errors.Join made err of (err alone if it is not a join).
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// inFileOrder sorts problems by where their key is in the file; a key the file does not
+// have (a required one left out) sorts with its nearest section that it does have.
+func (d *configDecoder) inFileOrder(problems []configProblem) []configProblem {
+	at := func(p configProblem) int {
+		if p.line > 0 {
+			return p.line
+		}
+		for k := p.key; k != ""; {
+			if l, ok := d.lines[k]; ok {
+				return l
+			}
+			i := strings.LastIndexAny(k, ".[")
+			if i < 0 {
+				break
+			}
+			k = k[:i]
+		}
+		return 1 << 30
+	}
+	slices.SortStableFunc(problems, func(a, b configProblem) int {
+		if c := at(a) - at(b); c != 0 {
+			return c
+		}
+		return strings.Compare(a.key, b.key)
+	})
+	return problems
+}
+
+// applyEnv applies the MOLTGATE_* overrides listed in the README, and returns the keys it
+// set with the variable that set each.
+func (c *Config) applyEnv(env func(string) string) map[string]string {
 	list := func(v string) []string {
 		var out []string
 		for f := range strings.SplitSeq(v, ",") {
@@ -223,31 +289,37 @@ func (c *Config) applyEnv(env func(string) string) error {
 		}
 		return c.Clerk
 	}
-	set := map[string]func(string){
-		"MOLTGATE_LISTEN":                   func(v string) { c.Listen = v },
-		"MOLTGATE_ADMIN_LISTEN":             func(v string) { c.AdminListen = v },
-		"MOLTGATE_DATA_DIR":                 func(v string) { c.DataDir = v },
-		"MOLTGATE_GATEWAY_DOMAIN":           func(v string) { c.GatewayDomain = v },
-		"MOLTGATE_TRUSTED_PROXIES":          func(v string) { c.TrustedProxies = list(v) },
-		"MOLTGATE_PLATFORM_ADMINS":          func(v string) { c.PlatformAdmins = list(v) },
-		"MOLTGATE_MASTER_KEY_FILE":          func(v string) { c.MasterKey = &SecretRef{File: v} },
-		"MOLTGATE_ADMIN_TOKEN_FILE":         func(v string) { c.AdminToken = &SecretRef{File: v} },
-		"MOLTGATE_POLICY_DIR":               func(v string) { c.Policies.Dir = v },
-		"MOLTGATE_LOG_LEVEL":                func(v string) { c.Log.Level = v },
-		"MOLTGATE_AUDIT_REPLICA":            func(v string) { c.Audit.Replica = v },
-		"MOLTGATE_AUDIT_REDIS_ADDR":         func(v string) { c.Audit.Redis = &AuditRedisConfig{Addr: v} },
-		"MOLTGATE_LOG_FORMAT":               func(v string) { c.Log.Format = v },
-		"MOLTGATE_CLERK_API_URL":            func(v string) { clerk().APIURL = v },
-		"MOLTGATE_CLERK_ISSUER":             func(v string) { clerk().Issuer = v },
-		"MOLTGATE_CLERK_AUTHORIZED_PARTIES": func(v string) { clerk().AuthorizedParties = list(v) },
-		"MOLTGATE_CLERK_SECRET_KEY_FILE":    func(v string) { clerk().SecretKey = &SecretRef{File: v} },
+	type override struct {
+		key string
+		set func(string)
 	}
-	for name, fn := range set {
+	set := map[string]override{
+		"MOLTGATE_LISTEN":                   {"listen", func(v string) { c.Listen = v }},
+		"MOLTGATE_ADMIN_LISTEN":             {"admin_listen", func(v string) { c.AdminListen = v }},
+		"MOLTGATE_DATA_DIR":                 {"data_dir", func(v string) { c.DataDir = v }},
+		"MOLTGATE_GATEWAY_DOMAIN":           {"gateway_domain", func(v string) { c.GatewayDomain = v }},
+		"MOLTGATE_TRUSTED_PROXIES":          {"trusted_proxies", func(v string) { c.TrustedProxies = list(v) }},
+		"MOLTGATE_PLATFORM_ADMINS":          {"platform_admins", func(v string) { c.PlatformAdmins = list(v) }},
+		"MOLTGATE_MASTER_KEY_FILE":          {"master_key", func(v string) { c.MasterKey = &SecretRef{File: v} }},
+		"MOLTGATE_ADMIN_TOKEN_FILE":         {"admin_token", func(v string) { c.AdminToken = &SecretRef{File: v} }},
+		"MOLTGATE_POLICY_DIR":               {"policies.dir", func(v string) { c.Policies.Dir = v }},
+		"MOLTGATE_LOG_LEVEL":                {"log.level", func(v string) { c.Log.Level = v }},
+		"MOLTGATE_AUDIT_REPLICA":            {"audit.replica", func(v string) { c.Audit.Replica = v }},
+		"MOLTGATE_AUDIT_REDIS_ADDR":         {"audit.redis.addr", func(v string) { c.Audit.Redis = &AuditRedisConfig{Addr: v} }},
+		"MOLTGATE_LOG_FORMAT":               {"log.format", func(v string) { c.Log.Format = v }},
+		"MOLTGATE_CLERK_API_URL":            {"clerk.api_url", func(v string) { clerk().APIURL = v }},
+		"MOLTGATE_CLERK_ISSUER":             {"clerk.issuer", func(v string) { clerk().Issuer = v }},
+		"MOLTGATE_CLERK_AUTHORIZED_PARTIES": {"clerk.authorized_parties", func(v string) { clerk().AuthorizedParties = list(v) }},
+		"MOLTGATE_CLERK_SECRET_KEY_FILE":    {"clerk.secret_key", func(v string) { clerk().SecretKey = &SecretRef{File: v} }},
+	}
+	keys := map[string]string{}
+	for name, o := range set {
 		if v := env(name); v != "" {
-			fn(v)
+			o.set(v)
+			keys[o.key] = name
 		}
 	}
-	return nil
+	return keys
 }
 
 func (c *Config) setDefaults() {
@@ -303,8 +375,10 @@ func (c *Config) Validate() error {
 		bad("gateway_domain", "%q: want a DNS name", c.GatewayDomain)
 	}
 	for i, p := range c.TrustedProxies {
-		if _, err := registry.ParseCIDR(p); err != nil {
-			bad(fmt.Sprintf("trusted_proxies[%d]", i), "%q: not an IP address or CIDR", p)
+		// Host bits set ("10.0.0.5/24") would trust a whole network where one host may have
+		// been meant: refused with both normal forms.
+		if err := registry.CheckCIDR(p); err != nil {
+			bad(fmt.Sprintf("trusted_proxies[%d]", i), "%v", err)
 		}
 	}
 	errs = append(errs, c.Keystore.validate()...)
@@ -343,9 +417,9 @@ func (c *Config) Validate() error {
 	if c.Limits.MaxToolBodyBytes < 0 {
 		bad("limits.max_tool_body_bytes", "negative")
 	}
-	if c.Upstream.DialTimeout < 0 || c.Upstream.ResponseHeaderTimeout < 0 || c.Upstream.MaxIdleConnsPerHost < 0 {
-		bad("upstream", "timeouts and connection counts must not be negative")
-	}
+	errs = append(errs, negative("upstream.dial_timeout", c.Upstream.DialTimeout),
+		negative("upstream.response_header_timeout", c.Upstream.ResponseHeaderTimeout),
+		negative("upstream.max_idle_conns_per_host", c.Upstream.MaxIdleConnsPerHost))
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -354,10 +428,12 @@ func (c *Config) Validate() error {
 	if c.Log.Format != "json" && c.Log.Format != "text" {
 		bad("log.format", "%q: want json or text", c.Log.Format)
 	}
-	if w := c.WebSocket; w.MaxMessageBytes < 0 || w.MessagesPerSecond < 0 || w.Burst < 0 || w.MaxConnsPerSubject < 0 ||
-		w.IdleTimeout < 0 || w.WriteTimeout < 0 || w.IdentifyTimeout < 0 {
-		bad("websocket", "limits and timeouts must not be negative")
-	}
+	w := c.WebSocket
+	errs = append(errs, negative("websocket.max_message_bytes", w.MaxMessageBytes),
+		negative("websocket.messages_per_second", w.MessagesPerSecond), negative("websocket.burst", w.Burst),
+		negative("websocket.max_conns_per_subject", w.MaxConnsPerSubject),
+		negative("websocket.idle_timeout", w.IdleTimeout), negative("websocket.write_timeout", w.WriteTimeout),
+		negative("websocket.identify_timeout", w.IdentifyTimeout))
 	for i, o := range c.WebSocket.AllowedOrigins {
 		if wsrelay.CanonicalOrigin(o) == "" {
 			bad(fmt.Sprintf("websocket.allowed_origins[%d]", i), "%q: want scheme://host[:port]", o)
@@ -392,6 +468,14 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// negative is the problem of key when v is below zero, else nil (which errors.Join drops).
+func negative[T ~int | ~int64 | ~float64](key string, v T) error {
+	if v < 0 {
+		return fmt.Errorf("%s: %v: must not be negative", key, v)
+	}
+	return nil
+}
+
 func gatewayDomainOK(d string) error {
 	if d == "" || len(d) > 200 || strings.HasPrefix(d, ".") || strings.HasSuffix(d, ".") {
 		return errors.New("bad domain")
@@ -416,25 +500,75 @@ func (s *SecretRef) validate() error {
 	return nil
 }
 
-// resolve reads the secret a reference names. Errors name the reference, never the value.
+// resolve reads the secret a reference names: the variable's value, or the first line of the
+// file, which must be readable by its owner only (anyone else who can read it holds the
+// secret). Errors name the reference, never the value.
 func (s *SecretRef) resolve(env func(string) string) ([]byte, error) {
 	if s.Env != "" {
-		v := env(s.Env)
+		v := strings.TrimSpace(env(s.Env))
 		if v == "" {
-			return nil, fmt.Errorf("secret from env %s: not set", s.Env)
+			return nil, fmt.Errorf("env %s: not set", s.Env)
 		}
-		return []byte(strings.TrimSpace(v)), nil
+		return []byte(v), nil
 	}
-	data, err := os.ReadFile(s.File)
+	data, err := readSecretFile(s.File)
 	if err != nil {
-		return nil, fmt.Errorf("secret from file: %w", err)
+		return nil, err
 	}
 	line, _, _ := bytes.Cut(data, []byte("\n"))
-	line = bytes.TrimSpace(line)
+	line = bytes.Clone(bytes.TrimSpace(line))
+	clear(data)
 	if len(line) == 0 {
-		return nil, fmt.Errorf("secret from file %s: empty", s.File)
+		return nil, fmt.Errorf("file %s: empty", s.File)
 	}
 	return line, nil
+}
+
+// readSecretFile reads a file of secrets (at most 1 MiB), which must exist, be readable,
+// and be readable by its owner only. Errors name the file, never its content.
+func readSecretFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		var pe *fs.PathError
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("file %s: does not exist", path)
+		case errors.As(err, &pe):
+			return nil, fmt.Errorf("file %s: cannot be read: %w", path, pe.Err)
+		}
+		return nil, fmt.Errorf("file %s: %w", path, err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("file %s: %w", path, err)
+	}
+	if info.IsDir() {
+		return nil, fmt.Errorf("file %s: cannot be read: is a directory", path)
+	}
+	if perm := info.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("file %s: mode %04o gives %s access: want 0600 (chmod 600 %s)", path, perm, readers(perm), path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("file %s: cannot be read: %w", path, err)
+	}
+	return data, nil
+}
+
+// readers names who besides its owner may touch a file of mode perm.
+func readers(perm fs.FileMode) string {
+	switch {
+	case perm&0o070 != 0 && perm&0o007 != 0:
+		return "its group and others"
+	case perm&0o070 != 0:
+		return "its group"
+	}
+	return "others"
 }
 
 // trustedPrefixes parses TrustedProxies (validated already).

@@ -74,7 +74,7 @@ func TestConfigRejects(t *testing.T) {
 		notWant    string
 	}{
 		{"unknown keys, all of them", "listen: 127.0.0.1:1\nlisen: x\nclerk:\n  isuer: y\n", []string{"lisen", "isuer"}, ""},
-		{"duplicate key", "listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n", []string{"already defined"}, ""},
+		{"duplicate key", "listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n", []string{"listen: given twice (first at line 1) (line 2)"}, ""},
 		{"inline secret is refused without echoing it", "admin_token: hunter2-inline-secret\n", []string{"by reference"}, "hunter2"},
 		{"inline clerk secret", "clerk:\n  secret_key: sk_live_abcdef\n", []string{"by reference"}, "sk_live_abcdef"},
 		{"every semantic problem at once", `
@@ -89,7 +89,7 @@ clerk:
   api_url: ftp://x
   issuer: http://clerk.example.com
 `, []string{"listen:", "admin_listen:", "gateway_domain:", "trusted_proxies[0]", "trusted_proxies[1]", "log.level",
-			"log.format", "websocket:", "master_key:", "clerk.api_url", "clerk.issuer", "clerk.authorized_parties", "clerk.secret_key"}, ""},
+			"log.format", "websocket.identify_timeout: -1s: must not be negative", "master_key:", "clerk.api_url", "clerk.issuer", "clerk.authorized_parties", "clerk.secret_key"}, ""},
 		{"admin rate limits out of range", `
 admin:
   rate_limit:

@@ -272,9 +272,9 @@ audit:
 		t.Fatal("second create of gwe succeeded")
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
-	proxyGet := func(auth string, want int) {
-		req, _ := http.NewRequest("GET", mg.proxyURL+"/", nil)
-		req.Host = "gwe.gw.localhost"
+	proxyGet := func(host, path, auth string, want int) {
+		req, _ := http.NewRequest("GET", mg.proxyURL+path, nil)
+		req.Host = host
 		if auth != "" {
 			req.Header.Set("Authorization", auth)
 		}
@@ -284,12 +284,14 @@ audit:
 		}
 		resp.Body.Close()
 		if resp.StatusCode != want {
-			t.Fatalf("proxy GET with %q: %d, want %d", auth, resp.StatusCode, want)
+			t.Fatalf("proxy GET %s%s with %q: %d, want %d", host, path, auth, resp.StatusCode, want)
 		}
 	}
-	proxyGet("", http.StatusUnauthorized)                                           // policy.deny: anonymous
-	proxyGet("Bearer not-a-valid-token", http.StatusUnauthorized)                   // authn.failure
-	if _, err := ops.Audit(ctx, admin.AuditQuery{Tenant: "tenant-e"}); err != nil { // audit.read
+	proxyGet("gwe.gw.localhost", "/", "", http.StatusUnauthorized)                         // policy.deny: anonymous
+	proxyGet("gwe.gw.localhost", "/a%2fb", "", http.StatusBadRequest)                      // policy.deny: bad_path, before identity
+	proxyGet("nope.gw.localhost", "/", "", http.StatusNotFound)                            // proxy.probe: no such gateway
+	proxyGet("gwe.gw.localhost", "/", "Bearer not-a-valid-token", http.StatusUnauthorized) // authn.failure
+	if _, err := ops.Audit(ctx, admin.AuditQuery{Tenant: "tenant-e"}); err != nil {        // audit.read
 		t.Fatal(err)
 	}
 	// admin.probe: calls no route takes, answered by the admin API, never redirected.
@@ -310,7 +312,7 @@ audit:
 		}
 	}
 
-	want := []string{audit.TypeAdminRequest, audit.TypeAdminChange, audit.TypeAdminDeny, audit.TypeAdminProbe, audit.TypePolicyDeny,
+	want := []string{audit.TypeAdminRequest, audit.TypeAdminChange, audit.TypeAdminDeny, audit.TypeAdminProbe, audit.TypeProxyProbe, audit.TypePolicyDeny,
 		audit.TypeAuthnFailure, audit.TypeAuditRead, audit.TypeCheckpoint}
 	var page admin.AuditPage
 	waitUntil(t, "every event type readable through GET /v1/audit", func() bool {
@@ -330,6 +332,10 @@ audit:
 		return true
 	})
 	for _, e := range page.Events {
+		// Issue 16: every event a real action writes fits the schema the README gives.
+		if err := audit.CheckSchema(e); err != nil {
+			t.Errorf("event %d (%s %s): %v", e.Seq, e.Type, e.Reason, err)
+		}
 		if e.Type == audit.TypePolicyDeny && (e.Gateway != "gwe" || e.Tenant != "tenant-e" || e.Decision == nil || e.Decision.Path != audit.DecisionPath) {
 			t.Fatalf("policy.deny without its gateway, tenant or OPA decision fields: %+v", e)
 		}

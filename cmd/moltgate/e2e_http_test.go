@@ -174,9 +174,10 @@ log: {level: debug}
 		{name: "encoded slash refused", path: "/tools%2finvoke", method: "POST", body: `{"tool":"exec"}`, header: user("user_operator"),
 			status: 400, reason: "bad_path", event: audit.TypePolicyDeny},
 		{name: "host naming a gateway under another", host: "gwtp.gwtok.gw.localhost", path: "/control-ui-config.json", header: bearer(ownerJWT),
-			status: 404, reason: "unknown_gateway"},
+			status: 404, reason: "unknown_gateway", event: audit.TypeProxyProbe}, // the client's first: a summary at once
 		{name: "host with port and trailing dot", host: "GWTOK.gw.localhost.:8080", path: "/control-ui-config.json", header: bearer(ownerJWT),
 			status: 200, body2: configJSON, reached: true},
+		// Within a minute of the client's last summary: counted in its next one, no event now.
 		{name: "unknown gateway", host: "nope.gw.localhost", path: "/", header: bearer(ownerJWT), status: 404, reason: "unknown_gateway"},
 		{name: "trusted-proxy owner", host: "gwtp.gw.localhost", from: "127.0.0.2", path: "/control-ui-config.json",
 			header: with(user("user_tp_owner"), "X-Forwarded-For", "203.0.113.5", "X-Openclaw-Scopes", "operator.admin"),

@@ -200,6 +200,10 @@ provisioner:
 	t.Run("audited, and the key never shown", func(t *testing.T) {
 		steps, opens := map[string]bool{}, 0
 		for _, e := range mg.events(t) {
+			// Issue 16: the provisioner's events fit the schema the README gives, too.
+			if err := audit.CheckSchema(e); err != nil {
+				t.Errorf("event %d (%s %s): %v", e.Seq, e.Type, e.Action, err)
+			}
 			switch {
 			case e.Type == audit.TypeProvisionStep && e.Gateway == "prov" && e.Outcome == "success":
 				steps[e.Action+" "+e.Details["step"]] = true

@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -16,10 +18,13 @@ import (
 	"github.com/moltgate/moltgate/registry"
 )
 
+// gatewayUsage is the gateway command's short usage.
+const gatewayUsage = "usage: moltgate gateway create|destroy|rotate-token|status|add|list|show|open|remove|member|allowlist|skills … (moltgate gateway -h: its flags)"
+
 // gatewayCommand is the CLI of the admin API's gateway endpoints.
-func gatewayCommand(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlags("gateway", stderr)
-	adminURL := fs.String("admin-url", "http://127.0.0.1:9090", "admin listener URL")
+func gatewayCommand(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) (err error) {
+	fs := newFlags("gateway", gatewayUsage, stderr)
+	adminURL := fs.String("admin-url", defaultAdminURL(env), "admin listener URL (MOLTGATE_ADMIN_URL sets the default)")
 	// Subcommand flags are parsed by the same set, so they may come before or after the verb.
 	id := fs.String("id", "", "gateway id (add, create)")
 	tenant := fs.String("tenant", "", "tenant (add, create)")
@@ -31,14 +36,18 @@ func gatewayCommand(ctx context.Context, args []string, env func(string) string,
 	deny := fs.String("deny", "", "comma-separated tool names to deny (skills set)")
 	path := fs.String("path", "", "path on the gateway's host to open (open; default /)")
 	jsonOut := fs.Bool("json", false, "print JSON")
-	pf := newProvisionFlags(fs)
-	rest, err := parseInterleaved(fs, args)
+	pf := newProvisionFlags(fs.FlagSet)
+	rest, err := fs.parseInterleaved(args)
 	if err != nil {
 		return err
 	}
 	if len(rest) == 0 {
-		return usageError{"usage: moltgate gateway create|destroy|rotate-token|status|add|list|show|open|remove|member|allowlist|skills …"}
+		return usageError{gatewayUsage}
 	}
+	if err := gatewayArgs(fs, rest); err != nil {
+		return err
+	}
+	defer func() { err = adminHint(err, *adminURL) }()
 	token, err := adminToken(env)
 	if err != nil {
 		return err
@@ -53,20 +62,11 @@ func gatewayCommand(ctx context.Context, args []string, env func(string) string,
 		return enc.Encode(v)
 	}
 	verb, rest := rest[0], rest[1:]
-	need := func(n int, form string) error {
-		if len(rest) != n {
-			return usageError{"usage: moltgate gateway " + form}
-		}
-		return nil
-	}
 	if ok, err := provisionCommand(ctx, verb, rest, pf, *id, *tenant, *owner, *jsonOut, c, stdout, stderr); ok {
 		return err
 	}
 	switch verb {
 	case "add":
-		if err := need(0, "add --id ID --tenant T --owner USER --upstream URL [--auth-mode token|trusted-proxy] [--token-file F]"); err != nil {
-			return err
-		}
 		req := admin.CreateRequest{ID: *id, Tenant: *tenant, Owner: *owner, Upstream: *upstream, AuthMode: registry.AuthMode(*mode)}
 		if *tokenFile != "" {
 			b, err := os.ReadFile(*tokenFile)
@@ -85,14 +85,9 @@ func gatewayCommand(ctx context.Context, args []string, env func(string) string,
 		if err := printGateway(stdout, resp.Gateway); err != nil {
 			return err
 		}
-		if resp.Token != "" {
-			fmt.Fprintf(stdout, "\ngateway token (shown once; configure the gateway with it):\n%s\n", resp.Token)
-		}
+		printTokenNote(stdout, resp)
 		return nil
 	case "open":
-		if err := need(1, "open ID [--path /PATH]"); err != nil {
-			return err
-		}
 		l, err := c.Launch(ctx, rest[0], *path)
 		if err != nil {
 			return err
@@ -115,63 +110,125 @@ func gatewayCommand(ctx context.Context, args []string, env func(string) string,
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tTENANT\tOWNER\tMODE\tMEMBERS\tUPSTREAM")
 		for _, g := range gws {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", g.ID, g.Tenant, g.Owner, g.AuthMode, len(g.Members), g.Upstream)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", g.ID, g.Tenant, g.Owner, g.AuthMode, len(g.Members), orDash(g.Upstream))
 		}
 		return tw.Flush()
 	case "show":
-		if err := need(1, "show ID"); err != nil {
-			return err
-		}
 		g, err := c.Get(ctx, rest[0])
 		if err != nil {
 			return err
 		}
 		return print(g)
 	case "remove":
-		if err := need(1, "remove ID"); err != nil {
-			return err
-		}
 		if err := c.Delete(ctx, rest[0]); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "removed %s\n", rest[0])
 		return nil
 	case "member":
-		switch {
-		case len(rest) == 4 && rest[0] == "add":
-			g, err := c.SetMember(ctx, rest[1], rest[2], rest[3])
-			if err != nil {
-				return err
-			}
-			return print(g)
-		case len(rest) == 3 && rest[0] == "remove":
-			g, err := c.RemoveMember(ctx, rest[1], rest[2])
-			if err != nil {
-				return err
-			}
-			return print(g)
+		var g admin.Gateway
+		if rest[0] == "add" {
+			g, err = c.SetMember(ctx, rest[1], rest[2], rest[3])
+		} else {
+			g, err = c.RemoveMember(ctx, rest[1], rest[2])
 		}
-		return usageError{"usage: moltgate gateway member add ID USER ROLE | member remove ID USER"}
+		if err != nil {
+			return err
+		}
+		return print(g)
 	case "allowlist":
-		if len(rest) < 2 || rest[0] != "set" {
-			return usageError{"usage: moltgate gateway allowlist set ID [CIDR...]"}
-		}
 		g, err := c.SetAllowlist(ctx, rest[1], rest[2:])
 		if err != nil {
 			return err
 		}
 		return print(g)
 	case "skills":
-		if len(rest) != 2 || rest[0] != "set" {
-			return usageError{"usage: moltgate gateway skills set ID [--allow A,B] [--deny C,D]"}
-		}
 		g, err := c.SetSkills(ctx, rest[1], registry.SkillRules{Allow: splitList(*allow), Deny: splitList(*deny)})
 		if err != nil {
 			return err
 		}
 		return print(g)
 	}
-	return usageError{fmt.Sprintf("unknown gateway command %q", verb)}
+	return usageError{fmt.Sprintf("unknown gateway command %q\n%s", verb, gatewayUsage)} // gatewayArgs let it through
+}
+
+// gatewayArgs checks a gateway command line before anything is asked of the admin API:
+// a mistake in it is a usage error (exit 2), with the form the verb takes.
+func gatewayArgs(fs *cliFlags, words []string) error {
+	verb, rest := words[0], words[1:]
+	forms := map[string]struct {
+		n    func(int) bool
+		form string
+	}{
+		"create":       {func(n int) bool { return n == 0 }, "create --id ID --tenant T --owner USER [--driver local|fly] [--image REF] [--no-wait]"},
+		"destroy":      {func(n int) bool { return n == 1 }, "destroy ID [--no-wait]"},
+		"rotate-token": {func(n int) bool { return n == 1 }, "rotate-token ID [--no-wait]"},
+		"status":       {func(n int) bool { return n == 1 }, "status ID"},
+		"add":          {func(n int) bool { return n == 0 }, "add --id ID --tenant T --owner USER --upstream URL [--auth-mode token|trusted-proxy] [--token-file F]"},
+		"list":         {func(n int) bool { return n == 0 }, "list"},
+		"show":         {func(n int) bool { return n == 1 }, "show ID"},
+		"open":         {func(n int) bool { return n == 1 }, "open ID [--path /PATH]"},
+		"remove":       {func(n int) bool { return n == 1 }, "remove ID"},
+		"member":       {nil, "member add ID USER ROLE | member remove ID USER"},
+		"allowlist":    {func(n int) bool { return n >= 2 && rest[0] == "set" }, "allowlist set ID [CIDR...]"},
+		"skills":       {func(n int) bool { return n == 2 && rest[0] == "set" }, "skills set ID [--allow A,B] [--deny C,D]"},
+	}
+	f, ok := forms[verb]
+	if !ok {
+		return usageError{fmt.Sprintf("unknown gateway command %q\n%s", verb, gatewayUsage)}
+	}
+	if verb == "member" {
+		f.n = func(n int) bool { return n == 4 && rest[0] == "add" || n == 3 && rest[0] == "remove" }
+	}
+	if !f.n(len(rest)) {
+		return usageError{"usage: moltgate gateway " + f.form}
+	}
+	required := map[string][]string{"add": {"id", "tenant", "owner", "upstream"}, "create": {"id", "tenant", "owner"}}[verb]
+	if err := fs.missing(required...); err != nil {
+		return usageError{err.Error() + "\nusage: moltgate gateway " + f.form}
+	}
+	return nil
+}
+
+// printTokenNote prints the gateway token a create generated, once, with what to do with
+// it, which depends on how moltgate authenticates to the gateway.
+func printTokenNote(w io.Writer, resp admin.CreateResponse) {
+	if resp.Token == "" {
+		return
+	}
+	if resp.Gateway.AuthMode != registry.AuthTrustedProxy {
+		fmt.Fprintf(w, "\ngateway token (shown once; configure the gateway with it as gateway.auth.token):\n%s\n", resp.Token)
+		return
+	}
+	// A trusted-proxy gateway refuses to start with a token: this one is for clients only.
+	fmt.Fprintf(w, "\nclient token (shown once): machine clients present it to moltgate (Authorization: Bearer)\n"+
+		"and reach the gateway as user token:%s. Do not configure the gateway with it: a\n"+
+		"trusted-proxy gateway has no token (it refuses to start with one). Configure it with\n"+
+		"  gateway.auth.mode: trusted-proxy\n"+
+		"  gateway.trustedProxies: [moltgate's address] (and gateway.auth.trustedProxy.allowLoopback: true if loopback)\n"+
+		"  gateway.auth.trustedProxy: {userHeader: x-forwarded-user, requiredHeaders: [x-forwarded-proto],\n"+
+		"                              allowUsers: [the users it serves, and token:%s]}\n"+
+		"  gateway.auth.identityScopes: each user's operator scopes (moltgate caps them by role)\n"+
+		"  gateway.controlUi.allowedOrigins: [the gateway's public origin], for its Control UI\n"+
+		"(README: The Control UI)\n%s\n",
+		resp.Gateway.ID, resp.Gateway.ID, resp.Token)
+}
+
+// defaultAdminURL is --admin-url's default: MOLTGATE_ADMIN_URL, else the default admin_listen.
+func defaultAdminURL(env func(string) string) string {
+	if u := env("MOLTGATE_ADMIN_URL"); u != "" {
+		return u
+	}
+	return "http://127.0.0.1:9090"
+}
+
+// adminHint says what an operator can do when the admin API does not answer at all.
+func adminHint(err error, adminURL string) error {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("no admin API at %s (connection refused): is `moltgate serve` running there? "+
+			"(--admin-url or MOLTGATE_ADMIN_URL name another)", adminURL)
+	}
+	return err
 }
 
 // adminToken is MOLTGATE_ADMIN_TOKEN, else the development token file in the default data dir.
@@ -192,8 +249,12 @@ func adminToken(env func(string) string) (string, error) {
 
 func printGateway(w io.Writer, g admin.Gateway) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	upstream := g.Upstream
+	if upstream == "" {
+		upstream = "(shown to the gateway's administrators only)"
+	}
 	fmt.Fprintf(tw, "id\t%s\ntenant\t%s\nowner\t%s\nupstream\t%s\nauth mode\t%s\nrevision\t%d\n",
-		g.ID, g.Tenant, g.Owner, g.Upstream, g.AuthMode, g.Revision)
+		g.ID, g.Tenant, g.Owner, upstream, g.AuthMode, g.Revision)
 	for user, role := range g.Members {
 		fmt.Fprintf(tw, "member\t%s (%s)\n", user, role)
 	}
@@ -203,20 +264,22 @@ func printGateway(w io.Writer, g admin.Gateway) error {
 }
 
 // sessionCommand is the CLI of the admin API's browser-session endpoints.
-func sessionCommand(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlags("session", stderr)
-	adminURL := fs.String("admin-url", "http://127.0.0.1:9090", "admin listener URL")
+func sessionCommand(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) (err error) {
+	const sessionUsage = "usage: moltgate session list [--gateway ID] [--user USER] | session revoke SESSION"
+	fs := newFlags("session", sessionUsage, stderr)
+	adminURL := fs.String("admin-url", defaultAdminURL(env), "admin listener URL (MOLTGATE_ADMIN_URL sets the default)")
 	gateway := fs.String("gateway", "", "only this gateway's sessions (list)")
 	user := fs.String("user", "", "only this user's sessions (list)")
 	jsonOut := fs.Bool("json", false, "print JSON")
-	rest, err := parseInterleaved(fs, args)
+	rest, err := fs.parseInterleaved(args)
 	if err != nil {
 		return err
 	}
-	usage := usageError{"usage: moltgate session list [--gateway ID] [--user USER] | session revoke SESSION"}
-	if len(rest) == 0 {
+	usage := usageError{sessionUsage}
+	if len(rest) == 0 || !(rest[0] == "list" && len(rest) == 1 || rest[0] == "revoke" && len(rest) == 2) {
 		return usage
 	}
+	defer func() { err = adminHint(err, *adminURL) }()
 	token, err := adminToken(env)
 	if err != nil {
 		return err

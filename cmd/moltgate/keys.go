@@ -36,9 +36,9 @@ Flags --admin-url and MOLTGATE_ADMIN_TOKEN as for the gateway commands.
 `
 
 // keysCommand is the CLI of the admin API's key and keystore endpoints.
-func keysCommand(ctx context.Context, args []string, env func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("keys", stderr)
-	adminURL := fs.String("admin-url", "http://127.0.0.1:9090", "admin listener URL")
+func keysCommand(ctx context.Context, args []string, env func(string) string, stdin io.Reader, stdout, stderr io.Writer) (err error) {
+	fs := newFlags("keys", "usage: moltgate keys add|list|show|verify|activate|revoke|rotate-master|rotate-tenant|rotation … (moltgate keys help)", stderr)
+	adminURL := fs.String("admin-url", defaultAdminURL(env), "admin listener URL (MOLTGATE_ADMIN_URL sets the default)")
 	tenant := fs.String("tenant", "", "tenant")
 	provider := fs.String("provider", "", "provider: anthropic, openai, telegram, discord, whatsapp, … (add)")
 	kind := fs.String("kind", "", "provider_key (default) or channel_credential (add)")
@@ -50,7 +50,7 @@ func keysCommand(ctx context.Context, args []string, env func(string) string, st
 	wait := fs.Bool("wait", false, "wait until the rotation is done (rotate-master, rotate-tenant)")
 	timeout := fs.Duration("timeout", 30*time.Minute, "how long --wait waits")
 	jsonOut := fs.Bool("json", false, "print JSON")
-	rest, err := parseInterleaved(fs, args)
+	rest, err := fs.parseInterleaved(args)
 	if err != nil {
 		return err
 	}
@@ -75,7 +75,12 @@ func keysCommand(ctx context.Context, args []string, env func(string) string, st
 		return usageError{"usage: moltgate keys " + verb + ": wrong number of arguments (see moltgate keys help)"}
 	case *tenant == "" && verb != "rotate-master" && verb != "rotation":
 		return usageError{"moltgate keys " + verb + ": --tenant is required"}
+	case verb == "add":
+		if err := fs.missing("provider"); err != nil {
+			return usageError{err.Error() + "\nusage: moltgate keys add --tenant T --provider P --secret-file F|- [--kind K] [--label L] [--scope S,…] [--spend-cap-cents N]"}
+		}
 	}
+	defer func() { err = adminHint(err, *adminURL) }()
 	token, err := adminToken(env)
 	if err != nil {
 		return err

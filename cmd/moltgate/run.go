@@ -20,15 +20,6 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
-// flagError classes an error of FlagSet.Parse: -h and --help (flag.ErrHelp, the usage
-// already printed) stay as they are, so main exits 0; anything else is a usage error.
-func flagError(err error) error {
-	if errors.Is(err, flag.ErrHelp) {
-		return err
-	}
-	return usageError{err.Error()}
-}
-
 // exitCode is the process's exit status after err: 0 for none and for a help request, 2
 // for a usage error, 1 for anything else.
 func exitCode(err error) int {
@@ -75,13 +66,17 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 	}
 	switch args[0] {
 	case "serve":
-		fs := newFlags("serve", stderr)
+		fs := newFlags("serve", "usage: moltgate serve [--config FILE]", stderr)
 		cfgPath := fs.String("config", "", "configuration file (default: embedded defaults)")
-		if err := fs.Parse(args[1:]); err != nil {
-			return flagError(err)
+		if err := fs.parse(args[1:]); err != nil {
+			return err
 		}
 		cfg, err := loadConfig(*cfgPath, env)
 		if err != nil {
+			return err
+		}
+		// Before anything is opened: a missing secret must not stop a start half-way.
+		if err := cfg.checkSecrets(env); err != nil {
 			return err
 		}
 		return serve(ctx, cfg, env, stderr)
@@ -89,10 +84,14 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 		if len(args) != 3 || args[1] != "check" {
 			return usageError{"usage: moltgate config check FILE"}
 		}
-		if _, err := loadConfig(args[2], env); err != nil {
+		cfg, err := loadConfig(args[2], env)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%s: ok\n", args[2])
+		if err := cfg.checkSecrets(env); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: ok (%d secret references resolved; no value shown)\n", args[2], len(cfg.secretRefs()))
 		return nil
 	case "gateway":
 		return gatewayCommand(ctx, args[1:], env, stdout, stderr)
@@ -115,10 +114,56 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 	return usageError{fmt.Sprintf("unknown command %q", args[0])}
 }
 
-func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+// cliFlags is one command's flag set. It prints nothing while it parses: -h and --help print
+// the command's usage and flags (and exit 0), and any other mistake (--idd) becomes one usage
+// error, naming it, with the command's short usage, which main prints once (exit 2).
+type cliFlags struct {
+	*flag.FlagSet
+	usage  string
+	stderr io.Writer
+}
+
+// newFlags returns the flag set of command name, whose short usage is usage.
+func newFlags(name, usage string, stderr io.Writer) *cliFlags {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	return fs
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return &cliFlags{FlagSet: fs, usage: usage, stderr: stderr}
+}
+
+// failed classes an error of Parse: a help request prints the flags and stays flag.ErrHelp
+// (exit 0); anything else is a usage error.
+func (f *cliFlags) failed(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintf(f.stderr, "%s\n\nUsage of %s:\n", f.usage, f.Name())
+		f.SetOutput(f.stderr)
+		f.PrintDefaults()
+		return err
+	}
+	return usageError{err.Error() + "\n" + f.usage}
+}
+
+// parse parses args, all flags.
+func (f *cliFlags) parse(args []string) error {
+	if err := f.Parse(args); err != nil {
+		return f.failed(err)
+	}
+	return nil
+}
+
+// missing is the usage error of a command whose required flags are not all given, or nil;
+// callers add the form the command takes.
+func (f *cliFlags) missing(required ...string) error {
+	var names []string
+	for _, name := range required {
+		if fl := f.Lookup(name); fl != nil && fl.Value.String() == "" {
+			names = append(names, "--"+name)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	return usageError{fmt.Sprintf("%s: %s required", f.Name(), strings.Join(names, ", "))}
 }
 
 func policyCommand(ctx context.Context, args []string, stdout io.Writer) error {
@@ -149,13 +194,13 @@ func policyCommand(ctx context.Context, args []string, stdout io.Writer) error {
 
 // parseInterleaved parses flags wherever they stand among the positional words and returns
 // the words in order ("gateway skills set gw1 --deny exec").
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+func (f *cliFlags) parseInterleaved(args []string) ([]string, error) {
 	var words []string
 	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, flagError(err)
+		if err := f.Parse(args); err != nil {
+			return nil, f.failed(err)
 		}
-		args = fs.Args()
+		args = f.Args()
 		if len(args) == 0 {
 			return words, nil
 		}

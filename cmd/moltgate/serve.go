@@ -69,6 +69,9 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		}
 	}()
 	kv, err := store.OpenBoltConfig(filepath.Join(cfg.DataDir, "moltgate.db"), store.BoltConfig{Timeout: cfg.Store.Timeout})
+	if errors.Is(err, store.ErrLocked) {
+		return fmt.Errorf("data_dir %s: another moltgate holds it (%w): stop that one, or give this one its own data_dir", cfg.DataDir, err)
+	}
 	if err != nil {
 		return err
 	}

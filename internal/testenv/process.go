@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -76,4 +77,33 @@ func (p *process) stop(sig syscall.Signal, grace time.Duration) {
 
 func (p *process) String() string {
 	return fmt.Sprintf("%s (pid %d)", p.cmd.Path, p.cmd.Process.Pid)
+}
+
+// Process is a child started by Start.
+type Process struct{ p *process }
+
+// Start starts cmd in its own process group, with stdout and stderr appended to logPath,
+// and stops the whole group when the test ends: SIGTERM, then SIGKILL after grace. If the
+// test failed, the tail of the log is logged first.
+func Start(t testing.TB, cmd *exec.Cmd, logPath string, grace time.Duration) *Process {
+	t.Helper()
+	p, err := startProcess(cmd, logPath)
+	if err != nil {
+		t.Fatalf("testenv: start %s: %v", cmd.Path, err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("testenv: %s log tail (%s):\n%s", p, logPath, tailFile(logPath, 40))
+		}
+		p.stop(syscall.SIGTERM, grace)
+	})
+	return &Process{p}
+}
+
+// Exited reports whether the process has ended, and if so how.
+func (p *Process) Exited() (bool, error) {
+	if !p.p.exited() {
+		return false, nil
+	}
+	return true, p.p.exitError()
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"mime"
@@ -81,7 +82,7 @@ type Server struct {
 	mux  *http.ServeMux
 	// crossOrigin refuses changes a browser sends for another site (Sec-Fetch-Site, Origin).
 	crossOrigin *http.CrossOriginProtection
-	probes      *probeLimiter
+	probes      *proxy.ProbeLimiter
 	limits      *rateLimits
 }
 
@@ -93,9 +94,6 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Registry == nil || deps.Policy == nil || deps.Audit == nil || deps.Logger == nil {
 		return nil, errors.New("admin: Registry, Policy, Audit and Logger are required")
 	}
-	if cfg.ProbeInterval <= 0 {
-		cfg.ProbeInterval = defaultProbeInterval
-	}
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
@@ -104,7 +102,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, deps: deps, mux: http.NewServeMux(), crossOrigin: http.NewCrossOriginProtection(),
-		probes: &probeLimiter{every: cfg.ProbeInterval, clients: map[string]*probeCount{}}, limits: limits}
+		probes: proxy.NewProbeLimiter(cfg.ProbeInterval), limits: limits}
 	s.mux.HandleFunc("GET /v1/gateways", s.list)
 	s.mux.HandleFunc("POST /v1/gateways", s.create)
 	s.mux.HandleFunc("GET /v1/gateways/{id}", s.show)
@@ -123,16 +121,32 @@ func New(cfg Config, deps Deps) (*Server, error) {
 
 // Gateway is a gateway as the admin API shows it: never a token, hash or ciphertext.
 type Gateway struct {
-	ID        string              `json:"id"`
-	Tenant    string              `json:"tenant"`
-	Owner     string              `json:"owner"`
-	Upstream  string              `json:"upstream"`
+	ID     string `json:"id"`
+	Tenant string `json:"tenant"`
+	Owner  string `json:"owner"`
+	// Upstream is the gateway's internal address, shown only to those who administer the
+	// gateway (admin.gateway.upstream.read); empty and left out for anyone else.
+	Upstream  string              `json:"upstream,omitempty"`
 	AuthMode  registry.AuthMode   `json:"auth_mode"`
 	Members   map[string]string   `json:"members"`
 	Allowlist []string            `json:"allowlist"`
 	Skills    registry.SkillRules `json:"skills"`
 	Created   time.Time           `json:"created"`
 	Revision  uint64              `json:"revision"`
+}
+
+// shown is g as the caller of c may see it: its upstream URL, an internal address that
+// would help an attacker inside the network, only when the policy allows
+// admin.gateway.upstream.read (the owner, members with the admin role, platform admins,
+// the admin token), never to viewers and operators.
+func (s *Server) shown(ctx context.Context, c *call, g registry.Gateway) Gateway {
+	v := view(g)
+	in := policies.Input{Subject: c.subject, Gateway: policies.GatewayRef{ID: g.ID, Tenant: g.Tenant},
+		ClientIP: c.ev.ClientIP, Protocol: policies.ProtocolAdmin, Action: "admin.gateway.upstream.read"}
+	if d, err := s.deps.Policy.Decide(ctx, &in); err != nil || !d.Allow {
+		v.Upstream = ""
+	}
+	return v
 }
 
 func view(g registry.Gateway) Gateway {
@@ -221,6 +235,11 @@ func (s *Server) authorizeFor(w http.ResponseWriter, r *http.Request, action, id
 		return nil, false
 	}
 	d, err := s.deps.Policy.Decide(r.Context(), &in)
+	if err != nil && errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The caller went away while its call was decided: nothing was decided or done, and
+		// the policy did not fail (no error log, no policy_error event).
+		return nil, false
+	}
 	if err != nil {
 		s.deps.Logger.LogAttrs(r.Context(), slog.LevelError, "admin: policy evaluation failed", slog.Any("err", err))
 		s.refuse(w, r, c, audit.TypeAdminDeny, http.StatusServiceUnavailable, "policy_error")
@@ -242,7 +261,7 @@ func (s *Server) authorizeFor(w http.ResponseWriter, r *http.Request, action, id
 		// before serving it: a change that cannot be recorded is not made. Its outcome
 		// (admin.change, or admin.deny for invalid input) follows.
 		req := c.ev
-		req.Type, req.Outcome, req.Details = audit.TypeAdminRequest, "allow", maps.Clone(c.ev.Details)
+		req.Type, req.Outcome, req.Details = audit.TypeAdminRequest, audit.OutcomeAllow, maps.Clone(c.ev.Details)
 		if !s.emit(r.Context(), req) {
 			proxy.Refuse(w, http.StatusServiceUnavailable, "audit_unavailable")
 			return nil, false
@@ -342,20 +361,33 @@ func (s *Server) emit(ctx context.Context, ev audit.Event) bool {
 	return true
 }
 
+// errUnknownMember is the refusal to remove a user who is not a member of the gateway.
+var errUnknownMember = errors.New("admin: not a member")
+
 // failed answers a registry error: invalid input is 400 with the validation message (it
 // names fields and values the caller sent, never secrets), anything else is internal.
 func (s *Server) failed(w http.ResponseWriter, r *http.Request, c *call, err error) {
 	switch {
+	case errors.Is(err, errUnknownMember):
+		s.answer(w, r, c, audit.TypeAdminDeny, "deny", http.StatusNotFound, "unknown_member",
+			fmt.Sprintf("%s is not a member of gateway %s", c.ev.Details["member"], c.ev.Gateway))
 	case errors.Is(err, registry.ErrNotFound):
 		s.refuse(w, r, c, audit.TypeAdminDeny, http.StatusNotFound, "unknown_gateway")
 	case errors.Is(err, registry.ErrExists):
 		s.answer(w, r, c, audit.TypeAdminDeny, "deny", http.StatusConflict, "gateway_exists", "gateway exists")
 	case errors.Is(err, registry.ErrInvalid), errors.Is(err, errBadBody):
-		s.answer(w, r, c, audit.TypeAdminDeny, "deny", http.StatusBadRequest, "invalid", err.Error())
+		s.answer(w, r, c, audit.TypeAdminDeny, "deny", http.StatusBadRequest, "invalid", invalidMessage(err))
 	default:
 		s.deps.Logger.LogAttrs(r.Context(), slog.LevelError, "admin: change failed", slog.Any("err", err))
 		s.answer(w, r, c, audit.TypeAdminChange, "error", http.StatusServiceUnavailable, "internal", "")
 	}
+}
+
+// invalidMessage is the message of an invalid request: each problem on its own line, without
+// the prefix of the package that found it, so that the answer says "invalid" once, in its
+// reason code.
+func invalidMessage(err error) string {
+	return strings.ReplaceAll(err.Error(), registry.ErrInvalid.Error()+": ", "")
 }
 
 func (s *Server) list(w http.ResponseWriter, r *http.Request) {
@@ -369,7 +401,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		in := policies.Input{Subject: c.subject, Gateway: policies.GatewayRef{ID: g.ID, Tenant: g.Tenant},
 			ClientIP: c.ev.ClientIP, Protocol: policies.ProtocolAdmin, Action: "admin.gateway.read"}
 		if d, err := s.deps.Policy.Decide(r.Context(), &in); err == nil && d.Allow {
-			out = append(out, view(g))
+			out = append(out, s.shown(r.Context(), c, g))
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -409,7 +441,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.ev.Gateway, c.ev.Tenant = g.ID, g.Tenant
-	resp := CreateResponse{Gateway: view(g)}
+	resp := CreateResponse{Gateway: s.shown(r.Context(), c, g)}
 	if generated {
 		resp.Token = token
 	}
@@ -428,7 +460,7 @@ func (s *Server) show(w http.ResponseWriter, r *http.Request) {
 		s.failed(w, r, c, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, view(g))
+	writeJSON(w, http.StatusOK, s.shown(r.Context(), c, g))
 }
 
 func (s *Server) remove(w http.ResponseWriter, r *http.Request) {
@@ -479,7 +511,7 @@ func (s *Server) deleteMember(w http.ResponseWriter, r *http.Request) {
 	c.ev.Details["member"] = user
 	s.update(w, r, c, id, memberRole(user), func(g *registry.Gateway) error {
 		if _, ok := g.Members[user]; !ok {
-			return registry.ErrNotFound
+			return errUnknownMember
 		}
 		delete(g.Members, user)
 		return nil
@@ -497,6 +529,18 @@ func (s *Server) putAllowlist(w http.ResponseWriter, r *http.Request) {
 		s.failed(w, r, c, err)
 		return
 	}
+	// Written now, so checked as written: a CIDR with host bits set is refused with its
+	// normal forms rather than stored as a network its writer may not have meant.
+	var errs []error
+	for i, cidr := range req.CIDRs {
+		if err := registry.CheckCIDR(cidr); err != nil {
+			errs = append(errs, fmt.Errorf("%w: allowlist[%d]: %w", registry.ErrInvalid, i, err))
+		}
+	}
+	if len(errs) > 0 {
+		s.failed(w, r, c, errors.Join(errs...))
+		return
+	}
 	s.update(w, r, c, id, func(g Gateway) any { return g.Allowlist },
 		func(g *registry.Gateway) error { g.Allowlist = slices.Clone(req.CIDRs); return nil })
 }
@@ -509,6 +553,10 @@ func (s *Server) putSkills(w http.ResponseWriter, r *http.Request) {
 	}
 	var req registry.SkillRules
 	if err := decode(r, &req); err != nil {
+		s.failed(w, r, c, err)
+		return
+	}
+	if err := contradictory(req); err != nil {
 		s.failed(w, r, c, err)
 		return
 	}
@@ -529,7 +577,30 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, c *call, id stri
 		return
 	}
 	c.ev.Details["old"], c.ev.Details["new"] = old, compact(value(view(g)))
-	s.done(w, r, c, http.StatusOK, view(g))
+	s.done(w, r, c, http.StatusOK, s.shown(r.Context(), c, g))
+}
+
+// contradictory refuses skill rules that name one tool or skill on both sides, as the
+// gateway resolves names (policies.CanonicalName: "bash" is "exec"): deny wins, so the allow
+// entry would only look like it did something.
+func contradictory(rules registry.SkillRules) error {
+	denied := map[string]string{}
+	for _, d := range rules.Deny {
+		denied[policies.CanonicalName(d)] = d
+	}
+	var errs []error
+	for _, a := range rules.Allow {
+		d, ok := denied[policies.CanonicalName(a)]
+		switch {
+		case !ok:
+		case d == a:
+			errs = append(errs, fmt.Errorf("%w: skills: %q is both allowed and denied (deny wins): name it on one side", registry.ErrInvalid, a))
+		default:
+			errs = append(errs, fmt.Errorf("%w: skills: %q (allowed) and %q (denied) name the same tool (deny wins): name it on one side",
+				registry.ErrInvalid, a, d))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // memberRole picks user's role from a gateway, null when user is not a member.

@@ -195,7 +195,7 @@ func TestAdminLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = owner.RemoveMember(ctx, "gw1", "user_nobody")
-	wantAPIError(t, err, 404, "")
+	wantAPIError(t, err, 404, "unknown_member")
 	if err := ops.Delete(ctx, "gw3"); err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/moltgate/moltgate/audit"
+	"github.com/moltgate/moltgate/internal/testenv"
 	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/policies"
 	"github.com/moltgate/moltgate/proxy/admin"
@@ -37,24 +38,6 @@ const (
 )
 
 var testSecrets = []string{oldKey, newKey, badKey, discordBot}
-
-// lockedBuffer collects log lines from concurrent handlers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // recordingTransport keeps every response body the admin API sent.
 type recordingTransport struct {
@@ -88,7 +71,7 @@ type keysFixture struct {
 	srv      *httptest.Server
 	clerk    *clerktest.Server
 	rt       *recordingTransport
-	logs     *lockedBuffer
+	logs     *testenv.LogBuffer
 	metrics  *prometheus.Registry
 	auditDir string
 	al       *audit.FileLog
@@ -117,7 +100,7 @@ func withLimits(l admin.Limits) func(*admin.Config, *admin.Deps) {
 
 func newKeysFixtureWith(t *testing.T, ko keysOptions, opts ...func(*admin.Config, *admin.Deps)) *keysFixture {
 	t.Helper()
-	f := &keysFixture{clerk: clerktest.New(t), logs: &lockedBuffer{}, metrics: prometheus.NewRegistry(),
+	f := &keysFixture{clerk: clerktest.New(t), logs: &testenv.LogBuffer{}, metrics: prometheus.NewRegistry(),
 		auditDir: filepath.Join(t.TempDir(), "audit"), checked: make(chan string, 64)}
 	logger := slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
