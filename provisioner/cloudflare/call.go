@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/moltgate/moltgate/provisioner/retry"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"slices"
@@ -112,13 +112,13 @@ func (d *Driver) call(ctx context.Context, k kind, fn func(ctx context.Context) 
 			if attempt >= d.cfg.Attempts {
 				return err
 			}
-			delay = backoff(attempt)
+			delay = retry.Backoff(attempt)
 		default:
 			return err
 		}
 		d.log.LogAttrs(ctx, slog.LevelDebug, "cloudflare: retrying", slog.Int("attempt", attempt),
 			slog.Int("status", statusOf(err)), slog.Duration("delay", delay))
-		if err := sleep(ctx, delay); err != nil {
+		if err := retry.Sleep(ctx, delay); err != nil {
 			return err
 		}
 	}
@@ -138,7 +138,7 @@ func clean(err error) (error, time.Duration) {
 		}
 		var after time.Duration
 		if ae.StatusCode == http.StatusTooManyRequests && ae.Response != nil {
-			after = parseRetryAfter(ae.Response.Header.Get("Retry-After"), time.Now())
+			after = retry.ParseRetryAfter(ae.Response.Header.Get("Retry-After"), time.Now())
 		}
 		return out, after
 	}
@@ -161,40 +161,6 @@ func (d *Driver) limit(req *http.Request, next option.MiddlewareNext) (*http.Res
 		return nil, errLimiter
 	}
 	return next(req)
-}
-
-// backoff is the pause before retry number attempt+1: exponential from 200 ms to 5 s, with
-// jitter so that many gateways do not retry in step.
-func backoff(attempt int) time.Duration {
-	d := min(200*time.Millisecond<<min(attempt-1, 5), 5*time.Second)
-	return d/2 + rand.N(d/2+1)
-}
-
-// parseRetryAfter reads a Retry-After header: seconds or an HTTP date. Missing or
-// unreadable means 1 s.
-func parseRetryAfter(h string, now time.Time) time.Duration {
-	h = strings.TrimSpace(h)
-	if secs, err := strconv.Atoi(h); err == nil && secs >= 0 {
-		return time.Duration(secs) * time.Second
-	}
-	if t, err := http.ParseTime(h); err == nil {
-		return max(t.Sub(now), 0)
-	}
-	return time.Second
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // maxPages bounds a listing: at the default page size, 50,000 items.

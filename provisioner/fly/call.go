@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/moltgate/moltgate/provisioner/retry"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -100,11 +100,11 @@ func (d *Driver) call(ctx context.Context, opts callOpts, fn func(ctx context.Co
 			if attempt >= d.cfg.Attempts {
 				return err
 			}
-			delay = backoff(attempt)
+			delay = retry.Backoff(attempt)
 		default:
 			return err
 		}
-		if err := sleep(ctx, delay); err != nil {
+		if err := retry.Sleep(ctx, delay); err != nil {
 			return err
 		}
 	}
@@ -141,40 +141,6 @@ func transient(err error, status int) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ue)
 }
 
-// backoff is the pause before retry number attempt+1: exponential from 200 ms to 5 s, with
-// jitter so that many gateways do not retry in step.
-func backoff(attempt int) time.Duration {
-	d := min(200*time.Millisecond<<min(attempt-1, 5), 5*time.Second)
-	return d/2 + rand.N(d/2+1)
-}
-
-// parseRetryAfter reads a Retry-After header: seconds or an HTTP date. Missing or
-// unreadable means 1 s.
-func parseRetryAfter(h string, now time.Time) time.Duration {
-	h = strings.TrimSpace(h)
-	if secs, err := strconv.Atoi(h); err == nil && secs >= 0 {
-		return time.Duration(secs) * time.Second
-	}
-	if t, err := http.ParseTime(h); err == nil {
-		return max(t.Sub(now), 0)
-	}
-	return time.Second
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // note records what the transport saw of a call's last answer: flaps' errors keep neither
 // the headers nor, after its own retries (lease acquire), the status.
 type note struct {
@@ -191,7 +157,7 @@ func (n *note) set(resp *http.Response) {
 	n.status = resp.StatusCode
 	n.retryAfter = 0
 	if resp.StatusCode == http.StatusTooManyRequests {
-		n.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		n.retryAfter = retry.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/moltgate/moltgate/provisioner/retry"
 	"log/slog"
 	"net/http"
 
@@ -129,7 +130,7 @@ func (d *Driver) confirmGone(ctx context.Context, gatewayID, app string) error {
 			d.log.LogAttrs(ctx, slog.LevelInfo, "fly: destroyed app", slog.String("gateway", gatewayID), slog.String("app", app))
 			return nil
 		}
-		if err := sleep(ctx, backoff(attempt)); err != nil {
+		if err := retry.Sleep(ctx, retry.Backoff(attempt)); err != nil {
 			return fmt.Errorf("fly: destroy %q: app still there: %w", app, err)
 		}
 	}

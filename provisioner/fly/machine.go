@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/moltgate/moltgate/provisioner/retry"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -359,7 +360,7 @@ func (d *Driver) waitHealthy(ctx context.Context, app, id, instance string) erro
 		if passing(m, d.cfg.Checks) {
 			return nil
 		}
-		if err := sleep(ctx, backoff(attempt)); err != nil {
+		if err := retry.Sleep(ctx, retry.Backoff(attempt)); err != nil {
 			return d.notHealthy(ctx, app, id, err)
 		}
 	}
