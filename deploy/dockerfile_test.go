@@ -2,7 +2,6 @@ package deploy
 
 import (
 	"fmt"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -148,17 +147,11 @@ func listenPorts(t *testing.T) []int32 {
 // deploy/Dockerfile keeps its rules, and its context leaves secrets out.
 func TestDockerfile(t *testing.T) {
 	t.Parallel()
-	data, err := os.ReadFile("Dockerfile")
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readFile(t, "Dockerfile")
 	for _, err := range dockerfileProblems(string(data), listenPorts(t)) {
 		t.Error(err)
 	}
-	ignore, err := os.ReadFile("Dockerfile.dockerignore")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ignore := readFile(t, "Dockerfile.dockerignore")
 	for _, err := range ignoreProblems(string(ignore)) {
 		t.Error(err)
 	}
@@ -167,10 +160,7 @@ func TestDockerfile(t *testing.T) {
 // Each Dockerfile rule refuses a Dockerfile that breaks it.
 func TestDockerfileRefused(t *testing.T) {
 	t.Parallel()
-	data, err := os.ReadFile("Dockerfile")
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readFile(t, "Dockerfile")
 	good, ports := string(data), listenPorts(t)
 	from := regexp.MustCompile(`(?m)^FROM (\S+)@sha256:[0-9a-f]{64}(.*)$`)
 	finalFrom := regexp.MustCompile(`(?m)^FROM gcr\.io/distroless/static\S+`)

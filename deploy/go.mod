@@ -5,6 +5,7 @@ go 1.26.8
 replace github.com/moltgate/moltgate => ../
 
 require (
+	github.com/BurntSushi/toml v1.6.0
 	github.com/moltgate/moltgate v0.0.0-00010101000000-000000000000
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3

@@ -28,6 +28,16 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// readFile is the content of path, or the test's end.
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
 // moltgateBinary builds ../cmd/moltgate in moltgate's own module (its go.mod, not this one's),
 // once, as the end-to-end tests do.
 var moltgateBinary = sync.OnceValues(func() (string, error) {

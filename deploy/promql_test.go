@@ -283,10 +283,7 @@ func dashboardProblems(d dashboard, known map[string]metric) []error {
 
 func readDashboard(t *testing.T) dashboard {
 	t.Helper()
-	data, err := os.ReadFile("grafana/moltgate.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readFile(t, "grafana/moltgate.json")
 	var d dashboard
 	if err := json.Unmarshal(data, &d); err != nil {
 		t.Fatalf("grafana/moltgate.json: %v", err)
