@@ -30,6 +30,17 @@ type kube struct {
 	configMap  corev1.ConfigMap
 }
 
+// decodeStrict decodes YAML data into obj as the Kubernetes API server decodes a manifest:
+// a field unknown to obj's type, a field whose case differs, or a duplicate is an error.
+func decodeStrict(data []byte, obj any) error {
+	j, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		return err
+	}
+	strict, err := kjson.UnmarshalStrict(j, obj, kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
+	return errors.Join(append(strict, err)...)
+}
+
 // decodeManifest decodes the one object in path into obj as the API server does, strictly: a
 // field unknown to the type, a field whose case differs, or a duplicate field is an error, as
 // is another apiVersion or kind than want.
@@ -38,12 +49,7 @@ func decodeManifest(path, apiVersion, kind string, obj any) error {
 	if err != nil {
 		return err
 	}
-	j, err := yaml.YAMLToJSONStrict(data)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	strict, err := kjson.UnmarshalStrict(j, obj, kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
-	if err = errors.Join(append(strict, err)...); err != nil {
+	if err := decodeStrict(data, obj); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	var tm metav1.TypeMeta
