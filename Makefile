@@ -23,10 +23,14 @@ build:
 run: build $(OPENCLAW_STAMP)
 	./$(BIN) serve
 
-## test: install what the tests need, then run every test with the race detector.
+## test: install what the tests need, then run every test with the race detector: moltgate's
+## module, then deploy/'s (the deployment files' checks, a module of its own so that the
+## Kubernetes and Prometheus libraries they need stay out of moltgate's build).
 test: testdeps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) -C deploy vet ./...
+	$(GO) -C deploy test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 testdeps: openclaw
 	@command -v redis-server >/dev/null 2>&1 || { \
@@ -38,6 +42,7 @@ testdeps: openclaw
 	  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
 	  { echo "could not install chromium: run 'apt-get install chromium' as root" >&2; exit 1; }; }
 	$(GO) mod download
+	$(GO) -C deploy mod download
 
 ## openclaw: the pinned Node 24 and OpenClaw gateway in .cache/openclaw (the quick start runs it).
 openclaw: $(OPENCLAW_STAMP)

@@ -55,8 +55,9 @@ var moltgateBinary = sync.OnceValues(func() (string, error) {
 // without them refuses them as unknown keys, and only as that: see configCheck.
 var issue11Keys = []string{"store.backend", "store.redis", "cluster"}
 
-// configProblem is one line of `moltgate config check`'s refusal: "KEY: message (line N)".
-var configProblem = regexp.MustCompile(`(?m)^(?:config \S+: |\s+)([a-z_.\[\]0-9]+): (.*)$`)
+// configProblem is one problem of `moltgate config check`'s refusal, "KEY: message (line N)":
+// the whole message when there is one ("moltgate: config FILE: KEY: …"), else a line each.
+var configProblem = regexp.MustCompile(`(?m)^(?:(?:moltgate: )?config \S+: |\s+)([a-z_.\[\]0-9]+): (.*)$`)
 
 // configCheck runs `moltgate config check` on the configuration text with the environment env
 // (the secrets' variables). It returns nil when moltgate accepts the file, or when the only
