@@ -111,14 +111,15 @@ func TestCloudflaredRefused(t *testing.T) {
 		"no credentials":    {"credentials-file: /etc/cloudflared/creds/credentials.json\n", ""},
 		"admin by hostname": {"    service: http://dashboard.moltgate.svc.cluster.local:80", "    service: http://moltgate.moltgate.svc.cluster.local:9090"},
 	} {
-		bad := strings.Replace(good, c.from, c.to, 1)
-		if bad == good {
-			t.Errorf("%s: the mutation changed nothing", name)
-			continue
-		}
-		cfg, err := readTunnel(t, bad)
-		if err == nil && len(tunnelProblems(cfg, domain, host, svcPort, adminPort)) == 0 {
-			t.Errorf("%s: not refused", name)
-		}
+		t.Run(name, func(t *testing.T) {
+			bad := strings.Replace(good, c.from, c.to, 1)
+			if bad == good {
+				t.Fatal("the mutation changed nothing")
+			}
+			cfg, err := readTunnel(t, bad)
+			if err == nil && len(tunnelProblems(cfg, domain, host, svcPort, adminPort)) == 0 {
+				t.Error("not refused")
+			}
+		})
 	}
 }

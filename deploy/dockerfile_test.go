@@ -204,14 +204,15 @@ func TestDockerfileRefused(t *testing.T) {
 			return finalFrom.ReplaceAllString(s, "FROM debian:bookworm-slim@sha256:"+strings.Repeat("a", 64))
 		},
 	} {
-		bad := mutate(good)
-		if bad == good {
-			t.Errorf("%s: the mutation changed nothing", name)
-			continue
-		}
-		if len(dockerfileProblems(bad, ports)) == 0 {
-			t.Errorf("%s: not refused", name)
-		}
+		t.Run(name, func(t *testing.T) {
+			bad := mutate(good)
+			if bad == good {
+				t.Fatal("the mutation changed nothing")
+			}
+			if len(dockerfileProblems(bad, ports)) == 0 {
+				t.Error("not refused")
+			}
+		})
 	}
 	// A stage built on an earlier stage needs no digest of its own.
 	staged := good + "\nFROM build AS test\nRUN go vet ./...\nFROM " + finalFrom.FindString(good)[len("FROM "):] + "\nUSER 65532\n"

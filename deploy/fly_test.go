@@ -100,7 +100,7 @@ func flyProblems(f flyApp, cfg moltgateConfig) []error {
 		bad("admin_listen %q: Fly's checks come over the network: want 0.0.0.0 or [::]", cfg.AdminListen)
 	}
 	kill, err := time.ParseDuration(f.KillTimeout)
-	shutdown, err2 := time.ParseDuration(cmp(cfg.ShutdownTimeout, "15s"))
+	shutdown, err2 := time.ParseDuration(orDefault(cfg.ShutdownTimeout, "15s"))
 	if err != nil || err2 != nil || kill <= shutdown || f.KillSignal != "SIGTERM" {
 		bad("kill_signal %s, kill_timeout %q: want SIGTERM and more than shutdown_timeout %v", f.KillSignal, f.KillTimeout, shutdown)
 	}
@@ -180,15 +180,16 @@ func TestFlyRefused(t *testing.T) {
 		"scale to zero":      {`auto_stop_machines = "off"`, `auto_stop_machines = "stop"`},
 		"misspelt key":       {"internal_port", "internalport"},
 	} {
-		bad := strings.Replace(good, c.from, c.to, 1)
-		if bad == good {
-			t.Errorf("%s: the mutation changed nothing", name)
-			continue
-		}
-		f, err := decodeFly(bad)
-		if err == nil && len(flyProblems(f, cfg)) == 0 {
-			t.Errorf("%s: not refused", name)
-		}
+		t.Run(name, func(t *testing.T) {
+			bad := strings.Replace(good, c.from, c.to, 1)
+			if bad == good {
+				t.Fatal("the mutation changed nothing")
+			}
+			f, err := decodeFly(bad)
+			if err == nil && len(flyProblems(f, cfg)) == 0 {
+				t.Error("not refused")
+			}
+		})
 	}
 	f, _ := decodeFly(good)
 	loopback := cfg

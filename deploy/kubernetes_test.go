@@ -308,7 +308,7 @@ func kubeProblems(k kube) []error {
 	}
 
 	// Shutdown: the grace period covers the preStop pause and moltgate's own drain.
-	shutdown, err := time.ParseDuration(cmp(cfg.ShutdownTimeout, "15s"))
+	shutdown, err := time.ParseDuration(orDefault(cfg.ShutdownTimeout, "15s"))
 	if err != nil {
 		bad("configmap: shutdown_timeout %q: %v", cfg.ShutdownTimeout, err)
 	}
@@ -326,8 +326,8 @@ func kubeProblems(k kube) []error {
 	return errs
 }
 
-// cmp is s, or def when s is empty.
-func cmp(s, def string) string {
+// orDefault is s, or def when s is empty.
+func orDefault(s, def string) string {
 	if s == "" {
 		return def
 	}
@@ -411,11 +411,13 @@ func TestKubernetesManifestsRefused(t *testing.T) {
 			k.deployment.Spec.Selector.MatchLabels = map[string]string{"app.kubernetes.io/name": "other"}
 		},
 	} {
-		k := good.deepCopy()
-		mutate(&k)
-		if len(kubeProblems(k)) == 0 {
-			t.Errorf("%s: not refused", name)
-		}
+		t.Run(name, func(t *testing.T) {
+			k := good.deepCopy()
+			mutate(&k)
+			if len(kubeProblems(k)) == 0 {
+				t.Error("not refused")
+			}
+		})
 	}
 
 	// Strict decoding: a misspelt field is an error, not a default.
