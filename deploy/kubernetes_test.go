@@ -14,6 +14,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -28,6 +29,7 @@ type kube struct {
 	service    corev1.Service
 	pdb        policyv1.PodDisruptionBudget
 	configMap  corev1.ConfigMap
+	network    networkingv1.NetworkPolicy
 }
 
 // decodeStrict decodes YAML data into obj as the Kubernetes API server decodes a manifest:
@@ -71,6 +73,7 @@ func readKube(t *testing.T) kube {
 		{"service.yaml", "v1", "Service", &k.service},
 		{"pdb.yaml", "policy/v1", "PodDisruptionBudget", &k.pdb},
 		{"configmap.yaml", "v1", "ConfigMap", &k.configMap},
+		{"networkpolicy.yaml", "networking.k8s.io/v1", "NetworkPolicy", &k.network},
 	} {
 		if err := decodeManifest("kubernetes/"+m.file, m.apiVersion, m.kind, m.obj); err != nil {
 			t.Fatal(err)
@@ -80,7 +83,7 @@ func readKube(t *testing.T) kube {
 }
 
 func (k kube) deepCopy() kube {
-	return kube{*k.deployment.DeepCopy(), *k.service.DeepCopy(), *k.pdb.DeepCopy(), *k.configMap.DeepCopy()}
+	return kube{*k.deployment.DeepCopy(), *k.service.DeepCopy(), *k.pdb.DeepCopy(), *k.configMap.DeepCopy(), *k.network.DeepCopy()}
 }
 
 // moltgateConfig is the part of a moltgate configuration the deployment files must agree with.
@@ -235,6 +238,29 @@ func kubeProblems(k kube) []error {
 	}
 	if len(k.service.Spec.Ports) == 0 {
 		bad("service: no port")
+	}
+
+	// NetworkPolicy: the pods take connections only from the peers it names, the proxy's
+	// among them; nobody at large reaches the admin port.
+	np := k.network.Spec
+	if !selects(&np.PodSelector, d) || !slices.Contains(np.PolicyTypes, networkingv1.PolicyTypeIngress) {
+		bad("networkpolicy: does not isolate the deployment's pods for ingress")
+	}
+	reached := map[int32]bool{}
+	for i, rule := range np.Ingress {
+		if len(rule.From) == 0 || len(rule.Ports) == 0 {
+			bad("networkpolicy: ingress[%d] lets anyone in, or to any port: name the peers and the ports", i)
+		}
+		for _, p := range rule.Ports {
+			if p.Port == nil || containerPort(c, *p.Port) == 0 {
+				bad("networkpolicy: ingress[%d]: port %v is none of the container's", i, p.Port)
+				continue
+			}
+			reached[containerPort(c, *p.Port)] = true
+		}
+	}
+	if !reached[port(cfg.Listen)] {
+		bad("networkpolicy: no peer may reach the proxy port %d", port(cfg.Listen))
 	}
 
 	// Probes: on the admin listener, which must take connections from the kubelet.
@@ -407,6 +433,16 @@ func TestKubernetesManifestsRefused(t *testing.T) {
 		"service selects nothing": func(k *kube) { k.service.Spec.Selector = map[string]string{"app": "other"} },
 		"service on admin":        func(k *kube) { k.service.Spec.Ports[0].TargetPort = intstr.FromString("admin") },
 		"short grace period":      func(k *kube) { ten := int64(10); k.deployment.Spec.Template.Spec.TerminationGracePeriodSeconds = &ten },
+		"policy selects nothing": func(k *kube) {
+			k.network.Spec.PodSelector.MatchLabels = map[string]string{"app.kubernetes.io/name": "other"}
+		},
+		"admin open to all": func(k *kube) { k.network.Spec.Ingress[1].From = nil },
+		"every port open":   func(k *kube) { k.network.Spec.Ingress[0].Ports = nil },
+		"proxy unreachable": func(k *kube) { k.network.Spec.Ingress = k.network.Spec.Ingress[1:] },
+		"policy on a port that is not": func(k *kube) {
+			p := intstr.FromString("metrics")
+			k.network.Spec.Ingress[1].Ports[0].Port = &p
+		},
 		"selector misses pods": func(k *kube) {
 			k.deployment.Spec.Selector.MatchLabels = map[string]string{"app.kubernetes.io/name": "other"}
 		},
