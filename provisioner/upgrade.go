@@ -15,13 +15,19 @@ import (
 // another (fly). The local driver runs the pinned OpenClaw install and has no image to roll.
 type Upgrader interface {
 	// Upgrade rolls gateway id's running workload to image and waits until it is healthy
-	// (its health checks pass). It returns the image it ran before, also when it fails.
+	// (its health checks pass). It returns the image it ran before, also when it fails. An
+	// error wrapping ErrUnhealthy says the workload did not become healthy on image; any
+	// other (a rate limit, a lease held, no machine yet) says nothing about the image.
 	Upgrade(ctx context.Context, id, image string) (previous string, err error)
 }
 
-// ErrUpgradeFailed: the gateway did not become healthy on the new image (or, in a
-// rollback, on its previous one).
-var ErrUpgradeFailed = errors.New("provisioner: upgrade failed")
+var (
+	// ErrUnhealthy is what an Upgrader wraps when the workload did not become healthy.
+	ErrUnhealthy = errors.New("provisioner: not healthy")
+	// ErrUpgradeFailed: the gateway did not become healthy on the new image (or, in a
+	// rollback, on its previous one).
+	ErrUpgradeFailed = errors.New("provisioner: upgrade failed")
+)
 
 // UpgradeState is where a gateway's last image upgrade stands.
 type UpgradeState string
@@ -197,6 +203,10 @@ func (p *Provisioner) roll(ctx context.Context, st *pass, u Upgrader, image, op 
 		return context.Cause(ctx)
 	}
 	up := st.rec.Upgrade
+	if err != nil && !errors.Is(err, ErrUnhealthy) {
+		// Nothing learnt about the image: the upgrade stays as recorded, for a rerun.
+		return fmt.Errorf("provisioner: %s %q to %s: %w", op, id, image, err)
+	}
 	up.Finished = p.deps.Now().UTC()
 	if err != nil {
 		err = fmt.Errorf("%w: %s %q to %s: %w", ErrUpgradeFailed, op, id, image, err)
@@ -204,7 +214,7 @@ func (p *Provisioner) roll(ctx context.Context, st *pass, u Upgrader, image, op 
 	} else {
 		up.State = ok
 		if ok == UpgradeDone {
-			up.Error = ""
+			up.Error = "" // a rolled back one keeps the failure that made it go back
 		}
 	}
 	p.upm.outcome(st.driver, op, err)

@@ -390,3 +390,39 @@ func TestFleetResumesAfterCrash(t *testing.T) {
 		t.Fatalf("a second fleet upgrade to the same image: got %+v, %v; want done with no batch", f, err)
 	}
 }
+
+// Issue 14: an error that says nothing about the image (here the machine's lease, held by
+// someone else) stops the fleet upgrade without a halt or a rollback; it stays recorded, and
+// the same upgrade again, once the lease is free, finishes it.
+func TestFleetStopsWithoutRollbackOnOtherErrors(t *testing.T) {
+	t.Parallel()
+	e := newFlyEnv(t)
+	p := e.process()
+	ids := e.gateways(p, 3, flyImageA)
+	before := instances(t, e, ids)
+	if _, err := e.fake.HoldLease("mg-gw-2", e.machine(t, "gw-2").ID, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+
+	fs := provisioner.FleetSpec{Image: flyImageB, Batch: 1}
+	f, err := p.UpgradeFleet(t.Context(), fs, nil)
+	if !errors.Is(err, fly.ErrLeaseHeld) || errors.Is(err, provisioner.ErrUpgradeFailed) {
+		t.Fatalf("got %v, want fly.ErrLeaseHeld and no failed upgrade", err)
+	}
+	if f.State != provisioner.FleetRunning || f.Current != 1 {
+		t.Fatalf("fleet: got %+v, want running at batch 2", f)
+	}
+	e.assertOn(t, p, "gw-1", flyImageB, provisioner.UpgradeDone)
+	if st, _ := p.Get("gw-2"); upgradeState(st) != provisioner.UpgradeRunning || e.machine(t, "gw-2").Config.Image != flyImageA {
+		t.Fatalf("gw-2: got %+v on %s, want upgrading, still on the old image", st.Upgrade, e.machine(t, "gw-2").Config.Image)
+	}
+	e.untouched(t, p, before, ids[2:])
+
+	e.fake.Advance(2 * time.Hour) // the other holder's lease expires
+	if f, err = p.UpgradeFleet(t.Context(), fs, nil); err != nil || f.State != provisioner.FleetDone {
+		t.Fatalf("again: got %+v, %v; want done", f, err)
+	}
+	for _, id := range ids {
+		e.assertOn(t, p, id, flyImageB, provisioner.UpgradeDone)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"path/filepath"
@@ -33,7 +34,7 @@ func (d *imageDriver) Upgrade(_ context.Context, id, image string) (string, erro
 	prev := d.running[id]
 	d.running[id] = image
 	if image == d.bad {
-		return prev, errors.New("checks critical")
+		return prev, fmt.Errorf("%w: checks critical", provisioner.ErrUnhealthy)
 	}
 	return prev, nil
 }
