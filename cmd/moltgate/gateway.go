@@ -19,7 +19,7 @@ import (
 )
 
 // gatewayUsage is the gateway command's short usage.
-const gatewayUsage = "usage: moltgate gateway create|destroy|rotate-token|upgrade|status|add|list|show|open|remove|member|allowlist|skills … (moltgate gateway -h: its flags)"
+const gatewayUsage = "usage: moltgate gateway create|destroy|rotate-token|status|add|list|show|open|remove|member|allowlist|skills|upgrade … (moltgate gateway -h: its flags)"
 
 // gatewayCommand is the CLI of the admin API's gateway endpoints.
 func gatewayCommand(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) (err error) {

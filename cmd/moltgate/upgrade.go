@@ -42,7 +42,7 @@ func upgradeCommand(ctx context.Context, verb string, rest []string, uf *upgrade
 		return true, usageError{"usage: moltgate gateway " + upgradeForm}
 	}
 	if err := provisioner.PinnedImage(*pf.image); err != nil {
-		return true, usageError{"--image: " + err.Error()}
+		return true, usageError{"--" + err.Error()} // "--image: …"
 	}
 	// The call lasts as long as the upgrade: no client timeout but --timeout.
 	wc := *c
