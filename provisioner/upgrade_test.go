@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	flyapi "github.com/superfly/fly-go"
 
 	"github.com/moltgate/moltgate/keystore"
@@ -311,7 +313,8 @@ func TestFleetCanaryFailureHalts(t *testing.T) {
 func TestFleetBatchFailureRollsBackTheBatch(t *testing.T) {
 	t.Parallel()
 	e := newFlyEnv(t)
-	p := e.process()
+	reg := prometheus.NewRegistry()
+	p := e.process(func(_ *provisioner.Config, d *provisioner.Deps) { d.Metrics = reg })
 	ids := e.gateways(p, 5, flyImageA)
 	before := instances(t, e, ids)
 	e.fake.FailChecks(flyImageB, "mg-gw-3")
@@ -331,6 +334,28 @@ func TestFleetBatchFailureRollsBackTheBatch(t *testing.T) {
 	e.assertOn(t, p, "gw-2", flyImageA, provisioner.UpgradeRolledBack)
 	e.assertOn(t, p, "gw-3", flyImageA, provisioner.UpgradeRolledBack)
 	e.untouched(t, p, before, ids[3:])
+	metrics := `
+# HELP moltgate_provisioner_upgrades_total Gateway image upgrades and rollbacks finished, by driver, op (upgrade, rollback) and outcome (success, unhealthy).
+# TYPE moltgate_provisioner_upgrades_total counter
+moltgate_provisioner_upgrades_total{driver="fly",op="rollback",outcome="success"} 2
+moltgate_provisioner_upgrades_total{driver="fly",op="upgrade",outcome="success"} 2
+moltgate_provisioner_upgrades_total{driver="fly",op="upgrade",outcome="unhealthy"} 1
+# HELP moltgate_provisioner_fleet_upgrade_batches The last fleet upgrade's batches by position: done (upgraded), current, waiting.
+# TYPE moltgate_provisioner_fleet_upgrade_batches gauge
+moltgate_provisioner_fleet_upgrade_batches{position="current"} 1
+moltgate_provisioner_fleet_upgrade_batches{position="done"} 1
+moltgate_provisioner_fleet_upgrade_batches{position="waiting"} 1
+# HELP moltgate_provisioner_fleet_upgrade_state 1 for the last fleet upgrade's state (running, rolling_back, halted, done), 0 for the others.
+# TYPE moltgate_provisioner_fleet_upgrade_state gauge
+moltgate_provisioner_fleet_upgrade_state{state="done"} 0
+moltgate_provisioner_fleet_upgrade_state{state="halted"} 1
+moltgate_provisioner_fleet_upgrade_state{state="rolling_back"} 0
+moltgate_provisioner_fleet_upgrade_state{state="running"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(metrics), "moltgate_provisioner_upgrades_total",
+		"moltgate_provisioner_fleet_upgrade_batches", "moltgate_provisioner_fleet_upgrade_state"); err != nil {
+		t.Error(err)
+	}
 	for _, want := range []string{"0:gw-1:upgraded", "1:gw-3:failed", "1:gw-2:rolled_back", "1:gw-3:rolled_back"} {
 		if !strings.Contains(strings.Join(seen, " "), want) {
 			t.Errorf("progress: got %v, want %s among it", seen, want)
