@@ -1,10 +1,17 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/moltgate/moltgate/provisioner"
+	"github.com/moltgate/moltgate/proxy/admin"
 )
 
 // Issue 14: mistakes on the upgrade command line are usage errors (exit 2), found before any
@@ -44,5 +51,67 @@ func TestUpgradeCommandLine(t *testing.T) {
 	var u usageError
 	if err == nil || errors.As(err, &u) {
 		t.Errorf("a well formed fleet upgrade: got %v, want the admin API's error", err)
+	}
+}
+
+// Issue 14: a fleet upgrade prints each gateway's change as the server reports it (state and
+// digest), then the outcome. The admin API here is an httptest server that answers as
+// moltgate's does: the fleet view changes twice while the upgrade request is held.
+func TestUpgradeCommandShowsProgress(t *testing.T) {
+	const (
+		old = "registry.example.test/gw@sha256:" + "1111111111111111111111111111111111111111111111111111111111111111"
+		img = "registry.example.test/gw@sha256:" + "2222222222222222222222222222222222222222222222222222222222222222"
+	)
+	views := []admin.FleetView{
+		{Gateways: []admin.GatewayImage{{ID: "gw-1", Driver: "fly", Image: old, Digest: provisioner.Digest(old)}}},
+		{Gateways: []admin.GatewayImage{{ID: "gw-1", Driver: "fly", Upgrade: &provisioner.UpgradeStatus{Image: img, Previous: old, State: provisioner.UpgradeRunning}}}},
+		{Gateways: []admin.GatewayImage{{ID: "gw-1", Driver: "fly", Image: img, Digest: provisioner.Digest(img),
+			Upgrade: &provisioner.UpgradeStatus{Image: img, Previous: old, State: provisioner.UpgradeDone}}}},
+	}
+	var (
+		mu     sync.Mutex
+		served int
+		seen   = make(chan struct{}) // closed once every view was served
+	)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/upgrades", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		v := views[min(served, len(views)-1)]
+		if served++; served == len(views) {
+			close(seen)
+		}
+		mu.Unlock()
+		json.NewEncoder(w).Encode(v)
+	})
+	mux.HandleFunc("POST /v1/upgrades", func(w http.ResponseWriter, r *http.Request) {
+		var fs provisioner.FleetSpec
+		if err := json.NewDecoder(r.Body).Decode(&fs); err != nil || fs != (provisioner.FleetSpec{Image: img, Canary: 1, Batch: 3}) {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		<-seen
+		json.NewEncoder(w).Encode(provisioner.Fleet{Spec: fs, State: provisioner.FleetDone, Batches: [][]string{{"gw-1"}}})
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	env := func(k string) string {
+		if k == "MOLTGATE_ADMIN_TOKEN" {
+			return strings.Repeat("t", 40)
+		}
+		return ""
+	}
+	var stdout, stderr strings.Builder
+	err := run(t.Context(), []string{"gateway", "upgrade", "--all", "--image", img, "--canary", "1", "--batch", "3", "--admin-url", srv.URL},
+		env, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	for _, want := range []string{"gw-1             upgrading", "gw-1             upgraded     " + provisioner.Digest(img)} {
+		if strings.Count(stderr.String(), want) != 1 {
+			t.Errorf("progress: want %q once in:\n%s", want, stderr.String())
+		}
+	}
+	if want := "fleet upgraded to " + img + ": 1 gateways in 1 batches\n"; stdout.String() != want {
+		t.Errorf("stdout: got %q, want %q", stdout.String(), want)
 	}
 }
