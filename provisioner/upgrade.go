@@ -301,7 +301,8 @@ func (p *Provisioner) upgradeResult(id string, err error) (Status, error) {
 }
 
 // runningImage is the image gateway s runs, as far as the provisioner knows: its last
-// upgrade's outcome, else the spec's image once the world was brought to it.
+// upgrade's outcome, else the spec's image once a pass brought the world to it (one that
+// finished an upgrade a crash interrupted, too).
 func runningImage(s Spec, rec *record) string {
 	if up := rec.Upgrade; up != nil {
 		switch up.State {
@@ -309,10 +310,11 @@ func runningImage(s Spec, rec *record) string {
 			return up.Image
 		case UpgradeRolledBack:
 			return up.Previous
+		case UpgradeFailed:
+			return "" // unhealthy on up.Image until rolled back
 		}
-		return "" // being changed, or failed: unknown until the next outcome
 	}
-	if rec.ObservedGeneration == s.Generation {
+	if rec.ObservedGeneration == s.Generation && rec.Error == "" {
 		return s.Image
 	}
 	return ""

@@ -451,3 +451,46 @@ func TestFleetStopsWithoutRollbackOnOtherErrors(t *testing.T) {
 		e.assertOn(t, p, id, flyImageB, provisioner.UpgradeDone)
 	}
 }
+
+// Issue 14: a process that dies right after the machine was rolled, before the upgrade's
+// end was recorded, is resumed by the same upgrade from another process: recorded done,
+// the machine not rolled again. One that dies before rolling leaves the spec on the new
+// image, and a reconciler pass finishes the job: the status then knows the image.
+func TestUpgradeResumesAfterCrash(t *testing.T) {
+	t.Parallel()
+	e := newFlyEnv(t)
+	kill := &provisionertest.KillSwitch{}
+	p := e.process(withKill(kill))
+	e.gateways(p, 2, flyImageA)
+
+	kill.Arm("upgrade gw-1: acted")
+	if _, err := p.Upgrade(t.Context(), "gw-1", flyImageB); !errors.Is(err, provisionertest.ErrKilled) {
+		t.Fatalf("got %v, want the kill", err)
+	}
+	if st, _ := p.Get("gw-1"); upgradeState(st) != provisioner.UpgradeRunning || st.Image != "" {
+		t.Fatalf("after the crash: got %+v, image %q; want upgrading, image unknown", st.Upgrade, st.Image)
+	}
+	updates := e.fake.Calls(flytest.RouteUpdateMachine)
+	e.clock.advance(time.Hour)
+	p2 := e.process()
+	if _, err := p2.Upgrade(t.Context(), "gw-1", flyImageB); err != nil {
+		t.Fatal(err)
+	}
+	e.assertOn(t, p2, "gw-1", flyImageB, provisioner.UpgradeDone)
+	if got := e.fake.Calls(flytest.RouteUpdateMachine); got != updates {
+		t.Fatalf("updates: got %d, want %d (the machine was on the image already)", got, updates)
+	}
+
+	kill.Arm("upgrade gw-2: recorded")
+	if _, err := p.Upgrade(t.Context(), "gw-2", flyImageB); !errors.Is(err, provisionertest.ErrKilled) {
+		t.Fatalf("got %v, want the kill", err)
+	}
+	e.clock.advance(time.Hour)
+	provisionertest.Converge(t, p2, "gw-2")
+	if m := e.machine(t, "gw-2"); m.Config.Image != flyImageB {
+		t.Fatalf("after a pass: machine on %s, want %s", m.Config.Image, flyImageB)
+	}
+	if st, _ := p2.Get("gw-2"); st.Image != flyImageB || upgradeState(st) != provisioner.UpgradeRunning {
+		t.Fatalf("status after a pass: image %q, upgrade %+v; want %s, still recorded upgrading", st.Image, st.Upgrade, flyImageB)
+	}
+}
