@@ -122,7 +122,14 @@ func gatewayCommand(ctx context.Context, args []string, env func(string) string,
 		if err != nil {
 			return err
 		}
-		return print(g)
+		if err := print(g); err != nil || *jsonOut {
+			return err
+		}
+		// A provisioned gateway's image, for whoever may read its provisioning (issue 14).
+		if p, err := c.ProvisionStatus(ctx, rest[0]); err == nil {
+			printImage(stdout, p)
+		}
+		return nil
 	case "remove":
 		if err := c.Delete(ctx, rest[0]); err != nil {
 			return err
