@@ -28,11 +28,13 @@ tenant_audit_actions := {"admin.audit.read"}
 keystore_admin_actions := {"admin.keystore.rotate", "admin.keystore.read"}
 
 # Provisioning actions (a gateway's desired state, /v1/gateways/{id}/provision: create,
-# destroy, rotate its token, read its progress): platform admins and the admin token only.
-# The gateway they name may not be registered yet, or any more.
+# destroy, rotate its token, upgrade its image, read its progress; and fleet upgrades,
+# /v1/upgrades): platform admins and the admin token only. The gateway they name may not be
+# registered yet, or any more.
 provision_admin_actions := {
 	"admin.provision.write", "admin.provision.destroy",
-	"admin.provision.rotate", "admin.provision.read",
+	"admin.provision.rotate", "admin.provision.upgrade",
+	"admin.provision.read",
 }
 
 # tenant_admin: a user acting in the tenant's own organization with its admin role.

@@ -47,15 +47,18 @@ test_create_is_platform_admin_only if {
 }
 
 # Provisioning (issue 14) is the admin token's and platform admins' alone, on any gateway
-# id, registered or not; a gateway's owner, a tenant admin or a gateway token may not.
+# id, registered or not (or none: a fleet upgrade); a gateway's owner, a tenant admin or a
+# gateway token may not.
 test_provision_is_platform_admin_only if {
-	every a in ["admin.provision.write", "admin.provision.destroy", "admin.provision.rotate", "admin.provision.read"] {
+	every a in ["admin.provision.write", "admin.provision.destroy", "admin.provision.rotate", "admin.provision.upgrade", "admin.provision.read"] {
 		decide(admin(admin_token, "new", a)).reason == "admin_token"
 		decide(admin(admin_token, "gw1", a)).allow == true
 		decide(admin(user("u_platform"), "new", a)).reason == "platform_admin"
 		refused(admin(user("u_owner"), "gw1", a), 403, "platform_admin_only")
 		refused(admin(user("u_owner"), "new", a), 403, "platform_admin_only")
 		refused(admin(anonymous, "new", a), 401, "unauthenticated")
+		decide(admin(admin_token, "", a)).allow == true
+		refused(admin(user("u_owner"), "", a), 403, "platform_admin_only")
 	}
 }
 

@@ -19,7 +19,7 @@ type codec struct {
 	subject, gateway, request, clientIP, protocol, action, ws *ast.Term
 	kind, id, sessionID, orgID, orgRole, factorAges           *ast.Term
 	tenant, method, path, route, host, tool, skill            *ast.Term
-	allow, reason, status, scopes                             *ast.Term
+	allow, reason, status, scopes, missingScope               *ast.Term
 	emptyIP                                                   *ast.Term
 }
 
@@ -32,7 +32,8 @@ func newCodec() *codec {
 		factorAges: s("factor_ages"),
 		tenant:     s("tenant"), method: s("method"), path: s("path"), route: s("route"), host: s("host"), tool: s("tool"), skill: s("skill"),
 		allow: s("allow"), reason: s("reason"), status: s("status"), scopes: s("scopes"),
-		emptyIP: s(""),
+		missingScope: s("missing_scope"),
+		emptyIP:      s(""),
 	}
 }
 
@@ -183,7 +184,7 @@ func (c *codec) ip(s string) *ast.Term {
 var errNotObject = errors.New("decision is not an object")
 
 // decision converts the policy result. Anything but an object whose allow is a boolean,
-// whose reason (if present) is a string, whose status (if present) is an integer and whose
+// whose reason and missing_scope (if present) are strings, whose status (if present) is an integer and whose
 // scopes (if present) is an array of strings is an error.
 func (c *codec) decision(t *ast.Term) (Decision, error) {
 	obj, ok := t.Value.(ast.Object)
@@ -202,6 +203,13 @@ func (c *codec) decision(t *ast.Term) (Decision, error) {
 			return Decision{}, errors.New("decision.reason is not a string")
 		}
 		d.Reason = string(r)
+	}
+	if mt := obj.Get(c.missingScope); mt != nil {
+		m, ok := mt.Value.(ast.String)
+		if !ok {
+			return Decision{}, errors.New("decision.missing_scope is not a string")
+		}
+		d.MissingScope = string(m)
 	}
 	if st := obj.Get(c.status); st != nil {
 		n, ok := st.Value.(ast.Number)

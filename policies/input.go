@@ -75,4 +75,8 @@ type Decision struct {
 	Status int `json:"status,omitempty"`
 	// Scopes caps the OpenClaw operator scopes sent upstream in trusted-proxy mode.
 	Scopes []string `json:"scopes,omitempty"`
+	// MissingScope, on a WebSocket method refused for the member's role, is the OpenClaw
+	// operator scope the method's class needs: the relay answers in the gateway's own
+	// "missing scope" shape, which the Control UI shows as such instead of retrying.
+	MissingScope string `json:"missing_scope,omitempty"`
 }

@@ -90,7 +90,7 @@ ws_user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 4
 } else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
 	ws_class == "owner"
 	not second_factor_fresh
-} else := {"allow": false, "reason": "role_forbids", "status": 403} if {
+} else := {"allow": false, "reason": "role_forbids", "status": 403, "missing_scope": object.get(data.ws.class_scopes, ws_class, "operator.admin")} if {
 	gw.owner != input.subject.id
 	role := gw.members[input.subject.id]
 	not concat("", ["ws.", ws_class]) in object.get(data.roles, [role, "actions"], [])

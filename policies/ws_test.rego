@@ -68,6 +68,16 @@ test_ws_unknown_family_is_admin if {
 	ws_allowed(call(user("u_owner"), "gw1", "frobnicate.run"), "admin")
 }
 
+# A method refused for the member's role names the operator scope its class needs, so the
+# relay can answer as the gateway does ("missing scope") and the Control UI shows it as such.
+test_ws_role_refusal_names_the_missing_scope if {
+	decide(call(user("u_viewer"), "gw1", "config.patch")).missing_scope == "operator.admin"
+	decide(call(user("u_viewer"), "gw1", "chat.send")).missing_scope == "operator.write"
+	decide(call(user("u_operator"), "gw1", "config.get")).missing_scope == "operator.admin"
+	not decide(call(user("u_stranger"), "gw1", "chat.send")).missing_scope
+	not decide(call(user("u_operator"), "gw1", "terminal.open")).missing_scope
+}
+
 # A sensitive family stays admin even for a verb that reads elsewhere: config.get returns
 # secrets, logs.tail what the agents did.
 test_ws_sensitive_family_read_verb_is_admin if {

@@ -24,4 +24,8 @@
 //     (each open audited) only while a step needs them, never stored or logged.
 //   - Destroy removes what exists in reverse order, counting "not found" as done, and forgets
 //     the gateway only when every step has confirmed its resource gone.
+//   - An image upgrade (Upgrade, and UpgradeFleet's batches) is recorded in the gateway's
+//     status, with the image to roll back to, and in its spec before the workload is touched,
+//     under the gateway's lease; only an unhealthy workload fails it, and a failed batch of a
+//     fleet upgrade is rolled back whole before the fleet halts.
 package provisioner

@@ -132,6 +132,7 @@ type Provisioner struct {
 	cfg   Config
 	deps  Deps
 	m     *metrics
+	upm   *upgradeMetrics
 	q     *queue
 	ovl   *overlap
 	plans map[string][]Step
@@ -199,7 +200,11 @@ func New(cfg Config, deps Deps) (*Provisioner, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Provisioner{cfg: cfg, deps: deps, m: m, q: newQueue(), busy: map[string]bool{}, plans: map[string][]Step{}}
+	upm, err := newUpgradeMetrics(deps.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	p := &Provisioner{cfg: cfg, deps: deps, m: m, upm: upm, q: newQueue(), busy: map[string]bool{}, plans: map[string][]Step{}}
 	p.ovl = &overlap{byHost: map[string]*tokenPair{}, now: deps.Now, retries: m.overlapRetries}
 	for name, d := range cfg.Drivers {
 		plan, err := p.plan(d)
@@ -402,7 +407,7 @@ func (p *Provisioner) List() ([]Status, error) {
 func (p *Provisioner) status(s Spec, rec *record) Status {
 	st := Status{Spec: s, ObservedGeneration: rec.ObservedGeneration, Upstream: rec.Upstream,
 		Outputs: maps.Clone(rec.Outputs), Error: rec.Error, Failures: rec.Failures, Updated: rec.Updated,
-		Rotating: rec.PrevToken != nil}
+		Rotating: rec.PrevToken != nil, Upgrade: rec.Upgrade.clone(), Image: runningImage(s, rec)}
 	if rec.Token != nil {
 		st.TokenGeneration = rec.Token.Generation
 	}

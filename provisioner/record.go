@@ -25,7 +25,9 @@ type record struct {
 	PrevToken *sealedToken `json:"prev_token,omitempty"`
 	Error     string       `json:"error,omitempty"`
 	Failures  int          `json:"failures,omitempty"`
-	Updated   time.Time    `json:"updated,omitzero"`
+	// Upgrade is the gateway's last image upgrade (upgrade.go).
+	Upgrade *UpgradeStatus `json:"upgrade,omitempty"`
+	Updated time.Time      `json:"updated,omitzero"`
 }
 
 type sealedToken struct {

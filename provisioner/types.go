@@ -108,6 +108,11 @@ type Status struct {
 	Rotating bool `json:"rotating,omitempty"`
 	// Upstream is where the gateway answers.
 	Upstream string `json:"upstream,omitempty"`
+	// Image is the image the gateway runs as far as the provisioner knows (its last
+	// upgrade's outcome, else the spec's once reached), "" while unknown.
+	Image string `json:"image,omitempty"`
+	// Upgrade is its last image upgrade, if any (Provisioner.Upgrade).
+	Upgrade *UpgradeStatus `json:"upgrade,omitempty"`
 	// Steps are the plan's steps in order (reverse order while destroying).
 	Steps []StepStatus `json:"steps"`
 	// Outputs are the values steps recorded (ids, ports).

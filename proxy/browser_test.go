@@ -308,3 +308,60 @@ func TestWSLivesWithTheBrowserSession(t *testing.T) {
 		t.Fatalf("socket after revoke: got %d %q, want 1008 session ended", code, reason)
 	}
 }
+
+// TestBrowserSessionOfRemovedMember: once a session's user is no longer a member of its
+// gateway, a fetch is refused 403 not_a_member, and a page load ends the session and goes
+// back to sign-in (issue 10, "a reload goes back to sign-in"); the session stays over when
+// the member is added again: they come back through a new launch link.
+func TestBrowserSessionOfRemovedMember(t *testing.T) {
+	f := newFixture(t, registry.AuthToken)
+	tok, _, err := f.browsers.Start(browser.Grant{Gateway: "gwa", UserID: "user_operator"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp := f.browse(t, "GET", "gwa.gw.localhost", "/", tok, navigate); resp.StatusCode != 200 {
+		t.Fatalf("member's page load: got %d, want 200", resp.StatusCode)
+	}
+	setMember := func(role string) {
+		t.Helper()
+		if _, err := f.reg.Update(t.Context(), "gwa", func(g *registry.Gateway) error {
+			if role == "" {
+				delete(g.Members, "user_operator")
+			} else {
+				g.Members["user_operator"] = role
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setMember("")
+	seen := f.up.count()
+	if resp := f.browse(t, "GET", "gwa.gw.localhost", "/api/x", tok, nil); resp.StatusCode != 403 {
+		t.Fatalf("removed member's fetch: got %d, want 403", resp.StatusCode)
+	}
+	if ss, _ := f.browsers.List(func(browser.Session) bool { return true }); len(ss) != 1 {
+		t.Fatalf("a fetch ended the session (%d left): only a page load does", len(ss))
+	}
+	resp := f.browse(t, "GET", "gwa.gw.localhost", "/chat", tok, navigate)
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusSeeOther || loc.Host != "dashboard.example.test" || loc.Query().Get("return_path") != "/chat" {
+		t.Fatalf("removed member's page load: got %d to %q, want 303 to the sign-in page", resp.StatusCode, loc)
+	}
+	if c := sessionCookie(t, resp); c.MaxAge >= 0 {
+		t.Fatalf("the session cookie was not cleared: %+v", c)
+	}
+	if e, _ := f.lastEvent(t); e.Reason != "not_a_member" || e.Actor.ID != "user_operator" {
+		t.Fatalf("audit: got %s by %s, want not_a_member by user_operator", e.Reason, e.Actor.ID)
+	}
+	if f.up.count() != seen {
+		t.Fatal("the gateway received a removed member's request")
+	}
+	if ss, _ := f.browsers.List(func(browser.Session) bool { return true }); len(ss) != 0 {
+		t.Fatalf("the session outlived its user's access: %+v", ss)
+	}
+	setMember("operator")
+	if resp := f.browse(t, "GET", "gwa.gw.localhost", "/api/x", tok, nil); resp.StatusCode != 401 {
+		t.Fatalf("the ended session after re-adding the member: got %d, want 401", resp.StatusCode)
+	}
+}

@@ -88,14 +88,23 @@ func (h *Handler) identityOf(r *http.Request, tok string, via int) identity {
 
 // refuse refuses r and records why. A navigation refused for want of identity is sent to
 // sign in instead, when sign-in is configured, and a session cookie that failed is cleared.
+// So is a navigation on a browser session whose user is no longer a member of the gateway:
+// the session, good for this gateway only, is worth nothing now and ends, and the sign-in
+// page (the dashboard) tells the person what access they have.
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, ev audit.Event, typ string, status int, reason string, id identity, https bool) {
-	if status != http.StatusUnauthorized || h.cfg.SignInURL == nil || !browser.IsNavigation(r) {
+	lost := id.via == viaSession && id.session != "" && reason == "not_a_member"
+	if (status != http.StatusUnauthorized && !lost) || h.cfg.SignInURL == nil || !browser.IsNavigation(r) {
 		h.refuseAudited(w, r, ev, typ, status, reason)
 		return
 	}
 	if !h.emit(r, ev, typ, reason, status) {
 		Refuse(w, http.StatusServiceUnavailable, "audit_unavailable")
 		return
+	}
+	if lost {
+		if tok, ok, _ := browser.Token(r, https); ok {
+			h.deps.Browser.EndToken(tok, "access_lost")
+		}
 	}
 	if id.via == viaSession {
 		browser.ClearCookie(w, https)

@@ -66,6 +66,12 @@ admin_token: {file: @ADMINTOKEN@}
 		{"keys add without --provider", []string{"keys", "add", "--tenant", "acme", "--secret-file", secretFile}, 2,
 			[]string{"keys: --provider required"}, []string{"sk-test"}},
 		{"a gateway command without its words", []string{"gateway", "show"}, 2, []string{"usage: moltgate gateway show ID"}, nil},
+		{"an upgrade to an image by tag (issue 14)", []string{"gateway", "upgrade", "demo", "--image", "registry.example.test/gw:latest"}, 2,
+			[]string{`--image: "registry.example.test/gw:latest" is not pinned by digest`}, nil},
+		{"an upgrade of a gateway added by hand (issue 14)", []string{"gateway", "upgrade", "demo", "--image", pinnedImage}, 1,
+			[]string{"gateway not provisioned", "not_provisioned"}, nil},
+		{"a fleet upgrade with no provisioned gateway (issue 14)", []string{"gateway", "upgrade", "--all", "--image", pinnedImage}, 0,
+			[]string{"fleet upgraded to " + pinnedImage + ": 0 gateways in 0 batches"}, nil},
 		{"a trusted-proxy gateway's token", []string{"gateway", "add", "--id", "tp", "--tenant", "acme", "--owner", "user_alice",
 			"--upstream", "http://127.0.0.1:18790", "--auth-mode", "trusted-proxy"}, 0,
 			[]string{"client token (shown once)", "Do not configure the gateway with it", "gateway.auth.mode: trusted-proxy", "allowUsers"},
@@ -119,6 +125,8 @@ admin_token: {file: @ADMINTOKEN@}
 		t.Errorf("h2c upgrade: got %d %s, want 400 upgrade_not_supported", resp.StatusCode, body)
 	}
 }
+
+const pinnedImage = "registry.example.test/gw@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
 // lastLine is the last non-empty line of s.
 func lastLine(s string) string {

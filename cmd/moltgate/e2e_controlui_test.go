@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -25,6 +26,9 @@ import (
 // controlUIUser is the member who opens the Control UI: an operator, whose role lets them
 // chat but caps their scopes below what the Control UI asks for.
 const controlUIUser = "user_cui_operator"
+
+// controlUIViewer is a member with the viewer role: they may look, not change.
+const controlUIViewer = "user_cui_viewer"
 
 // operatorScopes are what moltgate's default policy grants the operator role (roles.json).
 var operatorScopes = []string{"operator.read", "operator.write", "operator.questions"}
@@ -66,8 +70,8 @@ func TestControlUI(t *testing.T) {
 		extra := llm.ProviderConfig("moltgate-llm", "stand-in-1")
 		extra["gateway"] = map[string]any{"controlUi": map[string]any{"allowedOrigins": []string{public}}}
 		gw := testenv.OpenClaw(t, testenv.OpenClawOptions{Mode: testenv.ModeTrustedProxy,
-			TrustedProxyUsers: []string{controlUIUser, "user_cui_owner"},
-			IdentityScopes:    map[string][]string{controlUIUser: controlUIScopes, "user_cui_owner": controlUIScopes},
+			TrustedProxyUsers: []string{controlUIUser, controlUIViewer, "user_cui_owner"},
+			IdentityScopes:    map[string][]string{controlUIUser: controlUIScopes, controlUIViewer: controlUIScopes, "user_cui_owner": controlUIScopes},
 			ExtraConfig:       extra})
 		tap := testenv.Tap(t, gw.URL)
 		controlUI(t, controlUISetup{gw: gw, tap: tap, llm: llm, mgPort: mgPort, browserPort: frontPort,
@@ -111,6 +115,7 @@ admin_token: {file: @ADMINTOKEN@}
 	}
 	mg.cli(t, args...)
 	mg.cli(t, "gateway", "member", "add", "gwcui", controlUIUser, "operator")
+	mg.cli(t, "gateway", "member", "add", "gwcui", controlUIViewer, "viewer")
 	public := fmt.Sprintf("http://gwcui.gw.localhost:%d", s.browserPort)
 
 	b := testenv.Browser(t)
@@ -229,6 +234,10 @@ admin_token: {file: @ADMINTOKEN@}
 		}
 	})
 
+	t.Run("a viewer's page works and its configuration change never reaches the gateway", func(t *testing.T) {
+		viewerChangesConfig(t, mg, s.gw, clerk, public)
+	})
+
 	t.Run("removing the member closes the socket", func(t *testing.T) {
 		if _, err := mg.admin().RemoveMember(ctxTimeout(t, 30*time.Second), "gwcui", controlUIUser); err != nil {
 			t.Fatalf("remove member: %v", err)
@@ -292,4 +301,113 @@ func waitPage(b *testenv.Chromium, timeout time.Duration, cond string) error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// deepJS is a page function that finds elements through open shadow roots (the Control UI is
+// built of web components).
+const deepJS = `function deep(root, pick) {
+	const out = [];
+	const walk = n => { for (const c of n.querySelectorAll('*')) { if (pick(c)) out.push(c); if (c.shadowRoot) walk(c.shadowRoot); } };
+	walk(root);
+	return out;
+}`
+
+// keepSockets is a devtools snippet run before the page's own scripts: it keeps every
+// WebSocket the page opens in window.__sockets.
+const keepSockets = `(() => {
+	const Native = window.WebSocket;
+	window.__sockets = [];
+	window.WebSocket = class extends Native {
+		constructor(...args) { super(...args); window.__sockets.push(this); }
+	};
+})()`
+
+// viewerChangesConfig: a viewer opens the Control UI, which works (connected, its home page
+// shown). Its configuration editor will not save for them: the page holds the scopes moltgate
+// capped. So the viewer goes around the page, as anyone with devtools can, and sends a
+// configuration change (opening a Telegram channel to everyone) on the page's own socket.
+// moltgate refuses it (role_forbids, in the gateway's own "missing scope" shape), and the
+// gateway's configuration stays as it was.
+func viewerChangesConfig(t *testing.T, mg *instance, gw *testenv.OpenClawGateway, clerk *clerktest.Server, public string) {
+	before := gatewayConfigHash(t, gw)
+	b := testenv.Browser(t)
+	b.OnNewDocument(keepSockets)
+	b.SetCookie(public, "__session", clerk.Mint(clerktest.Claims{Subject: controlUIViewer, Expiry: time.Now().Add(15 * time.Minute)}))
+	if err := b.Do(60*time.Second, chromedp.Navigate(public+"/")); err != nil {
+		t.Fatalf("open %s: %v", public, err)
+	}
+	if err := waitPage(b, 90*time.Second, `[...document.querySelectorAll('[role=status]')].some(e => e.textContent.trim() === 'Connected')`); err != nil {
+		t.Fatalf("the viewer's Control UI never showed Connected: %v", err)
+	}
+	b.Screenshot("viewer-home-" + gw.Mode)
+
+	// The raw configuration editor takes the viewer's text, but its Save stays disabled.
+	if err := b.Do(60*time.Second, chromedp.Navigate(public+"/settings/advanced")); err != nil {
+		t.Fatalf("open the settings: %v", err)
+	}
+	const change = `{"channels": {"telegram": {"enabled": true, "dmPolicy": "open", "allowFrom": ["*"]}}}`
+	if err := waitPage(b, 60*time.Second, fmt.Sprintf(`(() => { %s;
+		const raw = deep(document, e => e.tagName === 'BUTTON' && e.textContent.trim() === 'Raw');
+		if (raw.length) raw[0].click();
+		const a = deep(document, e => e.tagName === 'TEXTAREA');
+		if (!a.length) return false;
+		a[0].focus(); a[0].value = %q; a[0].dispatchEvent(new Event('input', {bubbles: true, composed: true}));
+		return true; })()`, deepJS, change)); err != nil {
+		t.Fatalf("no raw configuration editor: %v", err)
+	}
+	saveDisabled := fmt.Sprintf(`(() => { %s; const s = deep(document, e => e.tagName === 'BUTTON' && e.textContent.trim() === 'Save'); return s.length > 0 && s.every(e => e.disabled); })()`, deepJS)
+	if ok, err := testenv.Eval[bool](b, 10*time.Second, saveDisabled); err != nil || !ok {
+		t.Errorf("the viewer's Save button is enabled (or missing): %v", err)
+	}
+	b.Screenshot("viewer-editor-" + gw.Mode)
+
+	// Around the page: the change, sent on the page's own socket.
+	forged := fmt.Sprintf(`(() => { const ws = window.__sockets.find(s => s.readyState === 1); if (!ws) return false;
+		ws.send(JSON.stringify({type: "req", id: "viewer-forged-1", method: "config.patch", params: {raw: %q, baseHash: "x", note: "viewer"}}));
+		return true; })()`, change)
+	if ok, err := testenv.Eval[bool](b, 10*time.Second, forged); err != nil || !ok {
+		t.Fatalf("no open socket in the page to send on: %v", err)
+	}
+	f, ok := b.WaitWSFrame(20*time.Second, func(f testenv.WSFrame) bool { return !f.Sent && strings.Contains(f.Data, `"viewer-forged-1"`) })
+	if !ok {
+		t.Fatal("the forged change was never answered")
+	}
+	var res struct {
+		OK    bool `json:"ok"`
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+			Details struct {
+				Code         string `json:"code"`
+				MissingScope string `json:"missingScope"`
+			} `json:"details"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(f.Data), &res); err != nil || res.OK || res.Error.Code != "FORBIDDEN" ||
+		res.Error.Details.Code != "MISSING_SCOPE" || res.Error.Details.MissingScope != "operator.admin" ||
+		!strings.Contains(res.Error.Message, "role_forbids") {
+		t.Fatalf("the forged change was answered %.400s (%v), want FORBIDDEN, role_forbids, missing operator.admin", f.Data, err)
+	}
+	var denied bool
+	for _, e := range mg.events(t) {
+		denied = denied || e.Type == audit.TypePolicyDeny && e.Actor.ID == controlUIViewer &&
+			e.Details["method"] == "config.patch" && e.Reason == "role_forbids"
+	}
+	if !denied {
+		t.Error("no audit event refusing the viewer's config.patch")
+	}
+	if after := gatewayConfigHash(t, gw); after != before {
+		t.Fatalf("the gateway's configuration changed (hash %s to %s): the viewer's change reached it", before, after)
+	}
+}
+
+// gatewayConfigHash is the SHA-256 of the gateway's configuration file, where every
+// configuration change it accepts is written.
+func gatewayConfigHash(t *testing.T, gw *testenv.OpenClawGateway) string {
+	t.Helper()
+	b, err := os.ReadFile(gw.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%x", sha256.Sum256(b))
 }

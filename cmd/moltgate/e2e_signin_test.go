@@ -141,4 +141,29 @@ browser:
 		t.Fatalf("sign-ins at the dashboard after the reload: got %d, want 2", n)
 	}
 	b.Screenshot("signed-in-again")
+
+	// The member is removed: the socket closes, and a reload goes back to sign-in, where the
+	// dashboard can no longer get a launch link for them.
+	removed := time.Now()
+	if _, err := mg.admin().RemoveMember(ctxTimeout(t, 30*time.Second), "gwsi", controlUIUser); err != nil {
+		t.Fatalf("remove member: %v", err)
+	}
+	if err := waitPage(b, 30*time.Second, "!("+connected+")"); err != nil {
+		t.Fatalf("the page still says Connected after the member was removed: %v", err)
+	}
+	t.Logf("the page lost its socket %v after the member was removed", time.Since(removed).Round(time.Millisecond))
+	if err := b.Do(60*time.Second, chromedp.Reload()); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if err := waitPage(b, 30*time.Second, fmt.Sprintf(`location.href.startsWith(%q) && document.body.innerText.includes("launch:")`, dash.URL+"/sign-in")); err != nil {
+		href, _ := testenv.Eval[string](b, 5*time.Second, `location.href`)
+		t.Fatalf("the reload did not end at the dashboard's sign-in (at %q): %v", href, err)
+	}
+	b.Screenshot("removed-member-at-sign-in")
+	if n := dash.signIns.Load(); n != 3 {
+		t.Fatalf("sign-ins at the dashboard after the removal: got %d, want 3", n)
+	}
+	if ss, err := mg.admin().Sessions(ctxTimeout(t, 30*time.Second), "gwsi", ""); err != nil || len(ss) != 0 {
+		t.Fatalf("browser sessions on gwsi after the member's removal: %+v, %v (want none)", ss, err)
+	}
 }

@@ -19,7 +19,7 @@ import (
 )
 
 // gatewayUsage is the gateway command's short usage.
-const gatewayUsage = "usage: moltgate gateway create|destroy|rotate-token|status|add|list|show|open|remove|member|allowlist|skills … (moltgate gateway -h: its flags)"
+const gatewayUsage = "usage: moltgate gateway create|destroy|rotate-token|status|add|list|show|open|remove|member|allowlist|skills|upgrade … (moltgate gateway -h: its flags)"
 
 // gatewayCommand is the CLI of the admin API's gateway endpoints.
 func gatewayCommand(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) (err error) {
@@ -37,6 +37,7 @@ func gatewayCommand(ctx context.Context, args []string, env func(string) string,
 	path := fs.String("path", "", "path on the gateway's host to open (open; default /)")
 	jsonOut := fs.Bool("json", false, "print JSON")
 	pf := newProvisionFlags(fs.FlagSet)
+	uf := newUpgradeFlags(fs.FlagSet)
 	rest, err := fs.parseInterleaved(args)
 	if err != nil {
 		return err
@@ -63,6 +64,9 @@ func gatewayCommand(ctx context.Context, args []string, env func(string) string,
 	}
 	verb, rest := rest[0], rest[1:]
 	if ok, err := provisionCommand(ctx, verb, rest, pf, *id, *tenant, *owner, *jsonOut, c, stdout, stderr); ok {
+		return err
+	}
+	if ok, err := upgradeCommand(ctx, verb, rest, uf, pf, *jsonOut, c, stdout, stderr); ok {
 		return err
 	}
 	switch verb {
@@ -118,7 +122,14 @@ func gatewayCommand(ctx context.Context, args []string, env func(string) string,
 		if err != nil {
 			return err
 		}
-		return print(g)
+		if err := print(g); err != nil || *jsonOut {
+			return err
+		}
+		// A provisioned gateway's image, for whoever may read its provisioning (issue 14).
+		if p, err := c.ProvisionStatus(ctx, rest[0]); err == nil {
+			printImage(stdout, p)
+		}
+		return nil
 	case "remove":
 		if err := c.Delete(ctx, rest[0]); err != nil {
 			return err
@@ -164,6 +175,7 @@ func gatewayArgs(fs *cliFlags, words []string) error {
 		"destroy":      {func(n int) bool { return n == 1 }, "destroy ID [--no-wait]"},
 		"rotate-token": {func(n int) bool { return n == 1 }, "rotate-token ID [--no-wait]"},
 		"status":       {func(n int) bool { return n == 1 }, "status ID"},
+		"upgrade":      {func(n int) bool { return n <= 1 }, upgradeForm},
 		"add":          {func(n int) bool { return n == 0 }, "add --id ID --tenant T --owner USER --upstream URL [--auth-mode token|trusted-proxy] [--token-file F]"},
 		"list":         {func(n int) bool { return n == 0 }, "list"},
 		"show":         {func(n int) bool { return n == 1 }, "show ID"},
@@ -183,7 +195,8 @@ func gatewayArgs(fs *cliFlags, words []string) error {
 	if !f.n(len(rest)) {
 		return usageError{"usage: moltgate gateway " + f.form}
 	}
-	required := map[string][]string{"add": {"id", "tenant", "owner", "upstream"}, "create": {"id", "tenant", "owner"}}[verb]
+	required := map[string][]string{"add": {"id", "tenant", "owner", "upstream"}, "create": {"id", "tenant", "owner"},
+		"upgrade": {"image"}}[verb]
 	if err := fs.missing(required...); err != nil {
 		return usageError{err.Error() + "\nusage: moltgate gateway " + f.form}
 	}

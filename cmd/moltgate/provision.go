@@ -230,9 +230,9 @@ type provisionFlags struct {
 func newProvisionFlags(fs *flag.FlagSet) *provisionFlags {
 	return &provisionFlags{
 		driver:  fs.String("driver", "", "provisioning driver: local or fly (create; default: the server's)"),
-		image:   fs.String("image", "", "gateway image reference, pinned by digest (create; fly)"),
+		image:   fs.String("image", "", "gateway image reference, pinned by digest (create, upgrade; fly)"),
 		noWait:  fs.Bool("no-wait", false, "return once recorded, without waiting (create, destroy, rotate-token)"),
-		timeout: fs.Duration("timeout", 10*time.Minute, "how long to wait (create, destroy, rotate-token)"),
+		timeout: fs.Duration("timeout", 10*time.Minute, "how long to wait (create, destroy, rotate-token, upgrade)"),
 	}
 }
 
@@ -402,6 +402,7 @@ func printProvision(w io.Writer, p admin.Provision) {
 	if p.Upstream != "" {
 		fmt.Fprintf(w, "upstream\t%s\n", p.Upstream)
 	}
+	printImage(w, p)
 	for _, s := range p.Steps {
 		fmt.Fprintf(w, "step\t%-16s %s", s.Name, s.State)
 		if s.Error != "" {

@@ -40,6 +40,8 @@ const usage = `usage: moltgate <command> [flags]
   gateway create --id ID --tenant T --owner USER [--driver local|fly] [--image REF] [--no-wait]
                                  provision a gateway (local: an OpenClaw process) and register it
   gateway destroy ID | rotate-token ID [--no-wait] | status ID   remove, re-token, show progress
+  gateway upgrade ID --image REF | upgrade --all --image REF [--canary N] [--batch M]
+                                 roll gateways (fly) to an image pinned by digest; a failed health check halts and rolls back
   gateway add --id ID --tenant T --owner USER --upstream URL [--auth-mode token|trusted-proxy] [--token-file F]
   gateway list | show ID | remove ID
   gateway open ID [--path /P]    print a one-time link that opens the gateway's Control UI (Clerk off only)

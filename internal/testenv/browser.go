@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 )
 
@@ -229,6 +230,17 @@ func Eval[T any](b *Chromium, timeout time.Duration, expr string) (T, error) {
 	ctx, cancel := context.WithTimeout(b.ctx, timeout)
 	defer cancel()
 	return chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+}
+
+// OnNewDocument runs script in every page the tab loads from now on, before the page's own
+// scripts: a person's devtools snippet, say, that keeps hold of the page's sockets.
+func (b *Chromium) OnNewDocument(script string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	if _, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: script}); err != nil {
+		b.t.Fatalf("testenv: add a script to new documents: %v", err)
+	}
 }
 
 // SetCookie stores a cookie as the site at url would have set it: host-only for url's host,

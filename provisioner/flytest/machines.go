@@ -31,6 +31,7 @@ const NonceHeader = "fly-machine-lease-nonce"
 // machine is one machine. A destroyed machine stays, in state "destroyed", for GET and
 // wait, and is left out of lists and counts.
 type machine struct {
+	app              string
 	id, name, region string
 	state            string
 	instanceID       string
@@ -159,12 +160,8 @@ func (s *Server) machineJSON(m *machine) fly.Machine {
 	}
 	slices.Sort(names)
 	for _, name := range names {
-		st := fly.Critical
-		if m.state == stateStarted {
-			st = fly.Passing
-		}
 		updated := m.updated.UTC()
-		out.Checks = append(out.Checks, &fly.MachineCheckStatus{Name: name, Status: st, UpdatedAt: &updated})
+		out.Checks = append(out.Checks, s.checkStatus(m, name, &updated))
 	}
 	return out
 }
@@ -295,6 +292,7 @@ func (s *Server) launch(w http.ResponseWriter, r *http.Request, a *app) {
 	n := s.nextID()
 	now := s.now()
 	m := &machine{
+		app:            a.name,
 		id:             fmt.Sprintf("e784%010x", n),
 		name:           in.Name,
 		region:         in.Region,

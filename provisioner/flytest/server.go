@@ -64,6 +64,7 @@ type Server struct {
 	calls      map[Route]int
 	bootHold   bool
 	failImages map[string]bool
+	failChecks map[checkFault]bool // FailChecks
 }
 
 // New starts a fake on a loopback port. Close it when done.

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/moltgate/moltgate/provisioner"
@@ -266,15 +265,11 @@ func (d *Driver) waitToken(ctx context.Context, p *proc, port int, tok string) e
 // keysFingerprint names the tenant's active provider keys (id and fingerprint, never the
 // secret): a process started with other keys must be restarted.
 func keysFingerprint(r *provisioner.Run) (string, error) {
-	keys, err := r.ActiveKeys()
+	fp, err := r.KeysFingerprint()
 	if err != nil {
 		return "", fmt.Errorf("active keys: %w", err)
 	}
-	parts := make([]string, 0, len(keys))
-	for _, k := range keys {
-		parts = append(parts, k.Provider+":"+k.ID+":"+k.Fingerprint)
-	}
-	return strings.Join(parts, ","), nil
+	return fp, nil
 }
 
 func upstream(port int) string {

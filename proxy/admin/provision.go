@@ -51,6 +51,7 @@ func (s *Server) provisionRoutes() {
 	s.mux.HandleFunc("GET /v1/gateways/{id}/provision", s.provisionStatus)
 	s.mux.HandleFunc("DELETE /v1/gateways/{id}/provision", s.provisionChange("admin.provision.destroy", s.deps.Provisioner.Destroy))
 	s.mux.HandleFunc("POST /v1/gateways/{id}/provision/rotate-token", s.provisionChange("admin.provision.rotate", s.deps.Provisioner.RotateToken))
+	s.upgradeRoutes()
 }
 
 // authorizeProvision is authorize for a provisioning call: the events are filed under the

@@ -1,19 +1,14 @@
 package admin_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"log/slog"
 	"net/http"
-	"path/filepath"
 	"testing"
 
-	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/provisioner"
 	"github.com/moltgate/moltgate/proxy/admin"
 	"github.com/moltgate/moltgate/registry"
-	"github.com/moltgate/moltgate/store"
 )
 
 // addrDriver is a driver of one step that only says where the gateway answers.
@@ -39,19 +34,8 @@ func TestProvisionEndpoints(t *testing.T) {
 	var prov *provisioner.Provisioner
 	var reg *registry.Registry
 	f := newFixture(t, func(c *admin.Config, d *admin.Deps) {
-		kv, err := store.OpenBolt(filepath.Join(t.TempDir(), "p.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { kv.Close() })
-		ring, _ := keystore.NewKeyring(1, bytes.Repeat([]byte{2}, 32))
 		reg = d.Registry.(*registry.Registry)
-		prov, err = provisioner.New(provisioner.Config{Drivers: map[string]provisioner.Driver{"local": addrDriver{}}},
-			provisioner.Deps{KV: kv, Sealer: keystore.New(ring), Registry: reg, Audit: d.Audit, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		d.Provisioner = prov
+		prov = withProvisioner(t, d, map[string]provisioner.Driver{"local": addrDriver{}})
 		c.GatewayURL = func(id string) string { return "https://" + id + ".gw.example.test" }
 	})
 	ctx := t.Context()

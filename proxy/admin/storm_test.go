@@ -136,9 +136,11 @@ func TestRotationStormDoesNotStarveOtherTenants(t *testing.T) {
 	rotateRequests := func(e audit.Event) bool {
 		return e.Type == audit.TypeAdminRequest && e.Tenant == "org_a" && e.Action == "admin.keys.rotate"
 	}
+	// The four calls in flight when the storm stopped may have been let through and recorded
+	// with their answers lost to the cancellation: up to four events more than answers seen.
 	through := answers[accepted] + answers[busy]
-	if got := count(events, rotateRequests); got != through {
-		t.Errorf("admin.request events of the storm: got %d, want %d, one per call let through", got, through)
+	if got := count(events, rotateRequests); got < through || got > through+4 {
+		t.Errorf("admin.request events of the storm: got %d, want %d (one per call let through) to %d (and the 4 in flight at the stop)", got, through, through+4)
 	}
 	if got := count(events, func(e audit.Event) bool { return e.Reason == "rate_limited" }); got > through+2 {
 		t.Errorf("rate_limited events: got %d for %d refusals, want at most one per run of refusals (%d)",

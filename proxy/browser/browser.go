@@ -468,9 +468,13 @@ func (s *Sessions) Revoke(id string) (Session, bool, error) {
 }
 
 // SignOut ends the session of token, if there is one.
-func (s *Sessions) SignOut(tok string) {
+func (s *Sessions) SignOut(tok string) { s.EndToken(tok, "signed_out") }
+
+// EndToken ends the session of token, if there is one, counting it under reason
+// ("access_lost": its user is no longer allowed on its gateway).
+func (s *Sessions) EndToken(tok, reason string) {
 	if id, ok := keyOf(tok); ok {
-		s.end(id, "signed_out")
+		s.end(id, reason)
 	}
 }
 

@@ -19,7 +19,7 @@ func newMetrics(reg prometheus.Registerer, count func() float64) (*metrics, erro
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moltgate_browser_clerk_checks_total",
 			Help: "Checks of Clerk sessions behind browser sessions, by result: active, ended, error."}, []string{"result"}),
 		ended: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moltgate_browser_sessions_ended_total",
-			Help: "Browser sessions ended, by reason: idle, lifetime, revoked, signed_out, clerk_session_ended."}, []string{"reason"}),
+			Help: "Browser sessions ended, by reason: idle, lifetime, revoked, signed_out, clerk_session_ended, access_lost."}, []string{"reason"}),
 	}
 	gauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "moltgate_browser_sessions",
 		Help: "Browser sessions this process holds."}, count)

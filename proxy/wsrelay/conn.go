@@ -464,6 +464,9 @@ func (c *conn) handle(ctx context.Context, f *frame, data []byte) bool {
 		c.rl.deps.Logger.LogAttrs(ctx, slog.LevelError, "wsrelay: policy evaluation failed",
 			slog.String("request_id", c.s.RequestID), slog.Any("err", err))
 		return c.refuse(ctx, f, "policy_error", "UNAVAILABLE", "moltgate: policy evaluation failed")
+	case !d.Allow && d.MissingScope != "":
+		c.rl.m.clientDenied.Inc()
+		return c.refuseWith(ctx, f, d.Reason, missingScopeResponse(f.id, d.Reason, d.MissingScope))
 	case !d.Allow:
 		c.rl.m.clientDenied.Inc()
 		return c.refuse(ctx, f, d.Reason, "FORBIDDEN", "moltgate: "+d.Reason)
@@ -485,11 +488,16 @@ func (c *conn) refuseConnect(ctx context.Context, f *frame, closeAs, typ, code, 
 // that cannot be put on record ends the socket instead: it must not go on being refused (or
 // probed) unaudited.
 func (c *conn) refuse(ctx context.Context, f *frame, reason, code, message string) bool {
+	return c.refuseWith(ctx, f, reason, errorResponse(f.id, code, message))
+}
+
+// refuseWith is refuse with the error response given.
+func (c *conn) refuseWith(ctx context.Context, f *frame, reason string, response []byte) bool {
 	if err := c.audit(audit.TypePolicyDeny, reason, f.method); err != nil {
 		c.end(closeAuditErr, websocket.StatusInternalError, "audit unavailable")
 		return false
 	}
-	return c.reply(ctx, errorResponse(f.id, code, message))
+	return c.reply(ctx, response)
 }
 
 func (c *conn) forward(ctx context.Context, data []byte) bool {

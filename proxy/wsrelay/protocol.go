@@ -107,19 +107,35 @@ func (f *frame) encode() ([]byte, error) {
 // errorResponse is the protocol's refusal of request id: the client's pending call resolves
 // with ok:false instead of hanging.
 func errorResponse(id json.RawMessage, code, message string) []byte {
+	return errorResponseWith(id, code, message, nil)
+}
+
+// protocolError is the error of a refused response; Details as the gateway gives them.
+type protocolError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Details any    `json:"details,omitempty"`
+}
+
+func errorResponseWith(id json.RawMessage, code, message string, details any) []byte {
 	b, _ := json.Marshal(struct {
 		Type  string          `json:"type"`
 		ID    json.RawMessage `json:"id"`
 		OK    bool            `json:"ok"`
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}{Type: "res", ID: id, Error: struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	}{code, message}})
+		Error protocolError   `json:"error"`
+	}{Type: "res", ID: id, Error: protocolError{code, message, details}})
 	return b
+}
+
+// missingScopeResponse refuses request id as the gateway refuses a method the caller's
+// scopes do not cover (FORBIDDEN, "missing scope: S", details MISSING_SCOPE): the Control UI
+// tells the person they lack the permission rather than retrying the call.
+func missingScopeResponse(id json.RawMessage, reason, scope string) []byte {
+	return errorResponseWith(id, "FORBIDDEN", "moltgate: "+reason+": missing scope: "+scope, struct {
+		Code           string   `json:"code"`
+		MissingScope   string   `json:"missingScope"`
+		RequiredScopes []string `json:"requiredScopes"`
+	}{"MISSING_SCOPE", scope, []string{scope}})
 }
 
 func okResponse(id json.RawMessage, payload any) []byte {
