@@ -1,0 +1,194 @@
+package cloud_test
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/moltgate/moltgate/provisioner"
+	"github.com/moltgate/moltgate/provisioner/cftest"
+	"github.com/moltgate/moltgate/provisioner/flytest"
+	"github.com/moltgate/moltgate/provisioner/provisionertest"
+)
+
+// Issue 14: one create makes one of each resource on both clouds, wired together, and the
+// gateway registered at its public hostname with a token the machine holds.
+func TestProvisionsOneOfEach(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	p, d := e.process()
+	provisionertest.Provisioned(t, p, spec("gw1"))
+	e.assertOneOfEach(t, p, d, "gw1")
+	// A second pass finds everything as asked and changes nothing.
+	calls := e.fly.Calls(flytest.RouteCreateApp) + e.cf.Calls(cftest.RouteCreateTunnel)
+	provisionertest.Converge(t, p, "gw1")
+	if got := e.fly.Calls(flytest.RouteCreateApp) + e.cf.Calls(cftest.RouteCreateTunnel); got != calls {
+		t.Errorf("creates on a second pass: got %d more, want none", got-calls)
+	}
+	for _, ev := range e.audit.Events() {
+		e.assertNoSecret(t, "audit event", ev.Action+ev.Reason+strings.Join(mapValues(ev.Details), " "))
+	}
+}
+
+// Bad input gets a clear error and changes nothing: an image not pinned by digest, or
+// none, is refused before anything is recorded.
+func TestRefusesUnpinnedImage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	p, _ := e.process()
+	for _, image := range []string{"", "registry.example.test/moltgate/gateway:latest"} {
+		s := spec("gw1")
+		s.Image = image
+		_, _, err := p.Apply(t.Context(), s)
+		if !errors.Is(err, provisioner.ErrInvalid) || !strings.Contains(err.Error(), "image") {
+			t.Errorf("image %q: got %v, want ErrInvalid naming the image", image, err)
+		}
+	}
+	if _, err := p.Get("gw1"); !errors.Is(err, provisioner.ErrNotFound) {
+		t.Errorf("after refused specs: %v, want nothing recorded", err)
+	}
+	if e.fly.Counts() != (flytest.Counts{}) || e.cf.Counts() != (cftest.Counts{}) {
+		t.Errorf("after refused specs: the clouds changed")
+	}
+}
+
+// Issue 14: a pass killed right after any step, at any of its three moments, and resumed by
+// another process once the lease expired, ends with exactly one of each resource on both
+// clouds and a working registry record.
+func TestCrashAndResumeAfterEveryStep(t *testing.T) {
+	t.Parallel()
+	provisionertest.EachKillMoment(t, plan, func(t *testing.T, step, moment string) {
+		e := newEnv(t)
+		k := &provisionertest.KillSwitch{}
+		p1, _ := e.process(func(c *provisioner.Config, _ *provisioner.Deps) { c.KillAt = k.KillAt })
+		if _, _, err := p1.Apply(t.Context(), spec("gw1")); err != nil {
+			t.Fatal(err)
+		}
+		p2, d2 := e.process()
+		provisionertest.KillAndResume(t, k, "ensure "+step+": "+moment, p1, p2, e.clock, 30*time.Second, "gw1")
+		e.assertOneOfEach(t, p2, d2, "gw1")
+	})
+}
+
+// faultAt is where a step's fault is injected: the create (or, for secrets, the set) the
+// step makes on one of the clouds.
+type faultAt struct {
+	step string
+	fly  flytest.Route
+	cf   cftest.Route
+}
+
+var faultRoutes = []faultAt{
+	{step: "cloudflare.tunnel", cf: cftest.RouteCreateTunnel},
+	{step: "cloudflare.tunnel/ingress", cf: cftest.RoutePutTunnelConfig},
+	{step: "fly.app", fly: flytest.RouteCreateApp},
+	{step: "fly.volume", fly: flytest.RouteCreateVolume},
+	{step: "fly.ips", fly: flytest.RouteAssignIP},
+	{step: "fly.secrets", fly: flytest.RouteUpdateSecrets},
+	{step: "fly.machine", fly: flytest.RouteLaunch},
+	{step: "cloudflare.dns", cf: cftest.RouteCreateRecord},
+	{step: "cloudflare.access/token", cf: cftest.RouteCreateServiceToken},
+	{step: "cloudflare.access/policy", cf: cftest.RouteCreatePolicy},
+	{step: "cloudflare.access", cf: cftest.RouteCreateApp},
+}
+
+// Issue 14: the faults the clouds give, at every step: a 500 after the resource was made
+// (the SDK would have retried the create), a timeout after it was made, a 429 with
+// Retry-After. Passes go on until one ends well, with exactly one of each resource.
+func TestFaultsAtEveryStep(t *testing.T) {
+	t.Parallel()
+	for _, at := range faultRoutes {
+		for _, fault := range []string{"500-after", "timeout-after", "429"} {
+			t.Run(at.step+"/"+fault, func(t *testing.T) {
+				t.Parallel()
+				e := newEnv(t)
+				e.timeout = 300 * time.Millisecond
+				p, d := e.process()
+				inject(e, at, fault)
+				if _, _, err := p.Apply(t.Context(), spec("gw1")); err != nil {
+					t.Fatal(err)
+				}
+				provisionertest.Converge(t, p, "gw1")
+				e.assertOneOfEach(t, p, d, "gw1")
+				if n := e.fly.Calls(at.fly) + e.cf.Calls(at.cf); n < 2 && fault == "429" {
+					t.Errorf("calls of %s%s: got %d, want the 429 and a retry", at.fly, at.cf, n)
+				}
+			})
+		}
+	}
+}
+
+func inject(e *env, at faultAt, fault string) {
+	fk := map[string]flytest.FaultKind{"500-after": flytest.FailAfter, "timeout-after": flytest.StallAfter, "429": flytest.RateLimit}
+	ck := map[string]cftest.FaultKind{"500-after": cftest.FailAfter, "timeout-after": cftest.StallAfter, "429": cftest.RateLimit}
+	if at.fly != "" {
+		e.fly.Inject(at.fly, flytest.Fault{Kind: fk[fault], RetryAfter: time.Second})
+	} else {
+		e.cf.Inject(at.cf, cftest.Fault{Kind: ck[fault], RetryAfter: time.Second})
+	}
+}
+
+// Issue 14: two processes racing on one gateway (and a second gateway beside it) still make
+// one of each resource: the lease keeps them apart.
+func TestRacingProvisioners(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	p1, d1 := e.process()
+	p2, _ := e.process()
+	if _, _, err := p1.Apply(t.Context(), spec("gw1")); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, p := range []*provisioner.Provisioner{p1, p2, p1, p2} {
+		wg.Go(func() {
+			for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
+				err := p.Reconcile(t.Context(), "gw1")
+				if err == nil {
+					return
+				}
+				if !errors.Is(err, provisioner.ErrLeaseHeld) {
+					t.Errorf("pass: %v", err)
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			t.Errorf("no pass ended well")
+		})
+	}
+	wg.Wait()
+	e.assertOneOfEach(t, p1, d1, "gw1")
+	if n := e.fly.Calls(flytest.RouteCreateApp); n != 1 {
+		t.Errorf("app creates: got %d, want 1", n)
+	}
+	if n := e.cf.Calls(cftest.RouteCreateTunnel); n != 1 {
+		t.Errorf("tunnel creates: got %d, want 1", n)
+	}
+}
+
+// Issue 14: destroy leaves both clouds empty, even when the process dies halfway through
+// it, at any moment of any step, and another one finishes the job.
+func TestDestroyAfterCrashHalfway(t *testing.T) {
+	t.Parallel()
+	provisionertest.EachKillMoment(t, plan, func(t *testing.T, step, moment string) {
+		e := newEnv(t)
+		k := &provisionertest.KillSwitch{}
+		p1, _ := e.process(func(c *provisioner.Config, _ *provisioner.Deps) { c.KillAt = k.KillAt })
+		provisionertest.Provisioned(t, p1, spec("gw1"))
+		if _, err := p1.Destroy(t.Context(), "gw1"); err != nil {
+			t.Fatal(err)
+		}
+		p2, _ := e.process()
+		provisionertest.KillAndResume(t, k, "destroy "+step+": "+moment, p1, p2, e.clock, 30*time.Second, "gw1")
+		e.assertGone(t, p2, "gw1")
+	})
+}
+
+func mapValues(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
