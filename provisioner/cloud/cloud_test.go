@@ -2,6 +2,7 @@ package cloud_test
 
 import (
 	"errors"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -191,4 +192,40 @@ func mapValues(m map[string]string) []string {
 		out = append(out, v)
 	}
 	return out
+}
+
+// roundTripper is a func as an http.RoundTripper: it sees what the transport sends.
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// Requests to a gateway's hostname carry moltgate's service token, the one the Access
+// policies admit; requests to other hosts carry nothing of it.
+func TestTransportAddsServiceToken(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	p, d := e.process()
+	provisionertest.Provisioned(t, p, spec("gw1"))
+	var got http.Header
+	rt := d.Transport(roundTripper(func(r *http.Request) (*http.Response, error) {
+		got = r.Header.Clone()
+		return &http.Response{StatusCode: http.StatusOK, Body: http.NoBody, Request: r}, nil
+	}))
+	tok := e.cf.ServiceTokens()[0]
+	for _, tc := range []struct {
+		url  string
+		want bool
+	}{{"https://gw1." + domain + "/readyz", true}, {"http://127.0.0.1:9/readyz", false}, {"https://evil.example.test/", false}} {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, tc.url, nil)
+		if _, err := rt.RoundTrip(req); err != nil {
+			t.Fatal(err)
+		}
+		has := got.Get("CF-Access-Client-Id") == tok.ClientID && got.Get("CF-Access-Client-Secret") == tok.ClientSecret
+		if has != tc.want || !tc.want && got.Get("CF-Access-Client-Secret") != "" {
+			t.Errorf("%s: service token sent %v, want %v", tc.url, has, tc.want)
+		}
+		if req.Header.Get("CF-Access-Client-Secret") != "" {
+			t.Errorf("%s: the caller's request was changed", tc.url)
+		}
+	}
 }
