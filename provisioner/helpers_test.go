@@ -36,7 +36,9 @@ type world struct {
 	creates   int
 	faults    map[string][]string // step → faults to inject, in turn
 	active    map[string]int      // gateway → steps running now
-	maxActive int
+	maxActive int // the most steps at once on one gateway
+	// busy are the gateways a step runs on now; maxBusy the most at once.
+	busy, maxBusy int
 	srv       *httptest.Server
 }
 
@@ -151,6 +153,10 @@ func (s fakeStep) enter(id string) func() {
 	w.mu.Lock()
 	w.active[id]++
 	w.maxActive = max(w.maxActive, w.active[id])
+	if w.active[id] == 1 {
+		w.busy++
+		w.maxBusy = max(w.maxBusy, w.busy)
+	}
 	w.mu.Unlock()
 	if w.latency > 0 {
 		time.Sleep(w.latency)
@@ -158,6 +164,9 @@ func (s fakeStep) enter(id string) func() {
 	return func() {
 		w.mu.Lock()
 		w.active[id]--
+		if w.active[id] == 0 {
+			w.busy--
+		}
 		w.mu.Unlock()
 	}
 }

@@ -435,6 +435,39 @@ func TestRunAndWakeTenant(t *testing.T) {
 	}
 }
 
+// Issue 14: provisioning many gateways at once is bounded by Config.Workers: Run never
+// works on more gateways at a time, and every one ends ready.
+func TestRunBoundsWorkers(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.w.latency = 20 * time.Millisecond
+	p, _ := e.process(func(c *provisioner.Config, _ *provisioner.Deps) { c.Workers = 3 })
+	var ids []string
+	for i := range 12 {
+		ids = append(ids, fmt.Sprintf("gw%d", i))
+		if _, _, err := p.Apply(t.Context(), spec(ids[i])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	testenv.WaitUntil(t, "every gateway ready", 30*time.Second, func() bool {
+		for _, id := range ids {
+			if st, _ := p.Get(id); st.Phase != provisioner.PhaseReady {
+				return false
+			}
+		}
+		return true
+	})
+	e.w.mu.Lock()
+	defer e.w.mu.Unlock()
+	if e.w.maxBusy > 3 || e.w.maxBusy < 1 {
+		t.Errorf("gateways worked on at once: got %d, want 1 to 3 (Workers)", e.w.maxBusy)
+	}
+}
+
 // Issue 14: key rotation reaches the gateway tokens the provisioner keeps sealed (it is a
 // keystore.Target): resealed under the new keys they open to the same tokens, and a
 // provisioner on the new keys finds every gateway as it was.
