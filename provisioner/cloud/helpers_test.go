@@ -41,7 +41,7 @@ var plan = []string{"token", "cloudflare.tunnel", "fly.app", "fly.volume", "fly.
 // env is what several provisioners ("processes") share: the store, the registry, the
 // keystore, the audit sink, the clock, and the two fake clouds.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	kv    *store.Bolt
 	ks    *keystore.Keystore
 	reg   *registry.Registry
@@ -52,18 +52,29 @@ type env struct {
 	logs  *testenv.LogBuffer
 	// timeout is the drivers' RequestTimeout: a stalled call gives up after it.
 	timeout time.Duration
-	n       int
+	// cfRateLimit keeps the Cloudflare driver's default client-side rate limit (benches);
+	// tests lift it.
+	cfRateLimit bool
+	n           int
 }
 
-func newEnv(t *testing.T) *env {
+// newEnv starts the fakes (latency, when set, delays each of their requests) and the
+// stores.
+func newEnv(t testing.TB, latency ...func() time.Duration) *env {
 	t.Helper()
 	s := provisionertest.NewStores(t)
-	f, err := flytest.New(flytest.Config{Org: "moltgate", Token: flyToken})
+	fc := flytest.Config{Org: "moltgate", Token: flyToken}
+	cc := cftest.Config{Zone: "example.test", Token: cfToken, MaxPerPage: 3, DefaultPerPage: 3}
+	if len(latency) > 0 {
+		fc.Latency, cc.Latency = latency[0], latency[0]
+		cc.MaxPerPage, cc.DefaultPerPage = 50, 20
+	}
+	f, err := flytest.New(fc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(f.Close)
-	c, err := cftest.New(cftest.Config{Zone: "example.test", Token: cfToken, MaxPerPage: 3, DefaultPerPage: 3})
+	c, err := cftest.New(cc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,9 +94,13 @@ func (e *env) drivers() (*fly.Driver, *cloudflare.Driver) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	cd, err := cloudflare.New(cloudflare.Config{AccountID: "acc-test", ZoneID: "zone-test", GatewayDomain: domain,
+	cc := cloudflare.Config{AccountID: "acc-test", ZoneID: "zone-test", GatewayDomain: domain,
 		APIToken: keystore.Secret(cfToken), BaseURL: e.cf.BaseURL(), RequestTimeout: e.timeout,
-		RateLimit: 100000, RatePeriod: time.Second}, log)
+		RateLimit: 100000, RatePeriod: time.Second}
+	if e.cfRateLimit {
+		cc.RateLimit, cc.RatePeriod = 0, 0
+	}
+	cd, err := cloudflare.New(cc, log)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -203,7 +218,7 @@ func (e *env) assertGone(t *testing.T, p *provisioner.Provisioner, id string) {
 	}
 }
 
-func (e *env) assertNoSecret(t *testing.T, where, text string) {
+func (e *env) assertNoSecret(t testing.TB, where, text string) {
 	t.Helper()
 	secrets := []string{flyToken, cfToken, providerKey}
 	for _, tu := range e.cf.Tunnels() {
