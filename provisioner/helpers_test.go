@@ -36,10 +36,10 @@ type world struct {
 	creates   int
 	faults    map[string][]string // step → faults to inject, in turn
 	active    map[string]int      // gateway → steps running now
-	maxActive int // the most steps at once on one gateway
+	maxActive int                 // the most steps at once on one gateway
 	// busy are the gateways a step runs on now; maxBusy the most at once.
 	busy, maxBusy int
-	srv       *httptest.Server
+	srv           *httptest.Server
 }
 
 type resource struct {

@@ -60,4 +60,3 @@ func BenchmarkProvisionFly(b *testing.B) {
 		fmt.Printf("bench provision_fly_vs_one_at_a_time %.1f (%.1f gateways/min one at a time)\n", parallel/serial, serial)
 	}
 }
-
