@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/moltgate/moltgate/audit"
+	"github.com/moltgate/moltgate/internal/testenv"
 	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/provisioner"
 	"github.com/moltgate/moltgate/provisioner/provisionertest"
@@ -285,7 +286,7 @@ type env struct {
 	ks    *keystore.Keystore
 	reg   *registry.Registry
 	audit *recorder
-	clock *provisionertest.Clock
+	clock *testenv.Clock
 	w     *world
 	n     int
 }
@@ -293,7 +294,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	s := provisionertest.NewStores(t)
-	return &env{t: t, kv: s.KV, ks: s.Keystore, reg: s.Registry, audit: &recorder{}, clock: &provisionertest.Clock{}, w: newWorld(t)}
+	return &env{t: t, kv: s.KV, ks: s.Keystore, reg: s.Registry, audit: &recorder{}, clock: testenv.NewClock(time.Now()), w: newWorld(t)}
 }
 
 // process returns a new provisioner on e: another process, with a holder of its own.

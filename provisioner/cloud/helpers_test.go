@@ -46,7 +46,7 @@ type env struct {
 	ks    *keystore.Keystore
 	reg   *registry.Registry
 	audit *provisionertest.Audit
-	clock *provisionertest.Clock
+	clock *testenv.Clock
 	fly   *flytest.Server
 	cf    *cftest.Server
 	logs  *testenv.LogBuffer
@@ -79,7 +79,7 @@ func newEnv(t testing.TB, latency ...func() time.Duration) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	e := &env{t: t, kv: s.KV, ks: s.Keystore, reg: s.Registry, audit: &provisionertest.Audit{}, clock: &provisionertest.Clock{},
+	e := &env{t: t, kv: s.KV, ks: s.Keystore, reg: s.Registry, audit: &provisionertest.Audit{}, clock: testenv.NewClock(time.Now()),
 		fly: f, cf: c, logs: &testenv.LogBuffer{}, timeout: 2 * time.Second}
 	t.Cleanup(func() { e.assertNoSecret(t, "log", e.logs.String()) })
 	return e

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/moltgate/moltgate/audit"
+	"github.com/moltgate/moltgate/internal/testenv"
 	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/provisioner"
 	"github.com/moltgate/moltgate/registry"
@@ -59,7 +60,7 @@ func (k *KillSwitch) KillAt(point string) error {
 // KillAndResume is the crash test of issue 14 on gateway id: dead's pass dies at point
 // (armed on k), as if its process had been killed; next's pass is then held off by the dead
 // holder's lease until clock passes it (ttl), and afterwards converges the gateway.
-func KillAndResume(t testing.TB, k *KillSwitch, point string, dead, next *provisioner.Provisioner, clock *Clock,
+func KillAndResume(t testing.TB, k *KillSwitch, point string, dead, next *provisioner.Provisioner, clock *testenv.Clock,
 	ttl time.Duration, id string) {
 	t.Helper()
 	k.Arm(point)
@@ -93,15 +94,6 @@ func Provisioned(t testing.TB, p *provisioner.Provisioner, s provisioner.Spec) {
 	}
 	Converge(t, p, s.ID)
 }
-
-// Clock is a settable clock for Deps.Now: leases expire when a test says so.
-type Clock struct{ off atomic.Int64 }
-
-// Now is the wall clock moved forward by every Advance.
-func (c *Clock) Now() time.Time { return time.Now().Add(time.Duration(c.off.Load())) }
-
-// Advance moves the clock forward by d.
-func (c *Clock) Advance(d time.Duration) { c.off.Add(int64(d)) }
 
 // Audit is an audit sink that keeps the events, for Deps.Audit.
 type Audit struct {
