@@ -33,6 +33,29 @@ func TestProvisionsOneOfEach(t *testing.T) {
 	}
 }
 
+// Issue 14: a token rotation reaches the machine: the app's secret changes, the machine
+// restarts on the new secrets version, and only then does the registry take the new token.
+func TestRotateTokenReachesMachine(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	p, d := e.process()
+	provisionertest.Provisioned(t, p, spec("gw1"))
+	before, _ := e.reg.Lookup("gw1")
+	machine := e.fly.Machines("mg-gw1")[0].ID
+	if _, err := p.RotateToken(t.Context(), "gw1"); err != nil {
+		t.Fatal(err)
+	}
+	provisionertest.Converge(t, p, "gw1")
+	after, _ := e.reg.Lookup("gw1")
+	if string(after.Token) == string(before.Token) {
+		t.Fatal("the registry still holds the old token")
+	}
+	e.assertOneOfEach(t, p, d, "gw1") // the app's token is the registry's, the machine on its secrets version
+	if ms := e.fly.Machines("mg-gw1"); len(ms) != 1 || ms[0].ID != machine {
+		t.Errorf("machines: got %+v, want machine %s updated in place", ms, machine)
+	}
+}
+
 // Bad input gets a clear error and changes nothing: an image not pinned by digest, or
 // none, is refused before anything is recorded.
 func TestRefusesUnpinnedImage(t *testing.T) {
