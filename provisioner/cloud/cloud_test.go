@@ -128,7 +128,7 @@ func TestFaultsAtEveryStep(t *testing.T) {
 			t.Run(at.step+"/"+fault, func(t *testing.T) {
 				t.Parallel()
 				e := newEnv(t)
-				e.timeout = 300 * time.Millisecond
+				e.timeout = 500 * time.Millisecond
 				p, d := e.process()
 				inject(e, at, fault)
 				if _, _, err := p.Apply(t.Context(), spec("gw1")); err != nil {
