@@ -154,6 +154,15 @@ func newProvisioning(cfg *Config, env func(string) string, kv *store.Bolt, ks *k
 	return &provisioning{prov: prov, local: ld, cloud: cd, keys: lk}, nil
 }
 
+// keyTargets are what key rotation reseals in the provisioner: the gateway tokens, and the
+// fly driver's service token.
+func (p *provisioning) keyTargets() []keystore.Target {
+	if p.cloud != nil {
+		return []keystore.Target{p.prov, p.cloud}
+	}
+	return []keystore.Target{p.prov}
+}
+
 // upstream is the transport to gateways: a token rotation in flight retries a 401 with the
 // gateway's other token; requests to the fly driver's gateways carry moltgate's Access
 // service token.

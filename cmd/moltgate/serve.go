@@ -107,7 +107,8 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	if err != nil {
 		return err
 	}
-	keySvc, err := newKeyServices(cfg, ks, kv, masterSrc, auditLog, logger, gateways, checkpointKeyTarget(kv), prov.prov)
+	keySvc, err := newKeyServices(cfg, ks, kv, masterSrc, auditLog, logger,
+		append([]keystore.Target{gateways, checkpointKeyTarget(kv)}, prov.keyTargets()...)...)
 	if err != nil {
 		return err
 	}

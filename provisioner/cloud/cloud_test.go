@@ -1,15 +1,19 @@
 package cloud_test
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/provisioner"
 	"github.com/moltgate/moltgate/provisioner/cftest"
+	"github.com/moltgate/moltgate/provisioner/cloud"
 	"github.com/moltgate/moltgate/provisioner/flytest"
 	"github.com/moltgate/moltgate/provisioner/provisionertest"
 )
@@ -250,5 +254,44 @@ func TestTransportAddsServiceToken(t *testing.T) {
 		if req.Header.Get("CF-Access-Client-Secret") != "" {
 			t.Errorf("%s: the caller's request was changed", tc.url)
 		}
+	}
+}
+
+// A key rotation reseals the service token moltgate keeps: under the new keys it opens to
+// the same secret, and the gateway stays as it was (no token replaced).
+func TestResealKeepsServiceToken(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	p, d := e.process()
+	provisionertest.Provisioned(t, p, spec("gw1"))
+	ring2, _ := keystore.NewKeyring(2, bytes.Repeat([]byte{8}, keystore.KeySize))
+	ks2 := keystore.New(ring2)
+	resealed := 0
+	fn := func(tenant, record, purpose string, sealed []byte) ([]byte, bool, error) {
+		if h, err := keystore.ParseHeader(sealed); err == nil && h.Master == 2 {
+			return sealed, false, nil
+		}
+		plain, err := e.ks.Open(tenant, record, purpose, sealed)
+		if err != nil {
+			return nil, false, err
+		}
+		out, err := ks2.Seal(tenant, record, purpose, plain)
+		resealed++
+		return out, err == nil, err
+	}
+	d.Quiesce()
+	for range 2 { // the second finds nothing to do
+		if err := d.Reseal(t.Context(), fn); err != nil || resealed != 1 {
+			t.Fatalf("reseal: %v, %d resealed; want the service token once", err, resealed)
+		}
+	}
+	fd, cd := e.drivers()
+	d2, err := cloud.New(cloud.Config{}, cloud.Deps{Fly: fd, Cloudflare: cd, KV: e.kv, Sealer: ks2, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, secret, err := d2.AccessCredentials()
+	if tok := e.cf.ServiceTokens()[0]; err != nil || id != tok.ClientID || string(secret) != tok.ClientSecret {
+		t.Fatalf("after reseal: %v; the kept token does not open under the new keys to Cloudflare's", err)
 	}
 }
