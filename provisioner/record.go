@@ -93,15 +93,20 @@ func (p *Provisioner) openToken(id, tenant string, t *sealedToken) (keystore.Sec
 	return b, nil
 }
 
-// noteDrift keeps d as the latest finding of its step and kind.
-func (r *record) noteDrift(d Drift) {
+// noteDrift keeps d as the latest finding of its step and kind, and reports whether it is
+// new: the same finding not repaired since is kept as first found.
+func (r *record) noteDrift(d Drift) bool {
 	for i := range r.Drift {
 		if r.Drift[i].Step == d.Step && r.Drift[i].Kind == d.Kind {
+			if r.Drift[i].Detail == d.Detail && r.Drift[i].Repaired.IsZero() {
+				return false
+			}
 			r.Drift[i] = d
-			return
+			return true
 		}
 	}
 	r.Drift = append(r.Drift, d)
+	return true
 }
 
 // repaired marks the unrepaired findings of step as repaired at t.
