@@ -74,6 +74,7 @@ type Run struct {
 
 	p     *Provisioner
 	st    *pass
+	step  string
 	keys  []Key // opened by OpenKeys, cleared when the step returns
 	token keystore.Secret
 }
@@ -95,6 +96,20 @@ func (r *Run) SetOutput(key, value string) {
 		r.st.rec.Outputs[key] = value
 		r.st.dirty = true
 	}
+}
+
+// Drift reports, from a Check, that what the step made changed behind moltgate's back:
+// kind is a short fixed word ("image", "dns", "ingress") that labels the metric
+// moltgate_provisioner_drift_found_total; detail says what was found, never a secret. It is
+// kept in the status (Status.Drift) and marked repaired once the step's Ensure ends well.
+// The same finding again, unrepaired (drift moltgate leaves alone), counts once.
+func (r *Run) Drift(kind, detail string) {
+	if !r.st.rec.noteDrift(Drift{Step: r.step, Kind: kind, Detail: detail, Found: r.p.deps.Now().UTC()}) {
+		return
+	}
+	r.p.m.drift(r.st.driver, kind)
+	r.st.dirty = true
+	r.Logger.LogAttrs(context.Background(), slog.LevelWarn, "provisioner: drift found", slog.String("kind", kind), slog.String("detail", detail))
 }
 
 // Upstream is the URL the gateway answers at, as a step set it, or "".

@@ -1,7 +1,6 @@
 package provisioner_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/moltgate/moltgate/audit"
+	"github.com/moltgate/moltgate/internal/testenv"
 	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/provisioner"
 	"github.com/moltgate/moltgate/provisioner/provisionertest"
@@ -38,8 +37,10 @@ type world struct {
 	creates   int
 	faults    map[string][]string // step → faults to inject, in turn
 	active    map[string]int      // gateway → steps running now
-	maxActive int
-	srv       *httptest.Server
+	maxActive int                 // the most steps at once on one gateway
+	// busy are the gateways a step runs on now; maxBusy the most at once.
+	busy, maxBusy int
+	srv           *httptest.Server
 }
 
 type resource struct {
@@ -153,6 +154,10 @@ func (s fakeStep) enter(id string) func() {
 	w.mu.Lock()
 	w.active[id]++
 	w.maxActive = max(w.maxActive, w.active[id])
+	if w.active[id] == 1 {
+		w.busy++
+		w.maxBusy = max(w.maxBusy, w.busy)
+	}
 	w.mu.Unlock()
 	if w.latency > 0 {
 		time.Sleep(w.latency)
@@ -160,6 +165,9 @@ func (s fakeStep) enter(id string) func() {
 	return func() {
 		w.mu.Lock()
 		w.active[id]--
+		if w.active[id] == 0 {
+			w.busy--
+		}
 		w.mu.Unlock()
 	}
 }
@@ -270,12 +278,6 @@ func withKill(k *provisionertest.KillSwitch) func(*provisioner.Config, *provisio
 	return func(c *provisioner.Config, _ *provisioner.Deps) { c.KillAt = k.KillAt }
 }
 
-// clock is a settable clock: leases expire when a test says so.
-type clock struct{ off atomic.Int64 }
-
-func (c *clock) now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
-func (c *clock) advance(d time.Duration) { c.off.Add(int64(d)) }
-
 // env is what several provisioners ("processes") share: the store, the registry, the
 // keystore, the audit sink, the clock and the fake cloud.
 type env struct {
@@ -284,25 +286,15 @@ type env struct {
 	ks    *keystore.Keystore
 	reg   *registry.Registry
 	audit *recorder
-	clock *clock
+	clock *testenv.Clock
 	w     *world
 	n     int
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	kv, err := store.OpenBolt(filepath.Join(t.TempDir(), "m.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { kv.Close() })
-	ring, _ := keystore.NewKeyring(1, bytes.Repeat([]byte{7}, keystore.KeySize))
-	ks := keystore.New(ring)
-	reg, err := registry.New(t.Context(), kv, ks, nopSyncer{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{t: t, kv: kv, ks: ks, reg: reg, audit: &recorder{}, clock: &clock{}, w: newWorld(t)}
+	s := provisionertest.NewStores(t)
+	return &env{t: t, kv: s.KV, ks: s.Keystore, reg: s.Registry, audit: &recorder{}, clock: testenv.NewClock(time.Now()), w: newWorld(t)}
 }
 
 // process returns a new provisioner on e: another process, with a holder of its own.
@@ -313,7 +305,7 @@ func (e *env) process(mod ...func(*provisioner.Config, *provisioner.Deps)) (*pro
 	cfg := provisioner.Config{Drivers: map[string]provisioner.Driver{"fake": d}, Holder: fmt.Sprintf("process-%d", e.n),
 		LeaseTTL: 30 * time.Second}
 	deps := provisioner.Deps{KV: e.kv, Sealer: e.ks, Registry: e.reg, Audit: e.audit,
-		Logger: slog.New(slog.DiscardHandler), Metrics: prometheus.NewRegistry(), Now: e.clock.now}
+		Logger: slog.New(slog.DiscardHandler), Metrics: prometheus.NewRegistry(), Now: e.clock.Now}
 	for _, m := range mod {
 		m(&cfg, &deps)
 	}

@@ -11,6 +11,7 @@ type metrics struct {
 	steps          *prometheus.CounterVec
 	reconcile      *prometheus.HistogramVec
 	overlapRetries prometheus.Counter
+	driftFound     *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -28,11 +29,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "moltgate_provisioner_token_overlap_retries_total",
 			Help: "Requests answered 401 during a token rotation and sent again with the gateway's other token.",
 		}),
+		driftFound: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moltgate_provisioner_drift_found_total",
+			Help: "Differences the periodic checks found between what a step made and what exists, by driver and kind (image, dns, ingress, tunnel, access, secrets, machine).",
+		}, []string{"driver", "kind"}),
 	}
 	if reg == nil {
 		reg = prometheus.NewRegistry() // not exported
 	}
-	for _, c := range []prometheus.Collector{m.steps, m.reconcile, m.overlapRetries} {
+	for _, c := range []prometheus.Collector{m.steps, m.reconcile, m.overlapRetries, m.driftFound} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -54,4 +59,8 @@ func (m *metrics) observeReconcile(driver string, err error, d time.Duration) {
 		result = "error"
 	}
 	m.reconcile.WithLabelValues(driver, result).Observe(d.Seconds())
+}
+
+func (m *metrics) drift(driver, kind string) {
+	m.driftFound.WithLabelValues(driver, kind).Inc()
 }

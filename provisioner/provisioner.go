@@ -406,7 +406,7 @@ func (p *Provisioner) List() ([]Status, error) {
 // ones not run yet as waiting.
 func (p *Provisioner) status(s Spec, rec *record) Status {
 	st := Status{Spec: s, ObservedGeneration: rec.ObservedGeneration, Upstream: rec.Upstream,
-		Outputs: maps.Clone(rec.Outputs), Error: rec.Error, Failures: rec.Failures, Updated: rec.Updated,
+		Outputs: maps.Clone(rec.Outputs), Drift: slices.Clone(rec.Drift), Error: rec.Error, Failures: rec.Failures, Updated: rec.Updated,
 		Rotating: rec.PrevToken != nil, Upgrade: rec.Upgrade.clone(), Image: runningImage(s, rec)}
 	if rec.Token != nil {
 		st.TokenGeneration = rec.Token.Generation

@@ -40,21 +40,12 @@ func TestCrashAndResumeAfterEveryStep(t *testing.T) {
 		e := newEnv(t)
 		k := &provisionertest.KillSwitch{}
 		p1, _ := e.process(withKill(k))
-		point := "ensure " + step + ": " + moment
-		k.Arm(point)
 		if _, _, err := p1.Apply(t.Context(), spec("gw1")); err != nil {
 			t.Fatal(err)
 		}
-		if err := p1.Reconcile(t.Context(), "gw1"); !errors.Is(err, provisionertest.ErrKilled) {
-			t.Fatalf("first pass: got %v, want the crash at %q", err, point)
-		}
 		// The dead process's lease holds off the next until it expires.
 		p2, _ := e.process()
-		if err := p2.Reconcile(t.Context(), "gw1"); !errors.Is(err, provisioner.ErrLeaseHeld) {
-			t.Fatalf("pass while the dead holder's lease runs: got %v, want ErrLeaseHeld", err)
-		}
-		e.clock.advance(31 * time.Second)
-		provisionertest.Converge(t, p2, "gw1")
+		provisionertest.KillAndResume(t, k, "ensure "+step+": "+moment, p1, p2, e.clock, 30*time.Second, "gw1")
 		e.assertOneOfEach(t, p2, "gw1")
 		if e.w.creates != 3 {
 			t.Errorf("creates: got %d, want 3 (one per resource, none repeated)", e.w.creates)
@@ -158,7 +149,7 @@ func TestDestroyAfterCrashHalfway(t *testing.T) {
 		if err := p1.Reconcile(t.Context(), "gw1"); !errors.Is(err, provisionertest.ErrKilled) {
 			t.Fatalf("destroy pass: got %v, want the crash at %q", err, point)
 		}
-		e.clock.advance(31 * time.Second)
+		e.clock.Advance(31 * time.Second)
 		p2, _ := e.process()
 		e.w.inject("fake.vol", "error-after") // and one delete that fails after deleting
 		provisionertest.Converge(t, p2, "gw1")
@@ -192,7 +183,7 @@ func TestRotateTokenCrashAndResume(t *testing.T) {
 				t.Fatalf("rotation pass: got %v, want the crash at %q", err, point)
 			}
 		}
-		e.clock.advance(31 * time.Second)
+		e.clock.Advance(31 * time.Second)
 		p2, _ := e.process()
 		provisionertest.Converge(t, p2, "gw1")
 		e.assertOneOfEach(t, p2, "gw1")
@@ -251,7 +242,7 @@ func TestRotationOverlapTransport(t *testing.T) {
 		t.Fatalf("old token just after the switch: %d, want 200 within the grace", code)
 	}
 	// Past the grace, the old token is the gateway's business again: refused.
-	e.clock.advance(3 * time.Minute)
+	e.clock.Advance(3 * time.Minute)
 	if code, _ := do(string(entry.Token), "stale"); code != 401 {
 		t.Fatalf("old token after the grace: %d, want 401", code)
 	}
@@ -444,6 +435,39 @@ func TestRunAndWakeTenant(t *testing.T) {
 	}
 }
 
+// Issue 14: provisioning many gateways at once is bounded by Config.Workers: Run never
+// works on more gateways at a time, and every one ends ready.
+func TestRunBoundsWorkers(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.w.latency = 20 * time.Millisecond
+	p, _ := e.process(func(c *provisioner.Config, _ *provisioner.Deps) { c.Workers = 3 })
+	var ids []string
+	for i := range 12 {
+		ids = append(ids, fmt.Sprintf("gw%d", i))
+		if _, _, err := p.Apply(t.Context(), spec(ids[i])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	testenv.WaitUntil(t, "every gateway ready", 30*time.Second, func() bool {
+		for _, id := range ids {
+			if st, _ := p.Get(id); st.Phase != provisioner.PhaseReady {
+				return false
+			}
+		}
+		return true
+	})
+	e.w.mu.Lock()
+	defer e.w.mu.Unlock()
+	if e.w.maxBusy > 3 || e.w.maxBusy < 1 {
+		t.Errorf("gateways worked on at once: got %d, want 1 to 3 (Workers)", e.w.maxBusy)
+	}
+}
+
 // Issue 14: key rotation reaches the gateway tokens the provisioner keeps sealed (it is a
 // keystore.Target): resealed under the new keys they open to the same tokens, and a
 // provisioner on the new keys finds every gateway as it was.
@@ -457,7 +481,7 @@ func TestResealKeepsTokens(t *testing.T) {
 	}
 	k := &provisionertest.KillSwitch{}
 	p1, _ := e.process(withKill(k))
-	e.clock.advance(time.Minute)
+	e.clock.Advance(time.Minute)
 	k.Arm("ensure register: pending recorded") // mid-rotation: two tokens sealed
 	if err := p1.Reconcile(t.Context(), "gw1"); !errors.Is(err, provisionertest.ErrKilled) {
 		t.Fatalf("got %v, want the kill before register", err)
@@ -484,7 +508,7 @@ func TestResealKeepsTokens(t *testing.T) {
 	if err := p.Reseal(t.Context(), fn); err != nil || resealed != 2 {
 		t.Fatalf("second reseal: %v, %d resealed; want none more", err, resealed)
 	}
-	e.clock.advance(time.Minute)
+	e.clock.Advance(time.Minute)
 	p2, _ := e.process(func(_ *provisioner.Config, d *provisioner.Deps) { d.Sealer = ks2 })
 	provisionertest.Converge(t, p2, "gw1")
 	e.assertOneOfEach(t, p2, "gw1")

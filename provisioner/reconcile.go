@@ -208,6 +208,7 @@ func (p *Provisioner) runStep(ctx context.Context, st *pass, step Step, op strin
 	} else {
 		ss := st.rec.setStep(name)
 		ss.State, ss.Attempts, ss.Finished = StepDone, attempt, p.deps.Now().UTC()
+		st.rec.repaired(name, ss.Finished)
 	}
 	if err := p.save(ctx, st); err != nil {
 		return err
@@ -217,7 +218,7 @@ func (p *Provisioner) runStep(ctx context.Context, st *pass, step Step, op strin
 }
 
 func (p *Provisioner) run(st *pass, step Step, pending bool) *Run {
-	return &Run{Spec: st.spec, Pending: pending, p: p, st: st,
+	return &Run{Spec: st.spec, Pending: pending, p: p, st: st, step: step.Name(),
 		Logger: p.deps.Logger.With(slog.String("gateway", st.spec.ID), slog.String("step", step.Name()))}
 }
 

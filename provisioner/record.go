@@ -23,6 +23,7 @@ type record struct {
 	// replaces, kept from a rotation's start until the registry holds Token.
 	Token     *sealedToken `json:"token,omitempty"`
 	PrevToken *sealedToken `json:"prev_token,omitempty"`
+	Drift     []Drift      `json:"drift,omitempty"`
 	Error     string       `json:"error,omitempty"`
 	Failures  int          `json:"failures,omitempty"`
 	// Upgrade is the gateway's last image upgrade (upgrade.go).
@@ -92,4 +93,29 @@ func (p *Provisioner) openToken(id, tenant string, t *sealedToken) (keystore.Sec
 		return nil, fmt.Errorf("provisioner: open token of %q: %w", id, err)
 	}
 	return b, nil
+}
+
+// noteDrift keeps d as the latest finding of its step and kind, and reports whether it is
+// new: the same finding not repaired since is kept as first found.
+func (r *record) noteDrift(d Drift) bool {
+	for i := range r.Drift {
+		if r.Drift[i].Step == d.Step && r.Drift[i].Kind == d.Kind {
+			if r.Drift[i].Detail == d.Detail && r.Drift[i].Repaired.IsZero() {
+				return false
+			}
+			r.Drift[i] = d
+			return true
+		}
+	}
+	r.Drift = append(r.Drift, d)
+	return true
+}
+
+// repaired marks the unrepaired findings of step as repaired at t.
+func (r *record) repaired(step string, t time.Time) {
+	for i := range r.Drift {
+		if r.Drift[i].Step == step && r.Drift[i].Repaired.IsZero() {
+			r.Drift[i].Repaired = t
+		}
+	}
 }

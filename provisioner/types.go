@@ -117,8 +117,25 @@ type Status struct {
 	Steps []StepStatus `json:"steps"`
 	// Outputs are the values steps recorded (ids, ports).
 	Outputs map[string]string `json:"outputs,omitempty"`
+	// Drift is what the periodic checks found changed behind moltgate's back, one entry per
+	// step and kind, the latest kept.
+	Drift []Drift `json:"drift,omitempty"`
 	// Error is the last failed pass's error; Failures counts failed passes in a row.
 	Error    string    `json:"error,omitempty"`
 	Failures int       `json:"failures,omitempty"`
 	Updated  time.Time `json:"updated,omitzero"`
+}
+
+// Drift is a difference a step's Check found between what the step made and what exists
+// now (an image, a DNS target, a tunnel's ingress changed behind moltgate's back). The step
+// then runs again: Repaired is set when it ended well; a step that will not touch what is
+// there (a DNS record that is not moltgate's) fails instead, and its error says why.
+type Drift struct {
+	Step string `json:"step"`
+	// Kind is a short fixed word ("image", "dns", "ingress"): it labels metrics.
+	Kind string `json:"kind"`
+	// Detail says what was found; never a secret.
+	Detail   string    `json:"detail"`
+	Found    time.Time `json:"found"`
+	Repaired time.Time `json:"repaired,omitzero"`
 }

@@ -387,7 +387,7 @@ func TestFleetResumesAfterCrash(t *testing.T) {
 	canary := e.machine(t, "gw-1").InstanceID
 
 	// The dead process's leases expire; another process runs the same command.
-	e.clock.advance(time.Hour)
+	e.clock.Advance(time.Hour)
 	p2 := e.process()
 	other := strings.Replace(flyImageA, "aaaa", "cccc", 1)
 	if _, err := p2.UpgradeFleet(t.Context(), provisioner.FleetSpec{Image: other}, nil); !errors.Is(err, provisioner.ErrExists) {
@@ -471,7 +471,7 @@ func TestUpgradeResumesAfterCrash(t *testing.T) {
 		t.Fatalf("after the crash: got %+v, image %q; want upgrading, image unknown", st.Upgrade, st.Image)
 	}
 	updates := e.fake.Calls(flytest.RouteUpdateMachine)
-	e.clock.advance(time.Hour)
+	e.clock.Advance(time.Hour)
 	p2 := e.process()
 	if _, err := p2.Upgrade(t.Context(), "gw-1", flyImageB); err != nil {
 		t.Fatal(err)
@@ -485,7 +485,7 @@ func TestUpgradeResumesAfterCrash(t *testing.T) {
 	if _, err := p.Upgrade(t.Context(), "gw-2", flyImageB); !errors.Is(err, provisionertest.ErrKilled) {
 		t.Fatalf("got %v, want the kill", err)
 	}
-	e.clock.advance(time.Hour)
+	e.clock.Advance(time.Hour)
 	provisionertest.Converge(t, p2, "gw-2")
 	if m := e.machine(t, "gw-2"); m.Config.Image != flyImageB {
 		t.Fatalf("after a pass: machine on %s, want %s", m.Config.Image, flyImageB)

@@ -20,6 +20,7 @@ import (
 	"github.com/moltgate/moltgate/audit"
 	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/provisioner"
+	"github.com/moltgate/moltgate/provisioner/cloud"
 	"github.com/moltgate/moltgate/provisioner/local"
 	"github.com/moltgate/moltgate/proxy/admin"
 	"github.com/moltgate/moltgate/registry"
@@ -39,6 +40,9 @@ type ProvisionerConfig struct {
 	DefaultDriver string `yaml:"default_driver"`
 	// Local configures the local driver.
 	Local LocalDriverConfig `yaml:"local"`
+	// Fly turns on the fly driver (provision_cloud.go); Cloudflare is then required. Default off.
+	Fly        *FlyDriverConfig  `yaml:"fly"`
+	Cloudflare *CloudflareConfig `yaml:"cloudflare"`
 }
 
 // LocalDriverConfig configures the local driver: OpenClaw gateways on loopback.
@@ -87,16 +91,18 @@ func (c *ProvisionerConfig) validate() []error {
 	if c.LeaseTTL != 0 && c.LeaseTTL < 3*time.Second {
 		bad("lease_ttl", "%v: want at least 3s", c.LeaseTTL)
 	}
-	if c.DefaultDriver != "local" {
-		bad("default_driver", "%q: want local (the only driver built in)", c.DefaultDriver)
+	if c.DefaultDriver != "local" && (c.DefaultDriver != "fly" || c.Fly == nil) {
+		bad("default_driver", "%q: want local, or fly with provisioner.fly set", c.DefaultDriver)
 	}
-	return errs
+	return append(errs, c.validateCloud()...)
 }
 
-// provisioning is the provisioner of a serve, with its local driver.
+// provisioning is the provisioner of a serve, with its local driver and, when configured,
+// its fly driver.
 type provisioning struct {
 	prov  *provisioner.Provisioner
 	local *local.Driver
+	cloud *cloud.Driver
 	keys  *lazyKeys
 }
 
@@ -124,9 +130,17 @@ func newProvisioning(cfg *Config, env func(string) string, kv *store.Bolt, ks *k
 	if err := local.Installed(pc.Local.OpenClawBin); err != nil {
 		logger.Warn("local gateways cannot start until OpenClaw is installed", "err", err)
 	}
+	drivers := map[string]provisioner.Driver{"local": ld}
+	var cd *cloud.Driver
+	if pc.Fly != nil {
+		if cd, err = newCloudDriver(cfg, env, kv, ks, logger); err != nil {
+			return nil, err
+		}
+		drivers["fly"] = cd
+	}
 	lk := &lazyKeys{}
 	prov, err := provisioner.New(provisioner.Config{
-		Drivers:        map[string]provisioner.Driver{"local": ld},
+		Drivers:        drivers,
 		DefaultDriver:  pc.DefaultDriver,
 		LeaseTTL:       pc.LeaseTTL,
 		Workers:        pc.Workers,
@@ -137,7 +151,35 @@ func newProvisioning(cfg *Config, env func(string) string, kv *store.Bolt, ks *k
 	if err != nil {
 		return nil, err
 	}
-	return &provisioning{prov: prov, local: ld, keys: lk}, nil
+	return &provisioning{prov: prov, local: ld, cloud: cd, keys: lk}, nil
+}
+
+// keyTargets are what key rotation reseals in the provisioner: the gateway tokens, and the
+// fly driver's service token.
+func (p *provisioning) keyTargets() []keystore.Target {
+	if p.cloud != nil {
+		return []keystore.Target{p.prov, p.cloud}
+	}
+	return []keystore.Target{p.prov}
+}
+
+// upstream is the transport to gateways: a token rotation in flight retries a 401 with the
+// gateway's other token; requests to the fly driver's gateways carry moltgate's Access
+// service token.
+func (p *provisioning) upstream(next http.RoundTripper) http.RoundTripper {
+	if p.cloud != nil {
+		next = p.cloud.Transport(next)
+	}
+	return p.prov.Transport(next)
+}
+
+// wsClient dials gateways' sockets: nil (the relay's default) unless the fly driver's
+// gateways need moltgate's Access service token on the handshake.
+func (p *provisioning) wsClient() *http.Client {
+	if p.cloud == nil {
+		return nil
+	}
+	return &http.Client{Timeout: 10 * time.Second, Transport: p.cloud.Transport(&http.Transport{Proxy: nil})}
 }
 
 // setKeys gives the provisioner the tenants' keys: it reads which are active, and opens
@@ -409,6 +451,13 @@ func printProvision(w io.Writer, p admin.Provision) {
 			fmt.Fprintf(w, " (attempt %d: %s)", s.Attempts, s.Error)
 		}
 		fmt.Fprintln(w)
+	}
+	for _, d := range p.Drift {
+		state := "not repaired"
+		if !d.Repaired.IsZero() {
+			state = "repaired " + d.Repaired.Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "drift\t%s %s: %s (found %s, %s)\n", d.Step, d.Kind, d.Detail, d.Found.Format(time.RFC3339), state)
 	}
 	if p.Error != "" {
 		fmt.Fprintf(w, "error\t%s (%d failed passes; retrying)\n", p.Error, p.Failures)

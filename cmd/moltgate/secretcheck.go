@@ -58,6 +58,12 @@ func (c *Config) secretRefs() []secretRef {
 			add("keystore.vault.token", k.Vault.Token, nil)
 		}
 	}
+	if f := c.Provisioner.Fly; f != nil {
+		add("provisioner.fly.token", f.Token, nil)
+	}
+	if cf := c.Provisioner.Cloudflare; cf != nil {
+		add("provisioner.cloudflare.api_token", cf.APIToken, nil)
+	}
 	if c.Audit.Redis != nil {
 		add("audit.redis.password", c.Audit.Redis.Password, nil)
 	}

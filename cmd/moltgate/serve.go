@@ -107,7 +107,8 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	if err != nil {
 		return err
 	}
-	keySvc, err := newKeyServices(cfg, ks, kv, masterSrc, auditLog, logger, gateways, checkpointKeyTarget(kv), prov.prov)
+	keySvc, err := newKeyServices(cfg, ks, kv, masterSrc, auditLog, logger,
+		append([]keystore.Target{gateways, checkpointKeyTarget(kv)}, prov.keyTargets()...)...)
 	if err != nil {
 		return err
 	}
@@ -158,6 +159,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		MessagesPerSecond: cfg.WebSocket.MessagesPerSecond, Burst: cfg.WebSocket.Burst,
 		MaxConnsPerSubject: cfg.WebSocket.MaxConnsPerSubject, IdleTimeout: cfg.WebSocket.IdleTimeout,
 		WriteTimeout: cfg.WebSocket.WriteTimeout, IdentifyTimeout: cfg.WebSocket.IdentifyTimeout,
+		HTTPClient: prov.wsClient(),
 	}, wsrelay.Deps{Gateways: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger, Metrics: metrics})
 	if err != nil {
 		return err
@@ -172,7 +174,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		TrustedProxies:   trusted,
 		MaxToolBodyBytes: cfg.Limits.MaxToolBodyBytes,
 		// A token rotation in flight retries a 401 with the gateway's other token (provisioner).
-		Transport: prov.prov.Transport(proxy.NewTransport(proxy.TransportConfig{DialTimeout: cfg.Upstream.DialTimeout,
+		Transport: prov.upstream(proxy.NewTransport(proxy.TransportConfig{DialTimeout: cfg.Upstream.DialTimeout,
 			ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout, MaxIdleConnsPerHost: cfg.Upstream.MaxIdleConnsPerHost})),
 		SignInURL: signIn,
 	}, proxy.Deps{Gateways: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger, Metrics: metrics,

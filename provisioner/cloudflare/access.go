@@ -109,6 +109,16 @@ func (d *Driver) serviceTokens(ctx context.Context, name string) ([]ServiceToken
 	return out, nil
 }
 
+// ServiceTokens lists the service tokens named name, oldest first, without their secrets.
+func (d *Driver) ServiceTokens(ctx context.Context, name string) ([]ServiceToken, error) {
+	return d.serviceTokens(ctx, name)
+}
+
+// DeleteServiceTokenID deletes service token id; one already gone counts as deleted.
+func (d *Driver) DeleteServiceTokenID(ctx context.Context, id string) error {
+	return d.deleteServiceToken(ctx, id)
+}
+
 // DeleteServiceToken deletes every service token named name; none is done. Destroy does
 // not: one token may admit moltgate to many gateways.
 func (d *Driver) DeleteServiceToken(ctx context.Context, name string) error {

@@ -19,6 +19,18 @@ import (
 // live tunnel of the gateway's name is listed. Service tokens are left: see
 // DeleteServiceToken.
 func (d *Driver) Destroy(ctx context.Context, gatewayID string) error {
+	if err := d.DestroyAccess(ctx, gatewayID); err != nil {
+		return err
+	}
+	if err := d.DestroyDNS(ctx, gatewayID); err != nil {
+		return err
+	}
+	return d.DestroyTunnel(ctx, gatewayID)
+}
+
+// DestroyAccess removes the gateway's Access application (only if named TunnelName) and
+// its Access policy; what is gone counts as done.
+func (d *Driver) DestroyAccess(ctx context.Context, gatewayID string) error {
 	name, host, err := d.names(gatewayID)
 	if err != nil {
 		return err
@@ -55,15 +67,19 @@ func (d *Driver) Destroy(ctx context.Context, gatewayID string) error {
 		}
 		d.log.LogAttrs(ctx, slog.LevelInfo, "cloudflare: deleted access policy", slog.String("gateway", gatewayID), slog.String("policy", pol.ID))
 	}
-	t, err := d.lookupTunnel(ctx, name)
-	var de *DriftError
-	switch {
-	case errors.Is(err, ErrNotFound):
-	case errors.As(err, &de):
-		// A locally managed tunnel of the name is not the driver's.
-		return fmt.Errorf("cloudflare: destroy %q: %w", name, err)
-	case err != nil:
-		return fmt.Errorf("cloudflare: destroy %q: %w", name, err)
+	return nil
+}
+
+// DestroyDNS removes the DNS record of the gateway's hostname if it carries the driver's
+// comment or points at the gateway's tunnel; any other is left, and logged.
+func (d *Driver) DestroyDNS(ctx context.Context, gatewayID string) error {
+	name, host, err := d.names(gatewayID)
+	if err != nil {
+		return err
+	}
+	t, err := d.destroyLookup(ctx, name)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
 	}
 	recs, err := d.recordsAt(ctx, host)
 	if err != nil {
@@ -87,6 +103,23 @@ func (d *Driver) Destroy(ctx context.Context, gatewayID string) error {
 		}
 		d.log.LogAttrs(ctx, slog.LevelInfo, "cloudflare: deleted dns record", slog.String("gateway", gatewayID), slog.String("record", r.ID))
 	}
+	return nil
+}
+
+// DestroyTunnel deletes the gateway's tunnel with its configuration, and returns nil only
+// once no live tunnel of its name is listed. Its connector should be stopped first.
+func (d *Driver) DestroyTunnel(ctx context.Context, gatewayID string) error {
+	name, err := d.TunnelName(gatewayID)
+	if err != nil {
+		return err
+	}
+	t, err := d.destroyLookup(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
 	if t.ID == "" {
 		return nil
 	}
@@ -107,6 +140,16 @@ func (d *Driver) Destroy(ctx context.Context, gatewayID string) error {
 	}
 	d.log.LogAttrs(ctx, slog.LevelInfo, "cloudflare: deleted tunnel", slog.String("gateway", gatewayID), slog.String("tunnel", t.ID))
 	return nil
+}
+
+// destroyLookup finds the tunnel named name for a destroy: ErrNotFound when there is
+// none; a locally managed tunnel of that name (ErrDrift) is not the driver's to touch.
+func (d *Driver) destroyLookup(ctx context.Context, name string) (Tunnel, error) {
+	t, err := d.lookupTunnel(ctx, name)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return t, fmt.Errorf("cloudflare: destroy %q: %w", name, err)
+	}
+	return t, err
 }
 
 // deleted counts a 404 as done.

@@ -46,6 +46,25 @@ func (e *DriftError) Is(target error) bool { return target == ErrDrift }
 // is the driver's Access application with one policy. No findings: no drift. A missing
 // tunnel is the only finding, as the rest hangs on it.
 func (d *Driver) Drift(ctx context.Context, gatewayID string) ([]Finding, error) {
+	out, err := d.CheckTunnel(ctx, gatewayID, "")
+	if err != nil || len(out) > 0 && out[0].Resource == "tunnel" {
+		return out, err
+	}
+	dns, err := d.CheckDNS(ctx, gatewayID)
+	if err != nil {
+		return nil, err
+	}
+	access, err := d.CheckAccess(ctx, gatewayID, "")
+	if err != nil {
+		return nil, err
+	}
+	return append(append(out, dns...), access...), nil
+}
+
+// CheckTunnel reports how the gateway's tunnel and its ingress differ from what
+// EnsureTunnel and ConfigureIngress(service) make, changing nothing; service "" accepts any
+// loopback HTTP service. A missing tunnel is the only finding then.
+func (d *Driver) CheckTunnel(ctx context.Context, gatewayID, service string) ([]Finding, error) {
 	name, host, err := d.names(gatewayID)
 	if err != nil {
 		return nil, err
@@ -60,7 +79,32 @@ func (d *Driver) Drift(ctx context.Context, gatewayID string) ([]Finding, error)
 	case err != nil:
 		return nil, err
 	}
-	var out []Finding
+	rules, err := d.ingress(ctx, t.ID)
+	if err != nil {
+		return nil, err
+	}
+	want := service
+	if want == "" {
+		want = "http://127.0.0.1:PORT"
+	}
+	if len(rules) != 2 || rules[0].hostname != host || rules[0].path != "" || checkService(rules[0].service) != nil ||
+		service != "" && rules[0].service != service || rules[1] != (rule{service: catchAll}) {
+		return []Finding{{Resource: "ingress", Name: host, Want: host + " to " + want + ", then " + catchAll, Got: describe(rules)}}, nil
+	}
+	return nil, nil
+}
+
+// CheckDNS reports how the gateway's hostname differs from one proxied CNAME to its tunnel,
+// changing nothing. A missing tunnel is ErrNotFound.
+func (d *Driver) CheckDNS(ctx context.Context, gatewayID string) ([]Finding, error) {
+	name, host, err := d.names(gatewayID)
+	if err != nil {
+		return nil, err
+	}
+	t, err := d.lookupTunnel(ctx, name)
+	if err != nil {
+		return nil, err
+	}
 	target := tunnelTarget(t.ID)
 	recs, err := d.recordsAt(ctx, host)
 	if err != nil {
@@ -68,34 +112,48 @@ func (d *Driver) Drift(ctx context.Context, gatewayID string) ([]Finding, error)
 	}
 	switch {
 	case len(recs) == 0:
-		out = append(out, Finding{Resource: "dns", Name: host, Want: "CNAME " + target, Got: "none"})
+		return []Finding{{Resource: "dns", Name: host, Want: "CNAME " + target, Got: "none"}}, nil
 	case len(recs) > 1:
-		out = append(out, Finding{Resource: "dns", Name: host, Want: "CNAME " + target, Got: fmt.Sprintf("%d records", len(recs))})
+		return []Finding{{Resource: "dns", Name: host, Want: "CNAME " + target, Got: fmt.Sprintf("%d records", len(recs))}}, nil
 	case recs[0].Type != dns.RecordResponseTypeCNAME || recs[0].Content != target:
-		out = append(out, Finding{Resource: "dns", Name: host, Want: "CNAME " + target, Got: string(recs[0].Type) + " " + recs[0].Content})
+		return []Finding{{Resource: "dns", Name: host, Want: "CNAME " + target, Got: string(recs[0].Type) + " " + recs[0].Content}}, nil
 	case !recs[0].Proxied:
-		out = append(out, Finding{Resource: "dns", Name: host, Want: "proxied", Got: "not proxied"})
+		return []Finding{{Resource: "dns", Name: host, Want: "proxied", Got: "not proxied"}}, nil
 	}
-	rules, err := d.ingress(ctx, t.ID)
+	return nil, nil
+}
+
+// CheckAccess reports how the gateway's Access application differs from what EnsureAccess
+// (serviceTokenID) makes, changing nothing; serviceTokenID "" accepts any one policy.
+func (d *Driver) CheckAccess(ctx context.Context, gatewayID, serviceTokenID string) ([]Finding, error) {
+	name, host, err := d.names(gatewayID)
 	if err != nil {
 		return nil, err
-	}
-	if len(rules) != 2 || rules[0].hostname != host || rules[0].path != "" || checkService(rules[0].service) != nil || rules[1] != (rule{service: catchAll}) {
-		out = append(out, Finding{Resource: "ingress", Name: host, Want: host + " to http://127.0.0.1:PORT, then " + catchAll, Got: describe(rules)})
 	}
 	app, found, err := d.appAt(ctx, host)
 	if err != nil {
 		return nil, err
 	}
-	switch pol := appPolicies(app.JSON.Policies.Raw()); {
+	pol := appPolicies(app.JSON.Policies.Raw())
+	switch {
 	case !found:
-		out = append(out, Finding{Resource: "access", Name: host, Want: "application " + name, Got: "none"})
+		return []Finding{{Resource: "access", Name: host, Want: "application " + name, Got: "none"}}, nil
 	case app.Name != name:
-		out = append(out, Finding{Resource: "access", Name: host, Want: "application " + name, Got: "application " + app.Name})
+		return []Finding{{Resource: "access", Name: host, Want: "application " + name, Got: "application " + app.Name}}, nil
 	case len(pol) != 1:
-		out = append(out, Finding{Resource: "access", Name: host, Want: "one policy", Got: fmt.Sprintf("%d policies", len(pol))})
+		return []Finding{{Resource: "access", Name: host, Want: "one policy", Got: fmt.Sprintf("%d policies", len(pol))}}, nil
+	case serviceTokenID == "":
+		return nil, nil
 	}
-	return out, nil
+	policies, err := d.policiesNamed(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if len(policies) != 1 || policies[0].ID != pol[0] || !policyIs(policies[0], serviceTokenID) {
+		return []Finding{{Resource: "access", Name: host, Want: "policy " + name + " admitting only service token " + serviceTokenID,
+			Got: "another policy"}}, nil
+	}
+	return nil, nil
 }
 
 func describe(rules []rule) string {

@@ -228,6 +228,9 @@ func (d *Driver) Hostname(gatewayID string) (string, error) {
 	return gatewayID + "." + d.cfg.GatewayDomain, nil
 }
 
+// GatewayDomain is the domain of the gateways' hostnames, lowercase, without a final dot.
+func (d *Driver) GatewayDomain() string { return d.cfg.GatewayDomain }
+
 // names returns the tunnel/Access name and hostname of a gateway.
 func (d *Driver) names(gatewayID string) (name, host string, err error) {
 	if name, err = d.TunnelName(gatewayID); err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/http"
 	"slices"
 
 	fly "github.com/superfly/fly-go"
@@ -56,4 +57,30 @@ func (d *Driver) SetSecrets(ctx context.Context, gatewayID string, values map[st
 	d.log.LogAttrs(ctx, slog.LevelInfo, "fly: set secrets", slog.String("gateway", gatewayID),
 		slog.Int("set", len(values)), slog.Int("unset", len(update)-len(values)), slog.Uint64("secrets_version", res.Version))
 	return res.Version, nil
+}
+
+// SecretNames lists the names (never the values) of the gateway app's secrets, sorted:
+// for checks that what SetSecrets set is still there.
+func (d *Driver) SecretNames(ctx context.Context, gatewayID string) ([]string, error) {
+	app, err := d.AppName(gatewayID)
+	if err != nil {
+		return nil, err
+	}
+	var current []fly.AppSecret
+	err = d.call(ctx, callOpts{secret: true}, func(ctx context.Context) (err error) {
+		current, err = d.client.ListAppSecrets(ctx, app, nil, false)
+		return err
+	})
+	if err != nil {
+		if statusOf(err) == http.StatusNotFound {
+			return nil, fmt.Errorf("fly: app %q: %w", app, ErrNotFound)
+		}
+		return nil, fmt.Errorf("fly: list secrets of %q: %w", app, err)
+	}
+	names := make([]string, len(current))
+	for i, s := range current {
+		names[i] = s.Name
+	}
+	slices.Sort(names)
+	return names, nil
 }

@@ -1,7 +1,6 @@
 package local_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -36,29 +34,12 @@ type lenv struct {
 	reg   *registry.Registry
 	keys  *keystore.Keys
 	ks    *keystore.Keystore
-	audit *recorder
+	audit *provisionertest.Audit
 	clock *testenv.Clock
 	bin   string
 	dir   string
 	n     int
 }
-
-type recorder struct {
-	mu     sync.Mutex
-	events []audit.Event
-}
-
-func (r *recorder) Emit(_ context.Context, e audit.Event) error {
-	r.mu.Lock()
-	r.events = append(r.events, e)
-	r.mu.Unlock()
-	return nil
-}
-
-type nopSyncer struct{}
-
-func (nopSyncer) PutGateway(context.Context, registry.Gateway) error { return nil }
-func (nopSyncer) DeleteGateway(context.Context, string) error        { return nil }
 
 type acceptAll struct{}
 
@@ -67,18 +48,9 @@ func (acceptAll) Verify(context.Context, string, keystore.Kind, keystore.Secret)
 func newLenv(t *testing.T) *lenv {
 	t.Helper()
 	dir := t.TempDir()
-	kv, err := store.OpenBolt(filepath.Join(dir, "m.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { kv.Close() })
-	ring, _ := keystore.NewKeyring(1, bytes.Repeat([]byte{9}, keystore.KeySize))
-	ks := keystore.New(ring)
-	reg, err := registry.New(t.Context(), kv, ks, nopSyncer{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := &recorder{}
+	st := provisionertest.NewStores(t)
+	kv, ks, reg := st.KV, st.Keystore, st.Registry
+	rec := &provisionertest.Audit{}
 	keys, err := keystore.NewKeys(keystore.KeysConfig{Keystore: ks, KV: kv, Audit: rec, Verifier: acceptAll{}})
 	if err != nil {
 		t.Fatal(err)
@@ -234,7 +206,7 @@ func TestLocalKeysReachTheGatewayAlone(t *testing.T) {
 		}
 	}
 	opened := 0
-	for _, ev := range e.audit.events {
+	for _, ev := range e.audit.Events() {
 		if ev.Type == audit.TypeSecretOpen && ev.Tenant == "acme" && ev.Details["purpose"] == string(keystore.ReasonProvision) {
 			opened++
 		}

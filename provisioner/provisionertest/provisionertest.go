@@ -4,11 +4,21 @@
 package provisionertest
 
 import (
+	"bytes"
+	"context"
 	"errors"
+	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/moltgate/moltgate/audit"
+	"github.com/moltgate/moltgate/internal/testenv"
+	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/provisioner"
+	"github.com/moltgate/moltgate/registry"
+	"github.com/moltgate/moltgate/store"
 )
 
 // Moments are the moments of a step at which Config.KillAt can end a pass: its pending
@@ -47,6 +57,23 @@ func (k *KillSwitch) KillAt(point string) error {
 	return nil
 }
 
+// KillAndResume is the crash test of issue 14 on gateway id: dead's pass dies at point
+// (armed on k), as if its process had been killed; next's pass is then held off by the dead
+// holder's lease until clock passes it (ttl), and afterwards converges the gateway.
+func KillAndResume(t testing.TB, k *KillSwitch, point string, dead, next *provisioner.Provisioner, clock *testenv.Clock,
+	ttl time.Duration, id string) {
+	t.Helper()
+	k.Arm(point)
+	if err := dead.Reconcile(t.Context(), id); !errors.Is(err, ErrKilled) {
+		t.Fatalf("first pass: got %v, want the crash at %q", err, point)
+	}
+	if err := next.Reconcile(t.Context(), id); !errors.Is(err, provisioner.ErrLeaseHeld) {
+		t.Fatalf("pass while the dead holder's lease runs: got %v, want ErrLeaseHeld", err)
+	}
+	clock.Advance(ttl + time.Second)
+	Converge(t, next, id)
+}
+
 // Converge runs passes over gateway id until one ends well, failing the test after ten.
 func Converge(t testing.TB, p *provisioner.Provisioner, id string) {
 	t.Helper()
@@ -66,4 +93,62 @@ func Provisioned(t testing.TB, p *provisioner.Provisioner, s provisioner.Spec) {
 		t.Fatal(err)
 	}
 	Converge(t, p, s.ID)
+}
+
+// Audit is an audit sink that keeps the events, for Deps.Audit.
+type Audit struct {
+	mu     sync.Mutex
+	events []audit.Event
+}
+
+// Emit keeps e.
+func (a *Audit) Emit(_ context.Context, e audit.Event) error {
+	a.mu.Lock()
+	a.events = append(a.events, e)
+	a.mu.Unlock()
+	return nil
+}
+
+// Events returns the events kept so far.
+func (a *Audit) Events() []audit.Event {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]audit.Event(nil), a.events...)
+}
+
+// NopSyncer is a registry syncer that syncs nothing (one process, no policy engine).
+type NopSyncer struct{}
+
+// PutGateway does nothing.
+func (NopSyncer) PutGateway(context.Context, registry.Gateway) error { return nil }
+
+// DeleteGateway does nothing.
+func (NopSyncer) DeleteGateway(context.Context, string) error { return nil }
+
+// Stores are what the provisioners ("processes") of one test share: a bbolt store in a
+// temporary folder, a keystore with a fixed master key, and a registry on them.
+type Stores struct {
+	KV       *store.Bolt
+	Keystore *keystore.Keystore
+	Registry *registry.Registry
+}
+
+// NewStores opens Stores, closed when the test ends.
+func NewStores(t testing.TB) Stores {
+	t.Helper()
+	kv, err := store.OpenBolt(filepath.Join(t.TempDir(), "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kv.Close() })
+	ring, err := keystore.NewKeyring(1, bytes.Repeat([]byte{7}, keystore.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks := keystore.New(ring)
+	reg, err := registry.New(t.Context(), kv, ks, NopSyncer{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Stores{KV: kv, Keystore: ks, Registry: reg}
 }
