@@ -125,9 +125,11 @@ func gatewayCommand(ctx context.Context, args []string, env func(string) string,
 		if err := print(g); err != nil || *jsonOut {
 			return err
 		}
-		// A provisioned gateway's image, for whoever may read its provisioning (issue 14).
+		// A provisioned gateway's image and drift, for whoever may read its provisioning
+		// (issue 14).
 		if p, err := c.ProvisionStatus(ctx, rest[0]); err == nil {
 			printImage(stdout, p)
+			printDrift(stdout, p)
 		}
 		return nil
 	case "remove":

@@ -435,6 +435,17 @@ func waitProvision(ctx context.Context, c *admin.Client, p admin.Provision, gone
 	}
 }
 
+// printDrift prints what the drift check found of a provisioned gateway's resources.
+func printDrift(w io.Writer, p admin.Provision) {
+	for _, d := range p.Drift {
+		state := "not repaired"
+		if !d.Repaired.IsZero() {
+			state = "repaired " + d.Repaired.Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "drift\t%s %s: %s (found %s, %s)\n", d.Step, d.Kind, d.Detail, d.Found.Format(time.RFC3339), state)
+	}
+}
+
 func printProvision(w io.Writer, p admin.Provision) {
 	fmt.Fprintf(w, "id\t%s\ntenant\t%s\nowner\t%s\ndriver\t%s\nphase\t%s\ngeneration\t%d (observed %d)\ntoken generation\t%d\n",
 		p.Spec.ID, p.Spec.Tenant, p.Spec.Owner, p.Spec.Driver, p.Phase, p.Spec.Generation, p.ObservedGeneration, p.TokenGeneration)
@@ -452,13 +463,7 @@ func printProvision(w io.Writer, p admin.Provision) {
 		}
 		fmt.Fprintln(w)
 	}
-	for _, d := range p.Drift {
-		state := "not repaired"
-		if !d.Repaired.IsZero() {
-			state = "repaired " + d.Repaired.Format(time.RFC3339)
-		}
-		fmt.Fprintf(w, "drift\t%s %s: %s (found %s, %s)\n", d.Step, d.Kind, d.Detail, d.Found.Format(time.RFC3339), state)
-	}
+	printDrift(w, p)
 	if p.Error != "" {
 		fmt.Fprintf(w, "error\t%s (%d failed passes; retrying)\n", p.Error, p.Failures)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/moltgate/moltgate/provisioner"
 	"github.com/moltgate/moltgate/proxy/admin"
@@ -132,12 +133,15 @@ func TestShowPrintsTheImage(t *testing.T) {
 		}
 		json.NewEncoder(w).Encode(admin.Provision{Status: provisioner.Status{
 			Spec: provisioner.Spec{ID: "gw-1", Tenant: "acme", Owner: "user_alice", Driver: "fly", Image: img}, Image: img,
-			Upgrade: &provisioner.UpgradeStatus{Image: img, Previous: old, State: provisioner.UpgradeDone}}})
+			Upgrade: &provisioner.UpgradeStatus{Image: img, Previous: old, State: provisioner.UpgradeDone},
+			Drift: []provisioner.Drift{{Step: "cloudflare.dns", Kind: "dns", Detail: "gw-1.gw.example.test points at tunnel t2, want t1",
+				Found: time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)}}}})
 	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	wantLines := []string{"image\t" + img, "digest\t" + provisioner.Digest(img) + " (running)",
-		"upgrade\tupgraded to " + provisioner.Digest(img) + ", from " + provisioner.Digest(old)}
+		"upgrade\tupgraded to " + provisioner.Digest(img) + ", from " + provisioner.Digest(old),
+		"drift\tcloudflare.dns dns: gw-1.gw.example.test points at tunnel t2, want t1 (found 2026-12-07T12:00:00Z, not repaired)"}
 	for _, verb := range []string{"show", "status"} {
 		var stdout strings.Builder
 		if err := run(t.Context(), []string{"gateway", verb, "gw-1", "--admin-url", srv.URL}, tokenEnv, &stdout, io.Discard); err != nil {
