@@ -145,7 +145,7 @@ type auditStack struct {
 
 // openAudit opens the spool, its sinks and archive, and loads (or creates) the checkpoint
 // signing key, sealed in the keystore.
-func openAudit(cfg *Config, env func(string) string, kv *store.Bolt, ks *keystore.Keystore, logger *slog.Logger, reg prometheus.Registerer) (*auditStack, error) {
+func openAudit(cfg *Config, env func(string) string, kv keystore.KV, ks *keystore.Keystore, logger *slog.Logger, reg prometheus.Registerer) (*auditStack, error) {
 	ac := cfg.Audit
 	key, err := checkpointKey(kv, ks)
 	if err != nil {
@@ -217,7 +217,9 @@ const (
 	ckBucket  = "audit"
 )
 
-func checkpointKey(kv *store.Bolt, ks *keystore.Keystore) (ed25519.PrivateKey, error) {
+// checkpointKey opens the audit checkpoint signing key, or makes it. Replicas sharing a
+// store starting at once agree on one key: the first to store it wins (compare-and-swap).
+func checkpointKey(kv keystore.KV, ks *keystore.Keystore) (ed25519.PrivateKey, error) {
 	sealed, err := kv.Get(ckBucket, ckRecord)
 	if err == nil {
 		seed, err := ks.Open(ckTenant, ckRecord, ckPurpose, sealed)
@@ -241,7 +243,9 @@ func checkpointKey(kv *store.Bolt, ks *keystore.Keystore) (ed25519.PrivateKey, e
 	if err != nil {
 		return nil, fmt.Errorf("audit: checkpoint key: %w", err)
 	}
-	if err := kv.Put(ckBucket, ckRecord, sealed); err != nil {
+	if err := kv.Swap(ckBucket, ckRecord, nil, sealed); errors.Is(err, store.ErrConflict) {
+		return checkpointKey(kv, ks) // another replica made it first: use that one
+	} else if err != nil {
 		return nil, fmt.Errorf("audit: checkpoint key: %w", err)
 	}
 	return key, nil

@@ -68,15 +68,26 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 			c()
 		}
 	}()
-	kv, err := store.OpenBoltConfig(filepath.Join(cfg.DataDir, "moltgate.db"), store.BoltConfig{Timeout: cfg.Store.Timeout})
-	if errors.Is(err, store.ErrLocked) {
-		return fmt.Errorf("data_dir %s: another moltgate holds it (%w): stop that one, or give this one its own data_dir", cfg.DataDir, err)
-	}
+	kv, shared, err := openStore(ctx, cfg, env)
 	if err != nil {
 		return err
 	}
 	closers = append(closers, kv.Close)
 	metrics.MustRegister(kv.Collector())
+	// On a shared store, the change stream is followed from before anything reads the
+	// store, so no change falls between what is loaded next and what the stream brings.
+	var view replicaView
+	var follower *store.Follower
+	var fresh func() error
+	if shared != nil {
+		follower, err = shared.Follow(ctx, store.FollowConfig{MaxStaleness: cfg.Cluster.MaxStaleness,
+			Apply: view.apply, Reload: view.reload, Logger: logger})
+		if err != nil {
+			return err
+		}
+		metrics.MustRegister(follower)
+		fresh = follower.Fresh
+	}
 	masterSrc, err := masterSource(ctx, cfg, env, kv, logger, stderr)
 	if err != nil {
 		return err
@@ -92,7 +103,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	auditLog := auditStack.log
 	closers = append(closers, auditLog.Close)
 
-	engine, err := policies.New(ctx, policies.Config{Dir: cfg.Policies.Dir, Timeout: cfg.Policies.Timeout}, logger, metrics)
+	engine, err := policies.New(ctx, policies.Config{Dir: cfg.Policies.Dir, Timeout: cfg.Policies.Timeout, Fresh: fresh}, logger, metrics)
 	if err != nil {
 		return err
 	}
@@ -165,6 +176,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	// Authorization is continuous: every registry change re-decides the open sockets of
 	// that gateway (a removed member loses a live socket at once).
 	gateways.Subscribe(func(id string) { go relay.Recheck(context.WithoutCancel(ctx), id) })
+	view = replicaView{gateways: gateways, keys: keySvc.keys, ks: ks, browsers: browsers, engine: engine, relay: relay}
 
 	trusted := cfg.trustedPrefixes()
 	handler, err := proxy.New(proxy.Config{
@@ -209,6 +221,10 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
+		if err := engine.Fresh(); err != nil {
+			http.Error(w, "cluster: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		io.WriteString(w, "ready\n")
 	})
 	// Every other path is the admin API's, so that calls no route takes are its probes.
@@ -236,6 +252,10 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	auditCtx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
 	g.Go(func() error { return auditStack.run(auditCtx) })
 	g.Go(func() error { reloadOnHangup(gctx, engine, relay, logger); return nil })
+	if follower != nil {
+		// The view of the shared store, kept current until the very end of the shutdown.
+		g.Go(func() error { follower.Run(auditCtx); return nil })
+	}
 	// Key rotation runs in the background and resumes an unfinished one at start.
 	g.Go(func() error { return keySvc.rotator.Run(gctx) })
 	// Browser sessions: Clerk checks and expiry, off the request path.

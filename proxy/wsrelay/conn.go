@@ -461,9 +461,12 @@ func (c *conn) handle(ctx context.Context, f *frame, data []byte) bool {
 	switch {
 	case err != nil:
 		c.rl.m.clientErrored.Inc()
-		c.rl.deps.Logger.LogAttrs(ctx, slog.LevelError, "wsrelay: policy evaluation failed",
-			slog.String("request_id", c.s.RequestID), slog.Any("err", err))
-		return c.refuse(ctx, f, "policy_error", "UNAVAILABLE", "moltgate: policy evaluation failed")
+		reason := policies.FailReason(err)
+		if !errors.Is(err, policies.ErrStale) {
+			c.rl.deps.Logger.LogAttrs(ctx, slog.LevelError, "wsrelay: policy evaluation failed",
+				slog.String("request_id", c.s.RequestID), slog.Any("err", err))
+		}
+		return c.refuse(ctx, f, reason, "UNAVAILABLE", "moltgate: "+reason)
 	case !d.Allow:
 		c.rl.m.clientDenied.Inc()
 		return c.refuse(ctx, f, d.Reason, "FORBIDDEN", "moltgate: "+d.Reason)

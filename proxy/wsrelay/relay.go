@@ -27,6 +27,8 @@ type Decider interface {
 	Revision() string
 	// Generation changes whenever the policy set or its data changes (policies.Engine).
 	Generation() uint64
+	// Fresh is nil while the engine's data is known to be current (policies.Engine).
+	Fresh() error
 }
 
 // Auditor records security events.
