@@ -111,6 +111,10 @@ func newRedisClient(cfg RedisConfig) (*redis.Client, string) {
 		TLSConfig: cfg.TLS, DisableIdentity: true, ContextTimeoutEnabled: true}), cfg.Addr
 }
 
+// Client is the Redis client, for what else the replicas share on the same server (rate
+// limits). Writes through it are not on the change stream.
+func (r *Redis) Client() *redis.Client { return r.c }
+
 // Close closes the connections.
 func (r *Redis) Close() error { return r.c.Close() }
 

@@ -192,7 +192,11 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	if err != nil {
 		return err
 	}
-	limits, err := adminLimits(cfg.Admin.RateLimit, time.Now)
+	var sharedLimits redis.Scripter // admin budgets in memory on bbolt, shared by the replicas on Redis
+	if shared != nil {
+		sharedLimits = shared.Client()
+	}
+	limits, err := adminLimits(cfg.Admin.RateLimit, time.Now, sharedLimits)
 	if err != nil {
 		return err
 	}
