@@ -42,6 +42,7 @@ keystore:
   verify_urls:
     openai: "%s/v1/models"
 policies: {dir: "%s"}
+websocket: {max_conns_per_subject: 2}
 `
 
 // replicasMaxStaleness is the replicas' cluster.max_staleness in the tests.
@@ -147,7 +148,8 @@ func readyz(in *instance) (int, string) {
 }
 
 // TestReplicasEndToEnd: three `moltgate serve` on one Redis are one platform (issue 11).
-// A change made on any replica binds every other within a second; with Redis gone they
+// A change made on any replica binds every other within a second; a subject's sockets are
+// counted across them; with Redis gone they
 // refuse (503 view_stale) rather than decide on a view they cannot vouch for, and after it
 // restarts they serve again, with no restart of their own and no acknowledged change lost.
 func TestReplicasEndToEnd(t *testing.T) {
@@ -232,6 +234,43 @@ func TestReplicasEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		testenv.WaitUntil(t, "the key revoked on C gone from policy data on A", time.Second, func() bool { return invokeReason(a) == "no_capped_key" })
+	})
+
+	t.Run("a per-subject socket limit of 2 holds across replicas", func(t *testing.T) {
+		bearer := http.Header{"Authorization": {"Bearer " + clerk.Mint(clerktest.Claims{Subject: owner})}}
+		url := "ws://" + id + ".gw.localhost/"
+		dial := func(in *instance) (*testenv.OpenClawConn, int) {
+			oc, resp, err := dialMoltgateFrom(ctxTimeout(t, 30*time.Second), in, "127.0.0.1", url, bearer)
+			if err != nil {
+				if resp == nil {
+					t.Fatalf("upgrade: %v", err)
+				}
+				return nil, resp.StatusCode
+			}
+			t.Cleanup(func() { oc.Conn.CloseNow() })
+			if f, err := oc.Connect(ctxTimeout(t, 30*time.Second), nil); err != nil || !f.OK {
+				t.Fatalf("owner's connect: %.300s (%v)", f.Raw, err)
+			}
+			return oc, http.StatusSwitchingProtocols
+		}
+		first, _ := dial(a)
+		if _, status := dial(b); status != http.StatusSwitchingProtocols {
+			t.Fatalf("second socket, on B: %d, want it", status)
+		}
+		if _, status := dial(c); status != http.StatusTooManyRequests {
+			t.Fatalf("third socket, on C: %d, want 429 too_many_connections", status)
+		}
+		if _, status := dial(a); status != http.StatusTooManyRequests {
+			t.Fatalf("third socket, on A: %d, want 429 too_many_connections", status)
+		}
+		first.Close()
+		testenv.WaitUntil(t, "a slot free again on C once A's socket closed", 5*time.Second, func() bool {
+			oc, status := dial(c)
+			if oc != nil {
+				oc.Close()
+			}
+			return status == http.StatusSwitchingProtocols
+		})
 	})
 
 	t.Run("Redis killed under traffic: fail closed, then serve again", func(t *testing.T) {

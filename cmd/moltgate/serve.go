@@ -164,12 +164,20 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		signIn, _ = url.Parse(cfg.Browser.SignInURL) // checked by Validate
 	}
 
+	// On the shared store, each subject's sockets are counted across the replicas.
+	var wsSlots wsrelay.Slots
+	var slots *store.Slots
+	if shared != nil {
+		slots = shared.Slots("moltgate:slots:ws:", 0)
+		wsSlots = slots
+	}
 	relay, err := wsrelay.New(wsrelay.Config{
 		AllowedOrigins: cfg.WebSocket.AllowedOrigins, MaxMessageBytes: cfg.WebSocket.MaxMessageBytes,
 		MessagesPerSecond: cfg.WebSocket.MessagesPerSecond, Burst: cfg.WebSocket.Burst,
 		MaxConnsPerSubject: cfg.WebSocket.MaxConnsPerSubject, IdleTimeout: cfg.WebSocket.IdleTimeout,
 		WriteTimeout: cfg.WebSocket.WriteTimeout, IdentifyTimeout: cfg.WebSocket.IdentifyTimeout,
-	}, wsrelay.Deps{Gateways: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger, Metrics: metrics})
+	}, wsrelay.Deps{Gateways: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger, Metrics: metrics,
+		Slots: wsSlots})
 	if err != nil {
 		return err
 	}
@@ -259,6 +267,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	if follower != nil {
 		// The view of the shared store, kept current until the very end of the shutdown.
 		g.Go(func() error { follower.Run(auditCtx); return nil })
+		g.Go(func() error { slots.Run(auditCtx); return nil })
 	}
 	// Key rotation runs in the background and resumes an unfinished one at start.
 	g.Go(func() error { return keySvc.rotator.Run(gctx) })
