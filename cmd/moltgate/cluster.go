@@ -99,6 +99,7 @@ type replicaView struct {
 	gateways *registry.Registry
 	keys     *keystore.Keys
 	ks       *keystore.Keystore
+	rotator  *keystore.Rotator
 	browsers *browser.Sessions
 	engine   *policies.Engine
 	relay    *wsrelay.Relay
@@ -107,6 +108,7 @@ type replicaView struct {
 // apply brings the view up to one change. Each part ignores the buckets not its own.
 func (v *replicaView) apply(ctx context.Context, c store.Change) error {
 	v.keys.Changed(ctx, c.Bucket, c.Key)
+	v.rotator.Changed(c.Bucket) // a rotation started elsewhere: its lease says who runs it
 	return errors.Join(v.gateways.Changed(ctx, c.Bucket, c.Key), v.ks.Changed(c.Bucket, c.Key),
 		v.browsers.Changed(c.Bucket, c.Key))
 }

@@ -184,7 +184,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	// Authorization is continuous: every registry change re-decides the open sockets of
 	// that gateway (a removed member loses a live socket at once).
 	gateways.Subscribe(func(id string) { go relay.Recheck(context.WithoutCancel(ctx), id) })
-	view = replicaView{gateways: gateways, keys: keySvc.keys, ks: ks, browsers: browsers, engine: engine, relay: relay}
+	view = replicaView{gateways: gateways, keys: keySvc.keys, ks: ks, rotator: keySvc.rotator, browsers: browsers, engine: engine, relay: relay}
 
 	trusted := cfg.trustedPrefixes()
 	handler, err := proxy.New(proxy.Config{
