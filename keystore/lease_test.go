@@ -70,3 +70,41 @@ func TestRotationLeaseAcrossProcesses(t *testing.T) {
 	}
 	checkAll(t, a.kv, keyring, want, 4)
 }
+
+// TestMasterVersionReachesOtherProcesses: a master key rotation started by one process adds a
+// version to the shared keyring; another process sharing the store loads it when it sees the
+// job record change (what the change stream tells it), and opens what the first sealed under
+// it (issue 11).
+func TestMasterVersionReachesOtherProcesses(t *testing.T) {
+	srv := testenv.Redis(t)
+	open := func() *store.Redis {
+		kv, err := store.OpenRedis(t.Context(), store.RedisConfig{Addr: srv.Addr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { kv.Close() })
+		return kv
+	}
+	keyring := writeKeyring(t, t.TempDir())
+	a, b := openWorld(t, open(), keyring, nil), openWorld(t, open(), keyring, nil)
+	if _, err := a.rot.StartMaster(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := a.ks.Seal("tenant-1", "rec", "test", []byte("after the rotation"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.ks.Open("tenant-1", "rec", "test", sealed); err == nil {
+		t.Fatal("opened under a master version the process never loaded")
+	}
+	if err := b.rot.Changed(t.Context(), "keystore.rotation", "job"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.ks.Open("tenant-1", "rec", "test", sealed)
+	if err != nil || string(got) != "after the rotation" {
+		t.Fatalf("open after the change: %q, %v", got, err)
+	}
+	if cur := b.ks.Ring().Current(); cur != a.ks.Ring().Current() {
+		t.Errorf("current master version: got %d, want %d (the other process's)", cur, a.ks.Ring().Current())
+	}
+}

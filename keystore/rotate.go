@@ -468,12 +468,32 @@ func (r *Rotator) Run(ctx context.Context) error {
 	}
 }
 
-// Changed wakes Run when a job record changed in the store, which another process sharing
-// it may have made (a rotation started there). Changes of other buckets are ignored.
-func (r *Rotator) Changed(bucket string) {
-	if bucket == rotationBucket {
-		r.signal()
+// Changed follows a change of a job record in the store, which another process sharing it
+// may have made (a rotation started there): the master key's job loads the master key
+// versions this process lacks from the source (the one that started it added one), and Run
+// is woken to look at the jobs. Changes of other buckets are ignored.
+func (r *Rotator) Changed(ctx context.Context, bucket, key string) error {
+	if bucket != rotationBucket {
+		return nil
 	}
+	defer r.signal()
+	if key != masterJobKey || r.cfg.Source == nil {
+		return nil
+	}
+	versions, err := r.cfg.Source.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("keystore: reload master key versions: %w", err)
+	}
+	ring := r.cfg.Keystore.ring
+	loaded := ring.Versions()
+	var errs []error
+	for v, key := range versions {
+		if !slices.Contains(loaded, v) {
+			errs = append(errs, ring.Add(v, key))
+		}
+		clear(key)
+	}
+	return errors.Join(errs...)
 }
 
 // RunJob runs tenant's unfinished job ("" the master key's), if any, to the end and returns

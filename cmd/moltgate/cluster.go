@@ -108,9 +108,10 @@ type replicaView struct {
 // apply brings the view up to one change. Each part ignores the buckets not its own.
 func (v *replicaView) apply(ctx context.Context, c store.Change) error {
 	v.keys.Changed(ctx, c.Bucket, c.Key)
-	v.rotator.Changed(c.Bucket) // a rotation started elsewhere: its lease says who runs it
-	return errors.Join(v.gateways.Changed(ctx, c.Bucket, c.Key), v.ks.Changed(c.Bucket, c.Key),
-		v.browsers.Changed(c.Bucket, c.Key))
+	// A rotation started elsewhere: a new master version is loaded here, and the job's
+	// lease says which replica runs it.
+	return errors.Join(v.rotator.Changed(ctx, c.Bucket, c.Key), v.gateways.Changed(ctx, c.Bucket, c.Key),
+		v.ks.Changed(c.Bucket, c.Key), v.browsers.Changed(c.Bucket, c.Key))
 }
 
 // reload reads the whole view again, then re-decides every open socket.
