@@ -102,13 +102,14 @@ func OpenRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 // the follower's context.
 func newRedisClient(cfg RedisConfig) (*redis.Client, string) {
 	if s := cfg.Sentinel; s != nil {
-		return redis.NewFailoverClient(&redis.FailoverOptions{MasterName: s.MasterName, SentinelAddrs: s.Addrs,
+		opts := &redis.FailoverOptions{MasterName: s.MasterName, SentinelAddrs: s.Addrs,
 			SentinelUsername: s.Username, SentinelPassword: s.Password, Username: cfg.Username, Password: cfg.Password,
-			DB: cfg.DB, TLSConfig: cfg.TLS, DisableIdentity: true, ContextTimeoutEnabled: true}),
-			"sentinel master " + s.MasterName
+			DB: cfg.DB, TLSConfig: cfg.TLS, DisableIdentity: true, ContextTimeoutEnabled: true}
+		return redis.NewFailoverClient(opts), "sentinel master " + s.MasterName
 	}
-	return redis.NewClient(&redis.Options{Addr: cfg.Addr, Username: cfg.Username, Password: cfg.Password, DB: cfg.DB,
-		TLSConfig: cfg.TLS, DisableIdentity: true, ContextTimeoutEnabled: true}), cfg.Addr
+	opts := &redis.Options{Addr: cfg.Addr, Username: cfg.Username, Password: cfg.Password, DB: cfg.DB,
+		TLSConfig: cfg.TLS, DisableIdentity: true, ContextTimeoutEnabled: true}
+	return redis.NewClient(opts), cfg.Addr
 }
 
 // Client is the Redis client, for what else the replicas share on the same server (rate

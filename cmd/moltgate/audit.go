@@ -264,7 +264,8 @@ func auditGate(next http.Handler, ready func() error) http.Handler {
 }
 
 const auditUsage = `usage:
-  moltgate audit verify (--files DIR | --archive DIR | --redis ADDR --stream KEY) [--pubkey HEX|FILE] [--redis-password-file FILE]
+  moltgate audit verify (--files DIR | --archive DIR | --redis ADDR [--stream KEY]) [--pubkey HEX|FILE] [--redis-password-file FILE]
+                                   without --stream: every replica's stream
   moltgate audit archive --redis ADDR --dir DIR [--consumer NAME] [--redis-password-file FILE]    drain every stream into the archive once
   moltgate audit tail [--files DIR] [-n N]
   moltgate audit query [--archive DIR] [--files DIR] [--tenant T] [--gateway G] [--type TYPE] [--since RFC3339] [--until RFC3339]
@@ -326,19 +327,31 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			for r, rep := range reps {
 				printReport(stdout, r, rep)
 			}
-		case *redisAddr != "" && *stream != "":
+		case *redisAddr != "":
 			rdb, err := cliRedis(*redisAddr, *redisPassword)
 			if err != nil {
 				return err
 			}
 			defer rdb.Close()
-			rep, err := audit.VerifyStream(ctx, rdb, *stream, opts)
-			if err != nil {
-				return err
+			// Without --stream, every replica's chain (replicas sharing one Redis).
+			streams := []string{*stream}
+			if *stream == "" {
+				if streams, err = audit.Streams(ctx, rdb); err != nil {
+					return err
+				}
+				if len(streams) == 0 {
+					return fmt.Errorf("audit verify: no stream %s* on %s", audit.StreamPrefix, *redisAddr)
+				}
 			}
-			printReport(stdout, *stream, rep)
+			for _, key := range streams {
+				rep, err := audit.VerifyStream(ctx, rdb, key, opts)
+				if err != nil {
+					return err
+				}
+				printReport(stdout, key, rep)
+			}
 		default:
-			return usageError{"usage: moltgate audit verify (--files DIR | --archive DIR | --redis ADDR --stream KEY)"}
+			return usageError{"usage: moltgate audit verify (--files DIR | --archive DIR | --redis ADDR [--stream KEY])"}
 		}
 		return nil
 	case "archive":

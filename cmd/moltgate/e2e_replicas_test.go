@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -33,16 +34,17 @@ data_dir: "@DATA@"
 admin_token: {file: "@ADMINTOKEN@"}
 store:
   backend: redis
-  redis: {address: "%s"}
+  redis: {address: "%[1]s"}
   timeout: 1s
-cluster: {max_staleness: %s}
+cluster: {max_staleness: %[2]s}
 keystore:
   source: file
-  file: "%s"
+  file: "%[3]s"
   verify_urls:
-    openai: "%s/v1/models"
-policies: {dir: "%s"}
+    openai: "%[4]s/v1/models"
+policies: {dir: "%[5]s"}
 websocket: {max_conns_per_subject: 2}
+audit: {redis: {addr: "%[1]s"}}
 `
 
 // replicasMaxStaleness is the replicas' cluster.max_staleness in the tests.
@@ -87,8 +89,8 @@ func replicaPolicies(t *testing.T) string {
 	return dir
 }
 
-// startReplicas starts n `moltgate serve` on the Redis at addr and returns them with the
-// fake Clerk they trust.
+// startReplicas starts n `moltgate serve` on the Redis at addr (their store and their audit
+// streams), replicas rep-0, rep-1, …, and returns them with the fake Clerk they trust.
 func startReplicas(t *testing.T, n int, addr string) ([]*instance, *clerktest.Server) {
 	t.Helper()
 	provider := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -103,7 +105,8 @@ func startReplicas(t *testing.T, n int, addr string) ([]*instance, *clerktest.Se
 	config := fmt.Sprintf(replicasConfig, addr, replicasMaxStaleness, keyring, provider.URL, replicaPolicies(t)) + clerkConfig(t, clerk)
 	out := make([]*instance, n)
 	for i := range out {
-		out[i] = startMoltgate(t, config)
+		// Each replica's audit chain is its own, named by the replica.
+		out[i] = startBinary(t, binary, []string{fmt.Sprintf("MOLTGATE_AUDIT_REPLICA=rep-%d", i)}, config)
 	}
 	return out, clerk
 }
@@ -376,6 +379,21 @@ func TestReplicasEndToEnd(t *testing.T) {
 		if g.Members[late] != "viewer" || g.Members[member] != "" || g.Members["user_rep_lost"] != "" {
 			t.Errorf("members after the crash: %v, want %s (acknowledged before it) and neither %s nor user_rep_lost",
 				g.Members, late, member)
+		}
+	})
+
+	t.Run("audit verify checks every replica's chain", func(t *testing.T) {
+		// Each replica's events reach its stream (after the outage, from its spool).
+		var out []byte
+		testenv.WaitUntil(t, "every replica's stream", 10*time.Second, func() bool {
+			var err error
+			out, err = exec.Command(binary, "audit", "verify", "--redis", rdb.Addr).CombinedOutput()
+			return err == nil && strings.Count(string(out), ": ok: ") == len(reps)
+		})
+		for i := range reps {
+			if want := fmt.Sprintf("moltgate:audit:rep-%d: ok: ", i); !strings.Contains(string(out), want) {
+				t.Errorf("audit verify: no %q in\n%s", want, out)
+			}
 		}
 	})
 }

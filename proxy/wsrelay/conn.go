@@ -60,11 +60,11 @@ type conn struct {
 	tokenHash        []byte
 
 	// Touched only by the goroutine that runs the socket and the client reader's.
-	slot   string        // the key the relay counts the socket under
+	slot string // the key the relay counts the socket under
 	// giveBack gives back the socket's slot in the count across replicas (Relay.takeShared).
 	giveBack func()
-	nonce  string        // of the challenge the relay sent, for a socket it identifies
-	upDone chan struct{} // closed when fromGateway returns; nil until it starts
+	nonce    string        // of the challenge the relay sent, for a socket it identifies
+	upDone   chan struct{} // closed when fromGateway returns; nil until it starts
 
 	// upstreamOrigin is the Origin the gateway was dialled with ("" for none), and
 	// upstreamCapped whether the upgrade carried X-Openclaw-Scopes (scopeCap).
