@@ -258,6 +258,20 @@ func entrySeq(id string) (uint64, error) {
 	return strconv.ParseUint(ms, 10, 64)
 }
 
+// Streams returns the keys of every replica's stream on rdb, sorted.
+func Streams(ctx context.Context, rdb redis.UniversalClient) ([]string, error) {
+	var keys []string
+	it := rdb.ScanType(ctx, 0, StreamPrefix+"*", 1000, "stream").Iterator()
+	for it.Next(ctx) {
+		keys = append(keys, it.Val())
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("audit: redis: %w", err)
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys), nil
+}
+
 // VerifyStream checks the chain in a replica's stream. The stream holds only what is not
 // archived yet, so its first entry must follow the archive's recorded progress; every later
 // one must follow its predecessor.

@@ -141,6 +141,18 @@ func (m *Keys) Subscribe(fn func(ctx context.Context, tenant string)) {
 	m.subsMu.Unlock()
 }
 
+// Changed tells the subscribers of a change of the store that may have been made elsewhere
+// (another replica sharing it), as if this Keys had made it: a change of a key record or an
+// active-key record names its tenant. Changes of other buckets are ignored.
+func (m *Keys) Changed(ctx context.Context, bucket, key string) {
+	if bucket != keysBucket && bucket != activeBucket {
+		return
+	}
+	if tenant, _, ok := strings.Cut(key, "/"); ok {
+		m.notify(ctx, tenant)
+	}
+}
+
 func (m *Keys) notify(ctx context.Context, tenant string) {
 	m.subsMu.Lock()
 	subs := slices.Clone(m.subs)

@@ -109,6 +109,11 @@ type Job struct {
 	Retired []uint32 `json:"retired,omitempty"`
 	// Error is the last failure, if the job stopped on one; rerunning resumes.
 	Error string `json:"error,omitempty"`
+	// Fence is the fencing token of the lease of the run that last wrote this record: every
+	// process that takes the job over has a greater one.
+	Fence uint64 `json:"fence,omitempty"`
+	// Holder names the process that last ran the job.
+	Holder string `json:"holder,omitempty"`
 }
 
 const (
@@ -149,6 +154,17 @@ type RotatorConfig struct {
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// Shared runs each job under a lease in the store, for processes that share it (the
+	// Redis store): one at a time runs a job, and a job whose process died is taken over.
+	// Default off: one process owns the store (bbolt's file lock) and resumes at once.
+	Shared bool
+	// Holder names this process in the leases of jobs. Default host name, process id and a
+	// random suffix.
+	Holder string
+	// LeaseTTL is how long a job's lease outlives its holder's last renewal (renewed every
+	// third of it): a process that dies mid-job leaves it to another after this long, and Run
+	// looks for such jobs this often. Default 30s.
+	LeaseTTL time.Duration
 	// OnReseal, if set, is called each time a re-encrypted value is handed to its target to
 	// store, with the count so far in this run (progress reporting; the crash test kills the
 	// process from it, so kills land before, during and after the store's write).
@@ -189,6 +205,12 @@ func NewRotator(cfg RotatorConfig) (*Rotator, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Holder == "" {
+		cfg.Holder = defaultHolder()
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 30 * time.Second
 	}
 	r := &Rotator{cfg: cfg, wake: make(chan struct{}, 1)}
 	if err := r.moveSharedTenantJob(); err != nil {
@@ -390,11 +412,16 @@ func (r *Rotator) Run(ctx context.Context) error {
 	)
 	defer wg.Wait()
 	r.signal()
+	// Jobs started elsewhere, or left by a process that died holding their lease, are
+	// looked for at every lease lifetime (and at once when the store says so: Changed).
+	tick := time.NewTicker(r.cfg.LeaseTTL)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-r.wake:
+		case <-tick.C:
 		}
 		jobs, err := r.Jobs()
 		if err != nil {
@@ -441,12 +468,60 @@ func (r *Rotator) Run(ctx context.Context) error {
 	}
 }
 
+// Changed follows a change of a job record in the store, which another process sharing it
+// may have made (a rotation started there): the master key's job loads the master key
+// versions this process lacks from the source (the one that started it added one), and Run
+// is woken to look at the jobs. Changes of other buckets are ignored.
+func (r *Rotator) Changed(ctx context.Context, bucket, key string) error {
+	if bucket != rotationBucket {
+		return nil
+	}
+	defer r.signal()
+	if key != masterJobKey || r.cfg.Source == nil {
+		return nil
+	}
+	versions, err := r.cfg.Source.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("keystore: reload master key versions: %w", err)
+	}
+	ring := r.cfg.Keystore.ring
+	loaded := ring.Versions()
+	var errs []error
+	for v, key := range versions {
+		if !slices.Contains(loaded, v) {
+			errs = append(errs, ring.Add(v, key))
+		}
+		clear(key)
+	}
+	return errors.Join(errs...)
+}
+
 // RunJob runs tenant's unfinished job ("" the master key's), if any, to the end and returns
-// it. One job must not be run twice at once (Run sees to that); different jobs may.
+// it. With Shared, it runs under the job's lease: one process at a time runs a job, across
+// every process sharing the store, and a job whose lease another live process holds is
+// returned as it is, not run.
 func (r *Rotator) RunJob(ctx context.Context, tenant string) (Job, error) {
 	j, _, ok, err := r.load(tenant)
 	if err != nil || !ok || j.Phase == phaseDone {
 		return j, err
+	}
+	if r.cfg.Shared {
+		l, held, err := r.acquire(jobKey(tenant))
+		if err != nil || held {
+			return j, err
+		}
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		defer l.keep(ctx, cancel)()
+		// Read again under the lease: the last holder may have finished it meanwhile.
+		if j, _, ok, err = r.load(tenant); err != nil || !ok || j.Phase == phaseDone {
+			return j, err
+		}
+		j.Fence, j.Holder = l.lease.Token, r.cfg.Holder
+		if err := r.saveJob(j); err != nil {
+			return j, err
+		}
 	}
 	n := 0
 	fn := r.resealFunc(j)

@@ -167,6 +167,25 @@ func newSalt() []byte {
 	return b
 }
 
+// Changed brings the cached salts of a tenant up to date with a change of the store that
+// may have been made elsewhere (another replica rotating the tenant). Changes of other
+// buckets are ignored.
+func (k *Keystore) Changed(bucket, tenant string) error {
+	if bucket != saltsBucket || k.salts == nil {
+		return nil
+	}
+	_, err := k.salts.load(tenant)
+	if errors.Is(err, store.ErrNotFound) {
+		k.salts.mu.Lock()
+		delete(k.salts.tenant, tenant)
+		delete(k.salts.raw, tenant)
+		k.salts.mu.Unlock()
+		err = nil
+	}
+	k.forget(0, "", 0)
+	return err
+}
+
 // TenantSalts returns the tenant's salt versions (creating the first), for status and tests.
 func (k *Keystore) TenantSalts(tenant string) (*TenantSalts, error) {
 	if k.salts == nil {

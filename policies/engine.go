@@ -50,6 +50,10 @@ type Config struct {
 	// Timeout bounds the evaluation of one decision; past it the decision fails closed.
 	// Zero means DefaultTimeout (250ms).
 	Timeout time.Duration
+	// Fresh, if set, is asked before every decision whether the data the engine holds is
+	// known to be current (a replica following a shared store); an error refuses the
+	// decision with a DecisionError of kind FailStale. It must be cheap. Nil: always current.
+	Fresh func() error
 }
 
 // Engine evaluates policy decisions. It is safe for concurrent use: Decide may run
@@ -57,6 +61,7 @@ type Config struct {
 type Engine struct {
 	dir     string
 	timeout time.Duration
+	fresh   func() error
 	logger  *slog.Logger
 	store   storage.Store
 	codec   *codec
@@ -92,6 +97,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 	e := &Engine{
 		dir:       cfg.Dir,
 		timeout:   cfg.Timeout,
+		fresh:     cfg.Fresh,
 		logger:    logger,
 		codec:     newCodec(),
 		noMetrics: rego.EvalMetrics(opametrics.NoOp()),
@@ -132,6 +138,19 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 	e.metrics = m
 	e.cur.Store(set)
 	return e, nil
+}
+
+// Fresh returns nil while the engine's data is known to be current (Config.Fresh), else a
+// DecisionError of kind FailStale, which matches ErrStale. Whatever reuses a decision
+// asks it before each reuse.
+func (e *Engine) Fresh() error {
+	if e.fresh == nil {
+		return nil
+	}
+	if err := e.fresh(); err != nil {
+		return &DecisionError{Kind: FailStale, Err: err}
+	}
+	return nil
 }
 
 // Revision returns a short hash of the loaded policy set (modules and data files), for
@@ -179,6 +198,9 @@ func (e *Engine) decide(ctx context.Context, in *Input) (Decision, error) {
 	}
 	if err := ctx.Err(); err != nil {
 		return Decision{}, ctxError(err)
+	}
+	if err := e.Fresh(); err != nil {
+		return Decision{}, err
 	}
 	set := e.cur.Load()
 	input := e.codec.input(in)

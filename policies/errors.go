@@ -15,6 +15,11 @@ var ErrPolicy = errors.New("policy error")
 // context.Canceled: the caller left, the policy did not fail.
 var ErrTimeout = errors.New("policy evaluation timed out")
 
+// ErrStale matches the Decide errors of an engine whose data is not known to be current
+// (Config.Fresh): a replica that cannot vouch for its view refuses rather than guess. Such
+// errors also match ErrPolicy.
+var ErrStale = errors.New("policy data not confirmed current")
+
 // ErrNoDecisionRule is returned by New and Reload for a policy set that defines no
 // data.moltgate.authz.decision rule.
 var ErrNoDecisionRule = errors.New("no rule data.moltgate.authz.decision")
@@ -27,6 +32,7 @@ const (
 	FailCanceled  = "canceled"  // the caller's context was cancelled (its client went away): no decision, and no policy failure
 	FailUndefined = "undefined" // data.moltgate.authz.decision was undefined
 	FailResult    = "result"    // the result was not a valid decision object
+	FailStale     = "stale"     // the data is not known to be current (Config.Fresh)
 )
 
 // DecisionError is the error Engine.Decide returns when the policy could not produce a
@@ -48,9 +54,18 @@ func (e *DecisionError) Error() string {
 // Unwrap returns the underlying cause.
 func (e *DecisionError) Unwrap() error { return e.Err }
 
-// Is reports whether target is ErrPolicy, or ErrTimeout for a timeout.
+// Is reports whether target is ErrPolicy, ErrTimeout for a timeout, or ErrStale for stale data.
 func (e *DecisionError) Is(target error) bool {
-	return target == ErrPolicy || (target == ErrTimeout && e.Kind == FailTimeout)
+	return target == ErrPolicy || (target == ErrTimeout && e.Kind == FailTimeout) || (target == ErrStale && e.Kind == FailStale)
+}
+
+// FailReason is the stable refusal reason of an error of Decide: view_stale for stale data
+// (the replica cannot vouch for its view), policy_error for anything else.
+func FailReason(err error) string {
+	if errors.Is(err, ErrStale) {
+		return "view_stale"
+	}
+	return "policy_error"
 }
 
 // PolicyErrorDecision is the decision Decide returns with every error: deny, 503.

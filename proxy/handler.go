@@ -253,10 +253,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil || !d.Allow {
 		status, reason := d.Status, d.Reason
 		if err != nil {
-			// Fail closed: whatever the engine returned, an error refuses.
-			decision, status, reason = "error", http.StatusServiceUnavailable, "policy_error"
-			h.deps.Logger.LogAttrs(r.Context(), slog.LevelError, "policy evaluation failed",
-				slog.String("request_id", rq.id), slog.String("gateway", entry.ID), slog.Any("err", err))
+			// Fail closed: whatever the engine returned, an error refuses. A stale view is
+			// the replica's state, not this request's: /readyz and the metrics say it once.
+			decision, status, reason = "error", http.StatusServiceUnavailable, policies.FailReason(err)
+			if !errors.Is(err, policies.ErrStale) {
+				h.deps.Logger.LogAttrs(r.Context(), slog.LevelError, "policy evaluation failed",
+					slog.String("request_id", rq.id), slog.String("gateway", entry.ID), slog.Any("err", err))
+			}
 		} else {
 			decision = "deny"
 		}

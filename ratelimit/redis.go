@@ -29,8 +29,8 @@ type RedisConfig struct {
 // idle key costs nothing. One Lua script reads and sets it, atomically. It is safe for
 // concurrent use.
 //
-// moltgate serve keeps its state in bbolt today and limits with Memory; Redis is ready for
-// serve on the Redis store (issue 11), and is tested against a real redis-server.
+// moltgate serve limits with Memory on bbolt and with Redis on the Redis store (issue 11);
+// it is tested against a real redis-server.
 type Redis struct {
 	g       gcra
 	client  redis.Scripter

@@ -7,6 +7,7 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -25,6 +26,7 @@ import (
 	"time"
 
 	"github.com/moltgate/moltgate/keystore"
+	"github.com/moltgate/moltgate/store"
 )
 
 // Errors of registry operations, for errors.Is.
@@ -38,6 +40,9 @@ const (
 	bucket       = "gateways"
 	tokenPurpose = "gateway-token"
 )
+
+// Bucket is the store bucket of the gateway records, keyed by gateway id.
+const Bucket = bucket
 
 // KV is the storage the registry needs; store.Bolt implements it.
 type KV interface {
@@ -62,6 +67,8 @@ type Entry struct {
 	UpstreamURL *url.URL
 	// Token is the gateway token, for upstream use in token mode.
 	Token keystore.Secret
+
+	stored []byte // the record as stored: a change that stores the same bytes changes nothing
 }
 
 // Registry is safe for concurrent use.
@@ -88,16 +95,12 @@ func New(ctx context.Context, kv KV, keys *keystore.Keystore, syncer Syncer, now
 	r := &Registry{kv: kv, keys: keys, sync: syncer, now: now,
 		byID: map[string]*Entry{}, byToken: map[[32]byte]string{}}
 	err := kv.ForEach(bucket, func(id string, v []byte) error {
-		var g Gateway
-		if err := json.Unmarshal(v, &g); err != nil {
-			return fmt.Errorf("registry: load %q: %w", id, err)
-		}
-		e, err := r.entry(g)
+		e, err := r.decode(id, v)
 		if err != nil {
-			return fmt.Errorf("registry: load %q: %w", id, err)
+			return err
 		}
 		r.byID[id] = e
-		r.byToken[[32]byte(g.TokenHash)] = id
+		r.byToken[[32]byte(e.TokenHash)] = id
 		return nil
 	})
 	if err != nil {
@@ -109,6 +112,92 @@ func New(ctx context.Context, kv KV, keys *keystore.Keystore, syncer Syncer, now
 		}
 	}
 	return r, nil
+}
+
+// decode is the entry of stored record v of gateway id.
+func (r *Registry) decode(id string, v []byte) (*Entry, error) {
+	var g Gateway
+	if err := json.Unmarshal(v, &g); err != nil {
+		return nil, fmt.Errorf("registry: load %q: %w", id, err)
+	}
+	e, err := r.entry(g)
+	if err != nil {
+		return nil, fmt.Errorf("registry: load %q: %w", id, err)
+	}
+	e.stored = v
+	return e, nil
+}
+
+// Changed brings the registry up to date with a change of the store that may have been
+// made elsewhere (another replica sharing it): gateway key of bucket is read again, and
+// the policy data, the memory and the subscribers follow as for a change made here. A
+// change of another bucket is none of the registry's and is ignored.
+func (r *Registry) Changed(ctx context.Context, bucket, key string) error {
+	if bucket != Bucket {
+		return nil
+	}
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	v, err := r.kv.Get(bucket, key)
+	if errors.Is(err, store.ErrNotFound) {
+		v, err = nil, nil
+	}
+	if err != nil {
+		return fmt.Errorf("registry: read %q: %w", key, err)
+	}
+	return r.follow(ctx, key, v)
+}
+
+// Reload reads every gateway from the store again, as Changed does one.
+func (r *Registry) Reload(ctx context.Context) error {
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	all := map[string][]byte{}
+	if err := r.kv.ForEach(bucket, func(id string, v []byte) error { all[id] = v; return nil }); err != nil {
+		return fmt.Errorf("registry: reload: %w", err)
+	}
+	r.mu.RLock()
+	for id := range r.byID {
+		if _, ok := all[id]; !ok {
+			all[id] = nil
+		}
+	}
+	r.mu.RUnlock()
+	var errs []error
+	for _, id := range slices.Sorted(maps.Keys(all)) {
+		errs = append(errs, r.follow(ctx, id, all[id]))
+	}
+	return errors.Join(errs...)
+}
+
+// follow makes gateway id what the store holds, v (nil: no such gateway). The caller holds
+// writeMu.
+func (r *Registry) follow(ctx context.Context, id string, v []byte) error {
+	old, ok := r.Lookup(id)
+	switch {
+	case v == nil && !ok:
+		return nil
+	case v == nil:
+		return r.remove(ctx, old)
+	case ok && bytes.Equal(old.stored, v):
+		return nil // this replica's own change, or one it has seen
+	}
+	e, err := r.decode(id, v)
+	if err != nil {
+		return err
+	}
+	if err := r.sync.PutGateway(ctx, e.Gateway); err != nil {
+		return fmt.Errorf("registry: sync %q: %w", id, err)
+	}
+	r.mu.Lock()
+	if ok {
+		delete(r.byToken, [32]byte(old.TokenHash))
+	}
+	r.byID[id] = e
+	r.byToken[[32]byte(e.TokenHash)] = id
+	r.mu.Unlock()
+	r.notify(id)
+	return nil
 }
 
 // Subscribe registers fn to be called, after each change, with the id of the changed or
@@ -282,14 +371,19 @@ func (r *Registry) Delete(ctx context.Context, id string) error {
 	if err := r.kv.Delete(bucket, id); err != nil {
 		return fmt.Errorf("registry: delete %q: %w", id, err)
 	}
+	return r.remove(ctx, e)
+}
+
+// remove drops gateway e from memory and policy data, and tells the subscribers.
+func (r *Registry) remove(ctx context.Context, e *Entry) error {
 	r.mu.Lock()
-	delete(r.byID, id)
+	delete(r.byID, e.ID)
 	delete(r.byToken, [32]byte(e.TokenHash))
 	r.mu.Unlock()
-	if err := r.sync.DeleteGateway(ctx, id); err != nil {
-		return fmt.Errorf("registry: sync delete %q: %w", id, err)
+	if err := r.sync.DeleteGateway(ctx, e.ID); err != nil {
+		return fmt.Errorf("registry: sync delete %q: %w", e.ID, err)
 	}
-	r.notify(id)
+	r.notify(e.ID)
 	return nil
 }
 
@@ -314,6 +408,7 @@ func (r *Registry) commit(ctx context.Context, g Gateway) error {
 		}
 		return errors.Join(fmt.Errorf("registry: write %q: %w", g.ID, err), undo())
 	}
+	e.stored = v
 	r.mu.Lock()
 	r.byID[g.ID] = e
 	r.byToken[[32]byte(g.TokenHash)] = g.ID

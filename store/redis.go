@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"slices"
@@ -13,52 +14,107 @@ import (
 
 // RedisConfig configures the Redis backend.
 type RedisConfig struct {
-	// Addr is host:port of the Redis server. Required.
+	// Addr is host:port of the Redis server. Required unless Sentinel is set.
 	Addr string
+	// Sentinel, if set, finds the master through Redis Sentinel (go-redis's failover
+	// client) instead of Addr, and follows it across failovers.
+	Sentinel *SentinelConfig
 	// Username and Password authenticate (ACL); empty means none.
 	Username string
 	Password string
+	// TLS, if set, is used for every connection. Default plain TCP.
+	TLS *tls.Config
 	// DB is the database number. Default 0.
 	DB int
 	// Prefix is put before every bucket's hash key. Default "moltgate:kv:".
 	Prefix string
+	// Stream is the key of the change stream every write appends to; its sequence counter is
+	// <Stream>:seq. Default "moltgate:changes".
+	Stream string
+	// StreamMaxLen is about how many changes the stream keeps (XADD MAXLEN ~). A replica
+	// further behind than that reloads in full. Default 100000.
+	StreamMaxLen int64
 	// Timeout bounds one operation, since the KV interface carries no context. Default 5s.
 	Timeout time.Duration
+}
+
+// SentinelConfig names a master and the sentinels that know where it is.
+type SentinelConfig struct {
+	// MasterName is the name the sentinels monitor the master under. Required.
+	MasterName string
+	// Addrs are host:port of sentinels. At least one.
+	Addrs []string
+	// Username and Password authenticate to the sentinels; empty means none.
+	Username string
+	Password string
 }
 
 // Redis is the KV store on a Redis server, for many replicas sharing state: one hash per
 // bucket (key <prefix><bucket>), fields are keys. It has the same semantics as Bolt: Get of a
 // missing key is ErrNotFound, ForEach walks in key order, Swap is atomic (a Lua script).
+//
+// Every write that changes something also appends {seq, bucket, key} to the change stream,
+// in the same Lua script, so the stream misses no write and holds none that did not happen:
+// replicas follow it (Follower) to keep their views of the store current.
 // It is safe for concurrent use.
 type Redis struct {
 	c       *redis.Client
 	prefix  string
+	stream  string
+	seqKey  string
+	maxLen  int64
 	timeout time.Duration
 	g       *guard
 }
 
-// OpenRedis connects to cfg.Addr and checks the server answers.
+// OpenRedis connects to cfg.Addr (or the master cfg.Sentinel names) and checks the server
+// answers.
 func OpenRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
-	if cfg.Addr == "" {
-		return nil, errors.New("store: redis: addr required")
+	if cfg.Addr == "" && cfg.Sentinel == nil {
+		return nil, errors.New("store: redis: addr or sentinel required")
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = "moltgate:kv:"
 	}
+	if cfg.Stream == "" {
+		cfg.Stream = "moltgate:changes"
+	}
+	if cfg.StreamMaxLen <= 0 {
+		cfg.StreamMaxLen = 100000
+	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
-	c := redis.NewClient(&redis.Options{Addr: cfg.Addr, Username: cfg.Username, Password: cfg.Password, DB: cfg.DB,
-		DisableIdentity: true})
-	r := &Redis{c: c, prefix: cfg.Prefix, timeout: cfg.Timeout, g: newGuard(cfg.Timeout)}
+	c, where := newRedisClient(cfg)
+	r := &Redis{c: c, prefix: cfg.Prefix, stream: cfg.Stream, seqKey: cfg.Stream + ":seq", maxLen: cfg.StreamMaxLen,
+		timeout: cfg.Timeout, g: newGuard(cfg.Timeout)}
 	pctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	if err := c.Ping(pctx).Err(); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("store: redis %s: %w", cfg.Addr, err)
+		return nil, fmt.Errorf("store: redis %s: %w", where, err)
 	}
 	return r, nil
 }
+
+// newRedisClient returns the client cfg asks for and how to name its server in errors.
+// Context deadlines bound every command, so a blocked read of the change stream ends with
+// the follower's context.
+func newRedisClient(cfg RedisConfig) (*redis.Client, string) {
+	if s := cfg.Sentinel; s != nil {
+		opts := &redis.FailoverOptions{MasterName: s.MasterName, SentinelAddrs: s.Addrs,
+			SentinelUsername: s.Username, SentinelPassword: s.Password, Username: cfg.Username, Password: cfg.Password,
+			DB: cfg.DB, TLSConfig: cfg.TLS, DisableIdentity: true, ContextTimeoutEnabled: true}
+		return redis.NewFailoverClient(opts), "sentinel master " + s.MasterName
+	}
+	opts := &redis.Options{Addr: cfg.Addr, Username: cfg.Username, Password: cfg.Password, DB: cfg.DB,
+		TLSConfig: cfg.TLS, DisableIdentity: true, ContextTimeoutEnabled: true}
+	return redis.NewClient(opts), cfg.Addr
+}
+
+// Client is the Redis client, for what else the replicas share on the same server (rate
+// limits). Writes through it are not on the change stream.
+func (r *Redis) Client() *redis.Client { return r.c }
 
 // Close closes the connections.
 func (r *Redis) Close() error { return r.c.Close() }
@@ -97,7 +153,7 @@ func (r *Redis) Put(bucket, key string, value []byte) error {
 	return r.g.run(opPut, bucket, func() error {
 		ctx, cancel := r.ctx()
 		defer cancel()
-		if err := r.c.HSet(ctx, r.prefix+bucket, key, value).Err(); err != nil {
+		if err := putScript.Run(ctx, r.c, r.keys(bucket), r.changeArgs(bucket, key, value)...).Err(); err != nil {
 			return fmt.Errorf("store: redis put %s: %w", bucket, err)
 		}
 		return nil
@@ -109,7 +165,7 @@ func (r *Redis) Delete(bucket, key string) error {
 	return r.g.run(opDelete, bucket, func() error {
 		ctx, cancel := r.ctx()
 		defer cancel()
-		if err := r.c.HDel(ctx, r.prefix+bucket, key).Err(); err != nil {
+		if err := deleteScript.Run(ctx, r.c, r.keys(bucket), r.changeArgs(bucket, key)...).Err(); err != nil {
 			return fmt.Errorf("store: redis delete %s: %w", bucket, err)
 		}
 		return nil
@@ -188,17 +244,48 @@ func eachSorted(all map[string]string, fn func(key string, value []byte) error) 
 	return nil
 }
 
-// swapScript is Swap in one atomic step. ARGV: field, expect-absent flag, old, delete flag, new.
-var swapScript = redis.NewScript(`
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if ARGV[2] == '1' then
+// changed is the part of every write script that appends the change to the stream. KEYS:
+// hash, sequence counter, stream; ARGV: stream length, bucket, field, then the script's own.
+const changed = `
+local function changed()
+  local seq = redis.call('INCR', KEYS[2])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 's', seq, 'b', ARGV[2], 'k', ARGV[3])
+  return seq
+end
+`
+
+// putScript is Put and its change. ARGV[4]: the value.
+var putScript = redis.NewScript(changed + `
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+return changed()
+`)
+
+// deleteScript is Delete, and its change if there was a field to delete.
+var deleteScript = redis.NewScript(changed + `
+if redis.call('HDEL', KEYS[1], ARGV[3]) == 1 then return changed() end
+return 0
+`)
+
+// swapScript is Swap and its change in one atomic step. ARGV[4..]: expect-absent flag, old,
+// delete flag, new. It returns 0 on a mismatch, else the change's sequence number.
+var swapScript = redis.NewScript(changed + `
+local cur = redis.call('HGET', KEYS[1], ARGV[3])
+if ARGV[4] == '1' then
   if cur then return 0 end
-elseif (not cur) or cur ~= ARGV[3] then
+elseif (not cur) or cur ~= ARGV[5] then
   return 0
 end
-if ARGV[4] == '1' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[5]) end
-return 1
+if ARGV[6] == '1' then redis.call('HDEL', KEYS[1], ARGV[3]) else redis.call('HSET', KEYS[1], ARGV[3], ARGV[7]) end
+return changed()
 `)
+
+// keys are the KEYS of a write script on bucket.
+func (r *Redis) keys(bucket string) []string { return []string{r.prefix + bucket, r.seqKey, r.stream} }
+
+// changeArgs are the ARGV of a write script on bucket/key, then the script's own.
+func (r *Redis) changeArgs(bucket, key string, more ...any) []any {
+	return append([]any{r.maxLen, bucket, key}, more...)
+}
 
 // Swap replaces bucket/key with new only if it holds old (see Bolt.Swap).
 func (r *Redis) Swap(bucket, key string, old, new []byte) error {
@@ -214,11 +301,11 @@ func (r *Redis) swap(bucket, key string, old, new []byte) error {
 		}
 		return "0"
 	}
-	n, err := swapScript.Run(ctx, r.c, []string{r.prefix + bucket}, key, flag(old == nil), old, flag(new == nil), new).Int()
+	n, err := swapScript.Run(ctx, r.c, r.keys(bucket), r.changeArgs(bucket, key, flag(old == nil), old, flag(new == nil), new)...).Int()
 	if err != nil {
 		return fmt.Errorf("store: redis swap %s: %w", bucket, err)
 	}
-	if n != 1 {
+	if n == 0 {
 		return ErrConflict
 	}
 	return nil

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/moltgate/moltgate/proxy/admin"
 	"github.com/moltgate/moltgate/ratelimit"
 )
@@ -67,22 +69,26 @@ func (a *AdminConfig) validate() []error {
 	return errs
 }
 
-// adminLimits makes the admin API's limiters from the (validated) configuration. They are
-// held in memory: serve keeps its state in bbolt, one process per data directory. On the Redis
-// store (issue 11) they become ratelimit.Redis, shared by the replicas.
-func adminLimits(c AdminRateLimitConfig, now func() time.Time) (admin.Limits, error) {
-	limiter := func(perMinute, burst int) (*ratelimit.Memory, error) {
-		return ratelimit.NewMemory(ratelimit.MemoryConfig{Limit: ratelimit.Limit{Rate: perMinute, Per: time.Minute, Burst: burst}, Now: now})
+// adminLimits makes the admin API's limiters from the (validated) configuration: held in
+// memory for one process on bbolt, or kept in the shared Redis (rdb not nil), so that the
+// budgets hold across every replica rather than per replica.
+func adminLimits(c AdminRateLimitConfig, now func() time.Time, rdb redis.Scripter) (admin.Limits, error) {
+	limiter := func(name string, perMinute, burst int) (admin.Limiter, error) {
+		limit := ratelimit.Limit{Rate: perMinute, Per: time.Minute, Burst: burst}
+		if rdb != nil {
+			return ratelimit.NewRedis(ratelimit.RedisConfig{Limit: limit, Prefix: "moltgate:ratelimit:admin-" + name + ":", Now: now}, rdb)
+		}
+		return ratelimit.NewMemory(ratelimit.MemoryConfig{Limit: limit, Now: now})
 	}
-	tenant, err := limiter(c.TenantWritesPerMinute, c.Burst)
+	tenant, err := limiter("tenant", c.TenantWritesPerMinute, c.Burst)
 	if err != nil {
 		return admin.Limits{}, err
 	}
-	caller, err := limiter(c.CallerWritesPerMinute, c.Burst)
+	caller, err := limiter("caller", c.CallerWritesPerMinute, c.Burst)
 	if err != nil {
 		return admin.Limits{}, err
 	}
-	token, err := limiter(c.AdminTokenWritesPerMinute, c.AdminTokenBurst)
+	token, err := limiter("token", c.AdminTokenWritesPerMinute, c.AdminTokenBurst)
 	if err != nil {
 		return admin.Limits{}, err
 	}

@@ -145,7 +145,7 @@ type auditStack struct {
 
 // openAudit opens the spool, its sinks and archive, and loads (or creates) the checkpoint
 // signing key, sealed in the keystore.
-func openAudit(cfg *Config, env func(string) string, kv *store.Bolt, ks *keystore.Keystore, logger *slog.Logger, reg prometheus.Registerer) (*auditStack, error) {
+func openAudit(cfg *Config, env func(string) string, kv keystore.KV, ks *keystore.Keystore, logger *slog.Logger, reg prometheus.Registerer) (*auditStack, error) {
 	ac := cfg.Audit
 	key, err := checkpointKey(kv, ks)
 	if err != nil {
@@ -217,7 +217,9 @@ const (
 	ckBucket  = "audit"
 )
 
-func checkpointKey(kv *store.Bolt, ks *keystore.Keystore) (ed25519.PrivateKey, error) {
+// checkpointKey opens the audit checkpoint signing key, or makes it. Replicas sharing a
+// store starting at once agree on one key: the first to store it wins (compare-and-swap).
+func checkpointKey(kv keystore.KV, ks *keystore.Keystore) (ed25519.PrivateKey, error) {
 	sealed, err := kv.Get(ckBucket, ckRecord)
 	if err == nil {
 		seed, err := ks.Open(ckTenant, ckRecord, ckPurpose, sealed)
@@ -241,7 +243,9 @@ func checkpointKey(kv *store.Bolt, ks *keystore.Keystore) (ed25519.PrivateKey, e
 	if err != nil {
 		return nil, fmt.Errorf("audit: checkpoint key: %w", err)
 	}
-	if err := kv.Put(ckBucket, ckRecord, sealed); err != nil {
+	if err := kv.Swap(ckBucket, ckRecord, nil, sealed); errors.Is(err, store.ErrConflict) {
+		return checkpointKey(kv, ks) // another replica made it first: use that one
+	} else if err != nil {
 		return nil, fmt.Errorf("audit: checkpoint key: %w", err)
 	}
 	return key, nil
@@ -260,7 +264,8 @@ func auditGate(next http.Handler, ready func() error) http.Handler {
 }
 
 const auditUsage = `usage:
-  moltgate audit verify (--files DIR | --archive DIR | --redis ADDR --stream KEY) [--pubkey HEX|FILE] [--redis-password-file FILE]
+  moltgate audit verify (--files DIR | --archive DIR | --redis ADDR [--stream KEY]) [--pubkey HEX|FILE] [--redis-password-file FILE]
+                                   without --stream: every replica's stream
   moltgate audit archive --redis ADDR --dir DIR [--consumer NAME] [--redis-password-file FILE]    drain every stream into the archive once
   moltgate audit tail [--files DIR] [-n N]
   moltgate audit query [--archive DIR] [--files DIR] [--tenant T] [--gateway G] [--type TYPE] [--since RFC3339] [--until RFC3339]
@@ -322,19 +327,31 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			for r, rep := range reps {
 				printReport(stdout, r, rep)
 			}
-		case *redisAddr != "" && *stream != "":
+		case *redisAddr != "":
 			rdb, err := cliRedis(*redisAddr, *redisPassword)
 			if err != nil {
 				return err
 			}
 			defer rdb.Close()
-			rep, err := audit.VerifyStream(ctx, rdb, *stream, opts)
-			if err != nil {
-				return err
+			// Without --stream, every replica's chain (replicas sharing one Redis).
+			streams := []string{*stream}
+			if *stream == "" {
+				if streams, err = audit.Streams(ctx, rdb); err != nil {
+					return err
+				}
+				if len(streams) == 0 {
+					return fmt.Errorf("audit verify: no stream %s* on %s", audit.StreamPrefix, *redisAddr)
+				}
 			}
-			printReport(stdout, *stream, rep)
+			for _, key := range streams {
+				rep, err := audit.VerifyStream(ctx, rdb, key, opts)
+				if err != nil {
+					return err
+				}
+				printReport(stdout, key, rep)
+			}
 		default:
-			return usageError{"usage: moltgate audit verify (--files DIR | --archive DIR | --redis ADDR --stream KEY)"}
+			return usageError{"usage: moltgate audit verify (--files DIR | --archive DIR | --redis ADDR [--stream KEY])"}
 		}
 		return nil
 	case "archive":

@@ -61,6 +61,8 @@ type Config struct {
 	Browser BrowserConfig `yaml:"browser"`
 	// Store configures the key-value store beneath the registry and keystore.
 	Store StoreConfig `yaml:"store"`
+	// Cluster configures how replicas sharing a Redis store keep their views fresh.
+	Cluster ClusterConfig `yaml:"cluster"`
 	// Provisioner configures gateways made on demand (provision.go).
 	Provisioner ProvisionerConfig `yaml:"provisioner"`
 	// Log configures logging.
@@ -91,9 +93,62 @@ type BrowserConfig struct {
 
 // StoreConfig configures the store.
 type StoreConfig struct {
+	// Backend is bolt (one bbolt file in data_dir, one process) or redis (shared by any
+	// number of replicas). Default bolt.
+	Backend string `yaml:"backend"`
+	// Redis locates the Redis server of backend redis. Required with it, refused without.
+	Redis *StoreRedisConfig `yaml:"redis"`
 	// Timeout bounds one store operation; a request whose store call misses it fails (503)
 	// and /readyz names the stuck operation until it ends. Default 5s.
 	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Store backends.
+const (
+	backendBolt  = "bolt"
+	backendRedis = "redis"
+)
+
+// StoreRedisConfig locates the Redis server of the redis backend: address, or sentinel.
+type StoreRedisConfig struct {
+	// Address is host:port of the server. Give it or sentinel, not both.
+	Address string `yaml:"address"`
+	// Sentinel finds the master through Redis Sentinel and follows it across failovers.
+	Sentinel *RedisSentinelConfig `yaml:"sentinel"`
+	// Username is the ACL user. Default none.
+	Username string `yaml:"username"`
+	// Password is the ACL password, by reference. Default none.
+	Password *SecretRef `yaml:"password"`
+	// TLS, if present, makes every connection TLS. Default plain TCP.
+	TLS *RedisTLSConfig `yaml:"tls"`
+	// DB is the database number. Default 0.
+	DB int `yaml:"db"`
+}
+
+// RedisSentinelConfig names a master and its sentinels.
+type RedisSentinelConfig struct {
+	// MasterName is the name the sentinels know the master by. Required.
+	MasterName string `yaml:"master_name"`
+	// Addresses are host:port of sentinels. At least one.
+	Addresses []string `yaml:"addresses"`
+	// Password authenticates to the sentinels, by reference. Default none.
+	Password *SecretRef `yaml:"password"`
+}
+
+// RedisTLSConfig configures TLS to Redis.
+type RedisTLSConfig struct {
+	// CAFile holds the PEM certificates that may sign the server's. Default the system's.
+	CAFile string `yaml:"ca_file"`
+	// ServerName is checked against the server's certificate. Default the address's host.
+	ServerName string `yaml:"server_name"`
+}
+
+// ClusterConfig configures replicas on a shared store (store.backend redis).
+type ClusterConfig struct {
+	// MaxStaleness is how long a replica goes on deciding after it last confirmed its view of
+	// the shared store current; past it, it refuses (503 view_stale) and /readyz fails until
+	// it confirms again. Default 5s.
+	MaxStaleness time.Duration `yaml:"max_staleness"`
 }
 
 // SecretRef names where a secret is, never the secret: a file (first line used, white space
@@ -343,6 +398,10 @@ func (c *Config) setDefaults() {
 	if c.Store.Timeout == 0 {
 		c.Store.Timeout = store.DefaultTimeout
 	}
+	def(&c.Store.Backend, backendBolt)
+	if c.Cluster.MaxStaleness == 0 {
+		c.Cluster.MaxStaleness = store.DefaultMaxStaleness
+	}
 	if c.Policies.Timeout == 0 {
 		c.Policies.Timeout = policies.DefaultTimeout
 	}
@@ -442,6 +501,10 @@ func (c *Config) Validate() error {
 	if c.Store.Timeout < 0 {
 		bad("store.timeout", "negative")
 	}
+	errs = append(errs, c.Store.validate()...)
+	if c.Cluster.MaxStaleness < 0 {
+		bad("cluster.max_staleness", "negative")
+	}
 	for key, d := range map[string]time.Duration{"browser.idle_timeout": c.Browser.IdleTimeout, "browser.lifetime": c.Browser.Lifetime,
 		"browser.session_check_interval": c.Browser.SessionCheckInterval, "browser.clerk_grace": c.Browser.ClerkGrace} {
 		if d < 0 {
@@ -466,6 +529,71 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Admin.validate()...)
 	errs = append(errs, c.Provisioner.validate()...)
 	return errors.Join(errs...)
+}
+
+// validate reports the problems of the store's backend and its Redis, each naming its key.
+func (s *StoreConfig) validate() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("store.%s: "+format, append([]any{key}, args...)...))
+	}
+	switch s.Backend {
+	case backendBolt:
+		if s.Redis != nil {
+			bad("redis", "given with backend bolt: set backend: redis to use it")
+		}
+		return errs
+	case backendRedis:
+	default:
+		bad("backend", "%q: want bolt or redis", s.Backend)
+		return errs
+	}
+	r := s.Redis
+	if r == nil {
+		bad("redis", "required with backend redis: address or sentinel")
+		return errs
+	}
+	hostPort := func(key, addr string) {
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			bad(key, "%q: want host:port", addr)
+		}
+	}
+	switch {
+	case r.Address != "" && r.Sentinel != nil:
+		bad("redis", "give either address or sentinel, not both")
+	case r.Address != "":
+		hostPort("redis.address", r.Address)
+	case r.Sentinel != nil:
+		if r.Sentinel.MasterName == "" {
+			bad("redis.sentinel.master_name", "required")
+		}
+		if len(r.Sentinel.Addresses) == 0 {
+			bad("redis.sentinel.addresses", "required: at least one sentinel host:port")
+		}
+		for i, a := range r.Sentinel.Addresses {
+			hostPort(fmt.Sprintf("redis.sentinel.addresses[%d]", i), a)
+		}
+	default:
+		bad("redis", "address or sentinel required")
+	}
+	for key, ref := range map[string]*SecretRef{"redis.password": r.Password, "redis.sentinel.password": r.sentinelPassword()} {
+		if ref != nil {
+			if err := ref.validate(); err != nil {
+				bad(key, "%v", err)
+			}
+		}
+	}
+	if r.DB < 0 || r.DB > 15 {
+		bad("redis.db", "%d: want 0 to 15", r.DB)
+	}
+	return errs
+}
+
+func (r *StoreRedisConfig) sentinelPassword() *SecretRef {
+	if r.Sentinel == nil {
+		return nil
+	}
+	return r.Sentinel.Password
 }
 
 // negative is the problem of key when v is below zero, else nil (which errors.Join drops).

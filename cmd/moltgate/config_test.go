@@ -49,6 +49,44 @@ func TestConfigDefaults(t *testing.T) {
 	}
 }
 
+// TestConfigStoreRedis: the redis backend by address or through sentinels, and the
+// staleness bound (issue 11).
+func TestConfigStoreRedis(t *testing.T) {
+	cfg, err := loadConfig("", noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Store.Backend != "bolt" || cfg.Cluster.MaxStaleness != 5*time.Second {
+		t.Fatalf("defaults: got backend %q, max_staleness %v; want bolt, 5s", cfg.Store.Backend, cfg.Cluster.MaxStaleness)
+	}
+	cfg, err = loadConfig(writeConfig(t, `
+store:
+  backend: redis
+  redis:
+    sentinel: {master_name: mymaster, addresses: ["10.0.0.1:26379", "[::1]:26379"], password: {env: SENTINEL_PW}}
+    username: moltgate
+    password: {file: /run/secrets/redis}
+    tls: {server_name: redis.internal}
+    db: 2
+cluster: {max_staleness: 2s}
+`), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.Store.Redis
+	if r.Sentinel.MasterName != "mymaster" || len(r.Sentinel.Addresses) != 2 || r.Password.File != "/run/secrets/redis" ||
+		r.TLS.ServerName != "redis.internal" || r.DB != 2 || cfg.Cluster.MaxStaleness != 2*time.Second {
+		t.Fatalf("got %+v, sentinel %+v, max_staleness %v", r, r.Sentinel, cfg.Cluster.MaxStaleness)
+	}
+	var keys []string
+	for _, s := range cfg.secretRefs() {
+		keys = append(keys, s.key)
+	}
+	if got := strings.Join(keys, ","); !strings.Contains(got, "store.redis.password") || !strings.Contains(got, "store.redis.sentinel.password") {
+		t.Errorf("secret references: got %s, want both store.redis passwords", got)
+	}
+}
+
 func TestConfigEnvOverrides(t *testing.T) {
 	env := map[string]string{
 		"MOLTGATE_LISTEN":                   "127.0.0.1:18080",
@@ -101,6 +139,17 @@ admin:
 `, []string{"admin.rate_limit.tenant_writes_per_minute: -1", "admin.rate_limit.caller_writes_per_minute: 2000000",
 			"admin.rate_limit.burst: -5", "admin.rate_limit.admin_token_writes_per_minute", "admin.rate_limit.admin_token_burst"}, ""},
 		{"admin rate limit unknown key", "admin:\n  rate_limit:\n    writes_per_minute: 5\n", []string{"writes_per_minute"}, ""},
+		// Issue 11: the shared store's configuration, every problem named by its key.
+		{"store backends", "store:\n  backend: etcd\ncluster: {max_staleness: -1s}\n",
+			[]string{"store.backend: \"etcd\": want bolt or redis", "cluster.max_staleness: negative"}, ""},
+		{"redis without backend redis", "store:\n  redis: {address: 127.0.0.1:6379}\n", []string{"store.redis: given with backend bolt"}, ""},
+		{"backend redis without redis", "store:\n  backend: redis\n", []string{"store.redis: required with backend redis"}, ""},
+		{"redis address and sentinel", "store:\n  backend: redis\n  redis:\n    address: r:6379\n    sentinel: {master_name: m, addresses: [s:26379]}\n",
+			[]string{"store.redis: give either address or sentinel"}, ""},
+		{"redis fields", "store:\n  backend: redis\n  redis:\n    address: nohost\n    db: 16\n    password: s3cret-inline\n",
+			[]string{"store.redis.address: \"nohost\": want host:port", "store.redis.db: 16", "by reference"}, "s3cret-inline"},
+		{"sentinel fields", "store:\n  backend: redis\n  redis:\n    sentinel: {addresses: [x], password: {file: a, env: B}}\n",
+			[]string{"store.redis.sentinel.master_name: required", "store.redis.sentinel.addresses[0]", "store.redis.sentinel.password"}, ""},
 		// An entry that is not exactly an origin would never match a browser's Origin.
 		{"dashboard origins that are not origins", "websocket:\n  allowed_origins: [https://ok.example, https://app.example/path, 'null', https://u@app.example, app.example]\n",
 			[]string{"allowed_origins[1]", "allowed_origins[2]", "allowed_origins[3]", "allowed_origins[4]"}, "allowed_origins[0]"},

@@ -198,8 +198,9 @@ func newKeyServices(cfg *Config, ks *keystore.Keystore, kv keystore.KV, src keys
 	if err != nil {
 		return nil, err
 	}
+	// On the shared Redis store, rotation jobs run under leases: one replica at a time.
 	rot, err := keystore.NewRotator(keystore.RotatorConfig{Keystore: ks, KV: kv, Source: src, Logger: logger,
-		Targets: append([]keystore.Target{keys}, targets...)})
+		Targets: append([]keystore.Target{keys}, targets...), Shared: cfg.Store.Backend == backendRedis})
 	if err != nil {
 		return nil, err
 	}

@@ -24,7 +24,6 @@ import (
 	"github.com/moltgate/moltgate/provisioner/local"
 	"github.com/moltgate/moltgate/proxy/admin"
 	"github.com/moltgate/moltgate/registry"
-	"github.com/moltgate/moltgate/store"
 )
 
 // ProvisionerConfig configures the provisioner: gateways made on demand (gateway create).
@@ -109,7 +108,7 @@ type provisioning struct {
 // newProvisioning builds the provisioner before the key services (their rotator must reach
 // the gateway tokens it seals from the start); the tenant keys it reads are handed to it
 // later, by setKeys, before anything runs.
-func newProvisioning(cfg *Config, env func(string) string, kv *store.Bolt, ks *keystore.Keystore, reg *registry.Registry,
+func newProvisioning(cfg *Config, env func(string) string, kv keystore.KV, ks *keystore.Keystore, reg *registry.Registry,
 	sink provisioner.Auditor, logger *slog.Logger, metrics prometheus.Registerer) (*provisioning, error) {
 	pc := cfg.Provisioner
 	extra := map[string]any{}

@@ -10,7 +10,6 @@ import (
 	"github.com/moltgate/moltgate/provisioner/cloud"
 	"github.com/moltgate/moltgate/provisioner/cloudflare"
 	"github.com/moltgate/moltgate/provisioner/fly"
-	"github.com/moltgate/moltgate/store"
 )
 
 // FlyDriverConfig configures the fly driver: each gateway a Fly app whose machine, bound to
@@ -101,7 +100,7 @@ func (c *ProvisionerConfig) validateCloud() []error {
 }
 
 // newCloudDriver builds the fly driver from its configuration, its secrets resolved.
-func newCloudDriver(cfg *Config, env func(string) string, kv *store.Bolt, ks *keystore.Keystore, logger *slog.Logger) (*cloud.Driver, error) {
+func newCloudDriver(cfg *Config, env func(string) string, kv keystore.KV, ks *keystore.Keystore, logger *slog.Logger) (*cloud.Driver, error) {
 	fc, cc := cfg.Provisioner.Fly, cfg.Provisioner.Cloudflare
 	flyToken, err := fc.Token.resolve(env)
 	if err != nil {

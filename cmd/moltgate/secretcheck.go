@@ -67,6 +67,10 @@ func (c *Config) secretRefs() []secretRef {
 	if c.Audit.Redis != nil {
 		add("audit.redis.password", c.Audit.Redis.Password, nil)
 	}
+	if r := c.Store.Redis; r != nil {
+		add("store.redis.password", r.Password, nil)
+		add("store.redis.sentinel.password", r.sentinelPassword(), nil)
+	}
 	return out
 }
 

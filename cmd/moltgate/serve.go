@@ -68,15 +68,26 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 			c()
 		}
 	}()
-	kv, err := store.OpenBoltConfig(filepath.Join(cfg.DataDir, "moltgate.db"), store.BoltConfig{Timeout: cfg.Store.Timeout})
-	if errors.Is(err, store.ErrLocked) {
-		return fmt.Errorf("data_dir %s: another moltgate holds it (%w): stop that one, or give this one its own data_dir", cfg.DataDir, err)
-	}
+	kv, shared, err := openStore(ctx, cfg, env)
 	if err != nil {
 		return err
 	}
 	closers = append(closers, kv.Close)
 	metrics.MustRegister(kv.Collector())
+	// On a shared store, the change stream is followed from before anything reads the
+	// store, so no change falls between what is loaded next and what the stream brings.
+	var view replicaView
+	var follower *store.Follower
+	var fresh func() error
+	if shared != nil {
+		follower, err = shared.Follow(ctx, store.FollowConfig{MaxStaleness: cfg.Cluster.MaxStaleness,
+			Apply: view.apply, Reload: view.reload, Logger: logger})
+		if err != nil {
+			return err
+		}
+		metrics.MustRegister(follower)
+		fresh = follower.Fresh
+	}
 	masterSrc, err := masterSource(ctx, cfg, env, kv, logger, stderr)
 	if err != nil {
 		return err
@@ -92,7 +103,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	auditLog := auditStack.log
 	closers = append(closers, auditLog.Close)
 
-	engine, err := policies.New(ctx, policies.Config{Dir: cfg.Policies.Dir, Timeout: cfg.Policies.Timeout}, logger, metrics)
+	engine, err := policies.New(ctx, policies.Config{Dir: cfg.Policies.Dir, Timeout: cfg.Policies.Timeout, Fresh: fresh}, logger, metrics)
 	if err != nil {
 		return err
 	}
@@ -154,19 +165,28 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		signIn, _ = url.Parse(cfg.Browser.SignInURL) // checked by Validate
 	}
 
+	// On the shared store, each subject's sockets are counted across the replicas.
+	var wsSlots wsrelay.Slots
+	var slots *store.Slots
+	if shared != nil {
+		slots = shared.Slots("moltgate:slots:ws:", 0)
+		wsSlots = slots
+	}
 	relay, err := wsrelay.New(wsrelay.Config{
 		AllowedOrigins: cfg.WebSocket.AllowedOrigins, MaxMessageBytes: cfg.WebSocket.MaxMessageBytes,
 		MessagesPerSecond: cfg.WebSocket.MessagesPerSecond, Burst: cfg.WebSocket.Burst,
 		MaxConnsPerSubject: cfg.WebSocket.MaxConnsPerSubject, IdleTimeout: cfg.WebSocket.IdleTimeout,
 		WriteTimeout: cfg.WebSocket.WriteTimeout, IdentifyTimeout: cfg.WebSocket.IdentifyTimeout,
 		HTTPClient: prov.wsClient(),
-	}, wsrelay.Deps{Gateways: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger, Metrics: metrics})
+	}, wsrelay.Deps{Gateways: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger, Metrics: metrics,
+		Slots: wsSlots})
 	if err != nil {
 		return err
 	}
 	// Authorization is continuous: every registry change re-decides the open sockets of
 	// that gateway (a removed member loses a live socket at once).
 	gateways.Subscribe(func(id string) { go relay.Recheck(context.WithoutCancel(ctx), id) })
+	view = replicaView{gateways: gateways, keys: keySvc.keys, ks: ks, rotator: keySvc.rotator, browsers: browsers, engine: engine, relay: relay}
 
 	trusted := cfg.trustedPrefixes()
 	handler, err := proxy.New(proxy.Config{
@@ -182,7 +202,11 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	if err != nil {
 		return err
 	}
-	limits, err := adminLimits(cfg.Admin.RateLimit, time.Now)
+	var sharedLimits redis.Scripter // admin budgets in memory on bbolt, shared by the replicas on Redis
+	if shared != nil {
+		sharedLimits = shared.Client()
+	}
+	limits, err := adminLimits(cfg.Admin.RateLimit, time.Now, sharedLimits)
 	if err != nil {
 		return err
 	}
@@ -209,6 +233,10 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		}
 		if err := kv.Stuck(); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if err := engine.Fresh(); err != nil {
+			http.Error(w, "cluster: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		io.WriteString(w, "ready\n")
@@ -238,6 +266,11 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	auditCtx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
 	g.Go(func() error { return auditStack.run(auditCtx) })
 	g.Go(func() error { reloadOnHangup(gctx, engine, relay, logger); return nil })
+	if follower != nil {
+		// The view of the shared store, kept current until the very end of the shutdown.
+		g.Go(func() error { follower.Run(auditCtx); return nil })
+		g.Go(func() error { slots.Run(auditCtx); return nil })
+	}
 	// Key rotation runs in the background and resumes an unfinished one at start.
 	g.Go(func() error { return keySvc.rotator.Run(gctx) })
 	// Browser sessions: Clerk checks and expiry, off the request path.

@@ -19,7 +19,8 @@ import (
 const redisStartTimeout = 15 * time.Second
 
 // RedisServer is a redis-server child process on a loopback port, with no
-// persistence. Its methods may be called from any goroutine.
+// persistence unless started by RedisDurable. Its methods may be called from any
+// goroutine.
 type RedisServer struct {
 	// Addr is host:port, for example "127.0.0.1:40123".
 	Addr string
@@ -30,6 +31,8 @@ type RedisServer struct {
 	bin    string
 	dir    string
 	starts int // starts so far, numbering the log files
+	// durable: an append-only file synced at every write, kept across restarts.
+	durable bool
 
 	mu   sync.Mutex
 	proc *process
@@ -39,11 +42,24 @@ type RedisServer struct {
 // test ends. It fails the test, never skips it, when redis-server is missing.
 func Redis(t testing.TB) *RedisServer {
 	t.Helper()
+	return startRedis(t, false)
+}
+
+// RedisDurable is Redis with an append-only file synced (fsync) before every write is
+// acknowledged, kept in the server's directory: a Kill and Restart lose no acknowledged
+// write.
+func RedisDurable(t testing.TB) *RedisServer {
+	t.Helper()
+	return startRedis(t, true)
+}
+
+func startRedis(t testing.TB, durable bool) *RedisServer {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("testenv: redis-server not found on PATH (apt-get install redis-server, or run make test which installs it): %v", err)
 	}
-	r := &RedisServer{t: t, bin: bin, dir: t.TempDir()}
+	r := &RedisServer{t: t, bin: bin, dir: t.TempDir(), durable: durable}
 	t.Cleanup(r.Stop)
 
 	var lastErr error
@@ -67,15 +83,18 @@ func (r *RedisServer) start(port int) error {
 	defer r.mu.Unlock()
 	r.starts++
 	logPath := filepath.Join(r.dir, fmt.Sprintf("redis-%d.log", r.starts))
-	cmd := exec.Command(r.bin,
+	aof := []string{"--appendonly", "no"}
+	if r.durable {
+		aof = []string{"--appendonly", "yes", "--appendfsync", "always"}
+	}
+	cmd := exec.Command(r.bin, append([]string{
 		"--port", strconv.Itoa(port),
 		"--bind", "127.0.0.1",
 		"--save", "",
-		"--appendonly", "no",
 		"--dir", r.dir,
 		"--daemonize", "no",
 		"--logfile", "",
-	)
+	}, aof...)...)
 	proc, err := startProcess(cmd, logPath)
 	if err != nil {
 		return err
@@ -133,7 +152,8 @@ func pingRedis(addr string) error {
 }
 
 // Kill SIGKILLs the server, as a crash would. Clients see their connections
-// reset; a later Restart brings an empty server back on the same port.
+// reset; a later Restart brings the server back on the same port, empty unless
+// it is durable.
 func (r *RedisServer) Kill() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -154,8 +174,8 @@ func (r *RedisServer) Stop() {
 	}
 }
 
-// Restart kills the server if it runs and starts an empty one on the same
-// port, failing the test if it cannot.
+// Restart kills the server if it runs and starts it again on the same port
+// (empty unless durable), failing the test if it cannot.
 func (r *RedisServer) Restart() {
 	r.t.Helper()
 	r.Kill()

@@ -24,6 +24,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -406,6 +408,39 @@ func (s *Sessions) persist(id string) {
 		l.stored = v
 	}
 	s.mu.Unlock()
+}
+
+// Changed brings a session this process holds up to date with a change of the store that
+// may have been made elsewhere (another replica revoking it): a session no longer stored
+// ends here too, and its sockets close. Changes of other buckets are ignored.
+func (s *Sessions) Changed(bucket, id string) error {
+	if bucket != sessionsBucket {
+		return nil
+	}
+	s.mu.Lock()
+	_, held := s.live[id]
+	s.mu.Unlock()
+	if !held {
+		return nil
+	}
+	_, err := s.kv.Get(sessionsBucket, id)
+	if errors.Is(err, store.ErrNotFound) {
+		s.forget(id)
+		return nil
+	}
+	return err
+}
+
+// Reload is Changed for every session this process holds.
+func (s *Sessions) Reload() error {
+	s.mu.Lock()
+	ids := slices.Collect(maps.Keys(s.live))
+	s.mu.Unlock()
+	var errs []error
+	for _, id := range ids {
+		errs = append(errs, s.Changed(sessionsBucket, id))
+	}
+	return errors.Join(errs...)
 }
 
 // forget drops a session from memory, closing what waits on it.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/moltgate/moltgate/internal/testenv"
 	"github.com/moltgate/moltgate/proxy/browser"
 	"github.com/moltgate/moltgate/store"
 )
@@ -47,6 +48,58 @@ func TestLaunchCodeSingleUse(t *testing.T) {
 	wg.Wait()
 	if wins.Load() != 1 {
 		t.Fatalf("sign-ins with one code: got %d, want 1", wins.Load())
+	}
+}
+
+// TestLaunchCodeSingleUseAcrossReplicas: replicas on one Redis racing with one code sign in
+// one browser, and a session revoked on one replica ends on another, closing what waits on
+// it there (issue 11).
+func TestLaunchCodeSingleUseAcrossReplicas(t *testing.T) {
+	srv := testenv.Redis(t)
+	var replicas []*browser.Sessions
+	for range 3 {
+		kv, err := store.OpenRedis(t.Context(), store.RedisConfig{Addr: srv.Addr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { kv.Close() })
+		replicas = append(replicas, open(t, kv))
+	}
+	code, _, err := replicas[0].Issue(browser.Grant{Gateway: "gw", UserID: "u"}, "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wins atomic.Int32
+	var token atomic.Value
+	var wg sync.WaitGroup
+	for i := range 15 {
+		wg.Go(func() {
+			if tok, _, _, err := replicas[i%3].Redeem(code, "gw"); err == nil {
+				wins.Add(1)
+				token.Store(tok)
+			}
+		})
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("sign-ins with one code across replicas: got %d, want 1", wins.Load())
+	}
+	tok := token.Load().(string)
+	sess, ended, err := replicas[2].Lookup(tok, "gw")
+	if err != nil {
+		t.Fatalf("the session on another replica: %v", err)
+	}
+	if _, ok, err := replicas[1].Revoke(sess.ID); err != nil || !ok {
+		t.Fatalf("revoke on a third replica: %v %v", ok, err)
+	}
+	// What the change stream tells each replica (serve's replicaView).
+	if err := replicas[2].Changed("browser.sessions", sess.ID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ended:
+	default:
+		t.Fatal("the session revoked on another replica goes on here")
 	}
 }
 

@@ -60,9 +60,11 @@ type conn struct {
 	tokenHash        []byte
 
 	// Touched only by the goroutine that runs the socket and the client reader's.
-	slot   string        // the key the relay counts the socket under
-	nonce  string        // of the challenge the relay sent, for a socket it identifies
-	upDone chan struct{} // closed when fromGateway returns; nil until it starts
+	slot string // the key the relay counts the socket under
+	// giveBack gives back the socket's slot in the count across replicas (Relay.takeShared).
+	giveBack func()
+	nonce    string        // of the challenge the relay sent, for a socket it identifies
+	upDone   chan struct{} // closed when fromGateway returns; nil until it starts
 
 	// upstreamOrigin is the Origin the gateway was dialled with ("" for none), and
 	// upstreamCapped whether the upgrade carried X-Openclaw-Scopes (scopeCap).
@@ -100,7 +102,7 @@ type conn struct {
 }
 
 func newConn(rl *Relay, s Session, client, upstream *websocket.Conn) *conn {
-	c := &conn{rl: rl, s: s, client: client, upstream: upstream, done: make(chan struct{}),
+	c := &conn{rl: rl, s: s, client: client, upstream: upstream, done: make(chan struct{}), giveBack: func() {},
 		expires: s.Expires, tokens: float64(rl.cfg.Burst), refill: rl.deps.Now()}
 	if s.Subject.Kind == policies.SubjectGatewayToken {
 		c.tokenHash = slices.Clone(s.Entry.TokenHash)
@@ -461,9 +463,12 @@ func (c *conn) handle(ctx context.Context, f *frame, data []byte) bool {
 	switch {
 	case err != nil:
 		c.rl.m.clientErrored.Inc()
-		c.rl.deps.Logger.LogAttrs(ctx, slog.LevelError, "wsrelay: policy evaluation failed",
-			slog.String("request_id", c.s.RequestID), slog.Any("err", err))
-		return c.refuse(ctx, f, "policy_error", "UNAVAILABLE", "moltgate: policy evaluation failed")
+		reason := policies.FailReason(err)
+		if !errors.Is(err, policies.ErrStale) {
+			c.rl.deps.Logger.LogAttrs(ctx, slog.LevelError, "wsrelay: policy evaluation failed",
+				slog.String("request_id", c.s.RequestID), slog.Any("err", err))
+		}
+		return c.refuse(ctx, f, reason, "UNAVAILABLE", "moltgate: "+reason)
 	case !d.Allow && d.MissingScope != "":
 		c.rl.m.clientDenied.Inc()
 		return c.refuseWith(ctx, f, d.Reason, missingScopeResponse(f.id, d.Reason, d.MissingScope))
@@ -569,10 +574,15 @@ func (c *conn) identify(ctx context.Context, f *frame) bool {
 	// From here it is the subject's socket, under the subject's limit: counted by address
 	// it would let one user hold max_conns_per_subject sockets on top of as many.
 	key := subjectKey(subject)
+	giveBack, refusal := c.rl.takeShared(ctx, key, c.s.RequestID)
+	if refusal != nil {
+		return c.refuseConnect(ctx, f, refusal.Reason, audit.TypePolicyDeny, "UNAVAILABLE", refusal.Reason)
+	}
 	if !c.rl.recount(c.slot, key) {
+		giveBack()
 		return c.refuseConnect(ctx, f, closeTooMany, audit.TypePolicyDeny, "UNAVAILABLE", "too_many_connections")
 	}
-	c.slot = key
+	c.slot, c.giveBack = key, giveBack
 	c.mu.Lock()
 	c.s.Scopes = d.Scopes
 	if subject.Kind == policies.SubjectGatewayToken {

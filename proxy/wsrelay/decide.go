@@ -36,6 +36,10 @@ type decisionCache struct {
 // gateway's entry, the engine's generation and the relay's generation are those it was made
 // under, for at most decisionTTL. Errors are never cached.
 func (c *conn) decide(ctx context.Context, f *frame, tool, skill string) (policies.Decision, error) {
+	// A reused decision is a decision too: none is made on data the engine cannot vouch for.
+	if err := c.rl.deps.Policy.Fresh(); err != nil {
+		return policies.PolicyErrorDecision(), err
+	}
 	key := decisionKey{f.method, tool, skill}
 	entry, ok := c.rl.deps.Gateways.Lookup(c.s.Entry.ID)
 	data, gen, now := c.rl.deps.Policy.Generation(), c.rl.gen.Load(), time.Now()

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,8 @@ type Decider interface {
 	Revision() string
 	// Generation changes whenever the policy set or its data changes (policies.Engine).
 	Generation() uint64
+	// Fresh is nil while the engine's data is known to be current (policies.Engine).
+	Fresh() error
 }
 
 // Auditor records security events.
@@ -86,6 +89,18 @@ type Deps struct {
 	Logger   *slog.Logger
 	Metrics  prometheus.Registerer
 	Now      func() time.Time
+	// Slots, when set, counts each subject's sockets across replicas (store.Slots): the
+	// limit MaxConnsPerSubject holds for them together. Nil: per process.
+	Slots Slots
+}
+
+// Slots counts held things against a limit across replicas; store.Slots implements it.
+type Slots interface {
+	// Take takes one of limit slots of key for id (unique in this process), or reports
+	// that all are held.
+	Take(ctx context.Context, key, id string, limit int) (bool, error)
+	// Give gives back the slot of key that id holds.
+	Give(ctx context.Context, key, id string) error
 }
 
 // Session is what the proxy decided at the upgrade.
@@ -131,6 +146,8 @@ type Relay struct {
 
 	// gen counts Rechecks: a socket's cached decisions are dropped when it moves.
 	gen atomic.Uint64
+	// slotSeq numbers the slots taken in Deps.Slots.
+	slotSeq atomic.Uint64
 }
 
 // New returns a Relay.
@@ -207,17 +224,22 @@ func (rl *Relay) Serve(w http.ResponseWriter, r *http.Request, s Session) error 
 	if s.Identify != nil {
 		// Not identified yet: bounded per client address until connect says who it is,
 		// then counted as that subject's (conn.identify).
-		key = "pending:" + s.Input.ClientIP
+		key = pendingPrefix + s.Input.ClientIP
 	}
 	if refusal := rl.admit(key); refusal != nil {
 		return refusal
 	}
+	giveBack, refusal := rl.takeShared(r.Context(), key, s.RequestID)
 	handedOff := false
 	defer func() {
 		if !handedOff {
 			rl.leave(key)
+			giveBack()
 		}
 	}()
+	if refusal != nil {
+		return refusal
+	}
 
 	var upstream *websocket.Conn
 	if s.Identify == nil {
@@ -239,7 +261,7 @@ func (rl *Relay) Serve(w http.ResponseWriter, r *http.Request, s Session) error 
 		return nil // Accept has answered the request
 	}
 	c := newConn(rl, s, client, upstream)
-	c.slot = key
+	c.slot, c.giveBack = key, giveBack
 	_, c.upstreamCapped = scopeCap(s)
 	c.upstreamOrigin = origin
 	rl.mu.Lock()
@@ -257,7 +279,7 @@ func (rl *Relay) Serve(w http.ResponseWriter, r *http.Request, s Session) error 
 	handedOff = true
 	ctx := context.WithoutCancel(r.Context())
 	go func() {
-		defer func() { rl.leave(c.slot) }() // identify may have moved it to the subject's count
+		defer func() { rl.leave(c.slot); c.giveBack() }() // identify may have moved it to the subject's count
 		defer func() {
 			rl.mu.Lock()
 			delete(rl.conns, c)
@@ -268,6 +290,9 @@ func (rl *Relay) Serve(w http.ResponseWriter, r *http.Request, s Session) error 
 	}()
 	return nil
 }
+
+// pendingPrefix starts the key of sockets not identified yet, counted by client address.
+const pendingPrefix = "pending:"
 
 // subjectKey is the key a subject's sockets are counted under.
 func subjectKey(s policies.Subject) string { return s.Kind + ":" + s.ID }
@@ -299,6 +324,30 @@ func (rl *Relay) recount(from, to string) bool {
 	rl.perSubject[to]++
 	rl.uncount(from)
 	return true
+}
+
+// takeShared takes a slot of key in the count across replicas (Deps.Slots) for a socket this
+// relay counts under key already, and returns what gives it back. Sockets not identified
+// yet are counted by this relay alone. A count that cannot be read refuses (fail closed).
+func (rl *Relay) takeShared(ctx context.Context, key, requestID string) (func(), *Refusal) {
+	nothing := func() {}
+	if rl.deps.Slots == nil || strings.HasPrefix(key, pendingPrefix) {
+		return nothing, nil
+	}
+	id := strconv.FormatUint(rl.slotSeq.Add(1), 10)
+	ok, err := rl.deps.Slots.Take(ctx, key, id, rl.cfg.MaxConnsPerSubject)
+	switch {
+	case err != nil:
+		rl.deps.Logger.LogAttrs(ctx, slog.LevelError, "wsrelay: connection count across replicas unavailable",
+			slog.String("request_id", requestID), slog.Any("err", err))
+		return nothing, &Refusal{http.StatusServiceUnavailable, "limits_unavailable"}
+	case !ok:
+		return nothing, &Refusal{http.StatusTooManyRequests, "too_many_connections"}
+	}
+	return func() {
+		// Past its TTL the slot is free anyway: a failure here costs a slot for that long.
+		_ = rl.deps.Slots.Give(context.Background(), key, id)
+	}, nil
 }
 
 // leave counts an ended socket out of key.

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/moltgate/moltgate/keystore"
+	"github.com/moltgate/moltgate/policies"
+	"github.com/moltgate/moltgate/proxy/browser"
+	"github.com/moltgate/moltgate/proxy/wsrelay"
+	"github.com/moltgate/moltgate/registry"
+	"github.com/moltgate/moltgate/store"
+)
+
+// serveKV is what serve needs of its store, whichever the backend.
+type serveKV interface {
+	keystore.KV
+	Close() error
+	Stuck() error
+	Collector() prometheus.Collector
+}
+
+var (
+	_ serveKV = (*store.Bolt)(nil)
+	_ serveKV = (*store.Redis)(nil)
+)
+
+// openStore opens the configured backend: the bbolt file in data_dir, or the Redis that
+// replicas share (then also returned as such, for its change stream).
+func openStore(ctx context.Context, cfg *Config, env func(string) string) (serveKV, *store.Redis, error) {
+	if cfg.Store.Backend != backendRedis {
+		kv, err := store.OpenBoltConfig(filepath.Join(cfg.DataDir, "moltgate.db"), store.BoltConfig{Timeout: cfg.Store.Timeout})
+		if errors.Is(err, store.ErrLocked) {
+			return nil, nil, fmt.Errorf("data_dir %s: another moltgate holds it (%w): stop that one, or give this one its own data_dir", cfg.DataDir, err)
+		}
+		return kv, nil, err
+	}
+	rc, err := cfg.Store.Redis.options(env)
+	if err != nil {
+		return nil, nil, err
+	}
+	rc.Timeout = cfg.Store.Timeout
+	r, err := store.OpenRedis(ctx, rc)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, r, nil
+}
+
+// options resolves the configuration (validated already) into the store's, reading the
+// secrets it references.
+func (c *StoreRedisConfig) options(env func(string) string) (store.RedisConfig, error) {
+	rc := store.RedisConfig{Addr: c.Address, Username: c.Username, DB: c.DB}
+	if c.Password != nil {
+		pw, err := c.Password.resolve(env)
+		if err != nil {
+			return rc, fmt.Errorf("store.redis.password: %w", err)
+		}
+		rc.Password = string(pw)
+	}
+	if s := c.Sentinel; s != nil {
+		rc.Sentinel = &store.SentinelConfig{MasterName: s.MasterName, Addrs: s.Addresses}
+		if s.Password != nil {
+			pw, err := s.Password.resolve(env)
+			if err != nil {
+				return rc, fmt.Errorf("store.redis.sentinel.password: %w", err)
+			}
+			rc.Sentinel.Password = string(pw)
+		}
+	}
+	if t := c.TLS; t != nil {
+		rc.TLS = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
+		if t.CAFile != "" {
+			pem, err := os.ReadFile(t.CAFile)
+			if err != nil {
+				return rc, fmt.Errorf("store.redis.tls.ca_file: %w", err)
+			}
+			rc.TLS.RootCAs = x509.NewCertPool()
+			if !rc.TLS.RootCAs.AppendCertsFromPEM(pem) {
+				return rc, fmt.Errorf("store.redis.tls.ca_file %s: no PEM certificate", t.CAFile)
+			}
+		}
+	}
+	return rc, nil
+}
+
+// replicaView is this replica's view of the shared store: the copies the request path
+// reads (registry, policy data, keystore salts, browser sessions), each told of every change
+// on the stream as if this replica had made it, so sockets are re-decided and closed as for
+// a local change. Its fields are set before the follower runs.
+type replicaView struct {
+	gateways *registry.Registry
+	keys     *keystore.Keys
+	ks       *keystore.Keystore
+	rotator  *keystore.Rotator
+	browsers *browser.Sessions
+	engine   *policies.Engine
+	relay    *wsrelay.Relay
+}
+
+// apply brings the view up to one change. Each part ignores the buckets not its own.
+func (v *replicaView) apply(ctx context.Context, c store.Change) error {
+	v.keys.Changed(ctx, c.Bucket, c.Key)
+	// A rotation started elsewhere: a new master version is loaded here, and the job's
+	// lease says which replica runs it.
+	return errors.Join(v.rotator.Changed(ctx, c.Bucket, c.Key), v.gateways.Changed(ctx, c.Bucket, c.Key),
+		v.ks.Changed(c.Bucket, c.Key), v.browsers.Changed(c.Bucket, c.Key))
+}
+
+// reload reads the whole view again, then re-decides every open socket.
+func (v *replicaView) reload(ctx context.Context) error {
+	err := errors.Join(v.gateways.Reload(ctx), v.engine.LoadTenantKeys(ctx, v.keys), v.browsers.Reload())
+	v.relay.Recheck(ctx, "")
+	return err
+}
