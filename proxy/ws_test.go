@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/moltgate/moltgate/audit"
+	"github.com/moltgate/moltgate/internal/testenv"
 	"github.com/moltgate/moltgate/proxy/authn/clerktest"
 	"github.com/moltgate/moltgate/proxy/wsrelay"
 	"github.com/moltgate/moltgate/registry"
@@ -941,6 +943,44 @@ func TestWSDecisionsFollowChangesAtOnce(t *testing.T) {
 	}
 	if res := c.call("config.set", map[string]any{}); res["ok"] != true || misses() != before+1 {
 		t.Fatalf("after a data change: %v, misses %v -> %v, want a miss", res, before, misses())
+	}
+}
+
+// A client that repeats a refused call (as the Control UI does while its settings page is
+// open without the right to read the configuration) gets every call answered, but not an
+// audit event each: the first is recorded, the rest in summaries (details.repeats) that
+// together account for every refusal, the last when the socket ends.
+func TestWSRepeatedRefusalsAreSummarised(t *testing.T) {
+	f := newWSFixture(t, registry.AuthToken)
+	c := f.connected(t, f.user("user_operator"))
+	const calls = 30
+	for range calls {
+		if res := c.call("config.get", map[string]any{}); res["ok"] != false {
+			t.Fatalf("config.get as operator: %v, want FORBIDDEN", res)
+		}
+	}
+	if got := strings.Count(strings.Join(f.up.ws.methods(), ","), "config.get"); got != 0 {
+		t.Fatalf("the gateway got config.get %d times", got)
+	}
+	c.c.Close(websocket.StatusNormalClosure, "")
+	var events, refusals int
+	testenv.WaitUntil(t, "every refusal on record", 10*time.Second, func() bool {
+		events, refusals = 0, 0
+		for _, e := range f.events(t) {
+			if e.Details["method"] != "config.get" || e.Reason != "role_forbids" {
+				continue
+			}
+			events++
+			n := 1
+			if r, ok := e.Details["repeats"]; ok {
+				n, _ = strconv.Atoi(r)
+			}
+			refusals += n
+		}
+		return refusals >= calls
+	})
+	if refusals != calls || events >= calls || events < 1 {
+		t.Fatalf("%d refusals on record in %d events, want %d in fewer events", refusals, events, calls)
 	}
 }
 

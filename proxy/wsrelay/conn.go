@@ -87,6 +87,8 @@ type conn struct {
 	identifyBy *time.Timer // closes a socket not identified in time
 	connected  bool        // the first frame (connect) has gone through
 
+	refused refusals // runs of refused messages, summarised in the audit trail
+
 	// writingSince is when the write of a gateway message to the client began (Unix ns), 0
 	// between messages: when that write times out, coder/websocket drops the connection and
 	// the client reader may see it first, as if the client had gone.
@@ -143,6 +145,7 @@ func (c *conn) run(ctx context.Context) {
 		c.challenge(ctx)
 	}
 	c.fromClient(ctx)
+	c.flushRefusals()
 	if c.upDone != nil {
 		<-c.upDone
 	}
@@ -498,7 +501,7 @@ func (c *conn) refuse(ctx context.Context, f *frame, reason, code, message strin
 
 // refuseWith is refuse with the error response given.
 func (c *conn) refuseWith(ctx context.Context, f *frame, reason string, response []byte) bool {
-	if err := c.audit(audit.TypePolicyDeny, reason, f.method); err != nil {
+	if err := c.auditRefusal(reason, f.method); err != nil {
 		c.end(closeAuditErr, websocket.StatusInternalError, "audit unavailable")
 		return false
 	}
@@ -782,6 +785,11 @@ func (c *conn) allowRate() bool {
 // audit records a refusal on this socket; the error says it could not be written (and was
 // logged).
 func (c *conn) audit(typ, reason, method string) error {
+	return c.auditWith(typ, reason, method, nil)
+}
+
+// auditWith is audit with extra details.
+func (c *conn) auditWith(typ, reason, method string, extra map[string]string) error {
 	c.mu.Lock()
 	in := c.s.Input
 	c.mu.Unlock()
@@ -790,6 +798,9 @@ func (c *conn) audit(typ, reason, method string) error {
 		ClientIP: in.ClientIP, PolicyRevision: c.rl.deps.Policy.Revision(), Details: map[string]string{"protocol": "ws"}}
 	if method != "" {
 		ev.Details["method"] = method
+	}
+	for k, v := range extra {
+		ev.Details[k] = v
 	}
 	err := c.rl.deps.Audit.Emit(context.Background(), ev)
 	if err != nil {
