@@ -301,7 +301,7 @@ func (e *Engine) load() (*source, error) {
 		}
 		fsys, name = os.DirFS(e.dir), e.dir
 	}
-	res, err := loadFS(fsys, false)
+	res, err := loadSet(fsys, false)
 	if err != nil {
 		return nil, fmt.Errorf("policies: load %s: %w", name, err)
 	}
@@ -320,6 +320,9 @@ func (e *Engine) load() (*source, error) {
 	}
 	if len(c.GetRulesExact(ast.MustParseRef(DecisionQuery))) == 0 {
 		return nil, fmt.Errorf("policies: compile %s: %w", name, ErrNoDecisionRule)
+	}
+	if err := checkDataRefs(c, res.Documents); err != nil {
+		return nil, fmt.Errorf("policies: load %s: %w", name, err)
 	}
 	rev, err := revision(res)
 	if err != nil {
