@@ -22,7 +22,8 @@ var authzPackage = ast.MustParseRef("data.moltgate.authz")
 
 // loadSet loads the policy set in fsys (tests included when tests is true). A set without a
 // module in package moltgate.authz is an extension: its modules and data files are loaded
-// together with the embedded default set, whose data documents it may not redefine.
+// together with the embedded default set (not its tests), whose data documents it may not
+// redefine.
 func loadSet(fsys fs.FS, tests bool) (*loader.Result, error) {
 	res, err := loadFS(fsys, tests)
 	if err != nil {
@@ -31,7 +32,9 @@ func loadSet(fsys fs.FS, tests bool) (*loader.Result, error) {
 	if fsys == Default() || replacesDefaults(res) {
 		return res, nil
 	}
-	def, err := loadFS(Default(), tests)
+	// The defaults' own tests and fixtures stay out: they pin the defaults alone, and an
+	// extension changes what the merged decision is. The extension's tests run.
+	def, err := loadFS(Default(), false)
 	if err != nil {
 		return nil, fmt.Errorf("embedded policies: %w", err)
 	}
