@@ -100,7 +100,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 		e.timeout = DefaultTimeout
 	}
 
-	src, err := e.load()
+	src, err := e.load(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +238,7 @@ func (e *Engine) Reload(ctx context.Context) error {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
 
-	src, err := e.load()
+	src, err := e.load(ctx)
 	if err != nil {
 		return fmt.Errorf("policies: reload: %w", err)
 	}
@@ -290,8 +290,9 @@ type source struct {
 	revision string
 }
 
-// load reads and compiles the configured policy set.
-func (e *Engine) load() (*source, error) {
+// load reads and compiles the configured policy set; a set from a directory must also
+// pass its own tests (see gate).
+func (e *Engine) load(ctx context.Context) (*source, error) {
 	fsys, name := Default(), "embedded policies"
 	if e.dir != "" {
 		if st, err := os.Stat(e.dir); err != nil {
@@ -314,7 +315,13 @@ func (e *Engine) load() (*source, error) {
 	if len(modules) == 0 {
 		return nil, fmt.Errorf("policies: load %s: no .rego files", name)
 	}
-	c := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)
+	schemas, err := inputSchema()
+	if err != nil {
+		return nil, err
+	}
+	// The published input schema types input for every rule: a misspelt input field is
+	// a compile error, not a rule that is silently never true.
+	c := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1).WithSchemas(schemas)
 	if c.Compile(modules); c.Failed() {
 		return nil, fmt.Errorf("policies: compile %s: %w", name, c.Errors)
 	}
@@ -323,6 +330,11 @@ func (e *Engine) load() (*source, error) {
 	}
 	if err := checkDataRefs(c, res.Documents); err != nil {
 		return nil, fmt.Errorf("policies: load %s: %w", name, err)
+	}
+	if e.dir != "" {
+		if err := gate(ctx, fsys); err != nil {
+			return nil, fmt.Errorf("policies: test %s: %w", name, err)
+		}
 	}
 	rev, err := revision(res)
 	if err != nil {
@@ -351,7 +363,7 @@ func loadFS(fsys fs.FS, tests bool) (*loader.Result, error) {
 	filter := func(p string, info fs.FileInfo, depth int) bool {
 		name := info.Name()
 		if info.IsDir() {
-			return depth > 0 && (name == "testdata" || strings.HasPrefix(name, "."))
+			return depth > 0 && (name == "testdata" || name == "schemas" || strings.HasPrefix(name, "."))
 		}
 		ext := path.Ext(name)
 		switch ext {

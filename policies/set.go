@@ -1,6 +1,8 @@
 package policies
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -140,4 +142,50 @@ func inDocs(docs map[string]any, path []string) bool {
 		}
 	}
 	return true
+}
+
+// InputSchemaPath is the JSON schema of input (Input) in the embedded set: moltgate
+// type-checks every set against it, and `opa eval -s policies/schemas/input.json` does the
+// same for authors.
+const InputSchemaPath = "schemas/input.json"
+
+// inputSchema is the schema set that types input with the published schema.
+func inputSchema() (*ast.SchemaSet, error) {
+	b, err := fs.ReadFile(Default(), InputSchemaPath)
+	if err != nil {
+		return nil, fmt.Errorf("policies: input schema: %w", err)
+	}
+	var schema any
+	if err := json.Unmarshal(b, &schema); err != nil {
+		return nil, fmt.Errorf("policies: input schema: %w", err)
+	}
+	ss := ast.NewSchemaSet()
+	ss.Put(ast.SchemaRootRef, schema)
+	return ss, nil
+}
+
+// ErrTestsFailed is returned by New and Reload for a set whose own *_test.rego tests fail.
+var ErrTestsFailed = errors.New("policy tests failed")
+
+// gate runs the *_test.rego tests of the set in fsys (an extension's own, without the
+// defaults'): a set goes live only if every one passes. A set without tests passes. The
+// error names each failed test.
+func gate(ctx context.Context, fsys fs.FS) error {
+	results, err := RunTests(ctx, fsys)
+	if errors.Is(err, ErrNoTests) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var failed []string
+	for _, r := range results {
+		if r.Failed() {
+			failed = append(failed, fmt.Sprintf("%s.%s (%s)", r.Package, r.Name, r.Location))
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%w: %s", ErrTestsFailed, strings.Join(failed, ", "))
+	}
+	return nil
 }
