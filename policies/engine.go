@@ -65,10 +65,11 @@ type Engine struct {
 	caches    ruleCachePool
 	noMetrics rego.EvalOption // OPA's internal timers are not read: skip their allocations
 
-	cur      atomic.Pointer[policySet]
-	gen      atomic.Uint64 // see Generation
-	reloadMu sync.Mutex    // serialises Reload
-	keysMu   sync.Mutex    // serialises SyncTenantKeys and LoadTenantKeys
+	cur         atomic.Pointer[policySet]
+	gen         atomic.Uint64 // see Generation
+	reloadMu    sync.Mutex    // serialises Reload
+	lastRefusal atomic.Pointer[ReloadStatus]
+	keysMu      sync.Mutex // serialises SyncTenantKeys and LoadTenantKeys
 }
 
 // policySet is one compiled generation of policy source and static data.
@@ -237,6 +238,27 @@ func ctxError(err error) *DecisionError {
 func (e *Engine) Reload(ctx context.Context) error {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
+	if err := e.reload(ctx); err != nil {
+		e.metrics.refused.Inc()
+		e.lastRefusal.Store(&ReloadStatus{Time: time.Now(), Err: err})
+		return err
+	}
+	e.metrics.reloaded.Inc()
+	e.lastRefusal.Store(nil)
+	return nil
+}
+
+// ReloadStatus describes the last refused candidate set.
+type ReloadStatus struct {
+	Time time.Time // when it was refused
+	Err  error     // why: names the file and line, or the failed tests
+}
+
+// LastRefusal returns the refusal of the most recent Reload, nil when it went live (or none
+// ran): for /readyz detail. The set that decides is the previous one (Revision).
+func (e *Engine) LastRefusal() *ReloadStatus { return e.lastRefusal.Load() }
+
+func (e *Engine) reload(ctx context.Context) error {
 
 	src, err := e.load(ctx)
 	if err != nil {
