@@ -10,7 +10,6 @@ open_skills := {"allow": [], "deny": []}
 
 exec_allowed_skills := {"allow": ["exec", "process", "web_search"], "deny": []}
 
-
 decide_with_skills(req, skills) := d if {
 	d := authz.decision with input as req with data.gateways.gw1.skills as skills
 }

@@ -70,7 +70,9 @@ ws_decision := ws_user_decision(gw) if {
 	input.subject.gateway != ""
 	gw := data.gateways[input.gateway.id]
 	is_object(gw)
-} else := proxy_decision # unauthenticated, unknown gateway, or denied: none depends on the action
+} else := proxy_decision
+
+# (The last branch: unauthenticated, unknown gateway, or denied; none depends on the action.)
 
 # ws_user_decision(gw): a signed-in user on a known gateway. Members need "http.read" (to
 # hold the socket at all) and "ws.<class>" in their role; owner methods are the owner's,
