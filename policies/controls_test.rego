@@ -71,14 +71,21 @@ tightening_writes := [
 ]
 
 test_channel_opening_needs_owner_and_second_factor if {
+	every channels in opening_writes {
+		refused(config_write(user("u_admin"), "config.patch", channels), 403, "owner_only")
+		refused(config_write(user("u_owner"), "config.patch", channels), 403, "second_factor_required")
+		decide(with_fva(config_write(user("u_owner"), "config.patch", channels), fresh)).allow == true
+	}
+}
+
+test_channel_opening_by_every_write_method_and_subject if {
+	channels := {"whatsapp": {"dmPolicy": "open", "allowFrom": ["*"]}}
 	every method in ["config.set", "config.patch", "config.apply"] {
-		every channels in opening_writes {
-			refused(config_write(user("u_admin"), method, channels), 403, "owner_only")
-			refused(with_fva(config_write(user("u_admin"), method, channels), fresh), 403, "owner_only")
-			refused(config_write(token("gw1"), method, channels), 403, "owner_only")
-			refused(config_write(user("u_owner"), method, channels), 403, "second_factor_required")
-			decide(with_fva(config_write(user("u_owner"), method, channels), fresh)).allow == true
-		}
+		refused(config_write(user("u_admin"), method, channels), 403, "owner_only")
+		refused(with_fva(config_write(user("u_admin"), method, channels), fresh), 403, "owner_only")
+		refused(config_write(token("gw1"), method, channels), 403, "owner_only")
+		refused(config_write(user("u_owner"), method, channels), 403, "second_factor_required")
+		decide(with_fva(config_write(user("u_owner"), method, channels), fresh)).allow == true
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"testing"
+	"time"
 
 	"github.com/moltgate/moltgate/internal/testenv"
 	"github.com/moltgate/moltgate/registry"
@@ -36,7 +37,8 @@ func TestWSClassesNoLooserThanGatewayScopes(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	e := newTestEngine(t, Config{}, nil)
+	// A generous limit: this checks what is decided, and must not fail on a starved machine.
+	e := newTestEngine(t, Config{Timeout: 10 * time.Second}, nil)
 	if err := e.SetGateways(ctx, []registry.Gateway{{ID: "g", Tenant: "t", Owner: "u_owner", AuthMode: registry.AuthToken,
 		Members: map[string]string{"u_viewer": registry.RoleViewer, "u_operator": registry.RoleOperator}}}); err != nil {
 		t.Fatal(err)

@@ -77,7 +77,9 @@ func TestPolicyHotSwapEndToEnd(t *testing.T) {
 	if err := os.WriteFile(keyring, []byte("1:"+hex.EncodeToString(bytes.Repeat([]byte{7}, 32))+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	config := fmt.Sprintf(keysConfig, "@DATA@", keyring, upstream.URL) + "audit:\n  archive: {interval: 50ms}\npolicies:\n  dir: \"" + policyDir + "\"\n  watch: true\n"
+	// A generous decision limit: the test is about which set decides, and a reload running
+	// its tests beside -race traffic on a shared machine must not turn into timeouts.
+	config := fmt.Sprintf(keysConfig, "@DATA@", keyring, upstream.URL) + "audit:\n  archive: {interval: 50ms}\npolicies:\n  dir: \"" + policyDir + "\"\n  watch: true\n  timeout: 10s\n"
 	mg := startMoltgate(t, config)
 	gw, err := mg.admin().Create(t.Context(), admin.CreateRequest{ID: "gwhot", Tenant: "t_hot", Owner: "user_1", Upstream: upstream.URL})
 	if err != nil {
