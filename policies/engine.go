@@ -29,7 +29,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// DecisionQuery is the one query the engine prepares and evaluates.
+// DecisionQuery is the decision the engine evaluates: the default rules merged with the
+// extension point. (With the embedded rules and no moltgate.custom rules, the engine queries
+// default_decision, which is then the same answer.)
 const DecisionQuery = "data.moltgate.authz.decision"
 
 // DefaultTimeout bounds one decision when Config.Timeout is zero. A decision takes tens of
@@ -75,6 +77,7 @@ type Engine struct {
 // policySet is one compiled generation of policy source and static data.
 type policySet struct {
 	query    rego.PreparedEvalQuery
+	queried  string // the query's text
 	revision string
 	docs     map[string]any // top-level documents of the set's data files
 }
@@ -308,6 +311,7 @@ func (e *Engine) replaceDocs(ctx context.Context, old, docs map[string]any) erro
 // source is a loaded, compiled policy set not yet prepared.
 type source struct {
 	compiler *ast.Compiler
+	query    string // DecisionQuery, or the default rules' own answer (see decisionQuery)
 	docs     map[string]any
 	revision string
 }
@@ -362,12 +366,20 @@ func (e *Engine) load(ctx context.Context) (*source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policies: load %s: %w", name, err)
 	}
-	return &source{compiler: c, docs: res.Documents, revision: rev}, nil
+	usesDefaults := e.dir == ""
+	if !usesDefaults {
+		own, err := loadFS(fsys, false)
+		if err != nil {
+			return nil, fmt.Errorf("policies: load %s: %w", name, err)
+		}
+		usesDefaults = !replacesDefaults(own)
+	}
+	return &source{compiler: c, query: decisionQuery(c, usesDefaults), docs: res.Documents, revision: rev}, nil
 }
 
 func (e *Engine) prepare(ctx context.Context, src *source) (*policySet, error) {
 	pq, err := rego.New(
-		rego.Query(DecisionQuery),
+		rego.Query(src.query),
 		rego.Compiler(src.compiler),
 		rego.Store(e.store),
 		// Hand results back as AST terms: the codec reads them without a JSON detour.
@@ -376,7 +388,7 @@ func (e *Engine) prepare(ctx context.Context, src *source) (*policySet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policies: prepare: %w", err)
 	}
-	return &policySet{query: pq, revision: src.revision, docs: src.docs}, nil
+	return &policySet{query: pq, queried: src.query, revision: src.revision, docs: src.docs}, nil
 }
 
 // loadFS loads the modules (with *_test.rego when tests is true) and data files of a policy

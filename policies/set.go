@@ -54,6 +54,22 @@ func loadSet(fsys fs.FS, tests bool) (*loader.Result, error) {
 	return def, nil
 }
 
+// defaultDecisionQuery is the default rules' answer before the extension point's merge.
+const defaultDecisionQuery = "data.moltgate.authz.default_decision"
+
+var customPackage = ast.MustParseRef("data.moltgate.custom")
+
+// decisionQuery is the query a compiled set is prepared with. When the set's moltgate.authz
+// rules are the embedded ones (usesDefaults) and moltgate.custom has no rules, the merge in
+// decision can only return default_decision: that is queried directly, so an absent or
+// empty extension costs nothing per decision.
+func decisionQuery(c *ast.Compiler, usesDefaults bool) string {
+	if usesDefaults && len(c.GetRulesWithPrefix(customPackage)) == 0 {
+		return defaultDecisionQuery
+	}
+	return DecisionQuery
+}
+
 // replacesDefaults reports whether the set defines rules of package moltgate.authz.
 func replacesDefaults(res *loader.Result) bool {
 	for _, m := range res.Modules {

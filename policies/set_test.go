@@ -174,3 +174,30 @@ func TestExtensionCannotRedefineDefaultData(t *testing.T) {
 		t.Fatalf("got %v, want a refusal naming data.roles", err)
 	}
 }
+
+// Issue 12: an absent or empty moltgate.custom costs nothing per decision: with the embedded
+// rules the engine then queries default_decision, which is what the merge would return; any
+// custom rule, or a set replacing the defaults, is decided through the merge.
+func TestExtensionQuery(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		dir  string
+		want string
+	}{
+		{"embedded", "", defaultDecisionQuery},
+		{"empty extension", writeSet(t, false, nil, map[string]string{"custom.rego": "package moltgate.custom\n"}), defaultDecisionQuery},
+		{"extension with a rule", writeSet(t, false, nil, map[string]string{"custom.rego": "package moltgate.custom\n\ndeny contains {\"reason\": \"x\"} if input.action == \"nope\"\n"}), DecisionQuery},
+		{"copy of the defaults", writeSet(t, true, nil, nil), DecisionQuery},
+		{"replacement", "../deploy/policy-examples/tenant-keys", DecisionQuery},
+	}
+	for _, tt := range tests {
+		e, err := New(t.Context(), Config{Dir: tt.dir}, nil, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if got := e.cur.Load().queried; got != tt.want {
+			t.Errorf("%s: got %s, want %s", tt.name, got, tt.want)
+		}
+	}
+}
