@@ -8,6 +8,7 @@ require (
 	github.com/clerk/clerk-sdk-go/v2 v2.4.2
 	github.com/cloudflare/cloudflare-go/v7 v7.9.0
 	github.com/coder/websocket v1.8.15
+	github.com/fsnotify/fsnotify v1.10.1
 	github.com/go-jose/go-jose/v3 v3.0.4
 	github.com/hashicorp/vault/api v1.23.0
 	github.com/open-policy-agent/opa v1.22.4

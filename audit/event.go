@@ -44,6 +44,7 @@ const (
 	TypeSecretOpen      = "secret.open"            // a tenant secret was opened (keystore.EventSecretOpen)
 	TypeSessionStart    = "session.start"          // a browser signed in to a gateway's host (a launch link)
 	TypeProvisionStep   = "provision.step"         // the provisioner ensured or destroyed one resource of a gateway
+	TypePolicyReload    = "policy.reload"          // a candidate policy set went live, or was refused
 )
 
 // Actor is who acted: a subject kind and id, never a credential.

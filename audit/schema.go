@@ -31,6 +31,7 @@ var typeOutcomes = map[string][]string{
 	TypeSecretOpen:      {OutcomeSuccess, OutcomeDeny, OutcomeError},
 	TypeSessionStart:    {OutcomeSuccess},
 	TypeProvisionStep:   {OutcomeSuccess, OutcomeError},
+	TypePolicyReload:    {OutcomeSuccess, OutcomeDeny},
 }
 
 // Outcomes returns the outcomes an event of type typ may carry, nil for an unknown type.

@@ -2,7 +2,7 @@
 package moltgate.authz
 
 # Admin actions that are not about one existing gateway.
-unscoped_admin_actions := {"admin.gateway.create", "admin.gateway.list"} | session_admin_actions | tenant_admin_actions | keystore_admin_actions | provision_admin_actions
+unscoped_admin_actions := ((({"admin.gateway.create", "admin.gateway.list"} | session_admin_actions) | tenant_admin_actions) | keystore_admin_actions) | provision_admin_actions
 
 # Browser session actions: every signed-in user, on their own sessions (the API filters and
 # checks each session: admin.member.write on its gateway, or being its user).
@@ -72,7 +72,7 @@ admin_decision := {"allow": false, "reason": "unauthenticated", "status": 401} i
 } else := {"allow": false, "reason": "tenant_admin_only", "status": 403} if {
 	input.action in tenant_admin_actions
 } else := {"allow": true, "reason": "authenticated"} if {
-	input.action in {"admin.gateway.list"} | session_admin_actions
+	input.action in ({"admin.gateway.list"} | session_admin_actions)
 	user_id
 } else := {"allow": true, "reason": "owner"} if {
 	is_owner

@@ -12,9 +12,27 @@ package moltgate.authz
 
 default decision := {"allow": false, "reason": "denied", "status": 403}
 
+# decision: the default rules' answer (default_decision), merged with the extension point,
+# package moltgate.custom (extension.rego):
+#   - a default refusal is the answer, reason and status unchanged;
+#   - on what the defaults allow, any element of data.moltgate.custom.deny refuses;
+#   - otherwise data.moltgate.custom.scopes, when defined, narrows the allow's scopes.
+# Nothing in moltgate.custom is read as an allow: it can only take away.
+decision := default_decision if {
+	not default_decision.allow
+} else := custom_refusal if {
+	custom_denied
+} else := object.union(default_decision, {"scopes": custom_narrowed}) if {
+	cap := data.moltgate.custom.scopes
+	is_array(default_decision.scopes)
+	custom_narrowed := [s | some s in default_decision.scopes; s in cap]
+} else := default_decision
+
+default default_decision := {"allow": false, "reason": "denied", "status": 403}
+
 # A WebSocket message (ws.rego), proxy traffic (proxy.rego) or the admin API (admin.rego);
 # anything else is denied.
-decision := ws_decision if {
+default_decision := ws_decision if {
 	input.protocol == "ws"
 	input.action == "ws.call"
 	is_string(input.ws.method)

@@ -8,7 +8,7 @@ import (
 // defaultSet is the default policy set: the Rego modules, the default roles, and the
 // Rego tests with their fixture data.
 //
-//go:embed *.rego roles.json ws.json http.json fixtures_test.json
+//go:embed *.rego roles.json ws.json http.json fixtures_test.json schemas/input.json
 var defaultSet embed.FS
 
 // Default returns the embedded default policy set: *.rego, roles.json, ws.json and http.json, plus the Rego

@@ -18,7 +18,7 @@ import (
 type codec struct {
 	subject, gateway, request, clientIP, protocol, action, ws *ast.Term
 	kind, id, sessionID, orgID, orgRole, factorAges           *ast.Term
-	tenant, method, path, route, host, tool, skill            *ast.Term
+	tenant, method, path, route, host, tool, skill, country   *ast.Term
 	allow, reason, status, scopes, missingScope               *ast.Term
 	emptyIP                                                   *ast.Term
 }
@@ -31,7 +31,8 @@ func newCodec() *codec {
 		kind: s("kind"), id: s("id"), sessionID: s("session_id"), orgID: s("org_id"), orgRole: s("org_role"),
 		factorAges: s("factor_ages"),
 		tenant:     s("tenant"), method: s("method"), path: s("path"), route: s("route"), host: s("host"), tool: s("tool"), skill: s("skill"),
-		allow: s("allow"), reason: s("reason"), status: s("status"), scopes: s("scopes"),
+		country: s("country"),
+		allow:   s("allow"), reason: s("reason"), status: s("status"), scopes: s("scopes"),
 		missingScope: s("missing_scope"),
 		emptyIP:      s(""),
 	}
@@ -128,7 +129,7 @@ func (c *codec) input(in *Input) ast.Value {
 		gw = append(gw, [2]*ast.Term{c.tenant, str(in.Gateway.Tenant)})
 	}
 
-	req := make([][2]*ast.Term, 3, 5)
+	req := make([][2]*ast.Term, 3, 6)
 	path := str(in.Request.Path)
 	req[0] = [2]*ast.Term{c.method, str(in.Request.Method)}
 	req[1] = [2]*ast.Term{c.path, path}
@@ -142,6 +143,9 @@ func (c *codec) input(in *Input) ast.Value {
 	}
 	if tool := CanonicalName(in.Request.Tool); tool != "" {
 		req = append(req, [2]*ast.Term{c.tool, str(tool)})
+	}
+	if in.Request.Country != "" {
+		req = append(req, [2]*ast.Term{c.country, str(in.Request.Country)})
 	}
 
 	top := make([][2]*ast.Term, 6, 7)
@@ -158,6 +162,17 @@ func (c *codec) input(in *Input) ast.Value {
 		}
 		if skill := CanonicalName(in.WS.Skill); skill != "" {
 			ws = append(ws, [2]*ast.Term{c.skill, str(skill)})
+		}
+		if in.WS.Channels != nil {
+			// Rare (configuration writes only): no interned terms.
+			if v, err := ast.InterfaceToValue(in.WS.Channels); err == nil {
+				ws = append(ws, [2]*ast.Term{ast.StringTerm("channels"), ast.NewTerm(v)})
+			} else {
+				ws = append(ws, [2]*ast.Term{ast.StringTerm("config_unreadable"), ast.BooleanTerm(true)})
+			}
+		}
+		if in.WS.ConfigUnreadable {
+			ws = append(ws, [2]*ast.Term{ast.StringTerm("config_unreadable"), ast.BooleanTerm(true)})
 		}
 		top = append(top, [2]*ast.Term{c.ws, ast.NewTerm(ast.NewObject(ws...))})
 	}

@@ -29,7 +29,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// DecisionQuery is the one query the engine prepares and evaluates.
+// DecisionQuery is the decision the engine evaluates: the default rules merged with the
+// extension point. (With the embedded rules and no moltgate.custom rules, the engine queries
+// default_decision, which is then the same answer.)
 const DecisionQuery = "data.moltgate.authz.decision"
 
 // DefaultTimeout bounds one decision when Config.Timeout is zero. A decision takes tens of
@@ -70,15 +72,17 @@ type Engine struct {
 	caches    ruleCachePool
 	noMetrics rego.EvalOption // OPA's internal timers are not read: skip their allocations
 
-	cur      atomic.Pointer[policySet]
-	gen      atomic.Uint64 // see Generation
-	reloadMu sync.Mutex    // serialises Reload
-	keysMu   sync.Mutex    // serialises SyncTenantKeys and LoadTenantKeys
+	cur         atomic.Pointer[policySet]
+	gen         atomic.Uint64 // see Generation
+	reloadMu    sync.Mutex    // serialises Reload
+	lastRefusal atomic.Pointer[ReloadStatus]
+	keysMu      sync.Mutex // serialises SyncTenantKeys and LoadTenantKeys
 }
 
 // policySet is one compiled generation of policy source and static data.
 type policySet struct {
 	query    rego.PreparedEvalQuery
+	queried  string // the query's text
 	revision string
 	docs     map[string]any // top-level documents of the set's data files
 }
@@ -106,7 +110,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 		e.timeout = DefaultTimeout
 	}
 
-	src, err := e.load()
+	src, err := e.load(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -259,8 +263,29 @@ func ctxError(err error) *DecisionError {
 func (e *Engine) Reload(ctx context.Context) error {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
+	if err := e.reload(ctx); err != nil {
+		e.metrics.refused.Inc()
+		e.lastRefusal.Store(&ReloadStatus{Time: time.Now(), Err: err})
+		return err
+	}
+	e.metrics.reloaded.Inc()
+	e.lastRefusal.Store(nil)
+	return nil
+}
 
-	src, err := e.load()
+// ReloadStatus describes the last refused candidate set.
+type ReloadStatus struct {
+	Time time.Time // when it was refused
+	Err  error     // why: names the file and line, or the failed tests
+}
+
+// LastRefusal returns the refusal of the most recent Reload, nil when it went live (or none
+// ran): for /readyz detail. The set that decides is the previous one (Revision).
+func (e *Engine) LastRefusal() *ReloadStatus { return e.lastRefusal.Load() }
+
+func (e *Engine) reload(ctx context.Context) error {
+
+	src, err := e.load(ctx)
 	if err != nil {
 		return fmt.Errorf("policies: reload: %w", err)
 	}
@@ -308,12 +333,14 @@ func (e *Engine) replaceDocs(ctx context.Context, old, docs map[string]any) erro
 // source is a loaded, compiled policy set not yet prepared.
 type source struct {
 	compiler *ast.Compiler
+	query    string // DecisionQuery, or the default rules' own answer (see decisionQuery)
 	docs     map[string]any
 	revision string
 }
 
-// load reads and compiles the configured policy set.
-func (e *Engine) load() (*source, error) {
+// load reads and compiles the configured policy set; a set from a directory must also
+// pass its own tests (see gate).
+func (e *Engine) load(ctx context.Context) (*source, error) {
 	fsys, name := Default(), "embedded policies"
 	if e.dir != "" {
 		if st, err := os.Stat(e.dir); err != nil {
@@ -323,7 +350,7 @@ func (e *Engine) load() (*source, error) {
 		}
 		fsys, name = os.DirFS(e.dir), e.dir
 	}
-	res, err := loadFS(fsys, false)
+	res, err := loadSet(fsys, false)
 	if err != nil {
 		return nil, fmt.Errorf("policies: load %s: %w", name, err)
 	}
@@ -336,23 +363,45 @@ func (e *Engine) load() (*source, error) {
 	if len(modules) == 0 {
 		return nil, fmt.Errorf("policies: load %s: no .rego files", name)
 	}
-	c := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)
+	schemas, err := inputSchema()
+	if err != nil {
+		return nil, err
+	}
+	// The published input schema types input for every rule: a misspelt input field is
+	// a compile error, not a rule that is silently never true.
+	c := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1).WithSchemas(schemas)
 	if c.Compile(modules); c.Failed() {
 		return nil, fmt.Errorf("policies: compile %s: %w", name, c.Errors)
 	}
 	if len(c.GetRulesExact(ast.MustParseRef(DecisionQuery))) == 0 {
 		return nil, fmt.Errorf("policies: compile %s: %w", name, ErrNoDecisionRule)
 	}
+	if err := checkDataRefs(c, res.Documents); err != nil {
+		return nil, fmt.Errorf("policies: load %s: %w", name, err)
+	}
+	if e.dir != "" {
+		if err := gate(ctx, fsys); err != nil {
+			return nil, fmt.Errorf("policies: test %s: %w", name, err)
+		}
+	}
 	rev, err := revision(res)
 	if err != nil {
 		return nil, fmt.Errorf("policies: load %s: %w", name, err)
 	}
-	return &source{compiler: c, docs: res.Documents, revision: rev}, nil
+	usesDefaults := e.dir == ""
+	if !usesDefaults {
+		own, err := loadFS(fsys, false)
+		if err != nil {
+			return nil, fmt.Errorf("policies: load %s: %w", name, err)
+		}
+		usesDefaults = !replacesDefaults(own)
+	}
+	return &source{compiler: c, query: decisionQuery(c, usesDefaults), docs: res.Documents, revision: rev}, nil
 }
 
 func (e *Engine) prepare(ctx context.Context, src *source) (*policySet, error) {
 	pq, err := rego.New(
-		rego.Query(DecisionQuery),
+		rego.Query(src.query),
 		rego.Compiler(src.compiler),
 		rego.Store(e.store),
 		// Hand results back as AST terms: the codec reads them without a JSON detour.
@@ -361,7 +410,7 @@ func (e *Engine) prepare(ctx context.Context, src *source) (*policySet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policies: prepare: %w", err)
 	}
-	return &policySet{query: pq, revision: src.revision, docs: src.docs}, nil
+	return &policySet{query: pq, queried: src.query, revision: src.revision, docs: src.docs}, nil
 }
 
 // loadFS loads the modules (with *_test.rego when tests is true) and data files of a policy
@@ -370,7 +419,7 @@ func loadFS(fsys fs.FS, tests bool) (*loader.Result, error) {
 	filter := func(p string, info fs.FileInfo, depth int) bool {
 		name := info.Name()
 		if info.IsDir() {
-			return depth > 0 && (name == "testdata" || strings.HasPrefix(name, "."))
+			return depth > 0 && (name == "testdata" || name == "schemas" || strings.HasPrefix(name, "."))
 		}
 		ext := path.Ext(name)
 		switch ext {

@@ -58,6 +58,9 @@ type Request struct {
 	Host  string `json:"host"`
 	// Tool is the tool named in a POST /tools/invoke body, empty otherwise.
 	Tool string `json:"tool,omitempty"`
+	// Country is Cloudflare's CF-IPCountry (two upper-case letters, "XX" or "T1"), taken
+	// only from a peer in trusted_proxies; empty otherwise.
+	Country string `json:"country,omitempty"`
 }
 
 // WSMessage is one client→gateway frame of the OpenClaw protocol.
@@ -65,6 +68,12 @@ type WSMessage struct {
 	Method string `json:"method"`
 	Tool   string `json:"tool,omitempty"`
 	Skill  string `json:"skill,omitempty"`
+	// Channels, for a configuration write (config.set, config.patch, config.apply), is the
+	// "channels" section of the config it writes, as decoded JSON; nil when it has none.
+	Channels any `json:"channels,omitempty"`
+	// ConfigUnreadable marks a configuration write whose config moltgate could not read
+	// (not JSON, or not an object): the policy must assume it opens channels.
+	ConfigUnreadable bool `json:"config_unreadable,omitempty"`
 }
 
 // Decision is the result of data.moltgate.authz.decision.

@@ -13,6 +13,8 @@ type metrics struct {
 	allow    prometheus.Counter
 	deny     prometheus.Counter
 	canceled prometheus.Counter // the caller left before the decision: neither a decision nor an error
+	reloaded prometheus.Counter // a candidate set went live
+	refused  prometheus.Counter // a candidate set was refused; the old one stays
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -30,8 +32,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "moltgate_policy_decisions_total",
 		Help: "Policy decisions by outcome: allow, deny, or canceled (the caller went away first; no decision).",
 	}, []string{"decision"})
+	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "moltgate_policy_reloads_total",
+		Help: "Candidate policy sets by result: live (it went live) or refused (it failed to load, type-check or pass its tests; the old set stays).",
+	}, []string{"result"})
 	if reg != nil {
-		for _, c := range []prometheus.Collector{duration, errs, decisions} {
+		for _, c := range []prometheus.Collector{duration, errs, decisions, reloads} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("policies: register metrics: %w", err)
 			}
@@ -43,5 +49,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		allow:    decisions.WithLabelValues("allow"),
 		deny:     decisions.WithLabelValues("deny"),
 		canceled: decisions.WithLabelValues("canceled"),
+		reloaded: reloads.WithLabelValues("live"),
+		refused:  reloads.WithLabelValues("refused"),
 	}, nil
 }

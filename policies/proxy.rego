@@ -93,6 +93,16 @@ user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403}
 } else := {"allow": false, "reason": refusal, "status": 403} if {
 	input.action == "tools.invoke"
 	refusal := tool_refusal(gw)
+} else := {"allow": false, "reason": "owner_only", "status": 403} if {
+	# A host-command tool (data.ws.host_command_tools: exec, process) runs commands on the
+	# tenant's VM: the owner's, with a fresh second factor, unless skills.allow lists it.
+	input.action == "tools.invoke"
+	host_command(gw, input.request.tool)
+	gw.owner != input.subject.id
+} else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
+	input.action == "tools.invoke"
+	host_command(gw, input.request.tool)
+	not second_factor_fresh
 } else := {"allow": true, "reason": "owner", "scopes": ["operator.read", "operator.write", "operator.admin"]} if {
 	gw.owner == input.subject.id
 } else := {"allow": true, "reason": "member", "scopes": scopes} if {
@@ -119,6 +129,9 @@ token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403
 } else := {"allow": false, "reason": refusal, "status": 403} if {
 	input.action == "tools.invoke"
 	refusal := tool_refusal(gw)
+} else := {"allow": false, "reason": "owner_only", "status": 403} if {
+	input.action == "tools.invoke"
+	host_command(gw, input.request.tool)
 } else := {"allow": true, "reason": "gateway_token", "scopes": ["operator.read", "operator.write", "operator.admin"]}
 
 # admin_route: the request goes where the gateway itself admits only operator.admin (the
@@ -169,4 +182,12 @@ tool_refusal(gw) := "tool_missing" if {
 tool_named if {
 	is_string(input.request.tool)
 	input.request.tool != ""
+}
+
+# host_command(gw, tool): tool runs commands on the gateway's host (data.ws.host_command_tools,
+# the gateway's own runtime tools) and the gateway's skill rules do not list it explicitly in
+# skills.allow, which hands it to every role that may invoke tools.
+host_command(gw, tool) if {
+	tool in data.ws.host_command_tools
+	not tool in object.get(gw, ["skills", "allow"], [])
 }

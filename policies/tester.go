@@ -50,7 +50,7 @@ func (r TestResult) String() string {
 // not load or compile, or that has no tests; failing tests are results, not errors. Use
 // Default() for the embedded set and os.DirFS(dir) for a directory.
 func RunTests(ctx context.Context, fsys fs.FS) ([]TestResult, error) {
-	res, err := loadFS(fsys, true)
+	res, err := loadSet(fsys, true)
 	if err != nil {
 		return nil, fmt.Errorf("policies: test: load: %w", err)
 	}

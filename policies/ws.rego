@@ -70,7 +70,9 @@ ws_decision := ws_user_decision(gw) if {
 	input.subject.gateway != ""
 	gw := data.gateways[input.gateway.id]
 	is_object(gw)
-} else := proxy_decision # unauthenticated, unknown gateway, or denied: none depends on the action
+} else := proxy_decision
+
+# (The last branch: unauthenticated, unknown gateway, or denied; none depends on the action.)
 
 # ws_user_decision(gw): a signed-in user on a known gateway. Members need "http.read" (to
 # hold the socket at all) and "ws.<class>" in their role; owner methods are the owner's,
@@ -96,6 +98,18 @@ ws_user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 4
 	not concat("", ["ws.", ws_class]) in object.get(data.roles, [role, "actions"], [])
 } else := {"allow": false, "reason": refusal, "status": 403} if {
 	refusal := ws_name_refusal(gw)
+} else := {"allow": false, "reason": "owner_only", "status": 403} if {
+	host_command(gw, input.ws.tool)
+	gw.owner != input.subject.id
+} else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
+	host_command(gw, input.ws.tool)
+	not second_factor_fresh
+} else := {"allow": false, "reason": "owner_only", "status": 403} if {
+	channel_opening
+	gw.owner != input.subject.id
+} else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
+	channel_opening
+	not second_factor_fresh
 } else := {"allow": true, "reason": ws_class} if {
 	gw.owner == input.subject.id
 } else := {"allow": true, "reason": ws_class} if {
@@ -116,6 +130,10 @@ ws_token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 
 	ws_class == "owner"
 } else := {"allow": false, "reason": refusal, "status": 403} if {
 	refusal := ws_name_refusal(gw)
+} else := {"allow": false, "reason": "owner_only", "status": 403} if {
+	host_command(gw, input.ws.tool)
+} else := {"allow": false, "reason": "owner_only", "status": 403} if {
+	channel_opening
 } else := {"allow": true, "reason": ws_class}
 
 # ws_name_refusal(gw): why the tool or skill a message names is refused, undefined when it
@@ -140,3 +158,42 @@ ws_name_allowed(gw, name) if {
 ws_listed(gw, _) if count(object.get(gw, ["skills", "allow"], [])) == 0
 
 ws_listed(gw, name) if name in gw.skills.allow
+
+# channel_opening: a configuration write (data.ws.config_write_methods) opens a messaging
+# channel to more people. moltgate gives the policy the channels section of the config the
+# message writes (input.ws.channels, the gateway's channels.<id> objects: whatsapp, telegram,
+# discord, slack, signal, imessage, ...) and cannot see the current config, so a write counts
+# as opening unless every part of it tightens: a DM or group policy of "open", "enabled": true,
+# a non-empty allow list (allowFrom, groupAllowFrom, users, roles, allowedChannels) or a new
+# entry under accounts, guilds, groups, channels, direct or topics that is not disabled.
+# A write whose config moltgate could not read (input.ws.config_unreadable) counts as opening.
+channel_opening if {
+	input.ws.method in data.ws.config_write_methods
+	input.ws.config_unreadable == true
+}
+
+channel_opening if {
+	input.ws.method in data.ws.config_write_methods
+	walk(input.ws.channels, [path, value])
+	count(path) > 0
+	channel_opens(path, value)
+}
+
+channel_opens(path, value) if {
+	path[count(path) - 1] in {"dmPolicy", "groupPolicy", "policy"}
+	value in data.ws.channel_open_policies
+}
+
+channel_opens(path, true) if path[count(path) - 1] == "enabled"
+
+channel_opens(path, value) if {
+	path[count(path) - 1] in data.ws.channel_allow_keys
+	count(value) > 0
+}
+
+channel_opens(path, value) if {
+	count(path) >= 3 # channels.<id>.<container>.<entry>: not the channel itself
+	path[count(path) - 2] in data.ws.channel_entry_keys
+	is_object(value)
+	object.get(value, "enabled", true) != false
+}

@@ -164,6 +164,7 @@ test_ws_owner_methods_with_fresh_second_factor if {
 	every m in owner_methods {
 		ws_allowed(with_fva(call(user("u_owner"), "gw1", m), fresh), "owner")
 	}
+
 	# exactly at the limit (data.ws.second_factor_max_age_minutes) is still fresh
 	ws_allowed(with_fva(call(user("u_owner"), "gw1", "terminal.open"), [60, data.ws.second_factor_max_age_minutes]), "owner")
 	ws_allowed(with_fva(call(user("u_owner"), "gw1", "terminal.open"), [0, 0]), "owner")
@@ -181,6 +182,7 @@ test_ws_owner_methods_missing_second_factor if {
 	every m in owner_methods {
 		refused(call(user("u_owner"), "gw1", m), 403, "second_factor_required")
 	}
+
 	# never verified (-1), only a first factor, malformed claims
 	every ages in [[0, -1], [-1, -1], [5], [], ["1", "2"], [1, null], [1, "3"]] {
 		refused(with_fva(call(user("u_owner"), "gw1", "exec.approval.resolve"), ages), 403, "second_factor_required")

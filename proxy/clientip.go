@@ -57,3 +57,20 @@ func contains(prefixes []netip.Prefix, a netip.Addr) bool {
 	}
 	return false
 }
+
+// ClientCountry returns Cloudflare's CF-IPCountry for the policy, from a peer in trusted
+// only: anyone else could claim any country. A value that is not two ASCII letters or
+// digits, or a repeated header, gives "".
+func ClientCountry(r *http.Request, trusted []netip.Prefix) string {
+	v := r.Header.Values("Cf-Ipcountry")
+	if len(v) != 1 || len(v[0]) != 2 || !contains(trusted, peerAddr(r)) {
+		return ""
+	}
+	c := strings.ToUpper(v[0])
+	for i := range 2 {
+		if (c[i] < 'A' || c[i] > 'Z') && (c[i] < '0' || c[i] > '9') {
+			return ""
+		}
+	}
+	return c
+}

@@ -213,7 +213,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	in := policies.Input{
 		Subject:  subject,
 		Gateway:  policies.GatewayRef{ID: entry.ID, Tenant: entry.Tenant},
-		Request:  policies.Request{Method: r.Method, Path: p, Route: upRoute, Host: r.Host},
+		Request:  policies.Request{Method: r.Method, Path: p, Route: upRoute, Host: r.Host, Country: ClientCountry(r, h.cfg.TrustedProxies)},
 		ClientIP: ev.ClientIP,
 		Protocol: policies.ProtocolHTTP,
 		Action:   httpAction(r.Method, upRoute),

@@ -178,6 +178,8 @@ type PoliciesConfig struct {
 	Dir string `yaml:"dir"`
 	// Timeout bounds one decision; past it the request is refused. Default 250ms.
 	Timeout time.Duration `yaml:"timeout"`
+	// Watch reloads Dir when a file in it changes (fsnotify), as SIGHUP does. Default false.
+	Watch bool `yaml:"watch"`
 }
 
 // LimitsConfig bounds request handling.
@@ -469,6 +471,9 @@ func (c *Config) Validate() error {
 		if k.Leeway < 0 || k.Leeway > time.Minute {
 			bad("clerk.leeway", "%v: want 0 to 1m", k.Leeway)
 		}
+	}
+	if c.Policies.Watch && c.Policies.Dir == "" {
+		bad("policies.watch", "needs policies.dir")
 	}
 	if c.Policies.Timeout < 0 {
 		bad("policies.timeout", "negative")

@@ -53,6 +53,8 @@ const usage = `usage: moltgate <command> [flags]
   keys list|show|verify|activate|revoke --tenant T [ID]    API-key lifecycle (keys help)
   keys rotate-master | rotate-tenant --tenant T | rotation   re-encrypt every record, resumable
   policy test [DIR]              run the *_test.rego files (default: the embedded policies)
+  policy check DIR               load DIR as serve would: compile, type-check input, data read, tests
+  policy fmt [-w] DIR            list (-w: rewrite) the .rego files opa fmt would change
   audit verify|archive|tail|query|pubkey …   read, check and archive audit events (audit help)
   version
 
@@ -168,9 +170,30 @@ func (f *cliFlags) missing(required ...string) error {
 	return usageError{fmt.Sprintf("%s: %s required", f.Name(), strings.Join(names, ", "))}
 }
 
+const policyUsage = "usage: moltgate policy test [DIR] | check DIR | fmt [-w] DIR"
+
 func policyCommand(ctx context.Context, args []string, stdout io.Writer) error {
+	switch {
+	case len(args) == 2 && args[0] == "check":
+		e, err := policies.New(ctx, policies.Config{Dir: args[1]}, nil, nil)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "ok: revision %s\n", e.Revision())
+		return nil
+	case len(args) >= 2 && len(args) <= 3 && args[0] == "fmt" && (len(args) == 2 || args[1] == "-w"):
+		write := len(args) == 3
+		changed, err := policies.Format(args[len(args)-1], write)
+		for _, p := range changed {
+			fmt.Fprintln(stdout, p)
+		}
+		if err != nil || write || len(changed) == 0 {
+			return err
+		}
+		return fmt.Errorf("policy fmt: %d files not formatted", len(changed))
+	}
 	if len(args) < 1 || args[0] != "test" || len(args) > 2 {
-		return usageError{"usage: moltgate policy test [DIR]"}
+		return usageError{policyUsage}
 	}
 	fsys := policies.Default()
 	if len(args) == 2 {

@@ -27,6 +27,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/moltgate/moltgate/audit"
 	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/policies"
 	"github.com/moltgate/moltgate/proxy"
@@ -240,6 +241,11 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 			return
 		}
 		io.WriteString(w, "ready\n")
+		// A refused candidate set leaves the previous one deciding: ready, with the why.
+		fmt.Fprintf(w, "policy revision %s\n", engine.Revision())
+		if r := engine.LastRefusal(); r != nil {
+			fmt.Fprintf(w, "policy candidate refused at %s: %v\n", r.Time.UTC().Format(time.RFC3339), r.Err)
+		}
 	})
 	// Every other path is the admin API's, so that calls no route takes are its probes.
 	adminMux.Handle("/", auditGate(adminAPI, auditLog.Ready))
@@ -265,7 +271,11 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	// Audit outlives the listeners: events of requests drained at shutdown are still taken.
 	auditCtx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
 	g.Go(func() error { return auditStack.run(auditCtx) })
-	g.Go(func() error { reloadOnHangup(gctx, engine, relay, logger); return nil })
+	reloaded := policyReloaded(gctx, engine, relay, auditLog, logger)
+	g.Go(func() error { reloadOnHangup(gctx, engine, reloaded); return nil })
+	if cfg.Policies.Watch {
+		g.Go(func() error { return engine.Watch(gctx, func(err error) { reloaded("watch", err) }) })
+	}
 	if follower != nil {
 		// The view of the shared store, kept current until the very end of the shutdown.
 		g.Go(func() error { follower.Run(auditCtx); return nil })
@@ -346,7 +356,7 @@ func serveUntilClosed(srv *http.Server, ln net.Listener) error {
 
 // reloadOnHangup reloads the policy set at SIGHUP; a broken set is refused and the old one
 // keeps deciding.
-func reloadOnHangup(ctx context.Context, engine *policies.Engine, relay *wsrelay.Relay, logger *slog.Logger) {
+func reloadOnHangup(ctx context.Context, engine *policies.Engine, reloaded func(source string, err error)) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -355,11 +365,27 @@ func reloadOnHangup(ctx context.Context, engine *policies.Engine, relay *wsrelay
 		case <-ctx.Done():
 			return
 		case <-hup:
-			if err := engine.Reload(ctx); err != nil {
-				logger.Error("policy reload refused; the previous policy set stays", "err", err)
-				continue
-			}
-			logger.Info("policy reloaded", "policy_revision", engine.Revision())
+			reloaded("sighup", engine.Reload(ctx))
+		}
+	}
+}
+
+// policyReloaded returns what follows a reload from source (sighup, watch): a log line and an
+// audit event policy.reload either way; on success, open sockets re-decided under the new set.
+func policyReloaded(ctx context.Context, engine *policies.Engine, relay *wsrelay.Relay, auditLog *audit.FileLog, logger *slog.Logger) func(string, error) {
+	return func(source string, err error) {
+		ev := audit.Event{Type: audit.TypePolicyReload, Actor: audit.Actor{Kind: "system", ID: "policies"},
+			Outcome: audit.OutcomeSuccess, PolicyRevision: engine.Revision(), Details: map[string]string{"source": source}}
+		if err != nil {
+			logger.Error("policy reload refused; the previous policy set stays", "source", source, "err", err)
+			ev.Outcome, ev.Reason, ev.Details["error"] = audit.OutcomeDeny, "policy_refused", err.Error()
+		} else {
+			logger.Info("policy reloaded", "source", source, "policy_revision", engine.Revision())
+		}
+		if aerr := auditLog.Emit(ctx, ev); aerr != nil {
+			logger.Error("policy reload not audited", "err", aerr)
+		}
+		if err == nil {
 			relay.Recheck(ctx, "")
 		}
 	}

@@ -41,6 +41,14 @@ func (c *conn) decide(ctx context.Context, f *frame, tool, skill string) (polici
 		return policies.PolicyErrorDecision(), err
 	}
 	key := decisionKey{f.method, tool, skill}
+	channels, unreadable := f.channels()
+	if channels != nil || unreadable {
+		// A configuration write is decided on its content, which the key does not hold.
+		in := c.s.Input
+		in.Protocol, in.Action = policies.ProtocolWS, "ws.call"
+		in.WS = &policies.WSMessage{Method: f.method, Tool: tool, Skill: skill, Channels: channels, ConfigUnreadable: unreadable}
+		return c.rl.deps.Policy.Decide(ctx, &in)
+	}
 	entry, ok := c.rl.deps.Gateways.Lookup(c.s.Entry.ID)
 	data, gen, now := c.rl.deps.Policy.Generation(), c.rl.gen.Load(), time.Now()
 	dc := &c.decisions

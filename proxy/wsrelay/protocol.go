@@ -77,6 +77,23 @@ func (f *frame) names() (tool, skill string, ok bool) {
 	return tool, skill, ok
 }
 
+// channels returns, for a configuration write (a config.* method with a "raw" config), the
+// "channels" section of the config it writes, for the policy's channel controls; unreadable
+// is true when raw is not a JSON object (the gateway also reads JSON5, which moltgate does
+// not: the policy then assumes the write opens channels). Other frames give nil, false.
+func (f *frame) channels() (channels any, unreadable bool) {
+	raw, ok := f.params["raw"]
+	if !ok || !strings.HasPrefix(f.method, "config.") {
+		return nil, false
+	}
+	var text string
+	var cfg map[string]any
+	if json.Unmarshal(raw, &text) != nil || json.Unmarshal([]byte(text), &cfg) != nil || cfg == nil {
+		return nil, true
+	}
+	return cfg["channels"], false
+}
+
 // oneName returns the first non-empty string among params[keys...], and false when another
 // one differs from it once canonicalised as the policy sees names.
 func (f *frame) oneName(keys ...string) (string, bool) {
