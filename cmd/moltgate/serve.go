@@ -118,7 +118,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	if err != nil {
 		return err
 	}
-	keySvc, err := newKeyServices(cfg, ks, kv, masterSrc, auditLog, logger,
+	keySvc, err := newKeyServices(cfg, env, ks, kv, masterSrc, auditLog, logger,
 		append([]keystore.Target{gateways, checkpointKeyTarget(kv)}, prov.keyTargets()...)...)
 	if err != nil {
 		return err
