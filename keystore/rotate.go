@@ -186,6 +186,8 @@ type Rotator struct {
 	// finishing serialises the ends of jobs, the usage scan and retirement: two jobs ending at
 	// once would each try to remove the same versions.
 	finishing sync.Mutex
+	// leases are the jobs' leases (Shared).
+	leases store.Leases
 }
 
 // NewRotator returns a Rotator. A tenant job recorded by an earlier version, under the one
@@ -207,12 +209,13 @@ func NewRotator(cfg RotatorConfig) (*Rotator, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.Holder == "" {
-		cfg.Holder = defaultHolder()
+		cfg.Holder = store.DefaultHolder()
 	}
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = 30 * time.Second
 	}
-	r := &Rotator{cfg: cfg, wake: make(chan struct{}, 1)}
+	r := &Rotator{cfg: cfg, wake: make(chan struct{}, 1),
+		leases: store.Leases{KV: cfg.KV, Bucket: leaseBucket, Holder: cfg.Holder, TTL: cfg.LeaseTTL, Now: cfg.Now}}
 	if err := r.moveSharedTenantJob(); err != nil {
 		return nil, fmt.Errorf("keystore: rotator: %w", err)
 	}
@@ -513,12 +516,12 @@ func (r *Rotator) RunJob(ctx context.Context, tenant string) (Job, error) {
 		var cancel context.CancelCauseFunc
 		ctx, cancel = context.WithCancelCause(ctx)
 		defer cancel(nil)
-		defer l.keep(ctx, cancel)()
+		defer keep(ctx, l, cancel)()
 		// Read again under the lease: the last holder may have finished it meanwhile.
 		if j, _, ok, err = r.load(tenant); err != nil || !ok || j.Phase == phaseDone {
 			return j, err
 		}
-		j.Fence, j.Holder = l.lease.Token, r.cfg.Holder
+		j.Fence, j.Holder = l.Token(), r.cfg.Holder
 		if err := r.saveJob(j); err != nil {
 			return j, err
 		}

@@ -157,10 +157,10 @@ type ClusterConfig struct {
 	// the shared store current; past it, it refuses (503 view_stale) and /readyz fails until
 	// it confirms again. Default 5s.
 	MaxStaleness time.Duration `yaml:"max_staleness"`
-	// LeaseTTL is how long the lease of a single-writer job (a key rotation) outlives its
-	// holder's last renewal, renewed every third of it: a replica that dies mid-job leaves the
-	// job to another after at most this long, and replicas look for such jobs this often.
-	// Default 30s.
+	// LeaseTTL is how long a lease on the shared store outlives its holder's last renewal,
+	// renewed every third of it: a key rotation job's (a replica that dies mid-job leaves the
+	// job to another after at most this long, and replicas look for such jobs this often) and
+	// the replica name's (audit.replica). Default 30s.
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }
 

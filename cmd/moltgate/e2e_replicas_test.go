@@ -114,6 +114,19 @@ func startReplicasWith(t *testing.T, n int, addr string, opts replicaOptions) ([
 	if opts.binary == "" {
 		opts.binary = binary
 	}
+	config, clerk := replicaConfig(t, addr, opts)
+	out := make([]*instance, n)
+	for i := range out {
+		// Each replica's audit chain is its own, named by the replica.
+		out[i] = startBinary(t, opts.binary, append([]string{fmt.Sprintf("MOLTGATE_AUDIT_REPLICA=rep-%d", i)}, opts.env...), config)
+	}
+	return out, clerk
+}
+
+// replicaConfig is the configuration of startReplicasWith's replicas, with the fake Clerk
+// they trust.
+func replicaConfig(t *testing.T, addr string, opts replicaOptions) (string, *clerktest.Server) {
+	t.Helper()
 	if opts.leaseTTL == 0 {
 		opts.leaseTTL = 30 * time.Second
 	}
@@ -129,12 +142,7 @@ func startReplicasWith(t *testing.T, n int, addr string, opts replicaOptions) ([
 	clerk := clerktest.New(t)
 	config := fmt.Sprintf(replicasConfig, addr, replicasMaxStaleness, keyring, provider.URL, replicaPolicies(t), opts.leaseTTL) +
 		clerkConfig(t, clerk)
-	out := make([]*instance, n)
-	for i := range out {
-		// Each replica's audit chain is its own, named by the replica.
-		out[i] = startBinary(t, opts.binary, append([]string{fmt.Sprintf("MOLTGATE_AUDIT_REPLICA=rep-%d", i)}, opts.env...), config)
-	}
-	return out, clerk
+	return config, clerk
 }
 
 // proxyGet sends GET path for gateway id to in's proxy with the bearer token and returns
