@@ -53,7 +53,7 @@ const replicasMaxStaleness = time.Second
 // replicaPolicies writes the default policy set with the tenant-keys example's spend cap in
 // front of it, so that data.tenant_keys shows in decisions: a tool call of a tenant without
 // an active capped key is refused with no_capped_key.
-func replicaPolicies(t *testing.T) string {
+func replicaPolicies(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	err := fs.WalkDir(policies.Default(), ".", func(path string, d fs.DirEntry, err error) error {
@@ -109,7 +109,7 @@ type replicaOptions struct {
 }
 
 // startReplicasWith is startReplicas with opts.
-func startReplicasWith(t *testing.T, n int, addr string, opts replicaOptions) ([]*instance, *clerktest.Server) {
+func startReplicasWith(t testing.TB, n int, addr string, opts replicaOptions) ([]*instance, *clerktest.Server) {
 	t.Helper()
 	if opts.binary == "" {
 		opts.binary = binary
@@ -125,7 +125,7 @@ func startReplicasWith(t *testing.T, n int, addr string, opts replicaOptions) ([
 
 // replicaConfig is the configuration of startReplicasWith's replicas, with the fake Clerk
 // they trust.
-func replicaConfig(t *testing.T, addr string, opts replicaOptions) (string, *clerktest.Server) {
+func replicaConfig(t testing.TB, addr string, opts replicaOptions) (string, *clerktest.Server) {
 	t.Helper()
 	if opts.leaseTTL == 0 {
 		opts.leaseTTL = 30 * time.Second
