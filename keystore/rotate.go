@@ -290,9 +290,24 @@ func (r *Rotator) Jobs() ([]Job, error) {
 	return out, nil
 }
 
+// saveJob writes j over the stored job record, unless that record carries a greater fencing
+// token: the job was taken over from this run (its lease lapsed while it stalled), and the
+// run is refused with ErrLeaseLost rather than overwrite what the new holder wrote.
 func (r *Rotator) saveJob(j Job) error {
 	v, _ := json.Marshal(j)
-	return r.cfg.KV.Put(rotationBucket, jobKey(j.Tenant), v)
+	for range 8 {
+		cur, raw, ok, err := r.load(j.Tenant)
+		if err != nil {
+			return err
+		}
+		if ok && cur.Fence > j.Fence {
+			return fmt.Errorf("%w: the job record carries fencing token %d, this run %d", ErrLeaseLost, cur.Fence, j.Fence)
+		}
+		if err := r.cfg.KV.Swap(rotationBucket, jobKey(j.Tenant), raw, v); !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+	}
+	return fmt.Errorf("keystore: save rotation job: %w", store.ErrConflict)
 }
 
 // begin records j, a new job, in place of the finished one read as raw (nil: none). When
@@ -536,7 +551,9 @@ func (r *Rotator) RunJob(ctx context.Context, tenant string) (Job, error) {
 				if n%64 == 0 {
 					jj := j
 					jj.Resealed += n
-					_ = r.saveJob(jj)
+					if err := r.saveJob(jj); errors.Is(err, ErrLeaseLost) {
+						return nil, false, err
+					}
 				}
 				if r.cfg.OnReseal != nil {
 					r.cfg.OnReseal(n)
