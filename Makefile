@@ -70,6 +70,7 @@ bench: testdeps benchdeps
 	set -o pipefail; $(GO) test -run '^$$' -bench '^BenchmarkWSRelay$$' -benchtime 1x -count=1 -timeout 20m ./cmd/moltgate/ | grep -E '^(bench |ok|FAIL|---)'
 	set -o pipefail; $(GO) test -run '^$$' -bench '^BenchmarkProvisionFly$$' -benchtime 1x -count=1 -timeout 10m ./provisioner/cloud/ | grep -E '^(bench |ok|FAIL|---)'
 	set -o pipefail; $(GO) test -run '^$$' -bench '^BenchmarkLocalCreate$$' -benchtime 1x -count=1 -timeout 10m ./cmd/moltgate/ | grep -E '^(bench |ok|FAIL|---)'
+	set -o pipefail; $(GO) test -run '^$$' -bench '^BenchmarkReplicas$$' -benchtime 1x -count=1 -timeout 10m ./cmd/moltgate/ | grep -E '^(bench |ok|FAIL|---)'
 
 benchdeps:
 	@command -v wrk >/dev/null 2>&1 || { \

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Query selects events; empty fields match everything.
@@ -29,18 +32,27 @@ func (q Query) Match(e *Event) bool {
 		(q.Until.IsZero() || e.Time.Before(q.Until))
 }
 
-// Reader reads events for operators and the admin API: the archive first, then the spool
-// (which may still hold events already archived: each replica's seq is read once).
+// Reader reads events for operators and the admin API: the archive first, then every
+// replica's Redis stream, then the spool (the streams and the spool may still hold events
+// already archived: each replica's seq is read once).
 type Reader struct {
 	// SpoolDir is the spool's directory ("" none).
 	SpoolDir string
 	// ArchiveDir is the archive's directory ("" none).
 	ArchiveDir string
+	// Redis holds the replicas' streams (nil none): what every replica wrote and the archive
+	// does not hold yet.
+	Redis redis.UniversalClient
 }
 
 // Query calls fn with every selected event in order (per replica, by seq) until fn returns
 // false.
 func (r Reader) Query(q Query, fn func(Event) bool) error {
+	return r.QueryContext(context.Background(), q, fn)
+}
+
+// QueryContext is Query; ctx bounds the reads of Redis.
+func (r Reader) QueryContext(ctx context.Context, q Query, fn func(Event) bool) error {
 	seen := map[string]uint64{} // per replica: the highest seq given
 	emit := func(e Event) bool {
 		if e.Seq <= seen[e.Replica] {
@@ -56,6 +68,12 @@ func (r Reader) Query(q Query, fn func(Event) bool) error {
 	if r.ArchiveDir != "" {
 		var err error
 		if more, err = queryArchive(r.ArchiveDir, q, emit); err != nil {
+			return err
+		}
+	}
+	if more && r.Redis != nil {
+		var err error
+		if more, err = queryStreams(ctx, r.Redis, emit); err != nil {
 			return err
 		}
 	}

@@ -3,6 +3,7 @@ package audit
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -309,4 +310,37 @@ func VerifyStream(ctx context.Context, rdb redis.UniversalClient, key string, op
 		}
 		start = "(" + msgs[len(msgs)-1].ID
 	}
+}
+
+// queryStreams calls fn with the events of every replica's stream, each stream in order,
+// until fn returns false.
+func queryStreams(ctx context.Context, rdb redis.UniversalClient, fn func(Event) bool) (bool, error) {
+	keys, err := Streams(ctx, rdb)
+	if err != nil {
+		return false, err
+	}
+	for _, key := range keys {
+		start := "-"
+		for {
+			msgs, err := rdb.XRangeN(ctx, key, start, "+", 10000).Result()
+			if err != nil {
+				return false, fmt.Errorf("audit: redis: %w", err)
+			}
+			for _, m := range msgs {
+				raw, _ := m.Values["e"].(string)
+				var e Event
+				if err := json.Unmarshal([]byte(raw), &e); err != nil {
+					return false, fmt.Errorf("audit: %s entry %s: unreadable event: %w", key, m.ID, err)
+				}
+				if !fn(e) {
+					return false, nil
+				}
+			}
+			if len(msgs) < 10000 {
+				break
+			}
+			start = "(" + msgs[len(msgs)-1].ID
+		}
+	}
+	return true, nil
 }

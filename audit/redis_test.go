@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -207,5 +208,76 @@ func TestRedisRestartedEmptyWhileIdleIsRefilled(t *testing.T) {
 	checkMarkers(t, archivedMarkers(t, arch.Dir()), 300)
 	if _, err := VerifyArchive(arch.Dir(), VerifyOptions{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestQueryReadsEveryReplica (issue 11: `audit query` reads every replica's chain): with
+// two replicas on one Redis and part of their events archived, a Reader over the archive and
+// the Redis gives every event of both replicas once, each replica's in seq order.
+func TestQueryReadsEveryReplica(t *testing.T) {
+	srv := testenv.Redis(t)
+	rdb := redisClient(t, srv.Addr)
+	arch, err := OpenArchive(ArchiveConfig{Dir: filepath.Join(t.TempDir(), "archive")}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replicas := []string{"rep-a", "rep-b"}
+	logs := map[string]*FileLog{}
+	for _, r := range replicas {
+		l, err := OpenFile(FileConfig{Dir: t.TempDir(), Replica: r, Sinks: []Sink{NewRedisSink(rdb, r)}}, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runLog(t, l)
+		logs[r] = l
+	}
+	streamed := func(n int64) func() bool {
+		return func() bool {
+			for _, r := range replicas {
+				if got, _ := rdb.XLen(t.Context(), StreamKey(r)).Result(); got != n {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	for _, r := range replicas {
+		emitMarked(t, logs[r], 0, 5)
+	}
+	waitFor(t, "5 events in each stream", streamed(5))
+	if _, err := NewDrainer(rdb, arch, "archiver-q", quiet).DrainOnce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range replicas {
+		emitMarked(t, logs[r], 5, 7)
+	}
+	waitFor(t, "the later events in each stream", func() bool {
+		for _, r := range replicas {
+			if last, err := rdb.XRevRangeN(t.Context(), StreamKey(r), "+", "-", 1).Result(); err != nil || len(last) == 0 || last[0].ID != "12-0" {
+				return false
+			}
+		}
+		return true
+	})
+
+	for name, rd := range map[string]Reader{"redis": {Redis: rdb}, "archive and redis": {ArchiveDir: arch.Dir(), Redis: rdb}} {
+		t.Run(name, func(t *testing.T) {
+			seqs := map[string][]uint64{}
+			if err := rd.QueryContext(t.Context(), Query{Type: TypeAdminChange}, func(e Event) bool {
+				seqs[e.Replica] = append(seqs[e.Replica], e.Seq)
+				return true
+			}); err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range replicas {
+				got := seqs[r]
+				if len(got) < 7 || len(got) > 12 || !slices.IsSorted(got) || len(slices.Compact(slices.Clone(got))) != len(got) {
+					t.Fatalf("replica %s: seqs %v, want its events once each, in order", r, got)
+				}
+				if name != "redis" && len(got) != 12 {
+					t.Fatalf("replica %s over the archive and the streams: %d events %v, want all 12", r, len(got), got)
+				}
+			}
+		})
 	}
 }

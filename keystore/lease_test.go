@@ -3,6 +3,7 @@ package keystore_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -106,5 +107,63 @@ func TestMasterVersionReachesOtherProcesses(t *testing.T) {
 	}
 	if cur := b.ks.Ring().Current(); cur != a.ks.Ring().Current() {
 		t.Errorf("current master version: got %d, want %d (the other process's)", cur, a.ks.Ring().Current())
+	}
+}
+
+// TestStalledRotationIsFenced: a run stalled past its lease's expiry, whose job another
+// process took over (stamping its greater fencing token into the job record), writes nothing
+// to the job when it wakes: its next save is refused with ErrLeaseLost, and the record keeps
+// the new holder's token and phase (issue 11).
+func TestStalledRotationIsFenced(t *testing.T) {
+	srv := testenv.Redis(t)
+	kv, err := store.OpenRedis(t.Context(), store.RedisConfig{Addr: srv.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kv.Close() })
+	keyring := writeKeyring(t, t.TempDir())
+	w := openWorld(t, kv, keyring, nil)
+	seed(t, w, 80, 2)
+	stalled, wake := make(chan struct{}), make(chan struct{})
+	rot, err := keystore.NewRotator(keystore.RotatorConfig{Keystore: w.ks, KV: w.kv, Source: w.source,
+		Targets: []keystore.Target{w.keys, w.reg}, Shared: true, Holder: "a", LeaseTTL: time.Minute,
+		OnReseal: func(n int) {
+			if n == 10 {
+				close(stalled)
+				<-wake
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rot.StartMaster(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := rot.RunJob(t.Context(), ""); done <- err }()
+	<-stalled
+	// Another process took the job over (a's lease lapsed) and recorded its token.
+	raw, err := w.kv.Get("keystore.rotation", "job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var j map[string]any
+	json.Unmarshal(raw, &j)
+	j["fence"], j["holder"] = 9, "b"
+	taken, _ := json.Marshal(j)
+	if err := w.kv.Put("keystore.rotation", "job", taken); err != nil {
+		t.Fatal(err)
+	}
+	close(wake)
+	if err := <-done; !errors.Is(err, keystore.ErrLeaseLost) {
+		t.Fatalf("the stalled run after the takeover: got %v, want ErrLeaseLost", err)
+	}
+	job, _, err := rot.Job("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.Fence != 9 || job.Holder != "b" || job.Phase != "reencrypt" {
+		t.Errorf("job record after the stalled run woke: fence %d, holder %q, phase %s; want b's (9, reencrypt) untouched",
+			job.Fence, job.Holder, job.Phase)
 	}
 }

@@ -186,6 +186,8 @@ type Rotator struct {
 	// finishing serialises the ends of jobs, the usage scan and retirement: two jobs ending at
 	// once would each try to remove the same versions.
 	finishing sync.Mutex
+	// leases are the jobs' leases (Shared).
+	leases store.Leases
 }
 
 // NewRotator returns a Rotator. A tenant job recorded by an earlier version, under the one
@@ -207,12 +209,13 @@ func NewRotator(cfg RotatorConfig) (*Rotator, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.Holder == "" {
-		cfg.Holder = defaultHolder()
+		cfg.Holder = store.DefaultHolder()
 	}
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = 30 * time.Second
 	}
-	r := &Rotator{cfg: cfg, wake: make(chan struct{}, 1)}
+	r := &Rotator{cfg: cfg, wake: make(chan struct{}, 1),
+		leases: store.Leases{KV: cfg.KV, Bucket: leaseBucket, Holder: cfg.Holder, TTL: cfg.LeaseTTL, Now: cfg.Now}}
 	if err := r.moveSharedTenantJob(); err != nil {
 		return nil, fmt.Errorf("keystore: rotator: %w", err)
 	}
@@ -287,9 +290,24 @@ func (r *Rotator) Jobs() ([]Job, error) {
 	return out, nil
 }
 
+// saveJob writes j over the stored job record, unless that record carries a greater fencing
+// token: the job was taken over from this run (its lease lapsed while it stalled), and the
+// run is refused with ErrLeaseLost rather than overwrite what the new holder wrote.
 func (r *Rotator) saveJob(j Job) error {
 	v, _ := json.Marshal(j)
-	return r.cfg.KV.Put(rotationBucket, jobKey(j.Tenant), v)
+	for range 8 {
+		cur, raw, ok, err := r.load(j.Tenant)
+		if err != nil {
+			return err
+		}
+		if ok && cur.Fence > j.Fence {
+			return fmt.Errorf("%w: the job record carries fencing token %d, this run %d", ErrLeaseLost, cur.Fence, j.Fence)
+		}
+		if err := r.cfg.KV.Swap(rotationBucket, jobKey(j.Tenant), raw, v); !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+	}
+	return fmt.Errorf("keystore: save rotation job: %w", store.ErrConflict)
 }
 
 // begin records j, a new job, in place of the finished one read as raw (nil: none). When
@@ -513,12 +531,12 @@ func (r *Rotator) RunJob(ctx context.Context, tenant string) (Job, error) {
 		var cancel context.CancelCauseFunc
 		ctx, cancel = context.WithCancelCause(ctx)
 		defer cancel(nil)
-		defer l.keep(ctx, cancel)()
+		defer keep(ctx, l, cancel)()
 		// Read again under the lease: the last holder may have finished it meanwhile.
 		if j, _, ok, err = r.load(tenant); err != nil || !ok || j.Phase == phaseDone {
 			return j, err
 		}
-		j.Fence, j.Holder = l.lease.Token, r.cfg.Holder
+		j.Fence, j.Holder = l.Token(), r.cfg.Holder
 		if err := r.saveJob(j); err != nil {
 			return j, err
 		}
@@ -533,7 +551,9 @@ func (r *Rotator) RunJob(ctx context.Context, tenant string) (Job, error) {
 				if n%64 == 0 {
 					jj := j
 					jj.Resealed += n
-					_ = r.saveJob(jj)
+					if err := r.saveJob(jj); errors.Is(err, ErrLeaseLost) {
+						return nil, false, err
+					}
 				}
 				if r.cfg.OnReseal != nil {
 					r.cfg.OnReseal(n)

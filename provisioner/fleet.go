@@ -113,7 +113,7 @@ func (p *Provisioner) UpgradeFleet(ctx context.Context, fs FleetSpec, progress f
 	cancel(nil)
 	var k killed
 	if !errors.As(err, &k) {
-		l.release()
+		l.release(p)
 	}
 	return f.f, err
 }

@@ -41,6 +41,8 @@ type world struct {
 	// busy are the gateways a step runs on now; maxBusy the most at once.
 	busy, maxBusy int
 	srv           *httptest.Server
+	// release ends the "wait" faults when closed.
+	release chan struct{}
 }
 
 type resource struct {
@@ -54,7 +56,7 @@ type resource struct {
 var kinds = []string{"net", "vol", "vm"}
 
 func newWorld(t *testing.T) *world {
-	w := &world{t: t, faults: map[string][]string{}, active: map[string]int{}}
+	w := &world{t: t, faults: map[string][]string{}, active: map[string]int{}, release: make(chan struct{})}
 	w.srv = httptest.NewServer(http.HandlerFunc(w.serve))
 	t.Cleanup(w.srv.Close)
 	return w
@@ -192,6 +194,11 @@ func (s fakeStep) Ensure(ctx context.Context, r *provisioner.Run) error {
 		return errFake500
 	case "hang": // a call that never answers: only the context ends it
 		<-ctx.Done()
+	case "wait": // a call that answers once the test says so (a stalled pass)
+		select {
+		case <-w.release:
+		case <-ctx.Done():
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return err

@@ -2,101 +2,46 @@ package provisioner
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
-	"time"
+	"strings"
 
 	"github.com/moltgate/moltgate/store"
 )
 
-// leaseRecord is who works on a gateway, until when. A holder that stops refreshing (a dead
-// process) loses it at Expires, and the next pass, by any process, resumes its work.
-type leaseRecord struct {
-	Holder  string    `json:"holder"`
-	Expires time.Time `json:"expires"`
-}
-
-// lease is a held lease: raw is the stored value, the compare of the next swap.
+// lease is a gateway's lease, held (store.Leases): a holder that stops refreshing it (a dead
+// process) loses it at its expiry, and the next pass, by any process, resumes its work.
 type lease struct {
-	p   *Provisioner
-	id  string
-	raw []byte
+	*store.Lease
+	id string
 }
 
 // acquire takes gateway id's lease, if it is free, expired, or this holder's own (a pass
 // of this process that died in a test).
 func (p *Provisioner) acquire(id string) (*lease, error) {
-	for {
-		cur, err := p.deps.KV.Get(leaseBucket, id)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			cur = nil
-		case err != nil:
-			return nil, fmt.Errorf("provisioner: read lease %q: %w", id, err)
-		default:
-			var lr leaseRecord
-			if err := json.Unmarshal(cur, &lr); err == nil && lr.Holder != p.cfg.Holder && p.deps.Now().Before(lr.Expires) {
-				return nil, fmt.Errorf("%w: %q until %s", ErrLeaseHeld, id, lr.Expires.UTC().Format(time.RFC3339))
-			}
-		}
-		l := &lease{p: p, id: id}
-		if err := l.swap(cur); errors.Is(err, store.ErrConflict) {
-			continue // someone else took or refreshed it first: look again
-		} else if err != nil {
-			return nil, err
-		}
-		return l, nil
+	l, err := p.leases.Acquire(id)
+	if errors.Is(err, store.ErrLeaseHeld) {
+		return nil, fmt.Errorf("%w: %s", ErrLeaseHeld, strings.TrimPrefix(err.Error(), store.ErrLeaseHeld.Error()+": "))
 	}
-}
-
-// swap writes a fresh lease over old.
-func (l *lease) swap(old []byte) error {
-	b, err := json.Marshal(leaseRecord{Holder: l.p.cfg.Holder, Expires: l.p.deps.Now().Add(l.p.cfg.LeaseTTL).UTC()})
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("provisioner: lease %q: %w", id, err)
 	}
-	if err := l.p.deps.KV.Swap(leaseBucket, l.id, old, b); err != nil {
-		if errors.Is(err, store.ErrConflict) {
-			return err
-		}
-		return fmt.Errorf("provisioner: write lease %q: %w", l.id, err)
-	}
-	l.raw = b
-	return nil
+	return &lease{Lease: l, id: id}, nil
 }
 
 // keep refreshes the lease every third of its lifetime until stop is called. If a refresh
 // fails (another holder took it, the store does not answer) it cancels the pass with
 // ErrLeaseLost: better to stop than to act without it.
 func (l *lease) keep(ctx context.Context, cancel context.CancelCauseFunc) (stop func()) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(l.p.cfg.LeaseTTL / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if err := l.swap(l.raw); err != nil {
-					cancel(fmt.Errorf("%w: %q: %w", ErrLeaseLost, l.id, err))
-					return
-				}
-			}
-		}
-	})
-	return func() {
-		close(done)
-		wg.Wait()
-	}
+	return l.Keep(ctx, func(err error) { cancel(fmt.Errorf("%w: %q: %w", ErrLeaseLost, l.id, err)) })
 }
 
-// release gives the lease up, if it is still this holder's.
-func (l *lease) release() {
-	_ = l.p.deps.KV.Swap(leaseBucket, l.id, l.raw, nil)
+// release gives the lease up, if it is still this holder's; the lease of a gateway that is
+// gone (its spec forgotten) goes with it.
+func (l *lease) release(p *Provisioner) {
+	if _, err := p.deps.KV.Get(specBucket, l.id); errors.Is(err, store.ErrNotFound) {
+		l.Drop()
+		return
+	}
+	l.Release()
 }

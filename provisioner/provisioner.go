@@ -2,14 +2,11 @@ package provisioner
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
-	"os"
 	"slices"
 	"sort"
 	"sync"
@@ -143,6 +140,9 @@ type Provisioner struct {
 
 	busyMu sync.Mutex
 	busy   map[string]bool // gateways a pass of this process works on
+
+	// leases are the gateways' (and the fleet upgrade's) leases.
+	leases store.Leases
 }
 
 const (
@@ -173,10 +173,7 @@ func New(cfg Config, deps Deps) (*Provisioner, error) {
 		return nil, fmt.Errorf("provisioner: default driver %q is not configured", cfg.DefaultDriver)
 	}
 	if cfg.Holder == "" {
-		host, _ := os.Hostname()
-		var b [4]byte
-		_, _ = rand.Read(b[:])
-		cfg.Holder = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+		cfg.Holder = store.DefaultHolder()
 	}
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = defaultLeaseTTL
@@ -204,7 +201,8 @@ func New(cfg Config, deps Deps) (*Provisioner, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Provisioner{cfg: cfg, deps: deps, m: m, upm: upm, q: newQueue(), busy: map[string]bool{}, plans: map[string][]Step{}}
+	p := &Provisioner{cfg: cfg, deps: deps, m: m, upm: upm, q: newQueue(), busy: map[string]bool{}, plans: map[string][]Step{},
+		leases: store.Leases{KV: deps.KV, Bucket: leaseBucket, Holder: cfg.Holder, TTL: cfg.LeaseTTL, Now: deps.Now}}
 	p.ovl = &overlap{byHost: map[string]*tokenPair{}, now: deps.Now, retries: m.overlapRetries}
 	for name, d := range cfg.Drivers {
 		plan, err := p.plan(d)

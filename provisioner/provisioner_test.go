@@ -3,6 +3,7 @@ package provisioner_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -398,6 +399,51 @@ func TestLeaseLostStopsThePass(t *testing.T) {
 	}
 	if raw, _ := e.kv.Get("provisioner.leases", "gw1"); !strings.Contains(string(raw), "thief") {
 		t.Errorf("the pass released a lease it no longer held: %s", raw)
+	}
+}
+
+// Issue 11: provisioning is fenced. A pass stalled past its lease's expiry, whose lease
+// another process took over, writes nothing when it wakes: the new holder stamped its greater
+// fencing token into the status at its start, so the stalled pass's next write is refused as
+// fenced (ErrLeaseLost: it stops, rather than a conflict it would retry), and the status
+// keeps the new holder's token.
+func TestFencedStatusAfterTakeover(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	old, _ := e.process()
+	taker, _ := e.process()
+	if _, _, err := old.Apply(t.Context(), spec("gw1")); err != nil {
+		t.Fatal(err)
+	}
+	provisionertest.Converge(t, old, "gw1")
+	e.w.mu.Lock()
+	e.w.resources = nil // the world lost the gateway: the next passes build it again
+	e.w.mu.Unlock()
+	e.w.inject("fake.vol", "wait", "wait")
+	stalled := make(chan error, 1)
+	go func() { stalled <- old.Reconcile(t.Context(), "gw1") }()
+	testenv.WaitUntil(t, "the first pass stalled in fake.vol", 10*time.Second, func() bool { return e.w.running("gw1") == 1 })
+	e.clock.Advance(time.Hour) // its lease expires (the renewals are 10 s of real time away)
+	took := make(chan error, 1)
+	go func() { took <- taker.Reconcile(t.Context(), "gw1") }()
+	testenv.WaitUntil(t, "the second pass stalled in fake.vol", 10*time.Second, func() bool { return e.w.running("gw1") == 2 })
+	stamped, err := e.kv.Get("provisioner.status", "gw1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(e.w.release)
+	if err := <-stalled; !errors.Is(err, provisioner.ErrLeaseLost) {
+		t.Fatalf("the stalled pass after the takeover: got %v, want ErrLeaseLost", err)
+	}
+	if err := <-took; err != nil {
+		t.Fatalf("the pass that took over: %v", err)
+	}
+	var first, last struct{ Fence uint64 }
+	json.Unmarshal(stamped, &first)
+	raw, _ := e.kv.Get("provisioner.status", "gw1")
+	json.Unmarshal(raw, &last)
+	if first.Fence == 0 || last.Fence != first.Fence {
+		t.Errorf("status fencing tokens: %d at the takeover, %d at the end; want the taker's throughout", first.Fence, last.Fence)
 	}
 }
 

@@ -26,6 +26,8 @@ type pass struct {
 	driver  string
 	// unlock, if set, is called after the next status write (the token step's seal barrier).
 	unlock func()
+	// fence is the fencing token of the pass's lease.
+	fence uint64
 }
 
 // Reconcile runs one pass over gateway id: it takes the gateway's lease (ErrLeaseHeld if
@@ -52,12 +54,12 @@ func (p *Provisioner) Reconcile(ctx context.Context, id string) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	stop := l.keep(ctx, cancel)
 	start := time.Now()
-	driver, err := p.pass(ctx, id)
+	driver, err := p.pass(ctx, id, l.Token())
 	stop()
 	cancel(nil)
 	var k killed
 	if !errors.As(err, &k) { // a dead process releases nothing
-		l.release()
+		l.release(p)
 	}
 	if driver != "" {
 		p.m.observeReconcile(driver, err, time.Since(start))
@@ -65,7 +67,7 @@ func (p *Provisioner) Reconcile(ctx context.Context, id string) error {
 	return err
 }
 
-func (p *Provisioner) pass(ctx context.Context, id string) (string, error) {
+func (p *Provisioner) pass(ctx context.Context, id string, fence uint64) (string, error) {
 	spec, specRaw, err := p.loadSpec(id)
 	if errors.Is(err, ErrNotFound) {
 		return "", nil // forgotten, or never asked for
@@ -77,7 +79,10 @@ func (p *Provisioner) pass(ctx context.Context, id string) (string, error) {
 	if err != nil {
 		return spec.Driver, err
 	}
-	st := &pass{spec: spec, specRaw: specRaw, rec: rec, raw: raw, driver: spec.Driver}
+	st := &pass{spec: spec, specRaw: specRaw, rec: rec, raw: raw, driver: spec.Driver, fence: fence}
+	if err := p.stampFence(ctx, st); err != nil {
+		return spec.Driver, err
+	}
 	defer func() {
 		clear(st.token)
 		if st.unlock != nil {
@@ -271,6 +276,22 @@ func (p *Provisioner) save(ctx context.Context, st *pass) error {
 	return nil
 }
 
+// stampFence writes the pass's fencing token into the gateway's status before the pass does
+// anything: from then on a pass still running under the lease this one took over (stalled
+// past its expiry) finds the status changed and a greater token there, and stops writing.
+// A status not written yet is left to the pass's first write (a compare-and-swap against
+// nothing, which only one pass wins).
+func (p *Provisioner) stampFence(ctx context.Context, st *pass) error {
+	switch {
+	case st.raw == nil || st.fence == 0 || st.rec.Fence == st.fence:
+		return nil
+	case st.rec.Fence > st.fence:
+		return fmt.Errorf("%w: %q: the status carries fencing token %d, the lease %d", ErrLeaseLost, st.spec.ID, st.rec.Fence, st.fence)
+	}
+	st.rec.Fence = st.fence
+	return p.save(ctx, st)
+}
+
 func (p *Provisioner) swapStatus(st *pass, b []byte) error {
 	err := p.deps.KV.Swap(statusBucket, st.spec.ID, st.raw, b)
 	if st.unlock != nil {
@@ -279,6 +300,10 @@ func (p *Provisioner) swapStatus(st *pass, b []byte) error {
 	}
 	switch {
 	case errors.Is(err, store.ErrConflict):
+		// Refused by fencing: another pass took the lease over and stamped its token.
+		if cur, _, lerr := p.loadRecord(st.spec.ID); lerr == nil && cur.Fence > st.fence {
+			return fmt.Errorf("%w: %q: the status carries fencing token %d, the lease %d", ErrLeaseLost, st.spec.ID, cur.Fence, st.fence)
+		}
 		return fmt.Errorf("%w: %q", ErrConflict, st.spec.ID)
 	case err != nil:
 		return fmt.Errorf("provisioner: write status %q: %w", st.spec.ID, err)

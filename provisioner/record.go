@@ -29,6 +29,10 @@ type record struct {
 	// Upgrade is the gateway's last image upgrade (upgrade.go).
 	Upgrade *UpgradeStatus `json:"upgrade,omitempty"`
 	Updated time.Time      `json:"updated,omitzero"`
+	// Fence is the fencing token of the lease of the pass that wrote the record last: a pass
+	// stamps its own at its start, so a pass whose lease was taken over meanwhile finds a
+	// greater one and writes nothing more (ErrLeaseLost).
+	Fence uint64 `json:"fence,omitempty"`
 }
 
 type sealedToken struct {

@@ -243,19 +243,19 @@ func (p *Provisioner) underLease(ctx context.Context, id string, fn func(context
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	stop := l.keep(ctx, cancel)
-	err := p.leased(ctx, id, fn)
+	err := p.leased(ctx, id, l.Token(), fn)
 	stop()
 	cancel(nil)
 	var k killed
 	if !errors.As(err, &k) { // a dead process releases nothing
-		l.release()
+		l.release(p)
 		p.unclaim(id)
 		p.Wake(id)
 	}
 	return err
 }
 
-func (p *Provisioner) leased(ctx context.Context, id string, fn func(context.Context, *pass) error) error {
+func (p *Provisioner) leased(ctx context.Context, id string, fence uint64, fn func(context.Context, *pass) error) error {
 	spec, specRaw, err := p.loadSpec(id)
 	if err != nil {
 		return err
@@ -268,7 +268,11 @@ func (p *Provisioner) leased(ctx context.Context, id string, fn func(context.Con
 		return err
 	}
 	rec.Tenant = spec.Tenant
-	return fn(ctx, &pass{spec: spec, specRaw: specRaw, rec: rec, raw: raw, driver: spec.Driver})
+	st := &pass{spec: spec, specRaw: specRaw, rec: rec, raw: raw, driver: spec.Driver, fence: fence}
+	if err := p.stampFence(ctx, st); err != nil {
+		return err
+	}
+	return fn(ctx, st)
 }
 
 // claim takes gateway id for this process (no pass of it runs on id) and its lease.

@@ -268,7 +268,7 @@ const auditUsage = `usage:
                                    without --stream: every replica's stream
   moltgate audit archive --redis ADDR --dir DIR [--consumer NAME] [--redis-password-file FILE]    drain every stream into the archive once
   moltgate audit tail [--files DIR] [-n N]
-  moltgate audit query [--archive DIR] [--files DIR] [--tenant T] [--gateway G] [--type TYPE] [--since RFC3339] [--until RFC3339]
+  moltgate audit query [--archive DIR] [--files DIR] [--redis ADDR] [--tenant T] [--gateway G] [--type TYPE] [--since RFC3339] [--until RFC3339]
   moltgate audit pubkey [--data DIR]
 `
 
@@ -377,6 +377,16 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	case "tail", "query":
 		rd := audit.Reader{SpoolDir: *files, ArchiveDir: *archive}
+		if *redisAddr != "" {
+			// Every replica's stream: what the replicas sharing this Redis wrote and the
+			// archive does not hold yet.
+			rdb, err := cliRedis(*redisAddr, *redisPassword)
+			if err != nil {
+				return err
+			}
+			defer rdb.Close()
+			rd.Redis = rdb
+		}
 		var q audit.Query
 		if args[0] == "query" {
 			q = audit.Query{Tenant: *tenant, Gateway: *gateway, Type: *typ}
@@ -397,7 +407,7 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		var ring []audit.Event
 		enc := json.NewEncoder(stdout)
-		err := rd.Query(q, func(e audit.Event) bool {
+		err := rd.QueryContext(ctx, q, func(e audit.Event) bool {
 			if args[0] == "tail" {
 				ring = append(ring, e)
 				if len(ring) > *n {

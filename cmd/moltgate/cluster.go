@@ -6,8 +6,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -119,4 +121,46 @@ func (v *replicaView) reload(ctx context.Context) error {
 	err := errors.Join(v.gateways.Reload(ctx), v.engine.LoadTenantKeys(ctx, v.keys), v.browsers.Reload())
 	v.relay.Recheck(ctx, "")
 	return err
+}
+
+// replicaBucket holds the leases of replica names (audit.replica) on the shared store.
+const replicaBucket = "cluster.replicas"
+
+// claimReplica takes the lease of this replica's name on the shared store: two processes
+// under one name would interleave one audit chain, so the second is refused at start.
+func claimReplica(kv store.LeaseKV, name string, ttl time.Duration) (*store.Lease, error) {
+	l, err := (&store.Leases{KV: kv, Bucket: replicaBucket, TTL: ttl}).Acquire(name)
+	if errors.Is(err, store.ErrLeaseHeld) {
+		return nil, fmt.Errorf("audit.replica %q: a running replica has this name already (%w): give each replica its own "+
+			"audit.replica (MOLTGATE_AUDIT_REPLICA), or, if that replica died, start this one again after cluster.lease_ttl (%s)",
+			name, err, ttl)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("audit.replica %q: %w", name, err)
+	}
+	return l, nil
+}
+
+// keepReplica renews the name's lease until ctx ends (serve gives it up as it closes the
+// store). A renewal the store
+// did not answer is tried again at the next tick (the lease is still this process's unless
+// another took it); a lease another process took over ends serve with an error.
+func keepReplica(ctx context.Context, l *store.Lease, name string, ttl time.Duration, logger *slog.Logger) error {
+	t := time.NewTicker(ttl / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			err := l.Renew()
+			if errors.Is(err, store.ErrConflict) {
+				return fmt.Errorf("audit.replica %q: another process took this replica's name over (its lease lapsed): stopping, "+
+					"so that one audit chain has one writer", name)
+			}
+			if err != nil {
+				logger.Warn("cluster: replica name lease not renewed; retried", "replica", name, "err", err)
+			}
+		}
+	}
 }

@@ -109,6 +109,14 @@ const (
 	backendRedis = "redis"
 )
 
+// Leases of single-writer jobs on the shared store (cluster.lease_ttl).
+const (
+	defaultLeaseTTL = 30 * time.Second
+	// minLeaseTTL leaves a renewal (every third of the lease) time for a store round trip
+	// and a store.timeout-bounded retry before the lease lapses.
+	minLeaseTTL = time.Second
+)
+
 // StoreRedisConfig locates the Redis server of the redis backend: address, or sentinel.
 type StoreRedisConfig struct {
 	// Address is host:port of the server. Give it or sentinel, not both.
@@ -149,6 +157,11 @@ type ClusterConfig struct {
 	// the shared store current; past it, it refuses (503 view_stale) and /readyz fails until
 	// it confirms again. Default 5s.
 	MaxStaleness time.Duration `yaml:"max_staleness"`
+	// LeaseTTL is how long a lease on the shared store outlives its holder's last renewal,
+	// renewed every third of it: a key rotation job's (a replica that dies mid-job leaves the
+	// job to another after at most this long, and replicas look for such jobs this often) and
+	// the replica name's (audit.replica). Default 30s.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }
 
 // SecretRef names where a secret is, never the secret: a file (first line used, white space
@@ -404,6 +417,9 @@ func (c *Config) setDefaults() {
 	if c.Cluster.MaxStaleness == 0 {
 		c.Cluster.MaxStaleness = store.DefaultMaxStaleness
 	}
+	if c.Cluster.LeaseTTL == 0 {
+		c.Cluster.LeaseTTL = defaultLeaseTTL
+	}
 	if c.Policies.Timeout == 0 {
 		c.Policies.Timeout = policies.DefaultTimeout
 	}
@@ -509,6 +525,11 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Store.validate()...)
 	if c.Cluster.MaxStaleness < 0 {
 		bad("cluster.max_staleness", "negative")
+	}
+	if c.Cluster.LeaseTTL < 0 {
+		bad("cluster.lease_ttl", "negative")
+	} else if c.Cluster.LeaseTTL > 0 && c.Cluster.LeaseTTL < minLeaseTTL {
+		bad("cluster.lease_ttl", "%s: want at least %s (renewals every third of it must reach Redis in time)", c.Cluster.LeaseTTL, minLeaseTTL)
 	}
 	for key, d := range map[string]time.Duration{"browser.idle_timeout": c.Browser.IdleTimeout, "browser.lifetime": c.Browser.Lifetime,
 		"browser.session_check_interval": c.Browser.SessionCheckInterval, "browser.clerk_grace": c.Browser.ClerkGrace} {

@@ -56,8 +56,9 @@ func TestConfigStoreRedis(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Store.Backend != "bolt" || cfg.Cluster.MaxStaleness != 5*time.Second {
-		t.Fatalf("defaults: got backend %q, max_staleness %v; want bolt, 5s", cfg.Store.Backend, cfg.Cluster.MaxStaleness)
+	if cfg.Store.Backend != "bolt" || cfg.Cluster.MaxStaleness != 5*time.Second || cfg.Cluster.LeaseTTL != 30*time.Second {
+		t.Fatalf("defaults: got backend %q, max_staleness %v, lease_ttl %v; want bolt, 5s, 30s", cfg.Store.Backend,
+			cfg.Cluster.MaxStaleness, cfg.Cluster.LeaseTTL)
 	}
 	cfg, err = loadConfig(writeConfig(t, `
 store:
@@ -68,15 +69,16 @@ store:
     password: {file: /run/secrets/redis}
     tls: {server_name: redis.internal}
     db: 2
-cluster: {max_staleness: 2s}
+cluster: {max_staleness: 2s, lease_ttl: 3s}
 `), noEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := cfg.Store.Redis
 	if r.Sentinel.MasterName != "mymaster" || len(r.Sentinel.Addresses) != 2 || r.Password.File != "/run/secrets/redis" ||
-		r.TLS.ServerName != "redis.internal" || r.DB != 2 || cfg.Cluster.MaxStaleness != 2*time.Second {
-		t.Fatalf("got %+v, sentinel %+v, max_staleness %v", r, r.Sentinel, cfg.Cluster.MaxStaleness)
+		r.TLS.ServerName != "redis.internal" || r.DB != 2 || cfg.Cluster.MaxStaleness != 2*time.Second ||
+		cfg.Cluster.LeaseTTL != 3*time.Second {
+		t.Fatalf("got %+v, sentinel %+v, max_staleness %v, lease_ttl %v", r, r.Sentinel, cfg.Cluster.MaxStaleness, cfg.Cluster.LeaseTTL)
 	}
 	var keys []string
 	for _, s := range cfg.secretRefs() {
@@ -142,6 +144,8 @@ admin:
 		// Issue 11: the shared store's configuration, every problem named by its key.
 		{"store backends", "store:\n  backend: etcd\ncluster: {max_staleness: -1s}\n",
 			[]string{"store.backend: \"etcd\": want bolt or redis", "cluster.max_staleness: negative"}, ""},
+		{"lease ttl negative", "cluster: {lease_ttl: -1s}\n", []string{"cluster.lease_ttl: negative"}, ""},
+		{"lease ttl too short", "cluster: {lease_ttl: 100ms}\n", []string{"cluster.lease_ttl: 100ms: want at least 1s"}, ""},
 		{"redis without backend redis", "store:\n  redis: {address: 127.0.0.1:6379}\n", []string{"store.redis: given with backend bolt"}, ""},
 		{"backend redis without redis", "store:\n  backend: redis\n", []string{"store.redis: required with backend redis"}, ""},
 		{"redis address and sentinel", "store:\n  backend: redis\n  redis:\n    address: r:6379\n    sentinel: {master_name: m, addresses: [s:26379]}\n",

@@ -36,7 +36,7 @@ store:
   backend: redis
   redis: {address: "%[1]s"}
   timeout: 1s
-cluster: {max_staleness: %[2]s}
+cluster: {max_staleness: %[2]s, lease_ttl: %[6]s}
 keystore:
   source: file
   file: "%[3]s"
@@ -53,7 +53,7 @@ const replicasMaxStaleness = time.Second
 // replicaPolicies writes the default policy set with the tenant-keys example's spend cap in
 // front of it, so that data.tenant_keys shows in decisions: a tool call of a tenant without
 // an active capped key is refused with no_capped_key.
-func replicaPolicies(t *testing.T) string {
+func replicaPolicies(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	err := fs.WalkDir(policies.Default(), ".", func(path string, d fs.DirEntry, err error) error {
@@ -93,22 +93,56 @@ func replicaPolicies(t *testing.T) string {
 // streams), replicas rep-0, rep-1, …, and returns them with the fake Clerk they trust.
 func startReplicas(t *testing.T, n int, addr string) ([]*instance, *clerktest.Server) {
 	t.Helper()
-	provider := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte(`{"data":[]}`))
-	}))
+	return startReplicasWith(t, n, addr, replicaOptions{})
+}
+
+// replicaOptions vary what startReplicasWith starts; the zero value is startReplicas.
+type replicaOptions struct {
+	// binary every replica runs. Default the test's build.
+	binary string
+	// env is more environment for every replica.
+	env []string
+	// leaseTTL is cluster.lease_ttl. Default 30s.
+	leaseTTL time.Duration
+	// provider answers the replicas' key checks. Default: every key accepted.
+	provider http.HandlerFunc
+}
+
+// startReplicasWith is startReplicas with opts.
+func startReplicasWith(t testing.TB, n int, addr string, opts replicaOptions) ([]*instance, *clerktest.Server) {
+	t.Helper()
+	if opts.binary == "" {
+		opts.binary = binary
+	}
+	config, clerk := replicaConfig(t, addr, opts)
+	out := make([]*instance, n)
+	for i := range out {
+		// Each replica's audit chain is its own, named by the replica.
+		out[i] = startBinary(t, opts.binary, append([]string{fmt.Sprintf("MOLTGATE_AUDIT_REPLICA=rep-%d", i)}, opts.env...), config)
+	}
+	return out, clerk
+}
+
+// replicaConfig is the configuration of startReplicasWith's replicas, with the fake Clerk
+// they trust.
+func replicaConfig(t testing.TB, addr string, opts replicaOptions) (string, *clerktest.Server) {
+	t.Helper()
+	if opts.leaseTTL == 0 {
+		opts.leaseTTL = 30 * time.Second
+	}
+	if opts.provider == nil {
+		opts.provider = func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`{"data":[]}`)) }
+	}
+	provider := httptest.NewServer(opts.provider)
 	t.Cleanup(provider.Close)
 	keyring := filepath.Join(t.TempDir(), "keyring")
 	if err := os.WriteFile(keyring, []byte("1:"+hex.EncodeToString(bytes.Repeat([]byte{7}, 32))+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	clerk := clerktest.New(t)
-	config := fmt.Sprintf(replicasConfig, addr, replicasMaxStaleness, keyring, provider.URL, replicaPolicies(t)) + clerkConfig(t, clerk)
-	out := make([]*instance, n)
-	for i := range out {
-		// Each replica's audit chain is its own, named by the replica.
-		out[i] = startBinary(t, binary, []string{fmt.Sprintf("MOLTGATE_AUDIT_REPLICA=rep-%d", i)}, config)
-	}
-	return out, clerk
+	config := fmt.Sprintf(replicasConfig, addr, replicasMaxStaleness, keyring, provider.URL, replicaPolicies(t), opts.leaseTTL) +
+		clerkConfig(t, clerk)
+	return config, clerk
 }
 
 // proxyGet sends GET path for gateway id to in's proxy with the bearer token and returns

@@ -67,7 +67,7 @@ func startMoltgate(t *testing.T, config string) *instance {
 }
 
 // startBinary is startMoltgate with another build of moltgate (bin) and extra environment.
-func startBinary(t *testing.T, bin string, env []string, config string) *instance {
+func startBinary(t testing.TB, bin string, env []string, config string) *instance {
 	t.Helper()
 	dir := t.TempDir()
 	in := &instance{dataDir: filepath.Join(dir, "data"), adminToken: strings.Repeat("ad", 20), logPath: filepath.Join(dir, "moltgate.log")}

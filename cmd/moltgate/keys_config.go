@@ -192,15 +192,20 @@ type keyServices struct {
 	rotator *keystore.Rotator
 }
 
-func newKeyServices(cfg *Config, ks *keystore.Keystore, kv keystore.KV, src keystore.MasterKeySource, sink keystore.Auditor,
-	logger *slog.Logger, targets ...keystore.Target) (*keyServices, error) {
+func newKeyServices(cfg *Config, env func(string) string, ks *keystore.Keystore, kv keystore.KV, src keystore.MasterKeySource,
+	sink keystore.Auditor, logger *slog.Logger, targets ...keystore.Target) (*keyServices, error) {
+	onReseal, err := rotationFailpoint(env)
+	if err != nil {
+		return nil, err
+	}
 	keys, err := keystore.NewKeys(keystore.KeysConfig{Keystore: ks, KV: kv, Audit: sink, Verifier: keyVerifier(cfg)})
 	if err != nil {
 		return nil, err
 	}
 	// On the shared Redis store, rotation jobs run under leases: one replica at a time.
 	rot, err := keystore.NewRotator(keystore.RotatorConfig{Keystore: ks, KV: kv, Source: src, Logger: logger,
-		Targets: append([]keystore.Target{keys}, targets...), Shared: cfg.Store.Backend == backendRedis})
+		Targets: append([]keystore.Target{keys}, targets...), Shared: cfg.Store.Backend == backendRedis,
+		LeaseTTL: cfg.Cluster.LeaseTTL, OnReseal: onReseal})
 	if err != nil {
 		return nil, err
 	}

@@ -80,7 +80,12 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	var view replicaView
 	var follower *store.Follower
 	var fresh func() error
+	var replicaName *store.Lease
 	if shared != nil {
+		if replicaName, err = claimReplica(kv, cfg.Audit.Replica, cfg.Cluster.LeaseTTL); err != nil {
+			return err
+		}
+		closers = append(closers, func() error { replicaName.Release(); return nil })
 		follower, err = shared.Follow(ctx, store.FollowConfig{MaxStaleness: cfg.Cluster.MaxStaleness,
 			Apply: view.apply, Reload: view.reload, Logger: logger})
 		if err != nil {
@@ -119,7 +124,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	if err != nil {
 		return err
 	}
-	keySvc, err := newKeyServices(cfg, ks, kv, masterSrc, auditLog, logger,
+	keySvc, err := newKeyServices(cfg, env, ks, kv, masterSrc, auditLog, logger,
 		append([]keystore.Target{gateways, checkpointKeyTarget(kv)}, prov.keyTargets()...)...)
 	if err != nil {
 		return err
@@ -283,6 +288,9 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	}
 	// Key rotation runs in the background and resumes an unfinished one at start.
 	g.Go(func() error { return keySvc.rotator.Run(gctx) })
+	if replicaName != nil {
+		g.Go(func() error { return keepReplica(gctx, replicaName, cfg.Audit.Replica, cfg.Cluster.LeaseTTL, logger) })
+	}
 	// Browser sessions: Clerk checks and expiry, off the request path.
 	g.Go(func() error { return browsers.Run(gctx) })
 	drain, drained := make(chan struct{}), make(chan struct{})
