@@ -9,7 +9,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/moltgate/moltgate/policies"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -168,53 +167,6 @@ func (f *cliFlags) missing(required ...string) error {
 		return nil
 	}
 	return usageError{fmt.Sprintf("%s: %s required", f.Name(), strings.Join(names, ", "))}
-}
-
-const policyUsage = "usage: moltgate policy test [DIR] | check DIR | fmt [-w] DIR"
-
-func policyCommand(ctx context.Context, args []string, stdout io.Writer) error {
-	switch {
-	case len(args) == 2 && args[0] == "check":
-		e, err := policies.New(ctx, policies.Config{Dir: args[1]}, nil, nil)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "ok: revision %s\n", e.Revision())
-		return nil
-	case len(args) >= 2 && len(args) <= 3 && args[0] == "fmt" && (len(args) == 2 || args[1] == "-w"):
-		write := len(args) == 3
-		changed, err := policies.Format(args[len(args)-1], write)
-		for _, p := range changed {
-			fmt.Fprintln(stdout, p)
-		}
-		if err != nil || write || len(changed) == 0 {
-			return err
-		}
-		return fmt.Errorf("policy fmt: %d files not formatted", len(changed))
-	}
-	if len(args) < 1 || args[0] != "test" || len(args) > 2 {
-		return usageError{policyUsage}
-	}
-	fsys := policies.Default()
-	if len(args) == 2 {
-		fsys = os.DirFS(args[1])
-	}
-	results, err := policies.RunTests(ctx, fsys)
-	if err != nil {
-		return err
-	}
-	failed := 0
-	for _, r := range results {
-		if r.Failed() {
-			failed++
-			fmt.Fprintln(stdout, "FAIL", r.String())
-		}
-	}
-	fmt.Fprintf(stdout, "%d passed, %d failed\n", len(results)-failed, failed)
-	if failed > 0 {
-		return fmt.Errorf("policy test: %d failed", failed)
-	}
-	return nil
 }
 
 // parseInterleaved parses flags wherever they stand among the positional words and returns

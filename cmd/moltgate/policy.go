@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/moltgate/moltgate/policies"
+)
+
+const policyUsage = "usage: moltgate policy test [DIR] | check DIR | fmt [-w] DIR"
+
+// policyCommand runs `moltgate policy SUBCOMMAND ...`: the policy author's tools. Each
+// subcommand is one function; they share nothing but the usage line.
+func policyCommand(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return usageError{policyUsage}
+	}
+	switch args[0] {
+	case "check":
+		return policyCheck(ctx, args[1:], stdout)
+	case "fmt":
+		return policyFmt(args[1:], stdout)
+	case "test":
+		return policyTest(ctx, args[1:], stdout)
+	}
+	return usageError{policyUsage}
+}
+
+// policyCheck loads DIR as serve would (compile, schema, its own tests) and prints its revision.
+func policyCheck(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) != 1 {
+		return usageError{policyUsage}
+	}
+	e, err := policies.New(ctx, policies.Config{Dir: args[0]}, nil, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "ok: revision %s\n", e.Revision())
+	return nil
+}
+
+// policyFmt lists the files of DIR that `opa fmt` would change, or rewrites them with -w.
+func policyFmt(args []string, stdout io.Writer) error {
+	if len(args) < 1 || len(args) > 2 || (len(args) == 2 && args[0] != "-w") {
+		return usageError{policyUsage}
+	}
+	write := len(args) == 2
+	changed, err := policies.Format(args[len(args)-1], write)
+	for _, p := range changed {
+		fmt.Fprintln(stdout, p)
+	}
+	if err != nil || write || len(changed) == 0 {
+		return err
+	}
+	return fmt.Errorf("policy fmt: %d files not formatted", len(changed))
+}
+
+// policyTest runs the Rego tests of DIR (the embedded set without it).
+func policyTest(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) > 1 {
+		return usageError{policyUsage}
+	}
+	fsys := policies.Default()
+	if len(args) == 1 {
+		fsys = os.DirFS(args[0])
+	}
+	results, err := policies.RunTests(ctx, fsys)
+	if err != nil {
+		return err
+	}
+	failed := 0
+	for _, r := range results {
+		if r.Failed() {
+			failed++
+			fmt.Fprintln(stdout, "FAIL", r.String())
+		}
+	}
+	fmt.Fprintf(stdout, "%d passed, %d failed\n", len(results)-failed, failed)
+	if failed > 0 {
+		return fmt.Errorf("policy test: %d failed", failed)
+	}
+	return nil
+}
