@@ -68,7 +68,7 @@ func (c *StoreRedisConfig) options(env func(string) string) (store.RedisConfig, 
 		rc.Password = string(pw)
 	}
 	if s := c.Sentinel; s != nil {
-		rc.Sentinel = &store.SentinelConfig{MasterName: s.MasterName, Addrs: s.Addresses}
+		rc.Sentinel = &store.SentinelConfig{MasterName: s.MasterName, Addrs: s.Addresses, Replicas: s.Replicas}
 		if s.Password != nil {
 			pw, err := s.Password.resolve(env)
 			if err != nil {

@@ -141,6 +141,9 @@ type RedisSentinelConfig struct {
 	Addresses []string `yaml:"addresses"`
 	// Password authenticates to the sentinels, by reference. Default none.
 	Password *SecretRef `yaml:"password"`
+	// Replicas is how many replica Redis servers must have a write before it is acknowledged
+	// (WAIT), so that a failover loses no acknowledged write. Default 1; -1: do not wait.
+	Replicas int `yaml:"replicas"`
 }
 
 // RedisTLSConfig configures TLS to Redis.
@@ -598,6 +601,9 @@ func (s *StoreConfig) validate() []error {
 		}
 		for i, a := range r.Sentinel.Addresses {
 			hostPort(fmt.Sprintf("redis.sentinel.addresses[%d]", i), a)
+		}
+		if r.Sentinel.Replicas < -1 {
+			bad("redis.sentinel.replicas", "%d: want -1 (do not wait), 0 (the default, 1) or more", r.Sentinel.Replicas)
 		}
 	default:
 		bad("redis", "address or sentinel required")

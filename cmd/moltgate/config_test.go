@@ -152,8 +152,8 @@ admin:
 			[]string{"store.redis: give either address or sentinel"}, ""},
 		{"redis fields", "store:\n  backend: redis\n  redis:\n    address: nohost\n    db: 16\n    password: s3cret-inline\n",
 			[]string{"store.redis.address: \"nohost\": want host:port", "store.redis.db: 16", "by reference"}, "s3cret-inline"},
-		{"sentinel fields", "store:\n  backend: redis\n  redis:\n    sentinel: {addresses: [x], password: {file: a, env: B}}\n",
-			[]string{"store.redis.sentinel.master_name: required", "store.redis.sentinel.addresses[0]", "store.redis.sentinel.password"}, ""},
+		{"sentinel fields", "store:\n  backend: redis\n  redis:\n    sentinel: {addresses: [x], password: {file: a, env: B}, replicas: -2}\n",
+			[]string{"store.redis.sentinel.master_name: required", "store.redis.sentinel.addresses[0]", "store.redis.sentinel.password", "store.redis.sentinel.replicas: -2"}, ""},
 		// An entry that is not exactly an origin would never match a browser's Origin.
 		{"dashboard origins that are not origins", "websocket:\n  allowed_origins: [https://ok.example, https://app.example/path, 'null', https://u@app.example, app.example]\n",
 			[]string{"allowed_origins[1]", "allowed_origins[2]", "allowed_origins[3]", "allowed_origins[4]"}, "allowed_origins[0]"},
