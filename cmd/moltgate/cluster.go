@@ -15,6 +15,7 @@ import (
 
 	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/policies"
+	"github.com/moltgate/moltgate/proxy"
 	"github.com/moltgate/moltgate/proxy/browser"
 	"github.com/moltgate/moltgate/proxy/wsrelay"
 	"github.com/moltgate/moltgate/registry"
@@ -105,6 +106,7 @@ type replicaView struct {
 	browsers *browser.Sessions
 	engine   *policies.Engine
 	relay    *wsrelay.Relay
+	blocks   *proxy.SharedFailures // nil: auth failures not limited
 }
 
 // apply brings the view up to one change. Each part ignores the buckets not its own.
@@ -113,12 +115,12 @@ func (v *replicaView) apply(ctx context.Context, c store.Change) error {
 	// A rotation started elsewhere: a new master version is loaded here, and the job's
 	// lease says which replica runs it.
 	return errors.Join(v.rotator.Changed(ctx, c.Bucket, c.Key), v.gateways.Changed(ctx, c.Bucket, c.Key),
-		v.ks.Changed(c.Bucket, c.Key), v.browsers.Changed(c.Bucket, c.Key))
+		v.ks.Changed(c.Bucket, c.Key), v.browsers.Changed(c.Bucket, c.Key), v.blocks.Changed(c.Bucket, c.Key))
 }
 
 // reload reads the whole view again, then re-decides every open socket.
 func (v *replicaView) reload(ctx context.Context) error {
-	err := errors.Join(v.gateways.Reload(ctx), v.engine.LoadTenantKeys(ctx, v.keys), v.browsers.Reload())
+	err := errors.Join(v.gateways.Reload(ctx), v.engine.LoadTenantKeys(ctx, v.keys), v.browsers.Reload(), v.blocks.Reload())
 	v.relay.Recheck(ctx, "")
 	return err
 }

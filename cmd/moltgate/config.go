@@ -45,6 +45,8 @@ type Config struct {
 	PlatformAdmins []string `yaml:"platform_admins"`
 	// Admin configures the admin API (rate limits of its writes).
 	Admin AdminConfig `yaml:"admin"`
+	// Proxy configures the proxy listener's own defences (proxy_config.go).
+	Proxy ProxyConfig `yaml:"proxy"`
 	// Clerk verifies dashboard sessions. Default: off (only gateway tokens are accepted).
 	Clerk *ClerkConfig `yaml:"clerk"`
 	// Policies selects the Rego policy set.
@@ -406,6 +408,7 @@ func (c *Config) setDefaults() {
 	def(&c.DataDir, "./data")
 	c.Audit.setDefaults(c.DataDir)
 	c.Admin.setDefaults()
+	c.Proxy.setDefaults()
 	c.Provisioner.setDefaults(c.DataDir)
 	def(&c.GatewayDomain, "gw.localhost")
 	def(&c.Log.Level, "info")
@@ -556,6 +559,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.Audit.validate()...)
 	errs = append(errs, c.Admin.validate()...)
+	errs = append(errs, c.Proxy.validate()...)
 	errs = append(errs, c.Provisioner.validate()...)
 	return errors.Join(errs...)
 }

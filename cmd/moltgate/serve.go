@@ -194,6 +194,15 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	gateways.Subscribe(func(id string) { go relay.Recheck(context.WithoutCancel(ctx), id) })
 	view = replicaView{gateways: gateways, keys: keySvc.keys, ks: ks, rotator: keySvc.rotator, browsers: browsers, engine: engine, relay: relay}
 
+	var sharedLimits redis.Scripter // rate limits in memory on bbolt, shared by the replicas on Redis
+	if shared != nil {
+		sharedLimits = shared.Client()
+	}
+	authFailures, blocks, err := authFailureBudget(cfg.Proxy.AuthFailures, kv, sharedLimits, logger)
+	if err != nil {
+		return err
+	}
+	view.blocks = blocks
 	trusted := cfg.trustedPrefixes()
 	handler, err := proxy.New(proxy.Config{
 		GatewayDomain:    cfg.GatewayDomain,
@@ -202,15 +211,11 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		// A token rotation in flight retries a 401 with the gateway's other token (provisioner).
 		Transport: prov.upstream(proxy.NewTransport(proxy.TransportConfig{DialTimeout: cfg.Upstream.DialTimeout,
 			ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout, MaxIdleConnsPerHost: cfg.Upstream.MaxIdleConnsPerHost})),
-		SignInURL: signIn,
+		SignInURL: signIn, AuthFailureWindow: cfg.Proxy.AuthFailures.Window,
 	}, proxy.Deps{Gateways: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger, Metrics: metrics,
-		Relay: relay, Browser: browsers})
+		Relay: relay, Browser: browsers, AuthFailures: authFailures})
 	if err != nil {
 		return err
-	}
-	var sharedLimits redis.Scripter // admin budgets in memory on bbolt, shared by the replicas on Redis
-	if shared != nil {
-		sharedLimits = shared.Client()
 	}
 	limits, err := adminLimits(cfg.Admin.RateLimit, time.Now, sharedLimits)
 	if err != nil {
