@@ -41,9 +41,18 @@ func newLimitedProxy(t *testing.T) *limitedProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
+	lp.srv = httptest.NewServer(limitedHandler(t, f, budget, lp.clock.Now, lp.metrics))
+	t.Cleanup(lp.srv.Close)
+	return lp
+}
+
+// limitedHandler is f's proxy with budget, behind the trusted proxy 127.0.0.1, its metrics in
+// reg.
+func limitedHandler(t testing.TB, f *fixture, budget proxy.FailureBudget, now func() time.Time, reg *prometheus.Registry) http.Handler {
+	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	clerk, err := authn.NewClerk(authn.ClerkConfig{APIURL: f.clerk.URL, SecretKey: f.clerk.SecretKey(),
-		Issuer: f.clerk.Issuer(), AuthorizedParties: []string{clerktest.DefaultAuthorizedParty}}, logger, lp.metrics)
+		Issuer: f.clerk.Issuer(), AuthorizedParties: []string{clerktest.DefaultAuthorizedParty}}, logger, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,14 +60,12 @@ func newLimitedProxy(t *testing.T) *limitedProxy {
 	t.Cleanup(tr.CloseIdleConnections)
 	h, err := proxy.New(proxy.Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, Transport: tr,
 		AuthFailureWindow: time.Minute},
-		proxy.Deps{Gateways: f.reg, Policy: f.engine, Sessions: clerk, Audit: f.audit, Logger: logger, Metrics: lp.metrics,
-			Browser: f.browsers, Now: lp.clock.Now, AuthFailures: budget})
+		proxy.Deps{Gateways: f.reg, Policy: f.engine, Sessions: clerk, Audit: f.audit, Logger: logger, Metrics: reg,
+			Browser: f.browsers, Now: now, AuthFailures: budget})
 	if err != nil {
 		t.Fatal(err)
 	}
-	lp.srv = httptest.NewServer(h)
-	t.Cleanup(lp.srv.Close)
-	return lp
+	return h
 }
 
 // get sends GET target to gwa from the loopback address from (127.0.0.1 is the trusted
