@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -61,7 +63,7 @@ func limitedHandler(t testing.TB, f *fixture, budget proxy.FailureBudget, now fu
 	h, err := proxy.New(proxy.Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, Transport: tr,
 		AuthFailureWindow: time.Minute},
 		proxy.Deps{Gateways: f.reg, Policy: f.engine, Sessions: clerk, Audit: f.audit, Logger: logger, Metrics: reg,
-			Browser: f.browsers, Now: now, AuthFailures: budget})
+			Browser: f.browsers, Relay: f.relay, Now: now, AuthFailures: budget})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,4 +186,47 @@ func TestAuthFailureLimit(t *testing.T) {
 			t.Errorf("the address the untrusted peer claimed, through the trusted proxy: got %d, want 200 (not framed)", status)
 		}
 	})
+}
+
+// TestAuthFailureLimitCountsSocketConnect (issue 11): a bad token in a socket's connect
+// request is a failed authentication too; past the budget the client's next upgrade is
+// refused 429, a valid bearer on it included.
+func TestAuthFailureLimitCountsSocketConnect(t *testing.T) {
+	f := newWSFixture(t, registry.AuthToken)
+	clock := testenv.NewClock(time.Now())
+	budget, err := ratelimit.NewMemory(ratelimit.MemoryConfig{Limit: ratelimit.Limit{Rate: 3, Per: time.Hour, Burst: 3}, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(limitedHandler(t, f, budget, clock.Now, prometheus.NewRegistry()))
+	t.Cleanup(srv.Close)
+	dial := func(header http.Header) (*client, *http.Response, error) {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		c, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws",
+			&websocket.DialOptions{HTTPHeader: header, Host: "gwa.gw.localhost"})
+		if err != nil {
+			return nil, resp, err
+		}
+		t.Cleanup(func() { c.CloseNow() })
+		return &client{t: t, c: c}, resp, nil
+	}
+	for i := range 3 {
+		c, _, err := dial(nil)
+		if err != nil {
+			t.Fatalf("anonymous upgrade %d: %v", i, err)
+		}
+		c.read() // the challenge
+		if res := c.call("connect", map[string]any{"auth": map[string]any{"token": "wrong"}}); res["ok"] == true {
+			t.Fatalf("connect %d with a bad token: %v, want refused", i, res)
+		}
+	}
+	_, resp, err := dial(bearerHeader(tokA))
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("upgrade with a valid bearer after 3 bad connects: %v (status %d), want 429", err, status)
+	}
 }
