@@ -26,6 +26,8 @@ type BlocksKV interface {
 	Get(bucket, key string) ([]byte, error)
 	Put(bucket, key string, value []byte) error
 	ForEach(bucket string, fn func(key string, value []byte) error) error
+	// Swap replaces key's value old with new (nil: delete), or fails with store.ErrConflict.
+	Swap(bucket, key string, old, new []byte) error
 }
 
 // SharedFailures is the FailureBudget of replicas on a shared store, with no store round trip
@@ -43,6 +45,7 @@ type SharedFailures struct {
 
 	mu    sync.RWMutex
 	until map[string]time.Time // client → end of its block
+	swept time.Time            // when this replica last removed ended blocks from the store
 }
 
 var _ FailureBudget = (*SharedFailures)(nil)
@@ -90,7 +93,39 @@ func (s *SharedFailures) Allow(ctx context.Context, key string) (bool, time.Dura
 		// Blocked here still; the others block the client at its next failure there.
 		s.logger.LogAttrs(ctx, slog.LevelError, "auth failure block not shared", slog.Any("err", err))
 	}
+	s.sweep(ctx)
 	return ok, retry, nil
+}
+
+// sweepEvery is the least time between two sweeps of ended blocks from the store by one replica.
+const sweepEvery = time.Hour
+
+// sweep removes the blocks that ended from the store, at most once per sweepEvery, when a
+// block is written: so the bucket holds about the blocks of the last hour. Each removal is a
+// compare-and-delete, so a block renewed meanwhile (by another replica) stays.
+func (s *SharedFailures) sweep(ctx context.Context) {
+	now := s.now()
+	s.mu.Lock()
+	due := now.Sub(s.swept) >= sweepEvery
+	if due {
+		s.swept = now
+	}
+	s.mu.Unlock()
+	if !due {
+		return
+	}
+	err := s.kv.ForEach(BlocksBucket, func(key string, v []byte) error {
+		if until, err := time.Parse(time.RFC3339Nano, string(v)); err == nil && until.After(now) {
+			return nil
+		}
+		if err := s.kv.Swap(BlocksBucket, key, v, nil); err != nil && !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		s.logger.LogAttrs(ctx, slog.LevelWarn, "ended auth failure blocks not removed; tried again later", slog.Any("err", err))
+	}
 }
 
 // Changed brings a block made on another replica here. Changes of other buckets are ignored,

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"strings"
@@ -17,7 +18,7 @@ import (
 // authentications per client; the replica whose failure spends it blocks the client at once,
 // and the block reaches another replica through the store (Changed, as the change stream
 // delivers it, or Reload), with no Redis read per request. A block record that does not parse
-// is an error naming it and changes nothing.
+// is an error naming it and changes nothing. Ended blocks are swept out of the store.
 func TestSharedFailures(t *testing.T) {
 	srv := testenv.Redis(t)
 	kv, err := store.OpenRedis(t.Context(), store.RedisConfig{Addr: srv.Addr})
@@ -73,5 +74,27 @@ func TestSharedFailures(t *testing.T) {
 	clock.Advance(20 * time.Minute)
 	for name, s := range map[string]*proxy.SharedFailures{"a": a, "b": b, "c": c} {
 		peek(name+", the block over", s, client, true, 0)
+	}
+
+	// An hour after a replica's last sweep, the next block it writes sweeps the ended (and
+	// unreadable) blocks out of the store.
+	const ended = "198.51.100.50"
+	if err := kv.Put(proxy.BlocksBucket, ended, []byte(clock.Now().Add(-time.Second).Format(time.RFC3339Nano))); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Hour)
+	const next = "198.51.100.9"
+	for range 3 {
+		if _, _, err := b.Allow(t.Context(), next); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, key := range []string{ended, client} {
+		if _, err := kv.Get(proxy.BlocksBucket, key); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("the block of %s after the sweep: %v, want it gone", key, err)
+		}
+	}
+	if _, err := kv.Get(proxy.BlocksBucket, next); err != nil {
+		t.Errorf("the new block after the sweep: %v, want it kept", err)
 	}
 }
