@@ -31,7 +31,9 @@ func getFrom(t *testing.T, in *instance, src, id string, hdr map[string]string) 
 	listen := strings.TrimPrefix(in.proxyURL, "http://")
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) { return d.DialContext(ctx, network, listen) }}}
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, network, listen)
+		}}}
 	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
