@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing/fstest"
@@ -88,7 +89,8 @@ type candidate struct {
 // bundleSource polls a bundle server. Its state is guarded by mu: the poller writes it,
 // /readyz and SIGHUP reloads read it.
 type bundleSource struct {
-	url      string
+	url      string // fetched
+	shown    string // url without credentials or query, for errors, logs and /readyz
 	interval time.Duration
 	maxBytes int64
 	token    []byte
@@ -103,13 +105,22 @@ type bundleSource struct {
 
 func newBundleSource(cfg BundleConfig, reg prometheus.Registerer) (*bundleSource, error) {
 	if !strings.HasPrefix(cfg.URL, "http://") && !strings.HasPrefix(cfg.URL, "https://") {
-		return nil, fmt.Errorf("policies: bundle url %q: want an http(s) URL", cfg.URL)
+		return nil, errors.New("policies: bundle url: want an http(s) URL")
 	}
 	if cfg.PollInterval < 0 || cfg.MaxBytes < 0 {
 		return nil, errors.New("policies: bundle: negative poll interval or size limit")
 	}
-	b := &bundleSource{url: cfg.URL, interval: cfg.PollInterval, maxBytes: cfg.MaxBytes, token: cfg.BearerToken,
-		client: cfg.Client, status: BundleStatus{URL: cfg.URL}}
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("policies: bundle url: %w", err)
+	}
+	// A presigned URL's query and a URL's user info are credentials: never shown.
+	if u.User = nil; u.RawQuery != "" {
+		u.RawQuery = "…"
+	}
+	b := &bundleSource{url: cfg.URL, shown: u.String(), interval: cfg.PollInterval, maxBytes: cfg.MaxBytes, token: cfg.BearerToken,
+		client: cfg.Client}
+	b.status.URL = b.shown
 	if b.interval == 0 {
 		b.interval = DefaultBundlePollInterval
 	}
@@ -200,7 +211,7 @@ func (e *Engine) PollBundle(ctx context.Context, reloaded func(error)) error {
 		case err != nil && !errors.Is(err, ErrBundleTooLarge):
 			b.polls.WithLabelValues("error").Inc()
 			e.logger.LogAttrs(ctx, slog.LevelWarn, "policies: bundle poll failed; the set in force keeps deciding",
-				slog.String("url", b.url), slog.Any("err", err))
+				slog.String("url", b.shown), slog.Any("err", err))
 		case body == nil && err == nil:
 			b.polls.WithLabelValues("not_modified").Inc()
 		default:
@@ -234,7 +245,7 @@ func (b *bundleSource) wait() time.Duration {
 func (b *bundleSource) fetch(ctx context.Context) ([]byte, string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.url, nil)
 	if err != nil {
-		return nil, "", b.failed(fmt.Errorf("policies: bundle %s: %w", b.url, err))
+		return nil, "", b.failed(fmt.Errorf("policies: bundle %s: %w", b.shown, err))
 	}
 	b.mu.Lock()
 	if b.status.ETag != "" {
@@ -245,8 +256,11 @@ func (b *bundleSource) fetch(ctx context.Context) ([]byte, string, error) {
 		req.Header.Set("Authorization", "Bearer "+string(b.token))
 	}
 	resp, err := b.client.Do(req)
+	if ue := (*url.Error)(nil); errors.As(err, &ue) {
+		err = ue.Err // its message holds the whole URL
+	}
 	if err != nil {
-		return nil, "", b.failed(fmt.Errorf("policies: bundle %s: %w", b.url, err))
+		return nil, "", b.failed(fmt.Errorf("policies: bundle %s: %w", b.shown, err))
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
@@ -255,20 +269,20 @@ func (b *bundleSource) fetch(ctx context.Context) ([]byte, string, error) {
 		return nil, "", nil
 	case http.StatusOK:
 	default:
-		return nil, "", b.failed(fmt.Errorf("policies: bundle %s: HTTP status %d", b.url, resp.StatusCode))
+		return nil, "", b.failed(fmt.Errorf("policies: bundle %s: HTTP status %d", b.shown, resp.StatusCode))
 	}
 	etag := resp.Header.Get("ETag")
 	body, err := io.ReadAll(io.LimitReader(resp.Body, b.maxBytes+1))
 	if err != nil {
-		return nil, "", b.failed(fmt.Errorf("policies: bundle %s: read: %w", b.url, err))
+		return nil, "", b.failed(fmt.Errorf("policies: bundle %s: read: %w", b.shown, err))
 	}
 	b.answered(etag)
 	if int64(len(body)) > b.maxBytes {
-		return nil, etag, fmt.Errorf("policies: bundle %s: %w (%d bytes)", b.url, ErrBundleTooLarge, b.maxBytes)
+		return nil, etag, fmt.Errorf("policies: bundle %s: %w (%d bytes)", b.shown, ErrBundleTooLarge, b.maxBytes)
 	}
 	if len(body) == 0 {
 		// An empty 200 is not a bundle; reading it as one would end in a less clear error.
-		return nil, etag, fmt.Errorf("policies: bundle %s: empty response", b.url)
+		return nil, etag, fmt.Errorf("policies: bundle %s: empty response", b.shown)
 	}
 	return body, etag, nil
 }
@@ -296,7 +310,7 @@ func (b *bundleSource) answered(etag string) {
 // a verification key is configured, into a candidate laid out as a directory: the modules
 // at their paths, the data in data.json.
 func (b *bundleSource) read(body []byte, etag string) (*candidate, error) {
-	r := bundle.NewCustomReader(bundle.NewTarballLoaderWithBaseURL(bytes.NewReader(body), b.url)).
+	r := bundle.NewCustomReader(bundle.NewTarballLoaderWithBaseURL(bytes.NewReader(body), b.shown)).
 		WithRegoVersion(ast.RegoV1).
 		WithProcessAnnotations(true).
 		WithSizeLimitBytes(b.maxBytes).
@@ -306,9 +320,9 @@ func (b *bundleSource) read(body []byte, etag string) (*candidate, error) {
 	}
 	bd, err := r.Read()
 	if err != nil {
-		return nil, fmt.Errorf("bundle %s: %w", b.url, err)
+		return nil, fmt.Errorf("bundle %s: %w", b.shown, err)
 	}
-	name := fmt.Sprintf("bundle %s (revision %q)", b.url, bd.Manifest.Revision)
+	name := fmt.Sprintf("bundle %s (revision %q)", b.shown, bd.Manifest.Revision)
 	if bd.Type() != bundle.SnapshotBundleType || len(bd.WasmModules) > 0 || len(bd.PlanModules) > 0 {
 		return nil, fmt.Errorf("%s: only Rego snapshot bundles are supported (no delta, wasm or plan)", name)
 	}

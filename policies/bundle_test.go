@@ -3,6 +3,7 @@ package policies
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -71,7 +72,7 @@ func TestBundleSource(t *testing.T) {
 	srv.Publish(encode(t, customBundle(t, "first", "v1", ""), priv))
 
 	reg := prometheus.NewRegistry()
-	e, err := New(t.Context(), Config{Bundle: &BundleConfig{URL: srv.URL + "/bundle.tar.gz", PollInterval: 5 * time.Millisecond,
+	e, err := New(t.Context(), Config{Bundle: &BundleConfig{URL: srv.URL + "/bundle.tar.gz?sig=s3cr3t", PollInterval: 5 * time.Millisecond,
 		VerificationKey: pub, Algorithm: "ES256", MaxBytes: 64 << 10}}, nil, reg)
 	if err != nil {
 		t.Fatal(err)
@@ -151,6 +152,9 @@ func TestBundleSource(t *testing.T) {
 		if r := e.LastRefusal(); r == nil || r.Err != err {
 			t.Errorf("%s: last refusal %v, want %v", tt.name, r, err)
 		}
+		if err != nil && strings.Contains(err.Error(), "s3cr3t") {
+			t.Errorf("%s: the error shows the URL's query: %v", tt.name, err)
+		}
 	}
 	if got := testutil.ToFloat64(e.metrics.refused); got != float64(len(refused)) {
 		t.Errorf("refused reloads: got %v, want %d", got, len(refused))
@@ -181,6 +185,9 @@ func TestBundleSource(t *testing.T) {
 	// The server fails: the set in force keeps deciding, the error shows, then clears.
 	srv.Fail(http.StatusServiceUnavailable)
 	waitFor(t, "poll error shown", func() bool { s := e.BundleStatus(); return s.Err != nil && s.Failures >= 2 })
+	if s := fmt.Sprintf("%+v", e.BundleStatus()); strings.Contains(s, "s3cr3t") {
+		t.Errorf("the status shows the URL's query: %s", s)
+	}
 	if got := reason(); got != "second" || !strings.Contains(e.BundleStatus().Err.Error(), "503") {
 		t.Errorf("server failing: reason %q, status %v; want second and the 503", got, e.BundleStatus().Err)
 	}

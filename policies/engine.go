@@ -376,7 +376,7 @@ func (e *Engine) load(ctx context.Context, cand *candidate) (*source, error) {
 	case cand != nil:
 		fsys, name = cand.fsys, cand.name
 	case e.remote != nil:
-		fsys, name = e.remote.inForce(), "bundle "+e.remote.url
+		fsys, name = e.remote.inForce(), "bundle "+e.remote.shown
 	case e.dir != "":
 		if st, err := os.Stat(e.dir); err != nil {
 			return nil, fmt.Errorf("policies: load %s: %w", e.dir, err)
