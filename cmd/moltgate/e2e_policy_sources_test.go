@@ -136,24 +136,6 @@ func (l *sourceLoad) finish(t *testing.T, good map[string]bool) {
 	t.Logf("%d requests, %d messages; answers %v", l.requests.Load(), l.messages.Load(), l.answers)
 }
 
-// metric reads one sample of moltgate's /metrics ("" labels: the unlabelled sample).
-func metric(t *testing.T, mg *instance, name string) float64 {
-	t.Helper()
-	resp, err := http.Get(mg.adminURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
-		}
-	}
-	return 0
-}
-
 // policyRevision is the revision of the set in force, from /readyz.
 func policyRevision(mg *instance) string {
 	_, r, _ := strings.Cut(readyzOf(mg), "policy revision ")
@@ -211,7 +193,10 @@ websocket: {messages_per_second: 100000, burst: 100000}
 			return code == http.StatusForbidden && strings.Contains(body, `"reason":"`+reason+`"`)
 		}
 	}
-	refused := func(mg *instance) float64 { return metric(t, mg, `moltgate_policy_reloads_total{result="refused"}`) }
+	refused := func(mg *instance) float64 {
+		v, _ := strconv.ParseFloat(metricValue(t, mg, `moltgate_policy_reloads_total{result="refused"}`), 64)
+		return v
+	}
 	audited := func(t *testing.T, mg *instance, goods, bads int, revisions []string) {
 		t.Helper()
 		waitUntil(t, "reloads audited", func() bool {
