@@ -95,18 +95,10 @@ func BenchmarkPolicySwap(b *testing.B) {
 			decidedBy(b, e, reason)
 			swaps = append(swaps, time.Since(start))
 		}
-		b.StopTimer()
-		cancel()
-		<-done
-		direct := make([]time.Duration, len(swaps))
-		for i := range direct {
+		direct := directReloads(b, cancel, done, len(swaps), func(i int) func() error {
 			write(fmt.Sprint("direct_", i))
-			start := time.Now()
-			if err := e.Reload(b.Context()); err != nil {
-				b.Fatal(err)
-			}
-			direct[i] = time.Since(start)
-		}
+			return func() error { return e.Reload(b.Context()) }
+		})
 		reportSwap(b, "watch", swaps, direct, "the watcher waits 100 ms for quiet")
 	})
 
@@ -149,20 +141,32 @@ func BenchmarkPolicySwap(b *testing.B) {
 			decidedBy(b, e, reason)
 			swaps = append(swaps, time.Since(start))
 		}
-		b.StopTimer()
-		cancel()
-		<-done
-		direct := make([]time.Duration, len(swaps))
-		for i := range direct {
+		direct := directReloads(b, cancel, done, len(swaps), func(i int) func() error {
 			body := publication(fmt.Sprint("direct_", i))
-			start := time.Now()
-			if err := e.reloadWith(b.Context(), func() (*candidate, error) { return e.remote.read(body, "") }); err != nil {
-				b.Fatal(err)
+			return func() error {
+				return e.reloadWith(b.Context(), func() (*candidate, error) { return e.remote.read(body, "") })
 			}
-			direct[i] = time.Since(start)
-		}
+		})
 		reportSwap(b, "bundle", swaps, direct, "read, signature check and reload of the same bundles; polled every 100 ms")
 	})
+}
+
+// directReloads stops the source (cancel, then done) and times n reloads called directly:
+// prepare(i) sets the i-th set up, untimed, and returns the timed reload.
+func directReloads(b *testing.B, cancel func(), done <-chan struct{}, n int, prepare func(i int) func() error) []time.Duration {
+	b.StopTimer()
+	cancel()
+	<-done
+	direct := make([]time.Duration, n)
+	for i := range direct {
+		reload := prepare(i)
+		start := time.Now()
+		if err := reload(); err != nil {
+			b.Fatal(err)
+		}
+		direct[i] = time.Since(start)
+	}
+	return direct
 }
 
 // reportSwap reports the swap times and their ratio to the direct reloads.
