@@ -280,10 +280,6 @@ func (b *bundleSource) fetch(ctx context.Context) ([]byte, string, error) {
 	if int64(len(body)) > b.maxBytes {
 		return nil, etag, fmt.Errorf("policies: bundle %s: %w (%d bytes)", b.shown, ErrBundleTooLarge, b.maxBytes)
 	}
-	if len(body) == 0 {
-		// An empty 200 is not a bundle; reading it as one would end in a less clear error.
-		return nil, etag, fmt.Errorf("policies: bundle %s: empty response", b.shown)
-	}
 	return body, etag, nil
 }
 
