@@ -274,10 +274,11 @@ func ctxError(err error) *DecisionError {
 	return &DecisionError{Kind: FailTimeout, Err: err}
 }
 
-// Reload re-reads the policy set (Config.Dir; the embedded set has nothing to re-read but
-// is recompiled all the same), compiles it and swaps it in atomically. A set that fails to
-// load or compile is refused with an error naming file and line, and the current set keeps
-// serving. Gateways, platform admins and tenant keys are kept.
+// Reload re-reads the policy set (Config.Dir; the embedded set and the bundle in force have
+// nothing to re-read but are recompiled all the same: PollBundle fetches new bundles),
+// compiles it and swaps it in atomically. A set that fails to load or compile is refused
+// with an error naming file and line, and the current set keeps serving. Gateways, platform
+// admins and tenant keys are kept.
 func (e *Engine) Reload(ctx context.Context) error { return e.reloadWith(ctx, nil) }
 
 // reloadWith is Reload with the candidate next returns (nil next: the configured source).
@@ -385,7 +386,7 @@ func (e *Engine) load(ctx context.Context, cand *candidate) (*source, error) {
 		}
 		fsys, name = os.DirFS(e.dir), e.dir
 	}
-	own := cand != nil || e.remote != nil || e.dir != ""
+	gated := cand != nil || e.remote != nil || e.dir != ""
 	res, err := loadSet(fsys, false)
 	if err != nil {
 		return nil, fmt.Errorf("policies: load %s: %w", name, err)
@@ -415,7 +416,7 @@ func (e *Engine) load(ctx context.Context, cand *candidate) (*source, error) {
 	if err := checkDataRefs(c, res.Documents); err != nil {
 		return nil, fmt.Errorf("policies: load %s: %w", name, err)
 	}
-	if own {
+	if gated {
 		if err := gate(ctx, fsys); err != nil {
 			return nil, fmt.Errorf("policies: test %s: %w", name, err)
 		}
@@ -424,8 +425,8 @@ func (e *Engine) load(ctx context.Context, cand *candidate) (*source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policies: load %s: %w", name, err)
 	}
-	usesDefaults := !own
-	if own {
+	usesDefaults := !gated
+	if gated {
 		own, err := loadFS(fsys, false)
 		if err != nil {
 			return nil, fmt.Errorf("policies: load %s: %w", name, err)
