@@ -139,8 +139,8 @@ func newBundleSource(cfg BundleConfig, reg prometheus.Registerer) (*bundleSource
 		if key.Algorithm == "" {
 			key.Algorithm = "RS256"
 		}
-		// The configured key is the only one: a signature naming another key id is checked
-		// against it, and fails.
+		// The configured key is the only one: whatever key id a signature names, it is
+		// checked against this key.
 		b.verify = bundle.NewVerificationConfig(map[string]*bundle.KeyConfig{id: key}, id, cfg.Scope, nil)
 	}
 	b.polls = prometheus.NewCounterVec(prometheus.CounterOpts{
