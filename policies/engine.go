@@ -56,6 +56,10 @@ type Config struct {
 	// known to be current (a replica following a shared store); an error refuses the
 	// decision with a DecisionError of kind FailStale. It must be cheap. Nil: always current.
 	Fresh func() error
+	// Bundle, if set, makes an OPA bundle server the source of the policy set instead of Dir
+	// or the embedded set (see BundleConfig and PollBundle). New fails when the first bundle
+	// cannot be fetched or is refused. Exclusive with Dir.
+	Bundle *BundleConfig
 }
 
 // Engine evaluates policy decisions. It is safe for concurrent use: Decide may run
@@ -65,6 +69,7 @@ type Engine struct {
 	timeout time.Duration
 	fresh   func() error
 	logger  *slog.Logger
+	remote  *bundleSource // Config.Bundle; nil without one
 	store   storage.Store
 	codec   *codec
 	metrics *metrics
@@ -110,7 +115,17 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 		e.timeout = DefaultTimeout
 	}
 
-	src, err := e.load(ctx)
+	var first *candidate
+	if cfg.Bundle != nil {
+		if cfg.Dir != "" {
+			return nil, errors.New("policies: give a directory or a bundle, not both")
+		}
+		var err error
+		if first, err = e.firstBundle(ctx, *cfg.Bundle, reg); err != nil {
+			return nil, err
+		}
+	}
+	src, err := e.load(ctx, first)
 	if err != nil {
 		return nil, err
 	}
@@ -141,6 +156,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 	}
 	e.metrics = m
 	e.cur.Store(set)
+	if first != nil {
+		first.live()
+	}
 	return e, nil
 }
 
@@ -256,14 +274,18 @@ func ctxError(err error) *DecisionError {
 	return &DecisionError{Kind: FailTimeout, Err: err}
 }
 
-// Reload re-reads the policy set (Config.Dir; the embedded set has nothing to re-read but
-// is recompiled all the same), compiles it and swaps it in atomically. A set that fails to
-// load or compile is refused with an error naming file and line, and the current set keeps
-// serving. Gateways, platform admins and tenant keys are kept.
-func (e *Engine) Reload(ctx context.Context) error {
+// Reload re-reads the policy set (Config.Dir; the embedded set and the bundle in force have
+// nothing to re-read but are recompiled all the same: PollBundle fetches new bundles),
+// compiles it and swaps it in atomically. A set that fails to load or compile is refused
+// with an error naming file and line, and the current set keeps serving. Gateways, platform
+// admins and tenant keys are kept.
+func (e *Engine) Reload(ctx context.Context) error { return e.reloadWith(ctx, nil) }
+
+// reloadWith is Reload with the candidate next returns (nil next: the configured source).
+func (e *Engine) reloadWith(ctx context.Context, next func() (*candidate, error)) error {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
-	if err := e.reload(ctx); err != nil {
+	if err := e.reload(ctx, next); err != nil {
 		e.metrics.refused.Inc()
 		e.lastRefusal.Store(&ReloadStatus{Time: time.Now(), Err: err})
 		return err
@@ -283,9 +305,15 @@ type ReloadStatus struct {
 // ran): for /readyz detail. The set that decides is the previous one (Revision).
 func (e *Engine) LastRefusal() *ReloadStatus { return e.lastRefusal.Load() }
 
-func (e *Engine) reload(ctx context.Context) error {
-
-	src, err := e.load(ctx)
+func (e *Engine) reload(ctx context.Context, next func() (*candidate, error)) error {
+	var cand *candidate
+	if next != nil {
+		var err error
+		if cand, err = next(); err != nil {
+			return fmt.Errorf("policies: reload: %w", err)
+		}
+	}
+	src, err := e.load(ctx, cand)
 	if err != nil {
 		return fmt.Errorf("policies: reload: %w", err)
 	}
@@ -301,6 +329,9 @@ func (e *Engine) reload(ctx context.Context) error {
 	}
 	e.cur.Store(set)
 	e.gen.Add(1)
+	if cand != nil {
+		cand.live()
+	}
 	e.logger.LogAttrs(ctx, slog.LevelInfo, "policies: reloaded",
 		slog.String("from_revision", old.revision), slog.String("revision", set.revision))
 	return nil
@@ -338,11 +369,16 @@ type source struct {
 	revision string
 }
 
-// load reads and compiles the configured policy set; a set from a directory must also
-// pass its own tests (see gate).
-func (e *Engine) load(ctx context.Context) (*source, error) {
+// load reads and compiles cand, or without one the configured policy set; a set other than
+// the embedded one must also pass its own tests (see gate).
+func (e *Engine) load(ctx context.Context, cand *candidate) (*source, error) {
 	fsys, name := Default(), "embedded policies"
-	if e.dir != "" {
+	switch {
+	case cand != nil:
+		fsys, name = cand.fsys, cand.name
+	case e.remote != nil:
+		fsys, name = e.remote.inForce(), "bundle "+e.remote.shown
+	case e.dir != "":
 		if st, err := os.Stat(e.dir); err != nil {
 			return nil, fmt.Errorf("policies: load %s: %w", e.dir, err)
 		} else if !st.IsDir() {
@@ -350,6 +386,7 @@ func (e *Engine) load(ctx context.Context) (*source, error) {
 		}
 		fsys, name = os.DirFS(e.dir), e.dir
 	}
+	gated := cand != nil || e.remote != nil || e.dir != ""
 	res, err := loadSet(fsys, false)
 	if err != nil {
 		return nil, fmt.Errorf("policies: load %s: %w", name, err)
@@ -379,7 +416,7 @@ func (e *Engine) load(ctx context.Context) (*source, error) {
 	if err := checkDataRefs(c, res.Documents); err != nil {
 		return nil, fmt.Errorf("policies: load %s: %w", name, err)
 	}
-	if e.dir != "" {
+	if gated {
 		if err := gate(ctx, fsys); err != nil {
 			return nil, fmt.Errorf("policies: test %s: %w", name, err)
 		}
@@ -388,8 +425,8 @@ func (e *Engine) load(ctx context.Context) (*source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policies: load %s: %w", name, err)
 	}
-	usesDefaults := e.dir == ""
-	if !usesDefaults {
+	usesDefaults := !gated
+	if gated {
 		own, err := loadFS(fsys, false)
 		if err != nil {
 			return nil, fmt.Errorf("policies: load %s: %w", name, err)

@@ -198,6 +198,8 @@ type PoliciesConfig struct {
 	Timeout time.Duration `yaml:"timeout"`
 	// Watch reloads Dir when a file in it changes (fsnotify), as SIGHUP does. Default false.
 	Watch bool `yaml:"watch"`
+	// Bundle polls an OPA bundle server for the policy set instead of Dir. Default none.
+	Bundle *PolicyBundleConfig `yaml:"bundle"`
 }
 
 // LimitsConfig bounds request handling.
@@ -500,6 +502,7 @@ func (c *Config) Validate() error {
 	if c.Policies.Timeout < 0 {
 		bad("policies.timeout", "negative")
 	}
+	errs = append(errs, c.Policies.validateBundle()...)
 	if c.Limits.MaxToolBodyBytes < 0 {
 		bad("limits.max_tool_body_bytes", "negative")
 	}

@@ -9,7 +9,7 @@ import (
 	"github.com/moltgate/moltgate/policies"
 )
 
-const policyUsage = "usage: moltgate policy test [DIR] | check DIR | fmt [-w] DIR"
+const policyUsage = "usage: moltgate policy test [DIR] | check DIR | fmt [-w] DIR | bundle build|sign ..."
 
 // policyCommand runs `moltgate policy SUBCOMMAND ...`: the policy author's tools. Each
 // subcommand is one function; they share nothing but the usage line.
@@ -18,6 +18,8 @@ func policyCommand(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageError{policyUsage}
 	}
 	switch args[0] {
+	case "bundle":
+		return policyBundle(ctx, args[1:], stdout)
 	case "check":
 		return policyCheck(ctx, args[1:], stdout)
 	case "fmt":

@@ -109,7 +109,11 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	auditLog := auditStack.log
 	closers = append(closers, auditLog.Close)
 
-	engine, err := policies.New(ctx, policies.Config{Dir: cfg.Policies.Dir, Timeout: cfg.Policies.Timeout, Fresh: fresh}, logger, metrics)
+	policyBundle, err := cfg.Policies.engineBundle(env)
+	if err != nil {
+		return err
+	}
+	engine, err := policies.New(ctx, policies.Config{Dir: cfg.Policies.Dir, Timeout: cfg.Policies.Timeout, Fresh: fresh, Bundle: policyBundle}, logger, metrics)
 	if err != nil {
 		return err
 	}
@@ -256,6 +260,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		if r := engine.LastRefusal(); r != nil {
 			fmt.Fprintf(w, "policy candidate refused at %s: %v\n", r.Time.UTC().Format(time.RFC3339), r.Err)
 		}
+		writeBundleStatus(w, engine.BundleStatus())
 	})
 	// Every other path is the admin API's, so that calls no route takes are its probes.
 	adminMux.Handle("/", auditGate(adminAPI, auditLog.Ready))
@@ -285,6 +290,9 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	g.Go(func() error { reloadOnHangup(gctx, engine, reloaded); return nil })
 	if cfg.Policies.Watch {
 		g.Go(func() error { return engine.Watch(gctx, func(err error) { reloaded("watch", err) }) })
+	}
+	if policyBundle != nil {
+		g.Go(func() error { return engine.PollBundle(gctx, func(err error) { reloaded("bundle", err) }) })
 	}
 	if follower != nil {
 		// The view of the shared store, kept current until the very end of the shutdown.
@@ -389,6 +397,9 @@ func policyReloaded(ctx context.Context, engine *policies.Engine, relay *wsrelay
 	return func(source string, err error) {
 		ev := audit.Event{Type: audit.TypePolicyReload, Actor: audit.Actor{Kind: "system", ID: "policies"},
 			Outcome: audit.OutcomeSuccess, PolicyRevision: engine.Revision(), Details: map[string]string{"source": source}}
+		if b := engine.BundleStatus(); b != nil {
+			ev.Details["bundle_revision"] = b.Revision // the bundle in force, after the reload
+		}
 		if err != nil {
 			logger.Error("policy reload refused; the previous policy set stays", "source", source, "err", err)
 			ev.Outcome, ev.Reason, ev.Details["error"] = audit.OutcomeDeny, "policy_refused", err.Error()
