@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"strings"
-
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
