@@ -101,6 +101,15 @@ func DecodeInput(r io.Reader) (*Input, error) {
 	if err := decodeStrict(body, &in); err != nil {
 		return nil, fmt.Errorf("policies: input: %w", err)
 	}
+	if err := in.Validate(); err != nil {
+		return nil, fmt.Errorf("policies: input: %w", err)
+	}
+	return &in, nil
+}
+
+// Validate reports every way in is not an input moltgate could build, each naming its field:
+// a protocol other than http, ws or admin, an empty action, an unknown subject kind.
+func (in *Input) Validate() error {
 	var errs []error
 	if !slices.Contains([]string{ProtocolHTTP, ProtocolWS, ProtocolAdmin}, in.Protocol) {
 		errs = append(errs, fmt.Errorf("protocol: %q: want http, ws or admin", in.Protocol))
@@ -111,10 +120,7 @@ func DecodeInput(r io.Reader) (*Input, error) {
 	if !slices.Contains([]string{SubjectAnonymous, SubjectUser, SubjectGatewayToken, SubjectAdminToken}, in.Subject.Kind) {
 		errs = append(errs, fmt.Errorf("subject.kind: %q: want anonymous, user, gateway_token or admin_token", in.Subject.Kind))
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("policies: input: %w", err)
-	}
-	return &in, nil
+	return errors.Join(errs...)
 }
 
 // decodeStrict decodes exactly one JSON value of body into v; unknown fields are errors.

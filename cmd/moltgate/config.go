@@ -193,6 +193,8 @@ type PoliciesConfig struct {
 	Timeout time.Duration `yaml:"timeout"`
 	// Watch reloads Dir when a file in it changes (fsnotify), as SIGHUP does. Default false.
 	Watch bool `yaml:"watch"`
+	// DecisionLog samples allowed decisions into the audit stream (policy.decision).
+	DecisionLog DecisionLogConfig `yaml:"decision_log"`
 }
 
 // LimitsConfig bounds request handling.
@@ -493,6 +495,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Policies.Timeout < 0 {
 		bad("policies.timeout", "negative")
+	}
+	if r := c.Policies.DecisionLog.AllowSampleRate; r != nil && !(*r >= 0 && *r <= 1) {
+		bad("policies.decision_log.allow_sample_rate", "%v: want 0 to 1", *r)
 	}
 	if c.Limits.MaxToolBodyBytes < 0 {
 		bad("limits.max_tool_body_bytes", "negative")

@@ -1,0 +1,28 @@
+package main
+
+import (
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/moltgate/moltgate/audit"
+	"github.com/moltgate/moltgate/decisionlog"
+	"github.com/moltgate/moltgate/policies"
+)
+
+// DecisionLogConfig configures the decision log of allows (policies.decision_log).
+type DecisionLogConfig struct {
+	// AllowSampleRate is the share of allowed decisions written to the audit stream as
+	// policy.decision events, 0 to 1; 0 writes none. Unset: 0.01. Refusals are all on
+	// record (policy.deny, admin.deny, authn.failure) whatever it is.
+	AllowSampleRate *float64 `yaml:"allow_sample_rate"`
+}
+
+// open returns engine with the decision log of allows, writing to auditLog.
+func (c DecisionLogConfig) open(engine *policies.Engine, auditLog *audit.FileLog, logger *slog.Logger, reg prometheus.Registerer) (*decisionlog.Log, error) {
+	rate := decisionlog.DefaultAllowSampleRate
+	if c.AllowSampleRate != nil {
+		rate = *c.AllowSampleRate
+	}
+	return decisionlog.New(decisionlog.Config{AllowSampleRate: rate}, engine, auditLog, logger, reg)
+}
