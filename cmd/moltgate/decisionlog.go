@@ -5,7 +5,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/moltgate/moltgate/audit"
 	"github.com/moltgate/moltgate/decisionlog"
 	"github.com/moltgate/moltgate/policies"
 )
@@ -18,11 +17,15 @@ type DecisionLogConfig struct {
 	AllowSampleRate *float64 `yaml:"allow_sample_rate"`
 }
 
-// open returns engine with the decision log of allows, writing to auditLog.
-func (c DecisionLogConfig) open(engine *policies.Engine, auditLog *audit.FileLog, logger *slog.Logger, reg prometheus.Registerer) (*decisionlog.Log, error) {
-	rate := decisionlog.DefaultAllowSampleRate
-	if c.AllowSampleRate != nil {
-		rate = *c.AllowSampleRate
+// rate is the configured allow sample rate, or the default.
+func (c DecisionLogConfig) rate() float64 {
+	if c.AllowSampleRate == nil {
+		return decisionlog.DefaultAllowSampleRate
 	}
-	return decisionlog.New(decisionlog.Config{AllowSampleRate: rate}, engine, auditLog, logger, reg)
+	return *c.AllowSampleRate
+}
+
+// open returns engine with the decision log of allows, writing to auditLog.
+func (c DecisionLogConfig) open(engine *policies.Engine, auditLog decisionlog.Auditor, logger *slog.Logger, reg prometheus.Registerer) (*decisionlog.Log, error) {
+	return decisionlog.New(decisionlog.Config{AllowSampleRate: c.rate()}, engine, auditLog, logger, reg)
 }
