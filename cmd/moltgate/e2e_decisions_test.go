@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -114,3 +115,6 @@ policies: {decision_log: {allow_sample_rate: `+tt.rate+`}}
 		})
 	}
 }
+
+// refusalDecisionID is the decision id in a refusal's body.
+var refusalDecisionID = regexp.MustCompile(`,"decision_id":"[0-9a-f]{32}"`)
