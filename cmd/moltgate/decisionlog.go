@@ -11,8 +11,9 @@ import (
 
 // DecisionLogConfig configures the decision log of allows (policies.decision_log).
 type DecisionLogConfig struct {
-	// AllowSampleRate is the share of allowed decisions written to the audit stream as
-	// policy.decision events, 0 to 1; 0 writes none. Unset: 0.01. Refusals are all on
+	// AllowSampleRate is the share of allowed proxy requests and WebSocket messages whose
+	// decision is written to the audit stream as a policy.decision event, 0 to 1; 0 writes
+	// none. Unset: 0.01. Refusals are all on
 	// record (policy.deny, admin.deny, authn.failure) whatever it is.
 	AllowSampleRate *float64 `yaml:"allow_sample_rate"`
 }

@@ -171,6 +171,8 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		signIn, _ = url.Parse(cfg.Browser.SignInURL) // checked by Validate
 	}
 
+	// Proxy traffic and socket messages are sampled into the decision log; the admin API's
+	// changes are all on record already, and its listings decide once per gateway shown.
 	decider, err := cfg.Policies.DecisionLog.open(engine, auditLog, logger, metrics)
 	if err != nil {
 		return err
@@ -222,7 +224,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		return err
 	}
 	adminAPI, err := admin.New(admin.Config{AdminToken: adminTok, TrustedProxies: trusted, GatewayURL: cfg.gatewayURL()},
-		admin.Deps{Registry: gateways, Policy: decider, Evaluator: engine, Sessions: sessions, Audit: auditLog, Logger: logger,
+		admin.Deps{Registry: gateways, Policy: engine, Evaluator: engine, Sessions: sessions, Audit: auditLog, Logger: logger,
 			Keys: keySvc.keys, Rotator: keySvc.rotator, Limits: limits, Metrics: metrics, Browser: browsers,
 			Provisioner: prov.prov})
 	if err != nil {
