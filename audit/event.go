@@ -99,6 +99,10 @@ type Decision struct {
 	// Erased lists the input's fields removed before writing, as OPA's mask paths
 	// (/input/ws/channels): what held or may have held a credential.
 	Erased []string `json:"erased,omitempty"`
+	// Revision is the policy revision that decided, where OPA's tooling reads it.
+	Revision string `json:"revision,omitempty"`
+	// RequestedBy is the client address, as OPA names the caller of a decision.
+	RequestedBy string `json:"requested_by,omitempty"`
 }
 
 // DecisionInput is the recorded subset of the policy input.
@@ -126,11 +130,13 @@ type DecisionResult struct {
 // the caller set in e.Decision (decision id, input, erased).
 func decisionFor(e *Event) *Decision {
 	d := &Decision{
-		DecisionID: e.ID,
-		Path:       DecisionPath,
-		Result:     DecisionResult{Allow: e.Outcome == OutcomeAllow || e.Outcome == OutcomeSuccess, Reason: e.Reason},
-		Timestamp:  e.Time.Format(time.RFC3339Nano),
-		Labels:     map[string]string{"replica": e.Replica, "revision": e.PolicyRevision},
+		DecisionID:  e.ID,
+		Path:        DecisionPath,
+		Result:      DecisionResult{Allow: e.Outcome == OutcomeAllow || e.Outcome == OutcomeSuccess, Reason: e.Reason},
+		Timestamp:   e.Time.Format(time.RFC3339Nano),
+		Labels:      map[string]string{"replica": e.Replica, "revision": e.PolicyRevision},
+		Revision:    e.PolicyRevision,
+		RequestedBy: e.ClientIP,
 	}
 	if given := e.Decision; given != nil {
 		if given.DecisionID != "" {

@@ -102,7 +102,8 @@ func TestAllowsLoggedAtRateOne(t *testing.T) {
 	e := evs[0]
 	if e.Type != audit.TypePolicyDecision || e.Outcome != audit.OutcomeAllow || e.Decision == nil ||
 		e.Decision.DecisionID != allowed.ID || !e.Decision.Result.Allow || e.Decision.Result.Reason != allowed.Reason ||
-		e.Decision.Path != audit.DecisionPath || e.Decision.Labels["revision"] != allowed.Revision || e.PolicyRevision != allowed.Revision {
+		e.Decision.Path != audit.DecisionPath || e.Decision.Labels["revision"] != allowed.Revision || e.PolicyRevision != allowed.Revision ||
+		e.Decision.Revision != allowed.Revision || e.Decision.RequestedBy != "192.0.2.7" {
 		t.Fatalf("event %+v %+v: want the allow's decision-log event", e, e.Decision)
 	}
 	var in policies.Input

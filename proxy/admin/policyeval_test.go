@@ -1,11 +1,13 @@
 package admin_test
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
 	"github.com/moltgate/moltgate/policies"
 	"github.com/moltgate/moltgate/proxy/admin"
+	"github.com/moltgate/moltgate/proxy/authn/clerktest"
 )
 
 // withEvaluator serves POST /v1/policy/eval from the fixture's own engine.
@@ -35,9 +37,20 @@ func TestPolicyEval(t *testing.T) {
 		}
 	}
 	// The owner of the very gateway asked about may not: the answer shows any gateway's view.
-	_, err := f.user("user_a").PolicyEval(ctx, admin.EvalRequest{Input: read("user_a")})
-	wantAPIError(t, err, 403, "platform_admin_only")
-	_, err = f.client("").PolicyEval(ctx, admin.EvalRequest{Input: read("user_a")})
+	// The refusal names its decision, as its admin.deny event does.
+	status, body := send(t, f.srv.Client(), f.srv.URL+"/v1/policy/eval", "POST", `{"input":{"protocol":"http","action":"http.read","subject":{"kind":"user"}}}`,
+		"Authorization", "Bearer "+f.clerk.Mint(clerktest.Claims{Subject: "user_a"}), "Content-Type", "application/json")
+	var refusal struct {
+		Reason     string `json:"reason"`
+		DecisionID string `json:"decision_id"`
+	}
+	if err := json.Unmarshal([]byte(body), &refusal); err != nil || status != 403 || refusal.Reason != "platform_admin_only" || len(refusal.DecisionID) != 32 {
+		t.Fatalf("the owner: got %d %s, want 403 platform_admin_only naming its decision", status, body)
+	}
+	if evs := f.events(t); evs[len(evs)-1].Decision == nil || evs[len(evs)-1].Decision.DecisionID != refusal.DecisionID {
+		t.Fatalf("the refusal's event: %+v, want decision_id %s", evs[len(evs)-1], refusal.DecisionID)
+	}
+	_, err := f.client("").PolicyEval(ctx, admin.EvalRequest{Input: read("user_a")})
 	wantAPIError(t, err, 401, "")
 
 	for _, tt := range []struct{ name, body, msg string }{
