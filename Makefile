@@ -60,7 +60,7 @@ $(OPENCLAW_STAMP):
 ## bench: the speed figures of the README's Performance section, with ratios to baselines
 ## measured in the same run. Lines starting with "bench " are the figures.
 bench: testdeps benchdeps
-	MOLTGATE_BENCH_REPORT=1 $(GO) test -run '^$$' -bench . -benchtime 2s -cpu 1 ./policies/ ./proxy/authn/ ./keystore/
+	MOLTGATE_BENCH_REPORT=1 $(GO) test -run '^$$' -bench . -benchtime 2s -cpu 1 ./policies/ ./decisionlog/ ./proxy/authn/ ./keystore/
 	set -o pipefail; MOLTGATE_BENCH_REPORT=1 $(GO) test -run '^$$' -bench 'CredentialPaths' -benchtime 30000x -cpu 1 ./proxy/ | grep -E '^(bench |ok|FAIL|---)'
 	set -o pipefail; MOLTGATE_BENCH_REPORT=1 $(GO) test -run '^$$' -bench 'SpoolToRedis|AuditedRequest/spool' -benchtime 300000x ./audit/ | grep -E '^(bench |ok|FAIL|---)'
 	set -o pipefail; MOLTGATE_BENCH_REPORT=1 $(GO) test -run '^$$' -bench 'AuditedRequest/durable' -benchtime 20000x ./audit/ | grep -E '^(bench |ok|FAIL|---)'
