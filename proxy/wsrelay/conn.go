@@ -740,8 +740,9 @@ func (c *conn) refresh(ctx context.Context, f *frame) bool {
 	}
 	id, err := c.rl.deps.Sessions.Verify(ctx, tok)
 	if err != nil || id.UserID != c.s.Subject.ID {
-		c.audit(audit.TypeAuthnFailure, "refresh_refused", RefreshMethod)
-		return c.reply(ctx, errorResponse(f.id, "UNAUTHORIZED", "moltgate: session token refused"))
+		did := policies.NewDecisionID()
+		c.auditDecision(audit.TypeAuthnFailure, "refresh_refused", RefreshMethod, did, nil)
+		return c.reply(ctx, errorResponseWith(f.id, "UNAUTHORIZED", "moltgate: session token refused", refusalDetails{DecisionID: did}))
 	}
 	c.mu.Lock()
 	c.expires = id.Expires
