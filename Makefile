@@ -85,6 +85,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCredential$$' -fuzztime 30s ./proxy/authn/
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime 30s ./proxy/authn/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecide$$' -fuzztime 30s ./policies/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeInput$$' -fuzztime 30s ./policies/
 
 clean:
 	rm -rf bin

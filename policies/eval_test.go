@@ -1,6 +1,9 @@
 package policies
 
 import (
+	"bytes"
+	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -70,16 +73,7 @@ func TestEvaluatePolicyError(t *testing.T) {
 // Issue 12: DecodeInput reads a policy input strictly and names what is wrong.
 func TestDecodeInput(t *testing.T) {
 	t.Parallel()
-	tests := []struct{ name, body, err string }{
-		{"good", `{"protocol":"http","action":"http.read","subject":{"kind":"user","id":"u1"},"gateway":{"id":"gw1"},"request":{"method":"GET","path":"/","host":"h"},"client_ip":""}`, ""},
-		{"unknown field", `{"protocol":"http","action":"http.read","subject":{"kind":"user"},"headers":{}}`, `unknown field "headers"`},
-		{"trailing data", `{"protocol":"http","action":"http.read","subject":{"kind":"user"}} {}`, "trailing data"},
-		{"not JSON", `protocol: http`, "invalid character"},
-		{"missing fields", `{"subject":{"kind":"robot"}}`, `protocol: ""`},
-		{"empty", ``, "EOF"},
-		{"too large", `{"action":"` + strings.Repeat("a", MaxInputBytes) + `"}`, "larger than"},
-	}
-	for _, tt := range tests {
+	for _, tt := range decodeInputCases {
 		t.Run(tt.name, func(t *testing.T) {
 			in, err := DecodeInput(strings.NewReader(tt.body))
 			if tt.err == "" {
@@ -99,4 +93,43 @@ func TestDecodeInput(t *testing.T) {
 			t.Errorf("error %q lacks %q: every problem is named at once", err, want)
 		}
 	}
+}
+
+// decodeInputCases are DecodeInput's table, and the seeds of FuzzDecodeInput.
+var decodeInputCases = []struct{ name, body, err string }{
+	{"good", `{"protocol":"http","action":"http.read","subject":{"kind":"user","id":"u1"},"gateway":{"id":"gw1"},"request":{"method":"GET","path":"/","host":"h"},"client_ip":""}`, ""},
+	{"unknown field", `{"protocol":"http","action":"http.read","subject":{"kind":"user"},"headers":{}}`, `unknown field "headers"`},
+	{"trailing data", `{"protocol":"http","action":"http.read","subject":{"kind":"user"}} {}`, "trailing data"},
+	{"not JSON", `protocol: http`, "invalid character"},
+	{"missing fields", `{"subject":{"kind":"robot"}}`, `protocol: ""`},
+	{"empty", ``, "EOF"},
+	{"too large", `{"action":"` + strings.Repeat("a", MaxInputBytes) + `"}`, "larger than"},
+}
+
+// FuzzDecodeInput: whatever the bytes, DecodeInput answers an error or an input that
+// validates and reads back the same from its own JSON (what policy eval decides is what the
+// file said).
+func FuzzDecodeInput(f *testing.F) {
+	for _, c := range decodeInputCases {
+		if len(c.body) < 4096 {
+			f.Add(c.body)
+		}
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		in, err := DecodeInput(strings.NewReader(body))
+		if err != nil {
+			return
+		}
+		if err := in.Validate(); err != nil {
+			t.Fatalf("decoded an invalid input: %v", err)
+		}
+		b, err := json.Marshal(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := DecodeInput(bytes.NewReader(b))
+		if err != nil || !reflect.DeepEqual(again, in) {
+			t.Fatalf("%s read back as %+v, %v; want %+v", b, again, err, in)
+		}
+	})
 }
