@@ -60,7 +60,7 @@ $(OPENCLAW_STAMP):
 ## bench: the speed figures of the README's Performance section, with ratios to baselines
 ## measured in the same run. Lines starting with "bench " are the figures.
 bench: testdeps benchdeps
-	MOLTGATE_BENCH_REPORT=1 $(GO) test -run '^$$' -bench . -benchtime 2s -cpu 1 ./policies/ ./proxy/authn/ ./keystore/
+	MOLTGATE_BENCH_REPORT=1 $(GO) test -run '^$$' -bench . -benchtime 2s -cpu 1 ./policies/ ./decisionlog/ ./proxy/authn/ ./keystore/
 	set -o pipefail; MOLTGATE_BENCH_REPORT=1 $(GO) test -run '^$$' -bench 'CredentialPaths' -benchtime 30000x -cpu 1 ./proxy/ | grep -E '^(bench |ok|FAIL|---)'
 	set -o pipefail; MOLTGATE_BENCH_REPORT=1 $(GO) test -run '^$$' -bench 'AuthFailureCheck' -benchtime 30000x -cpu 1 ./proxy/ | grep -E '^(bench |ok|FAIL|---)'
 	set -o pipefail; MOLTGATE_BENCH_REPORT=1 $(GO) test -run '^$$' -bench 'SpoolToRedis|AuditedRequest/spool' -benchtime 300000x ./audit/ | grep -E '^(bench |ok|FAIL|---)'
@@ -86,6 +86,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCredential$$' -fuzztime 30s ./proxy/authn/
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime 30s ./proxy/authn/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecide$$' -fuzztime 30s ./policies/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeInput$$' -fuzztime 30s ./policies/
 
 clean:
 	rm -rf bin

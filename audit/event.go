@@ -45,6 +45,7 @@ const (
 	TypeSessionStart    = "session.start"          // a browser signed in to a gateway's host (a launch link)
 	TypeProvisionStep   = "provision.step"         // the provisioner ensured or destroyed one resource of a gateway
 	TypePolicyReload    = "policy.reload"          // a candidate policy set went live, or was refused
+	TypePolicyDecision  = "policy.decision"        // a policy decision that allowed, sampled: the decision log of allows
 )
 
 // Actor is who acted: a subject kind and id, never a credential.
@@ -73,7 +74,9 @@ type Event struct {
 	Details        map[string]string `json:"details,omitempty"` // no secrets
 	Replica        string            `json:"replica,omitempty"` // set by Emit: the chain's replica
 	// Decision holds the OPA decision-log fields of decision events (policy.deny,
-	// admin.deny); set by Emit. Its fields appear at the top level of the JSON object.
+	// admin.deny, authn.failure, policy.decision); set by Emit. Its fields appear at the top level of the
+	// JSON object. A caller may set DecisionID (the policy decision's id), Input (the
+	// masked policy input) and Erased; Emit fills in the rest.
 	*Decision
 	Prev string `json:"prev"` // set by Emit: hash of the previous event
 	Hash string `json:"hash"` // set by Emit: hash of this event
@@ -86,12 +89,20 @@ const DecisionPath = "moltgate/authz/decision"
 // (decision_id, path, input, result, timestamp, labels). Input is a subset of the policy
 // input without secrets.
 type Decision struct {
-	DecisionID string            `json:"decision_id"`
-	Path       string            `json:"path"`
-	Input      DecisionInput     `json:"input"`
-	Result     DecisionResult    `json:"result"`
-	Timestamp  string            `json:"timestamp"`
-	Labels     map[string]string `json:"labels,omitempty"`
+	DecisionID string `json:"decision_id"`
+	Path       string `json:"path"`
+	// Input is the policy input as recorded: a DecisionInput, or the caller's masked input.
+	Input     json.RawMessage   `json:"input"`
+	Result    DecisionResult    `json:"result"`
+	Timestamp string            `json:"timestamp"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	// Erased lists the input's fields removed before writing, as OPA's mask paths
+	// (/input/ws/channels): what held or may have held a credential.
+	Erased []string `json:"erased,omitempty"`
+	// Revision is the policy revision that decided, where OPA's tooling reads it.
+	Revision string `json:"revision,omitempty"`
+	// RequestedBy is the client address, as OPA names the caller of a decision.
+	RequestedBy string `json:"requested_by,omitempty"`
 }
 
 // DecisionInput is the recorded subset of the policy input.
@@ -115,17 +126,35 @@ type DecisionResult struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// decisionFor fills the OPA fields of a decision event from its moltgate fields.
+// decisionFor fills the OPA fields of a decision event from its moltgate fields and what
+// the caller set in e.Decision (decision id, input, erased).
 func decisionFor(e *Event) *Decision {
-	return &Decision{
-		DecisionID: e.ID,
-		Path:       DecisionPath,
-		Input: DecisionInput{Subject: e.Actor, Gateway: DecisionGWRef{ID: e.Gateway, Tenant: e.Tenant},
-			Action: e.Action, ClientIP: e.ClientIP, Method: e.Details["method"]},
-		Result:    DecisionResult{Allow: e.Outcome == "success", Reason: e.Reason},
-		Timestamp: e.Time.Format(time.RFC3339Nano),
-		Labels:    map[string]string{"replica": e.Replica, "revision": e.PolicyRevision},
+	d := &Decision{
+		DecisionID:  e.ID,
+		Path:        DecisionPath,
+		Result:      DecisionResult{Allow: e.Outcome == OutcomeAllow || e.Outcome == OutcomeSuccess, Reason: e.Reason},
+		Timestamp:   e.Time.Format(time.RFC3339Nano),
+		Labels:      map[string]string{"replica": e.Replica, "revision": e.PolicyRevision},
+		Revision:    e.PolicyRevision,
+		RequestedBy: e.ClientIP,
 	}
+	if given := e.Decision; given != nil {
+		if given.DecisionID != "" {
+			d.DecisionID = given.DecisionID
+		}
+		d.Input, d.Erased = given.Input, given.Erased
+	}
+	if d.Input == nil {
+		// A struct of strings always encodes.
+		d.Input, _ = json.Marshal(DecisionInput{Subject: e.Actor, Gateway: DecisionGWRef{ID: e.Gateway, Tenant: e.Tenant},
+			Action: e.Action, ClientIP: e.ClientIP, Method: e.Details["method"]})
+	}
+	return d
+}
+
+// isDecision reports whether events of type typ carry the OPA decision-log fields.
+func isDecision(typ string) bool {
+	return typ == TypePolicyDeny || typ == TypeAdminDeny || typ == TypeAuthnFailure || typ == TypePolicyDecision
 }
 
 // genesis is the Prev of the first event of a chain.

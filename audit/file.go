@@ -353,9 +353,10 @@ func (l *FileLog) appendLocked(e *Event) error {
 	}
 	e.Time = e.Time.UTC()
 	e.Schema, e.Seq, e.Prev, e.ID, e.Replica = Schema, l.seq+1, l.prev, newID(e.Time), l.cfg.Replica
-	e.Decision = nil
-	if e.Type == TypePolicyDeny || e.Type == TypeAdminDeny {
+	if isDecision(e.Type) {
 		e.Decision = decisionFor(e)
+	} else {
+		e.Decision = nil
 	}
 	line, err := e.seal()
 	if err != nil {

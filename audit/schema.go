@@ -32,6 +32,7 @@ var typeOutcomes = map[string][]string{
 	TypeSessionStart:    {OutcomeSuccess},
 	TypeProvisionStep:   {OutcomeSuccess, OutcomeError},
 	TypePolicyReload:    {OutcomeSuccess, OutcomeDeny},
+	TypePolicyDecision:  {OutcomeAllow},
 }
 
 // Outcomes returns the outcomes an event of type typ may carry, nil for an unknown type.
@@ -61,7 +62,7 @@ func CheckSchema(e Event) error {
 	if len(e.ID) != 26 || e.Seq == 0 || e.Time.IsZero() || len(e.Hash) != 64 || len(e.Prev) != 64 {
 		bad("%s: id, seq, time, prev or hash not set as Emit sets them", e.Type)
 	}
-	if decision := e.Type == TypePolicyDeny || e.Type == TypeAdminDeny; decision != (e.Decision != nil) {
+	if decision := isDecision(e.Type); decision != (e.Decision != nil) {
 		bad("%s: decision fields present: %t, want %t", e.Type, e.Decision != nil, decision)
 	}
 	return errors.Join(errs...)

@@ -2,7 +2,11 @@
 package moltgate.authz
 
 # Admin actions that are not about one existing gateway.
-unscoped_admin_actions := ((({"admin.gateway.create", "admin.gateway.list"} | session_admin_actions) | tenant_admin_actions) | keystore_admin_actions) | provision_admin_actions
+unscoped_admin_actions := (((({"admin.gateway.create", "admin.gateway.list"} | session_admin_actions) | tenant_admin_actions) | keystore_admin_actions) | provision_admin_actions) | policy_admin_actions
+
+# Policy actions (POST /v1/policy/eval: a decision with OPA's explanation, which shows the
+# policies' view of any gateway): platform admins and the admin token only.
+policy_admin_actions := {"admin.policy.eval"}
 
 # Browser session actions: every signed-in user, on their own sessions (the API filters and
 # checks each session: admin.member.write on its gateway, or being its user).
@@ -66,6 +70,8 @@ admin_decision := {"allow": false, "reason": "unauthenticated", "status": 401} i
 	input.action in keystore_admin_actions
 } else := {"allow": false, "reason": "platform_admin_only", "status": 403} if {
 	input.action in provision_admin_actions
+} else := {"allow": false, "reason": "platform_admin_only", "status": 403} if {
+	input.action in policy_admin_actions
 } else := {"allow": true, "reason": "tenant_admin"} if {
 	input.action in tenant_admin_actions
 	tenant_admin

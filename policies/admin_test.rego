@@ -62,6 +62,17 @@ test_provision_is_platform_admin_only if {
 	}
 }
 
+# Issue 12: a policy evaluation shows the policies' view of any gateway: the admin token's
+# and platform admins' alone, never a gateway's owner, a tenant admin or a gateway token.
+test_policy_eval_is_platform_admin_only if {
+	decide(admin(admin_token, "", "admin.policy.eval")).reason == "admin_token"
+	decide(admin(user("u_platform"), "", "admin.policy.eval")).reason == "platform_admin"
+	refused(admin(user("u_owner"), "", "admin.policy.eval"), 403, "platform_admin_only")
+	refused(admin(user("u_owner"), "gw1", "admin.policy.eval"), 403, "platform_admin_only")
+	refused(admin(anonymous, "", "admin.policy.eval"), 401, "unauthenticated")
+	refused(admin({"kind": "gateway_token", "id": "token:gw1", "gateway": "gw1"}, "", "admin.policy.eval"), 403, "token_forbids")
+}
+
 test_list_any_user if {
 	d := decide(admin(user("u_stranger"), "", "admin.gateway.list"))
 	d.allow == true

@@ -204,8 +204,11 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 			e.metrics.errors.Inc()
 			e.metrics.deny.Inc()
 		}
-		return PolicyErrorDecision(), err
+		d = PolicyErrorDecision()
+		d.ID, d.Revision = NewDecisionID(), e.Revision()
+		return d, err
 	}
+	d.ID = NewDecisionID() // decide set Revision: the set it evaluated
 	if d.Allow {
 		e.metrics.allow.Inc()
 	} else {
@@ -214,7 +217,9 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 	return d, nil
 }
 
-func (e *Engine) decide(ctx context.Context, in *Input) (Decision, error) {
+// decide evaluates the decision for in; opts are added to the query's evaluation (Explain
+// traces it).
+func (e *Engine) decide(ctx context.Context, in *Input, opts ...rego.EvalOption) (Decision, error) {
 	if in == nil {
 		return Decision{}, &DecisionError{Kind: FailInput, Err: errors.New("nil input")}
 	}
@@ -233,8 +238,8 @@ func (e *Engine) decide(ctx context.Context, in *Input) (Decision, error) {
 	timer := time.AfterFunc(e.timeout, cancel.Cancel)
 	stop := context.AfterFunc(ctx, cancel.Cancel)
 	cache := e.caches.get()
-	rs, err := set.query.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel),
-		rego.EvalVirtualCache(cache), e.noMetrics)
+	rs, err := set.query.Eval(ctx, append(opts, rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel),
+		rego.EvalVirtualCache(cache), e.noMetrics)...)
 	timer.Stop()
 	stop()
 	e.caches.put(cache)
@@ -262,6 +267,7 @@ func (e *Engine) decide(ctx context.Context, in *Input) (Decision, error) {
 	if err != nil {
 		return Decision{}, &DecisionError{Kind: FailResult, Err: err}
 	}
+	d.Revision = set.revision
 	return d, nil
 }
 

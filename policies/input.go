@@ -88,4 +88,12 @@ type Decision struct {
 	// operator scope the method's class needs: the relay answers in the gateway's own
 	// "missing scope" shape, which the Control UI shows as such instead of retrying.
 	MissingScope string `json:"missing_scope,omitempty"`
+	// ID identifies this decision (NewDecisionID), also for fail-closed errors: refusals
+	// carry it (X-Moltgate-Decision-Id), and so do the audit and decision-log events.
+	ID string `json:"id,omitempty"`
+	// Revision is the revision of the policy set that decided (Engine.Revision).
+	Revision string `json:"revision,omitempty"`
+	// Reused is true when the decision is an earlier one reused (a memo of decisions);
+	// a reused decision still gets an ID of its own.
+	Reused bool `json:"reused"`
 }

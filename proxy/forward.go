@@ -165,6 +165,8 @@ func isSessionCookie(name string) bool {
 // tenant's gateway host under the same domain would receive. A line that does not parse is
 // dropped too.
 func filterSetCookies(resp *http.Response) error {
+	// A gateway must not name moltgate's decision: support would chase the wrong one.
+	resp.Header.Del(DecisionIDHeader)
 	lines := resp.Header.Values("Set-Cookie")
 	if len(lines) == 0 {
 		return nil

@@ -248,6 +248,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ev.Action = in.Action
 
 	d, err := h.deps.Policy.Decide(r.Context(), &in)
+	sw.Header()[DecisionIDHeader] = []string{d.ID}
 	if err != nil && errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The client went away while its request was decided: nothing was decided, nobody is
 		// answered, and the policy did not fail. Counted as 499 canceled, like an upstream
@@ -350,7 +351,7 @@ func (h *Handler) identifyToken(ctx context.Context, tok string) (policies.Subje
 // refuseAudited refuses r and records why. A failure to audit is logged; the request is
 // refused either way.
 func (h *Handler) refuseAudited(w http.ResponseWriter, r *http.Request, ev audit.Event, typ string, status int, reason string) {
-	if !h.emit(r, ev, typ, reason, status) {
+	if !h.emit(r, withDecisionID(w, ev), typ, reason, status) {
 		// Still refused, but not as if it were on record: the caller and the metrics see
 		// that auditing failed.
 		status, reason = http.StatusServiceUnavailable, "audit_unavailable"

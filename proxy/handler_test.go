@@ -211,29 +211,8 @@ type call struct {
 
 func (f *fixture) do(t *testing.T, c call) (int, map[string]string) {
 	t.Helper()
-	if c.method == "" {
-		c.method = http.MethodGet
-	}
-	if c.host == "" {
-		c.host = "gwa.gw.localhost"
-	}
-	req, err := http.NewRequestWithContext(t.Context(), c.method, f.srv.URL+c.path, strings.NewReader(c.body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Host = c.host
-	for k, v := range c.header {
-		req.Header.Set(k, v)
-	}
-	resp, err := f.srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var body map[string]string
-	b, _ := io.ReadAll(resp.Body)
-	_ = json.Unmarshal(b, &body)
-	return resp.StatusCode, body
+	status, _, body := f.decided(t, c)
+	return status, body
 }
 
 // lastEvent returns the newest audit event, after checking the chain.

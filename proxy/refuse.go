@@ -24,9 +24,11 @@ var refusalMessages = map[int]string{
 	http.StatusGatewayTimeout:        "upstream timeout",
 }
 
-// Refuse writes {"error": …, "reason": …}. reason is one of moltgate's fixed codes, so no
-// JSON escaping is needed beyond quoting.
+// Refuse writes {"error": …, "reason": …, "decision_id": …}, and the decision id in
+// DecisionIDHeader: the policy decision's when one was set on w, else a new one. reason is
+// one of moltgate's fixed codes, so no JSON escaping is needed beyond quoting.
 func Refuse(w http.ResponseWriter, status int, reason string) {
+	id := DecisionID(w)
 	msg, ok := refusalMessages[status]
 	if !ok {
 		status, msg = http.StatusForbidden, refusalMessages[http.StatusForbidden]
@@ -39,11 +41,13 @@ func Refuse(w http.ResponseWriter, status int, reason string) {
 		h.Set("Www-Authenticate", `Bearer realm="moltgate"`)
 	}
 	w.WriteHeader(status)
-	body := make([]byte, 0, 64)
+	body := make([]byte, 0, 128)
 	body = append(body, `{"error":`...)
 	body = strconv.AppendQuote(body, msg)
 	body = append(body, `,"reason":`...)
 	body = strconv.AppendQuote(body, reason)
+	body = append(body, `,"decision_id":`...)
+	body = strconv.AppendQuote(body, id)
 	body = append(body, "}\n"...)
 	_, _ = w.Write(body)
 }

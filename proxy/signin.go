@@ -97,7 +97,7 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, ev audit.Event,
 		h.refuseAudited(w, r, ev, typ, status, reason)
 		return
 	}
-	if !h.emit(r, ev, typ, reason, status) {
+	if !h.emit(r, withDecisionID(w, ev), typ, reason, status) {
 		Refuse(w, http.StatusServiceUnavailable, "audit_unavailable")
 		return
 	}

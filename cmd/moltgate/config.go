@@ -200,6 +200,8 @@ type PoliciesConfig struct {
 	Watch bool `yaml:"watch"`
 	// Bundle polls an OPA bundle server for the policy set instead of Dir. Default none.
 	Bundle *PolicyBundleConfig `yaml:"bundle"`
+	// DecisionLog samples allowed decisions into the audit stream (policy.decision).
+	DecisionLog DecisionLogConfig `yaml:"decision_log"`
 }
 
 // LimitsConfig bounds request handling.
@@ -503,6 +505,9 @@ func (c *Config) Validate() error {
 		bad("policies.timeout", "negative")
 	}
 	errs = append(errs, c.Policies.validateBundle()...)
+	if r := c.Policies.DecisionLog.AllowSampleRate; r != nil && !(*r >= 0 && *r <= 1) {
+		bad("policies.decision_log.allow_sample_rate", "%v: want 0 to 1", *r)
+	}
 	if c.Limits.MaxToolBodyBytes < 0 {
 		bad("limits.max_tool_body_bytes", "negative")
 	}

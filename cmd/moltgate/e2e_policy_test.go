@@ -109,7 +109,8 @@ func TestPolicyHotSwapEndToEnd(t *testing.T) {
 				if err == nil {
 					body, _ := io.ReadAll(resp.Body)
 					resp.Body.Close()
-					key = fmt.Sprintf("%d %s", resp.StatusCode, bytes.TrimSpace(body))
+					// Each refusal names its own decision (issue 12): answers are told apart without it.
+					key = fmt.Sprintf("%d %s", resp.StatusCode, refusalDecisionID.ReplaceAll(bytes.TrimSpace(body), nil))
 				}
 				requests.Add(1)
 				mu.Lock()

@@ -9,7 +9,7 @@ import (
 	"github.com/moltgate/moltgate/policies"
 )
 
-const policyUsage = "usage: moltgate policy test [DIR] | check DIR | fmt [-w] DIR | bundle build|sign ..."
+const policyUsage = "usage: moltgate policy test [DIR] | check DIR | fmt [-w] DIR | bundle build|sign ... | eval --input FILE [--dir DIR] [--data FILE] [--explain MODE]"
 
 // policyCommand runs `moltgate policy SUBCOMMAND ...`: the policy author's tools. Each
 // subcommand is one function; they share nothing but the usage line.
@@ -26,6 +26,8 @@ func policyCommand(ctx context.Context, args []string, stdout io.Writer) error {
 		return policyFmt(args[1:], stdout)
 	case "test":
 		return policyTest(ctx, args[1:], stdout)
+	case "eval":
+		return policyEval(ctx, args[1:], stdout)
 	}
 	return usageError{policyUsage}
 }

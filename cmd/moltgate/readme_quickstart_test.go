@@ -166,8 +166,8 @@ func TestREADMEQuickStart(t *testing.T) {
 	got := out.String()
 	for _, want := range []string{
 		fmt.Sprintf("demo is ready and answers through moltgate at http://demo.gw.localhost:%d", listen),
-		`{"error":"unauthenticated","reason":"unauthenticated"}`,
-		`{"error":"not found","reason":"unknown_gateway"}`,
+		`{"error":"unauthenticated","reason":"unauthenticated","decision_id":"`,
+		`{"error":"not found","reason":"unknown_gateway","decision_id":"`,
 		`moltgate_http_requests_total{code="4xx",decision="deny",route="unknown"} 1`,
 		"data/audit: ok:",
 		`{"ok":true,"status":"live"}`, // the hand-run gateway's own /health, through moltgate

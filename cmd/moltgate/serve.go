@@ -175,6 +175,13 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		signIn, _ = url.Parse(cfg.Browser.SignInURL) // checked by Validate
 	}
 
+	// Proxy traffic and socket messages are sampled into the decision log; the admin API's
+	// changes are all on record already, and its listings decide once per gateway shown.
+	decider, err := cfg.Policies.DecisionLog.open(engine, auditLog, logger, metrics)
+	if err != nil {
+		return err
+	}
+
 	// On the shared store, each subject's sockets are counted across the replicas.
 	var wsSlots wsrelay.Slots
 	var slots *store.Slots
@@ -188,7 +195,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		MaxConnsPerSubject: cfg.WebSocket.MaxConnsPerSubject, IdleTimeout: cfg.WebSocket.IdleTimeout,
 		WriteTimeout: cfg.WebSocket.WriteTimeout, IdentifyTimeout: cfg.WebSocket.IdentifyTimeout,
 		HTTPClient: prov.wsClient(),
-	}, wsrelay.Deps{Gateways: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger, Metrics: metrics,
+	}, wsrelay.Deps{Gateways: gateways, Policy: decider, Sessions: sessions, Audit: auditLog, Logger: logger, Metrics: metrics,
 		Slots: wsSlots})
 	if err != nil {
 		return err
@@ -216,7 +223,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		Transport: prov.upstream(proxy.NewTransport(proxy.TransportConfig{DialTimeout: cfg.Upstream.DialTimeout,
 			ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout, MaxIdleConnsPerHost: cfg.Upstream.MaxIdleConnsPerHost})),
 		SignInURL: signIn, AuthFailureWindow: cfg.Proxy.AuthFailures.Window,
-	}, proxy.Deps{Gateways: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger, Metrics: metrics,
+	}, proxy.Deps{Gateways: gateways, Policy: decider, Sessions: sessions, Audit: auditLog, Logger: logger, Metrics: metrics,
 		Relay: relay, Browser: browsers, AuthFailures: authFailures})
 	if err != nil {
 		return err
@@ -226,7 +233,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		return err
 	}
 	adminAPI, err := admin.New(admin.Config{AdminToken: adminTok, TrustedProxies: trusted, GatewayURL: cfg.gatewayURL()},
-		admin.Deps{Registry: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger,
+		admin.Deps{Registry: gateways, Policy: engine, Evaluator: engine, Sessions: sessions, Audit: auditLog, Logger: logger,
 			Keys: keySvc.keys, Rotator: keySvc.rotator, Limits: limits, Metrics: metrics, Browser: browsers,
 			Provisioner: prov.prov})
 	if err != nil {

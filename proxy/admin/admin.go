@@ -67,6 +67,8 @@ type Deps struct {
 	Browser BrowserSessions
 	// Provisioner serves the provisioning endpoints (provision.go); nil leaves them out.
 	Provisioner Provisioner
+	// Evaluator serves POST /v1/policy/eval (policyeval.go); nil leaves it out.
+	Evaluator Evaluator
 	// Now is the clock of the probe summaries. Default time.Now.
 	Now func() time.Time
 	// Limits are the budgets of admin writes (ratelimit.go); zero: none.
@@ -115,6 +117,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.auditRoutes()
 	s.browserRoutes()
 	s.provisionRoutes()
+	s.policyRoutes()
 	// No catch-all: what no route takes is ServeHTTP's, recorded as probing (probe.go).
 	return s, nil
 }
@@ -235,6 +238,7 @@ func (s *Server) authorizeFor(w http.ResponseWriter, r *http.Request, action, id
 		return nil, false
 	}
 	d, err := s.deps.Policy.Decide(r.Context(), &in)
+	w.Header()[proxy.DecisionIDHeader] = []string{d.ID}
 	if err != nil && errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The caller went away while its call was decided: nothing was decided or done, and
 		// the policy did not fail (no error log, no policy_error event).
@@ -334,6 +338,7 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, c *call, typ str
 func (s *Server) answer(w http.ResponseWriter, r *http.Request, c *call, typ, outcome string, status int, reason, msg string) {
 	c.ev.Type, c.ev.Outcome, c.ev.Reason = typ, outcome, reason
 	c.ev.Details["status"] = strconv.Itoa(status)
+	c.ev.Decision = &audit.Decision{DecisionID: proxy.DecisionID(w)}
 	switch {
 	case !s.emit(r.Context(), c.ev):
 		proxy.Refuse(w, http.StatusServiceUnavailable, "audit_unavailable")

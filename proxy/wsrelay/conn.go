@@ -1,6 +1,7 @@
 package wsrelay
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -471,13 +472,13 @@ func (c *conn) handle(ctx context.Context, f *frame, data []byte) bool {
 			c.rl.deps.Logger.LogAttrs(ctx, slog.LevelError, "wsrelay: policy evaluation failed",
 				slog.String("request_id", c.s.RequestID), slog.Any("err", err))
 		}
-		return c.refuse(ctx, f, reason, "UNAVAILABLE", "moltgate: "+reason)
+		return c.refuseDecided(ctx, f, d.ID, reason, "UNAVAILABLE", "moltgate: "+reason)
 	case !d.Allow && d.MissingScope != "":
 		c.rl.m.clientDenied.Inc()
-		return c.refuseWith(ctx, f, d.Reason, missingScopeResponse(f.id, d.Reason, d.MissingScope))
+		return c.refuseWith(ctx, f, d.Reason, d.ID, missingScopeResponse(f.id, d.Reason, d.MissingScope, d.ID))
 	case !d.Allow:
 		c.rl.m.clientDenied.Inc()
-		return c.refuse(ctx, f, d.Reason, "FORBIDDEN", "moltgate: "+d.Reason)
+		return c.refuseDecided(ctx, f, d.ID, d.Reason, "FORBIDDEN", "moltgate: "+d.Reason)
 	}
 	return c.forward(ctx, data)
 }
@@ -486,8 +487,13 @@ func (c *conn) handle(ctx context.Context, f *frame, data []byte) bool {
 // and closes the socket (1008), its close counted as closeAs. It reports false: the socket is
 // done.
 func (c *conn) refuseConnect(ctx context.Context, f *frame, closeAs, typ, code, reason string) bool {
-	c.audit(typ, reason, "connect")
-	c.reply(ctx, errorResponse(f.id, code, "moltgate: "+reason))
+	return c.refuseConnectDecided(ctx, f, policies.NewDecisionID(), closeAs, typ, code, reason)
+}
+
+// refuseConnectDecided is refuseConnect by decision id.
+func (c *conn) refuseConnectDecided(ctx context.Context, f *frame, id, closeAs, typ, code, reason string) bool {
+	c.auditDecision(typ, reason, "connect", id, nil)
+	c.reply(ctx, errorResponseWith(f.id, code, "moltgate: "+reason, refusalDetails{DecisionID: id}))
 	c.end(closeAs, websocket.StatusPolicyViolation, reason)
 	return false
 }
@@ -496,12 +502,17 @@ func (c *conn) refuseConnect(ctx context.Context, f *frame, closeAs, typ, code, 
 // that cannot be put on record ends the socket instead: it must not go on being refused (or
 // probed) unaudited.
 func (c *conn) refuse(ctx context.Context, f *frame, reason, code, message string) bool {
-	return c.refuseWith(ctx, f, reason, errorResponse(f.id, code, message))
+	return c.refuseDecided(ctx, f, policies.NewDecisionID(), reason, code, message)
 }
 
-// refuseWith is refuse with the error response given.
-func (c *conn) refuseWith(ctx context.Context, f *frame, reason string, response []byte) bool {
-	if err := c.auditRefusal(reason, f.method); err != nil {
+// refuseDecided is refuse by decision id: the error response's details.decision_id.
+func (c *conn) refuseDecided(ctx context.Context, f *frame, id, reason, code, message string) bool {
+	return c.refuseWith(ctx, f, reason, id, errorResponseWith(f.id, code, message, refusalDetails{DecisionID: id}))
+}
+
+// refuseWith is refuseDecided with the error response given.
+func (c *conn) refuseWith(ctx context.Context, f *frame, reason, id string, response []byte) bool {
+	if err := c.auditRefusal(reason, f.method, id); err != nil {
 		c.end(closeAuditErr, websocket.StatusInternalError, "audit unavailable")
 		return false
 	}
@@ -542,8 +553,9 @@ func (c *conn) identify(ctx context.Context, f *frame) bool {
 	if raw, ok := f.params["auth"]; ok {
 		_ = json.Unmarshal(raw, &auth)
 	}
+	var d policies.Decision
 	refuse := func(typ, code, reason string) bool {
-		return c.refuseConnect(ctx, f, closeRevoked, typ, code, reason)
+		return c.refuseConnectDecided(ctx, f, cmp.Or(d.ID, policies.NewDecisionID()), closeRevoked, typ, code, reason)
 	}
 	if auth.Token == "" {
 		return refuse(audit.TypePolicyDeny, "UNAUTHORIZED", "unauthenticated")
@@ -554,7 +566,6 @@ func (c *conn) identify(ctx context.Context, f *frame) bool {
 		status  int
 		reason  string
 		in      = c.s.Input
-		d       policies.Decision
 		err     error
 	)
 	subject, expires, status, reason = c.s.Identify(ctx, auth.Token)
@@ -729,8 +740,9 @@ func (c *conn) refresh(ctx context.Context, f *frame) bool {
 	}
 	id, err := c.rl.deps.Sessions.Verify(ctx, tok)
 	if err != nil || id.UserID != c.s.Subject.ID {
-		c.audit(audit.TypeAuthnFailure, "refresh_refused", RefreshMethod)
-		return c.reply(ctx, errorResponse(f.id, "UNAUTHORIZED", "moltgate: session token refused"))
+		did := policies.NewDecisionID()
+		c.auditDecision(audit.TypeAuthnFailure, "refresh_refused", RefreshMethod, did, nil)
+		return c.reply(ctx, errorResponseWith(f.id, "UNAUTHORIZED", "moltgate: session token refused", refusalDetails{DecisionID: did}))
 	}
 	c.mu.Lock()
 	c.expires = id.Expires
@@ -790,6 +802,11 @@ func (c *conn) audit(typ, reason, method string) error {
 
 // auditWith is audit with extra details.
 func (c *conn) auditWith(typ, reason, method string, extra map[string]string) error {
+	return c.auditDecision(typ, reason, method, "", extra)
+}
+
+// auditDecision is auditWith naming the decision refused (decision_id; empty: the event's own).
+func (c *conn) auditDecision(typ, reason, method, decisionID string, extra map[string]string) error {
 	c.mu.Lock()
 	in := c.s.Input
 	c.mu.Unlock()
@@ -801,6 +818,9 @@ func (c *conn) auditWith(typ, reason, method string, extra map[string]string) er
 	}
 	for k, v := range extra {
 		ev.Details[k] = v
+	}
+	if decisionID != "" {
+		ev.Decision = &audit.Decision{DecisionID: decisionID}
 	}
 	err := c.rl.deps.Audit.Emit(context.Background(), ev)
 	if err != nil {

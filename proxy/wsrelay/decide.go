@@ -38,7 +38,9 @@ type decisionCache struct {
 func (c *conn) decide(ctx context.Context, f *frame, tool, skill string) (policies.Decision, error) {
 	// A reused decision is a decision too: none is made on data the engine cannot vouch for.
 	if err := c.rl.deps.Policy.Fresh(); err != nil {
-		return policies.PolicyErrorDecision(), err
+		d := policies.PolicyErrorDecision()
+		d.ID, d.Revision = policies.NewDecisionID(), c.rl.deps.Policy.Revision()
+		return d, err
 	}
 	key := decisionKey{f.method, tool, skill}
 	channels, unreadable := f.channels()
@@ -58,6 +60,8 @@ func (c *conn) decide(ctx context.Context, f *frame, tool, skill string) (polici
 	}
 	if d, hit := dc.m[key]; ok && hit {
 		c.rl.m.cacheHit.Inc()
+		// Reused, but a decision of its own: its refusal is quoted and audited by its id.
+		d.ID, d.Reused = policies.NewDecisionID(), true
 		return d, nil
 	}
 	in := c.s.Input

@@ -147,12 +147,19 @@ func errorResponseWith(id json.RawMessage, code, message string, details any) []
 // missingScopeResponse refuses request id as the gateway refuses a method the caller's
 // scopes do not cover (FORBIDDEN, "missing scope: S", details MISSING_SCOPE): the Control UI
 // tells the person they lack the permission rather than retrying the call.
-func missingScopeResponse(id json.RawMessage, reason, scope string) []byte {
+func missingScopeResponse(id json.RawMessage, reason, scope, decisionID string) []byte {
 	return errorResponseWith(id, "FORBIDDEN", "moltgate: "+reason+": missing scope: "+scope, struct {
 		Code           string   `json:"code"`
 		MissingScope   string   `json:"missingScope"`
 		RequiredScopes []string `json:"requiredScopes"`
-	}{"MISSING_SCOPE", scope, []string{scope}})
+		DecisionID     string   `json:"decision_id"`
+	}{"MISSING_SCOPE", scope, []string{scope}, decisionID})
+}
+
+// refusalDetails are the details of moltgate's refusal of a request: the decision's id, for
+// support (the audit event's decision_id).
+type refusalDetails struct {
+	DecisionID string `json:"decision_id"`
 }
 
 func okResponse(id json.RawMessage, payload any) []byte {

@@ -79,10 +79,10 @@ func (r *refusals) rest() map[refusalKey]int {
 // auditRefusal records a refusal of method for reason, or counts it into its run's next
 // event. It fails when an event was due and could not be recorded, or, for a refusal only
 // counted, when the audit trail cannot take events now: no refusal goes on off the record.
-func (c *conn) auditRefusal(reason, method string) error {
+func (c *conn) auditRefusal(reason, method, decisionID string) error {
 	key, n := c.refused.note(method, reason, c.rl.deps.Now())
 	if n > 0 {
-		return c.auditRun(key, n)
+		return c.auditRun(key, n, decisionID)
 	}
 	if r, ok := c.rl.deps.Audit.(interface{ Ready() error }); ok {
 		return r.Ready()
@@ -90,18 +90,19 @@ func (c *conn) auditRefusal(reason, method string) error {
 	return nil
 }
 
-// auditRun records n refusals of one run in one event (details.repeats when more than one).
-func (c *conn) auditRun(key refusalKey, n int) error {
+// auditRun records n refusals of one run in one event (details.repeats when more than one),
+// named by the decision id of the refusal that made it due (empty: the event's own id).
+func (c *conn) auditRun(key refusalKey, n int, decisionID string) error {
 	extra := map[string]string(nil)
 	if n > 1 {
 		extra = map[string]string{"repeats": strconv.Itoa(n)}
 	}
-	return c.auditWith(audit.TypePolicyDeny, key.reason, key.method, extra)
+	return c.auditDecision(audit.TypePolicyDeny, key.reason, key.method, decisionID, extra)
 }
 
 // flushRefusals records what the socket's runs of refusals counted but did not record yet.
 func (c *conn) flushRefusals() {
 	for k, n := range c.refused.rest() {
-		c.auditRun(k, n)
+		c.auditRun(k, n, "")
 	}
 }

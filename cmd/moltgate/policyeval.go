@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/moltgate/moltgate/policies"
+	"github.com/moltgate/moltgate/registry"
+)
+
+const policyEvalUsage = "usage: moltgate policy eval --input FILE [--dir DIR] [--data FILE] [--explain off|notes|fails|full]"
+
+// evalData is the --data file of policy eval: the documents moltgate keeps in policy data
+// itself, as a support case had them.
+type evalData struct {
+	// Gateways are the registry's records (moltgate gateway show, the admin API's gateways);
+	// tokens, hashes and upstreams are not read.
+	Gateways       []registry.Gateway `json:"gateways"`
+	PlatformAdmins []string           `json:"platform_admins"`
+}
+
+// policyEval decides one policy input with DIR's policy set (the embedded one without it)
+// and the gateways and platform admins of --data, and prints the decision as JSON
+// (policies.Evaluation), with OPA's explanation on request.
+func policyEval(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("policy eval", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	input := fs.String("input", "", "the policy input, JSON")
+	dir := fs.String("dir", "", "the policy set (default: the embedded one)")
+	dataFile := fs.String("data", "", `{"gateways": [...], "platform_admins": [...]}`)
+	explain := fs.String("explain", policies.ExplainOff, "off, notes, fails or full")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 0 || *input == "" {
+		return usageError{policyEvalUsage}
+	}
+	f, err := os.Open(*input)
+	if err != nil {
+		return fmt.Errorf("policy eval: %w", err)
+	}
+	defer f.Close()
+	in, err := policies.DecodeInput(f)
+	if err != nil {
+		return fmt.Errorf("policy eval: %s: %w", *input, err)
+	}
+	e, err := policies.New(ctx, policies.Config{Dir: *dir}, nil, nil)
+	if err != nil {
+		return err
+	}
+	if *dataFile != "" {
+		if err := loadEvalData(ctx, e, *dataFile); err != nil {
+			return fmt.Errorf("policy eval: %s: %w", *dataFile, err)
+		}
+	}
+	ev, err := e.Evaluate(ctx, in, *explain)
+	if err != nil {
+		return fmt.Errorf("policy eval: %w", err)
+	}
+	out, err := json.MarshalIndent(ev, "", "  ")
+	if err != nil {
+		return fmt.Errorf("policy eval: %w", err)
+	}
+	_, err = fmt.Fprintf(stdout, "%s\n", out)
+	return err
+}
+
+// loadEvalData reads the --data file strictly and puts it into e's data.
+func loadEvalData(ctx context.Context, e *policies.Engine, path string) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var d evalData
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&d); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("trailing data after the JSON object")
+	}
+	if err := e.SetGateways(ctx, d.Gateways); err != nil {
+		return err
+	}
+	return e.SetPlatformAdmins(ctx, d.PlatformAdmins)
+}
