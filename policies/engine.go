@@ -56,6 +56,9 @@ type Config struct {
 	// known to be current (a replica following a shared store); an error refuses the
 	// decision with a DecisionError of kind FailStale. It must be cheap. Nil: always current.
 	Fresh func() error
+	// MemoSize bounds the exact decision memo (memo.go), in decisions. Zero means
+	// DefaultMemoSize (100,000); negative turns the memo off.
+	MemoSize int
 }
 
 // Engine evaluates policy decisions. It is safe for concurrent use: Decide may run
@@ -68,6 +71,7 @@ type Engine struct {
 	store   storage.Store
 	codec   *codec
 	metrics *metrics
+	memos   *memoHook
 
 	caches    ruleCachePool
 	noMetrics rego.EvalOption // OPA's internal timers are not read: skip their allocations
@@ -85,6 +89,7 @@ type policySet struct {
 	queried  string // the query's text
 	revision string
 	docs     map[string]any // top-level documents of the set's data files
+	memo     *memoPlan      // the input paths its rules read, or why its decisions are not memoised
 }
 
 // New loads and compiles the policy set named by cfg, prepares the decision query against
@@ -141,6 +146,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 	}
 	e.metrics = m
 	e.cur.Store(set)
+	if e.memos, err = newMemoHook(cfg.MemoSize, reg, e.cur.Load); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 
@@ -206,8 +214,13 @@ func (e *Engine) decide(ctx context.Context, in *Input) (Decision, error) {
 	if err := e.Fresh(); err != nil {
 		return Decision{}, err
 	}
+	gen := e.gen.Load() // before the set: see memoKey
 	set := e.cur.Load()
 	input := e.codec.input(in)
+	key := e.memoKey(set, gen, input)
+	if d, ok := e.memoGet(key, gen); ok {
+		return d, nil
+	}
 
 	// One cancel flag, raised by a timer or by ctx, instead of the goroutine per query that
 	// rego starts when it handles cancellation itself.
@@ -244,6 +257,7 @@ func (e *Engine) decide(ctx context.Context, in *Input) (Decision, error) {
 	if err != nil {
 		return Decision{}, &DecisionError{Kind: FailResult, Err: err}
 	}
+	e.memoPut(key, gen, d)
 	return d, nil
 }
 
@@ -410,7 +424,7 @@ func (e *Engine) prepare(ctx context.Context, src *source) (*policySet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policies: prepare: %w", err)
 	}
-	return &policySet{query: pq, queried: src.query, revision: src.revision, docs: src.docs}, nil
+	return &policySet{query: pq, queried: src.query, revision: src.revision, docs: src.docs, memo: planMemo(src.compiler)}, nil
 }
 
 // loadFS loads the modules (with *_test.rego when tests is true) and data files of a policy

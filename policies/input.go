@@ -88,4 +88,7 @@ type Decision struct {
 	// operator scope the method's class needs: the relay answers in the gateway's own
 	// "missing scope" shape, which the Control UI shows as such instead of retrying.
 	MissingScope string `json:"missing_scope,omitempty"`
+	// Reused marks a decision the engine took from its exact memo instead of evaluating
+	// it: the same policy revision, data and every input value the rules read.
+	Reused bool `json:"reused"`
 }
