@@ -109,7 +109,8 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	auditLog := auditStack.log
 	closers = append(closers, auditLog.Close)
 
-	engine, err := policies.New(ctx, policies.Config{Dir: cfg.Policies.Dir, Timeout: cfg.Policies.Timeout, Fresh: fresh}, logger, metrics)
+	engine, err := policies.New(ctx, policies.Config{Dir: cfg.Policies.Dir, Timeout: cfg.Policies.Timeout, Fresh: fresh,
+		MemoSize: cfg.Policies.Memo.engineSize()}, logger, metrics)
 	if err != nil {
 		return err
 	}
@@ -250,6 +251,9 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		fmt.Fprintf(w, "policy revision %s\n", engine.Revision())
 		if r := engine.LastRefusal(); r != nil {
 			fmt.Fprintf(w, "policy candidate refused at %s: %v\n", r.Time.UTC().Format(time.RFC3339), r.Err)
+		}
+		if reason, detail := engine.MemoStatus(); reason != "" {
+			fmt.Fprintf(w, "policy decision memo off (%s): %s\n", reason, detail)
 		}
 	})
 	// Every other path is the admin API's, so that calls no route takes are its probes.
