@@ -221,33 +221,31 @@ func (h *memoHook) status(set *policySet) (reason, detail string) {
 func (e *Engine) MemoStatus() (reason, detail string) { return e.memos.status(e.cur.Load()) }
 
 // memoKey returns the key of input for set at data generation gen, nil when the decision is
-// not to be memoised. Its buffer goes back with memoDone.
-func (e *Engine) memoKey(set *policySet, gen uint64, input ast.Value) *[]byte {
+// not to be memoised. Its encoder goes back with memoDone.
+func (e *Engine) memoKey(set *policySet, gen uint64, input ast.Value) *keyEncoder {
 	h := e.memos
 	if h.memo == nil || set.memo.off != "" {
 		h.off.Inc()
 		return nil
 	}
-	buf, _ := h.bufs.Get().(*[]byte)
-	if buf == nil {
-		buf = new([]byte)
+	k, _ := h.bufs.Get().(*keyEncoder)
+	if k == nil {
+		k = &keyEncoder{}
 	}
-	k, ok := set.memo.appendKey((*buf)[:0], set.revision, gen, input)
-	*buf = k
-	if !ok {
-		h.bufs.Put(buf)
+	if !k.key(set.memo, set.revision, gen, input) {
+		h.bufs.Put(k)
 		h.off.Inc()
 		return nil
 	}
-	return buf
+	return k
 }
 
 // memoGet returns the decision memoised under key, marked Reused.
-func (e *Engine) memoGet(key *[]byte, gen uint64) (Decision, bool) {
+func (e *Engine) memoGet(key *keyEncoder, gen uint64) (Decision, bool) {
 	if key == nil {
 		return Decision{}, false
 	}
-	d, ok := e.memos.memo.get(*key, gen)
+	d, ok := e.memos.memo.get(key.buf, gen)
 	if !ok {
 		e.memos.miss.Inc()
 		return Decision{}, false
@@ -258,20 +256,20 @@ func (e *Engine) memoGet(key *[]byte, gen uint64) (Decision, bool) {
 	return d, true
 }
 
-// memoPut stores an evaluated decision under key and gives the key's buffer back.
-func (e *Engine) memoPut(key *[]byte, gen uint64, d Decision) {
+// memoPut stores an evaluated decision under key and gives the key's encoder back.
+func (e *Engine) memoPut(key *keyEncoder, gen uint64, d Decision) {
 	if key == nil {
 		return
 	}
-	if st := e.memos.memo.put(*key, gen, d); st.evicted > 0 {
+	if st := e.memos.memo.put(key.buf, gen, d); st.evicted > 0 {
 		e.memos.evictions.Add(float64(st.evicted))
 	}
 	e.memoDone(key)
 }
 
-// memoDone gives a key's buffer back (nil: nothing to do).
-func (e *Engine) memoDone(key *[]byte) {
-	if key != nil && cap(*key) <= 4096 {
+// memoDone gives a key's encoder back (nil: nothing to do).
+func (e *Engine) memoDone(key *keyEncoder) {
+	if key != nil && cap(key.buf) <= 4096 {
 		e.memos.bufs.Put(key)
 	}
 }

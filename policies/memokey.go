@@ -131,89 +131,91 @@ func (p *memoPlan) String() string {
 	return strings.Join(names, " ")
 }
 
-// appendKey appends to buf the key of input under the plan: the revision, the data
-// generation and, for each path, the value input holds there. The encoding is injective
-// (every value is tagged and length-prefixed), so two inputs share a key only when every
-// value the rules read is the same: the memo compares whole keys, never just a hash. ok is
-// false for an input holding something that is not plain JSON (never built by the codec).
-func (p *memoPlan) appendKey(buf []byte, revision string, gen uint64, input ast.Value) (_ []byte, ok bool) {
-	buf = binary.AppendUvarint(buf, uint64(len(revision)))
-	buf = append(buf, revision...)
-	buf = binary.AppendUvarint(buf, gen)
+// keyEncoder builds memo keys into a buffer it keeps between decisions (see memoKey).
+type keyEncoder struct {
+	buf []byte
+	ok  bool
+}
+
+// key encodes into k.buf the key of input under the plan: the revision, the data generation
+// and, for each path, the value input holds there. The encoding is injective (every value
+// is tagged and length-prefixed), so two inputs share a key only when every value the rules
+// read is the same: the memo compares whole keys, never just a hash. It reports false for
+// an input holding something that is not plain JSON (the codec never builds one).
+func (k *keyEncoder) key(p *memoPlan, revision string, gen uint64, input ast.Value) bool {
+	k.buf, k.ok = k.buf[:0], true
+	k.buf = binary.AppendUvarint(k.buf, uint64(len(revision)))
+	k.buf = append(k.buf, revision...)
+	k.buf = binary.AppendUvarint(k.buf, gen)
 	for _, path := range p.paths {
 		v := input
 		depth := 0
-		for _, k := range path {
+		for _, key := range path {
 			obj, isObj := v.(ast.Object)
 			if !isObj {
 				break // the rule reads below a non-object: undefined, given by v itself
 			}
-			t := obj.Get(k)
+			t := obj.Get(key)
 			if t == nil {
 				v = nil
 				break
 			}
 			v, depth = t.Value, depth+1
 		}
-		buf = binary.AppendUvarint(buf, uint64(depth))
+		k.buf = binary.AppendUvarint(k.buf, uint64(depth))
 		if v == nil {
-			buf = append(buf, 'u')
+			k.buf = append(k.buf, 'u')
 			continue
 		}
-		if buf, ok = appendValue(buf, v); !ok {
-			return buf, false
-		}
+		k.value(v)
 	}
-	return buf, true
+	return k.ok
 }
 
-// appendValue appends a tagged, length-prefixed encoding of a JSON-like value.
-func appendValue(buf []byte, v ast.Value) ([]byte, bool) {
-	ok := true
+// value appends a tagged, length-prefixed encoding of a JSON-like value. (Methods, not
+// closures: a closure capturing the buffer would move it to the heap on every call.)
+func (k *keyEncoder) value(v ast.Value) {
 	switch v := v.(type) {
 	case ast.Null:
-		buf = append(buf, 'z')
+		k.buf = append(k.buf, 'z')
 	case ast.Boolean:
 		if v {
-			buf = append(buf, 't')
+			k.buf = append(k.buf, 't')
 		} else {
-			buf = append(buf, 'f')
+			k.buf = append(k.buf, 'f')
 		}
 	case ast.Number:
-		buf = append(buf, 'n')
-		buf = binary.AppendUvarint(buf, uint64(len(v)))
-		buf = append(buf, v...)
+		k.str('n', string(v))
 	case ast.String:
-		buf = append(buf, 's')
-		buf = binary.AppendUvarint(buf, uint64(len(v)))
-		buf = append(buf, v...)
+		k.str('s', string(v))
 	case *ast.Array:
-		buf = append(buf, 'a')
-		buf = binary.AppendUvarint(buf, uint64(v.Len()))
-		for i := 0; i < v.Len() && ok; i++ {
-			buf, ok = appendValue(buf, v.Elem(i).Value)
+		k.buf = append(k.buf, 'a')
+		k.buf = binary.AppendUvarint(k.buf, uint64(v.Len()))
+		for i := range v.Len() {
+			k.value(v.Elem(i).Value)
 		}
 	case ast.Object:
-		buf = append(buf, 'o')
-		buf = binary.AppendUvarint(buf, uint64(v.Len()))
-		v.Foreach(func(k, e *ast.Term) {
-			if ok {
-				buf, ok = appendValue(buf, k.Value)
-			}
-			if ok {
-				buf, ok = appendValue(buf, e.Value)
-			}
-		})
+		k.buf = append(k.buf, 'o')
+		k.buf = binary.AppendUvarint(k.buf, uint64(v.Len()))
+		v.Foreach(k.pair)
 	case ast.Set:
-		buf = append(buf, 'S')
-		buf = binary.AppendUvarint(buf, uint64(v.Len()))
-		v.Foreach(func(e *ast.Term) {
-			if ok {
-				buf, ok = appendValue(buf, e.Value)
-			}
-		})
+		k.buf = append(k.buf, 'S')
+		k.buf = binary.AppendUvarint(k.buf, uint64(v.Len()))
+		v.Foreach(k.elem)
 	default:
-		return buf, false
+		k.ok = false
 	}
-	return buf, ok
 }
+
+func (k *keyEncoder) str(tag byte, s string) {
+	k.buf = append(k.buf, tag)
+	k.buf = binary.AppendUvarint(k.buf, uint64(len(s)))
+	k.buf = append(k.buf, s...)
+}
+
+func (k *keyEncoder) pair(key, v *ast.Term) {
+	k.value(key.Value)
+	k.value(v.Value)
+}
+
+func (k *keyEncoder) elem(e *ast.Term) { k.value(e.Value) }
