@@ -8,11 +8,12 @@ package main_test
 //     manifest and the avatar), replayed by the three users of each of 1,000 gateways;
 //  2. unique: the same, but every request names a path never seen before, so the memo
 //     never hits;
-//  3. memo off: the dashboard mix through a moltgate with policies.memo.size 0.
+//  3. memo off: the dashboard and the unique mixes through a moltgate with
+//     policies.memo.size 0.
 //
 // It prints each mix's requests/s against the plain proxy, the memo's hit rate per mix
-// (from moltgate's own moltgate_policy_memo_lookups_total) and the unique mix's ratio
-// against the memo-off one.
+// (from moltgate's own moltgate_policy_memo_lookups_total) and the unique mix's rate with
+// the memo against without (what the memo costs when it never hits).
 
 import (
 	"fmt"
@@ -156,6 +157,7 @@ func BenchmarkProxyMemo(b *testing.B) {
 		{"baseline_unique", baseline, unique, ""},
 		{"unique", "http://" + listen, unique, admin},
 		{"memo_off", "http://" + offListen, dashboard, offAdmin},
+		{"memo_off_unique", "http://" + offListen, unique, offAdmin},
 	}
 	measure := func(r run, d time.Duration) (wrkResult, map[string]float64) {
 		var before map[string]float64
@@ -207,8 +209,10 @@ func BenchmarkProxyMemo(b *testing.B) {
 			best["unique"].rps, best["baseline_unique"].rps, ratio("unique", "baseline_unique"), hitRate("unique")),
 		fmt.Sprintf("bench proxy_memo_off_rps %.0f vs %.0f: ratio %.2f, memo hit rate %.3f",
 			best["memo_off"].rps, best["baseline_dashboard"].rps, ratio("memo_off", "baseline_dashboard"), hitRate("memo_off")),
-		fmt.Sprintf("bench proxy_memo_unique_vs_off %.2f (the memo's cost when it never hits; target >= 0.95)",
-			ratio("unique", "baseline_unique")/ratio("memo_off", "baseline_dashboard")),
+		fmt.Sprintf("bench proxy_memo_off_unique_rps %.0f vs %.0f: ratio %.2f",
+			best["memo_off_unique"].rps, best["baseline_unique"].rps, ratio("memo_off_unique", "baseline_unique")),
+		fmt.Sprintf("bench proxy_memo_unique_vs_off %.2f (unique mix, memo on vs off: its cost when it never hits; target >= 0.95)",
+			ratio("unique", "memo_off_unique")),
 		fmt.Sprintf("bench proxy_memo_dashboard_p99_us %.0f vs %.0f", float64(best["dashboard"].p99)/1e3, float64(best["baseline_dashboard"].p99)/1e3),
 	}
 	for _, l := range lines {
