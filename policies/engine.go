@@ -214,7 +214,9 @@ func (e *Engine) decide(ctx context.Context, in *Input) (Decision, error) {
 	if err := e.Fresh(); err != nil {
 		return Decision{}, err
 	}
-	gen := e.gen.Load() // before the set: see memoKey
+	// The generation is read before the set and the data: a memoised decision is stored
+	// under a generation no newer than what it was decided on.
+	gen := e.gen.Load()
 	set := e.cur.Load()
 	input := e.codec.input(in)
 	key := e.memoKey(set, gen, input)
