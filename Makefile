@@ -68,6 +68,7 @@ bench: testdeps benchdeps
 	set -o pipefail; MOLTGATE_BENCH_REPORT=1 $(GO) test -run '^$$' -bench 'Propagation' -benchtime 5000x ./store/ | grep -E '^(bench |ok|FAIL|---)'
 	set -o pipefail; MOLTGATE_BENCH_REPORT=1 $(GO) test -run '^$$' -bench 'Fresh' ./store/ | grep -E '^(bench |ok|FAIL|---)'
 	set -o pipefail; $(GO) test -run '^$$' -bench '^BenchmarkProxy$$' -benchtime 1x -count=1 -timeout 20m ./cmd/moltgate/ | grep -E '^(bench |ok|FAIL|---)'
+	set -o pipefail; $(GO) test -run '^$$' -bench '^BenchmarkProxyMemo$$' -benchtime 1x -count=1 -timeout 20m ./cmd/moltgate/ | grep -E '^(bench |ok|FAIL|---)'
 	set -o pipefail; $(GO) test -run '^$$' -bench '^BenchmarkWSRelay$$' -benchtime 1x -count=1 -timeout 20m ./cmd/moltgate/ | grep -E '^(bench |ok|FAIL|---)'
 	set -o pipefail; $(GO) test -run '^$$' -bench '^BenchmarkProvisionFly$$' -benchtime 1x -count=1 -timeout 10m ./provisioner/cloud/ | grep -E '^(bench |ok|FAIL|---)'
 	set -o pipefail; $(GO) test -run '^$$' -bench '^BenchmarkLocalCreate$$' -benchtime 1x -count=1 -timeout 10m ./cmd/moltgate/ | grep -E '^(bench |ok|FAIL|---)'

@@ -103,6 +103,9 @@ type Decision struct {
 	Revision string `json:"revision,omitempty"`
 	// RequestedBy is the client address, as OPA names the caller of a decision.
 	RequestedBy string `json:"requested_by,omitempty"`
+	// Reused is true when the engine took the decision from its exact memo rather than
+	// evaluating it again (it still has an id of its own).
+	Reused bool `json:"reused,omitempty"`
 }
 
 // DecisionInput is the recorded subset of the policy input.
@@ -142,7 +145,7 @@ func decisionFor(e *Event) *Decision {
 		if given.DecisionID != "" {
 			d.DecisionID = given.DecisionID
 		}
-		d.Input, d.Erased = given.Input, given.Erased
+		d.Input, d.Erased, d.Reused = given.Input, given.Erased, given.Reused
 	}
 	if d.Input == nil {
 		// A struct of strings always encodes.

@@ -106,7 +106,7 @@ func Event(in *policies.Input, d policies.Decision) audit.Event {
 		Tenant: in.Gateway.Tenant, Gateway: in.Gateway.ID, Action: in.Action, Outcome: audit.OutcomeAllow,
 		Reason: d.Reason, ClientIP: in.ClientIP, PolicyRevision: d.Revision,
 		Details:  map[string]string{"protocol": in.Protocol},
-		Decision: &audit.Decision{DecisionID: d.ID, Input: input, Erased: erased}}
+		Decision: &audit.Decision{DecisionID: d.ID, Input: input, Erased: erased, Reused: d.Reused}}
 }
 
 // Mask returns in as JSON for the decision log and the fields erased from it, as OPA's mask

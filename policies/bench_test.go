@@ -82,7 +82,8 @@ func BenchmarkDecide10kGateways(b *testing.B) {
 	const n = 10_000
 	ctx := context.Background()
 	// A generous limit: a benchmark measures latency, it must not fail on one slow call.
-	e := newTestEngine(b, Config{Timeout: time.Second}, nil)
+	// The memo is off: this measures evaluation (BenchmarkDecideMemo measures the memo).
+	e := newTestEngine(b, Config{Timeout: time.Second, MemoSize: -1}, nil)
 	if err := e.SetGateways(ctx, benchGateways(n)); err != nil {
 		b.Fatal(err)
 	}
@@ -133,14 +134,15 @@ func BenchmarkDecide10kGateways(b *testing.B) {
 	fmt.Printf("bench cpu_loop_p99_us %.1f\n", us(percentile(ct, 99)))
 }
 
-// floorEngine returns an engine over n gateways whose policy decides a constant.
+// floorEngine returns an engine over n gateways whose policy decides a constant, evaluated
+// every time.
 func floorEngine(b *testing.B, n int) *Engine {
 	dir := b.TempDir()
 	const src = "package moltgate.authz\n\ndecision := {\"allow\": true, \"reason\": \"floor\"}\n"
 	if err := os.WriteFile(filepath.Join(dir, "floor.rego"), []byte(src), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	e := newTestEngine(b, Config{Dir: dir, Timeout: time.Second}, nil)
+	e := newTestEngine(b, Config{Dir: dir, Timeout: time.Second, MemoSize: -1}, nil) // a memo would reuse its one decision
 	if err := e.SetGateways(context.Background(), benchGateways(n)); err != nil {
 		b.Fatal(err)
 	}

@@ -16,4 +16,9 @@
 // matches ErrPolicy. A policy set that does not compile, type-check and pass its own tests
 // (or a bundle whose signature does not verify) is never installed: the previous one keeps
 // serving.
+//
+// Invariant: a reused decision is exactly the one evaluation would return. The decision
+// memo (memo.go) keys a decision by the policy revision, the data generation and the values
+// of every input path the compiled rules read (memokey.go derives them; nobody lists them
+// by hand), compares whole keys, and is off for a set that calls a non-deterministic builtin.
 package policies

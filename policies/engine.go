@@ -60,6 +60,9 @@ type Config struct {
 	// or the embedded set (see BundleConfig and PollBundle). New fails when the first bundle
 	// cannot be fetched or is refused. Exclusive with Dir.
 	Bundle *BundleConfig
+	// MemoSize bounds the exact decision memo (memo.go), in decisions. Zero means
+	// DefaultMemoSize (100,000); negative turns the memo off.
+	MemoSize int
 }
 
 // Engine evaluates policy decisions. It is safe for concurrent use: Decide may run
@@ -73,6 +76,7 @@ type Engine struct {
 	store   storage.Store
 	codec   *codec
 	metrics *metrics
+	memos   *memoHook
 
 	caches    ruleCachePool
 	noMetrics rego.EvalOption // OPA's internal timers are not read: skip their allocations
@@ -90,6 +94,7 @@ type policySet struct {
 	queried  string // the query's text
 	revision string
 	docs     map[string]any // top-level documents of the set's data files
+	memo     *memoPlan      // the input paths its rules read, or why its decisions are not memoised
 }
 
 // New loads and compiles the policy set named by cfg, prepares the decision query against
@@ -158,6 +163,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 	e.cur.Store(set)
 	if first != nil {
 		first.live()
+	}
+	if e.memos, err = newMemoHook(cfg.MemoSize, reg, e.cur.Load); err != nil {
+		return nil, err
 	}
 	return e, nil
 }
@@ -229,8 +237,18 @@ func (e *Engine) decide(ctx context.Context, in *Input, opts ...rego.EvalOption)
 	if err := e.Fresh(); err != nil {
 		return Decision{}, err
 	}
+	// The generation is read before the set and the data: a memoised decision is stored
+	// under a generation no newer than what it was decided on.
+	gen := e.gen.Load()
 	set := e.cur.Load()
 	input := e.codec.input(in)
+	var key *keyEncoder
+	if len(opts) == 0 { // a traced evaluation (Evaluate) is evaluated, never reused
+		key = e.memoKey(set, gen, input)
+		if d, ok := e.memoGet(key, gen); ok {
+			return d, nil
+		}
+	}
 
 	// One cancel flag, raised by a timer or by ctx, instead of the goroutine per query that
 	// rego starts when it handles cancellation itself.
@@ -268,6 +286,7 @@ func (e *Engine) decide(ctx context.Context, in *Input, opts ...rego.EvalOption)
 		return Decision{}, &DecisionError{Kind: FailResult, Err: err}
 	}
 	d.Revision = set.revision
+	e.memoPut(key, gen, d)
 	return d, nil
 }
 
@@ -453,7 +472,7 @@ func (e *Engine) prepare(ctx context.Context, src *source) (*policySet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policies: prepare: %w", err)
 	}
-	return &policySet{query: pq, queried: src.query, revision: src.revision, docs: src.docs}, nil
+	return &policySet{query: pq, queried: src.query, revision: src.revision, docs: src.docs, memo: planMemo(src.compiler)}, nil
 }
 
 // loadFS loads the modules (with *_test.rego when tests is true) and data files of a policy

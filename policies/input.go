@@ -93,7 +93,8 @@ type Decision struct {
 	ID string `json:"id,omitempty"`
 	// Revision is the revision of the policy set that decided (Engine.Revision).
 	Revision string `json:"revision,omitempty"`
-	// Reused is true when the decision is an earlier one reused (a memo of decisions);
-	// a reused decision still gets an ID of its own.
+	// Reused marks a decision the engine took from its exact memo instead of evaluating
+	// it (the same policy revision, data and every input value the rules read), or one a
+	// socket reused; a reused decision still gets an ID of its own.
 	Reused bool `json:"reused"`
 }

@@ -24,8 +24,13 @@ func DecisionID(w http.ResponseWriter) string {
 	return id
 }
 
-// withDecisionID returns ev naming the decision w answers, for the decision log.
+// withDecisionID returns ev naming the decision w answers, for the decision log (and
+// whether the policy's decision was reused, when ev.Decision says so).
 func withDecisionID(w http.ResponseWriter, ev audit.Event) audit.Event {
-	ev.Decision = &audit.Decision{DecisionID: DecisionID(w)}
+	d := audit.Decision{DecisionID: DecisionID(w)}
+	if ev.Decision != nil {
+		d.Reused = ev.Decision.Reused
+	}
+	ev.Decision = &d
 	return ev
 }

@@ -249,6 +249,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	d, err := h.deps.Policy.Decide(r.Context(), &in)
 	sw.Header()[DecisionIDHeader] = []string{d.ID}
+	if d.Reused {
+		ev.Decision = &audit.Decision{Reused: true}
+	}
 	if err != nil && errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The client went away while its request was decided: nothing was decided, nobody is
 		// answered, and the policy did not fail. Counted as 499 canceled, like an upstream

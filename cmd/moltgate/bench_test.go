@@ -156,8 +156,14 @@ var (
 
 func runWrk(b *testing.B, target, host, auth string, d time.Duration) wrkResult {
 	b.Helper()
-	out, err := exec.Command("wrk", "-t2", "-c64", "-d"+d.String(), "--latency",
-		"-H", "Host: "+host, "-H", "Authorization: Bearer "+auth, target+"/health").CombinedOutput()
+	return wrk(b, "-t2", "-c64", "-d"+d.String(), "--latency",
+		"-H", "Host: "+host, "-H", "Authorization: Bearer "+auth, target+"/health")
+}
+
+// wrk runs wrk with args and reads its figures; a refused request fails the benchmark.
+func wrk(b *testing.B, args ...string) wrkResult {
+	b.Helper()
+	out, err := exec.Command("wrk", args...).CombinedOutput()
 	if err != nil {
 		b.Fatalf("wrk: %v\n%s", err, out)
 	}
@@ -199,26 +205,13 @@ func peakRSS(b *testing.B, pid int) float64 {
 }
 
 func BenchmarkProxy(b *testing.B) {
-	if _, err := exec.LookPath("wrk"); err != nil {
-		b.Fatal("wrk not found: apt-get install wrk (make bench installs it)")
-	}
 	const gateways = 10_000
-	duration := 10 * time.Second
-	if v, err := time.ParseDuration(os.Getenv("MOLTGATE_BENCH_DURATION")); err == nil {
-		duration = v
-	}
-	upstream := startRole(b, "upstream", "")
-	baseline := startRole(b, "baseline", upstream)
-
-	clerk := clerktest.New(b)
-	dir := b.TempDir()
-	dataDir := filepath.Join(dir, "data")
-	start := time.Now()
-	seedGateways(b, dataDir, upstream, gateways)
-	seeded := time.Since(start)
+	f := startFleet(b, gateways)
+	duration, baseline, clerk, dir, dataDir, seeded := f.duration, f.baseline, f.clerk, f.dir, f.dataDir, f.seeded
 
 	// A second moltgate on a copy of the same data whose policy decides a constant: the
 	// ratio it reaches is what OPA's cost per query alone leaves, whatever the rules say.
+	// Its memo is off (it would reuse the one decision: BenchmarkProxyMemo measures the memo).
 	floorDir := b.TempDir()
 	floorData := filepath.Join(floorDir, "data")
 	copyFiles(b, dataDir, floorData, "master.key", "moltgate.db")
@@ -227,7 +220,7 @@ func BenchmarkProxy(b *testing.B) {
 	os.WriteFile(filepath.Join(floorPolicy, "floor.rego"), []byte("package moltgate.authz\n\ndecision := {\"allow\": true, \"reason\": \"floor\"}\n"), 0o600)
 
 	listen, _, cmd, _ := startBenchServe(b, dir, dataDir, clerkConfig(b, clerk))
-	floorListen, _, _, _ := startBenchServe(b, floorDir, floorData, clerkConfig(b, clerk)+"policies: {dir: "+floorPolicy+"}\n")
+	floorListen, _, _, _ := startBenchServe(b, floorDir, floorData, clerkConfig(b, clerk)+"policies: {dir: "+floorPolicy+", memo: {size: 0}}\n")
 
 	jwt := clerk.Mint(clerktest.Claims{Subject: "user_bench", Expiry: time.Now().Add(time.Hour)})
 	host := "gw04242.gw.localhost"

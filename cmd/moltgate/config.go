@@ -202,6 +202,26 @@ type PoliciesConfig struct {
 	Bundle *PolicyBundleConfig `yaml:"bundle"`
 	// DecisionLog samples allowed decisions into the audit stream (policy.decision).
 	DecisionLog DecisionLogConfig `yaml:"decision_log"`
+	// Memo bounds the exact decision memo.
+	Memo PolicyMemoConfig `yaml:"memo"`
+}
+
+// PolicyMemoConfig bounds the exact decision memo (see policies.Engine).
+type PolicyMemoConfig struct {
+	// Size is the number of decisions held, least recently used evicted first; 0 turns the
+	// memo off. Unset means policies.DefaultMemoSize (100000).
+	Size *int `yaml:"size"`
+}
+
+// engineSize is Size as policies.Config.MemoSize reads it: 0 the default, negative off.
+func (m PolicyMemoConfig) engineSize() int {
+	switch {
+	case m.Size == nil:
+		return 0
+	case *m.Size == 0:
+		return -1
+	}
+	return *m.Size
 }
 
 // LimitsConfig bounds request handling.
@@ -507,6 +527,9 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Policies.validateBundle()...)
 	if r := c.Policies.DecisionLog.AllowSampleRate; r != nil && !(*r >= 0 && *r <= 1) {
 		bad("policies.decision_log.allow_sample_rate", "%v: want 0 to 1", *r)
+	}
+	if s := c.Policies.Memo.Size; s != nil && *s < 0 {
+		bad("policies.memo.size", "%d: want 0 (off) or a number of decisions", *s)
 	}
 	if c.Limits.MaxToolBodyBytes < 0 {
 		bad("limits.max_tool_body_bytes", "negative")

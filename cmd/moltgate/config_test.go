@@ -148,6 +148,8 @@ admin:
 		// Issue 11: the shared store's configuration, every problem named by its key.
 		{"store backends", "store:\n  backend: etcd\ncluster: {max_staleness: -1s}\n",
 			[]string{"store.backend: \"etcd\": want bolt or redis", "cluster.max_staleness: negative"}, ""},
+		// Issue 13: the decision memo's bound.
+		{"memo size negative", "policies:\n  memo: {size: -5}\n", []string{"policies.memo.size: -5"}, ""},
 		{"lease ttl negative", "cluster: {lease_ttl: -1s}\n", []string{"cluster.lease_ttl: negative"}, ""},
 		{"lease ttl too short", "cluster: {lease_ttl: 100ms}\n", []string{"cluster.lease_ttl: 100ms: want at least 1s"}, ""},
 		{"redis without backend redis", "store:\n  redis: {address: 127.0.0.1:6379}\n", []string{"store.redis: given with backend bolt"}, ""},
@@ -239,5 +241,26 @@ func TestDeployExampleConfig(t *testing.T) {
 	if cfg.Keystore.Source != "vault" || cfg.Audit.Redis == nil || cfg.Clerk == nil ||
 		cfg.GatewayDomain != "gw.example.com" || cfg.Audit.Archive.Retention != 61362*time.Hour {
 		t.Fatalf("deploy/moltgate.yaml decoded as %+v", cfg)
+	}
+}
+
+// TestConfigMemoSize (issue 13): policies.memo.size unset is the engine's default, 0 turns the
+// memo off, any other number bounds it.
+func TestConfigMemoSize(t *testing.T) {
+	for _, tt := range []struct {
+		text string
+		want int
+	}{
+		{"listen: 127.0.0.1:1\n", 0},
+		{"policies: {memo: {size: 0}}\n", -1},
+		{"policies: {memo: {size: 5000}}\n", 5000},
+	} {
+		cfg, err := loadConfig(writeConfig(t, tt.text), noEnv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.Policies.Memo.engineSize(); got != tt.want {
+			t.Errorf("%q: got %d, want %d", tt.text, got, tt.want)
+		}
 	}
 }

@@ -113,7 +113,8 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	if err != nil {
 		return err
 	}
-	engine, err := policies.New(ctx, policies.Config{Dir: cfg.Policies.Dir, Timeout: cfg.Policies.Timeout, Fresh: fresh, Bundle: policyBundle}, logger, metrics)
+	engine, err := policies.New(ctx, policies.Config{Dir: cfg.Policies.Dir, Timeout: cfg.Policies.Timeout, Fresh: fresh, Bundle: policyBundle,
+		MemoSize: cfg.Policies.Memo.engineSize()}, logger, metrics)
 	if err != nil {
 		return err
 	}
@@ -268,6 +269,9 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 			fmt.Fprintf(w, "policy candidate refused at %s: %v\n", r.Time.UTC().Format(time.RFC3339), r.Err)
 		}
 		writeBundleStatus(w, engine.BundleStatus())
+		if reason, detail := engine.MemoStatus(); reason != "" {
+			fmt.Fprintf(w, "policy decision memo off (%s): %s\n", reason, detail)
+		}
 	})
 	// Every other path is the admin API's, so that calls no route takes are its probes.
 	adminMux.Handle("/", auditGate(adminAPI, auditLog.Ready))
