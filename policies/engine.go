@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
-	"os"
 	"path"
 	"reflect"
 	"slices"
@@ -56,6 +55,12 @@ type Config struct {
 	// known to be current (a replica following a shared store); an error refuses the
 	// decision with a DecisionError of kind FailStale. It must be cheap. Nil: always current.
 	Fresh func() error
+	// ShadowDir, if set, is a candidate policy set (a directory, gated like Dir) evaluated
+	// beside the live one on every decision and never enforced; see shadow.go. Empty: none.
+	ShadowDir string
+	// ShadowReport, if set, is told of every decision the candidate would make otherwise,
+	// secrets masked. It is called off the request path and must not block for long.
+	ShadowReport func(ShadowDifference)
 }
 
 // Engine evaluates policy decisions. It is safe for concurrent use: Decide may run
@@ -77,6 +82,9 @@ type Engine struct {
 	reloadMu    sync.Mutex    // serialises Reload
 	lastRefusal atomic.Pointer[ReloadStatus]
 	keysMu      sync.Mutex // serialises SyncTenantKeys and LoadTenantKeys
+
+	shadow   shadow                   // the candidate set (shadow.go)
+	promoted atomic.Pointer[Snapshot] // a promoted set overriding Dir (promote.go)
 }
 
 // policySet is one compiled generation of policy source and static data.
@@ -131,7 +139,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 		return nil, fmt.Errorf("policies: data: %w", err)
 	}
 
-	set, err := e.prepare(ctx, src)
+	set, err := e.prepare(ctx, src, e.store)
 	if err != nil {
 		return nil, err
 	}
@@ -141,6 +149,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 	}
 	e.metrics = m
 	e.cur.Store(set)
+	if err := e.initShadow(ctx, cfg, reg); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 
@@ -208,6 +219,15 @@ func (e *Engine) decide(ctx context.Context, in *Input) (Decision, error) {
 	}
 	set := e.cur.Load()
 	input := e.codec.input(in)
+	d, err := e.eval(ctx, set, input)
+	if err == nil {
+		e.shadowDecide(set, input, d)
+	}
+	return d, err
+}
+
+// eval evaluates the decision of set for input, bounded by the engine's timeout.
+func (e *Engine) eval(ctx context.Context, set *policySet, input ast.Value) (Decision, error) {
 
 	// One cancel flag, raised by a timer or by ctx, instead of the goroutine per query that
 	// rego starts when it handles cancellation itself.
@@ -289,7 +309,7 @@ func (e *Engine) reload(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("policies: reload: %w", err)
 	}
-	set, err := e.prepare(ctx, src)
+	set, err := e.prepare(ctx, src, e.store)
 	if err != nil {
 		return fmt.Errorf("policies: reload: %w", err)
 	}
@@ -338,18 +358,20 @@ type source struct {
 	revision string
 }
 
-// load reads and compiles the configured policy set; a set from a directory must also
-// pass its own tests (see gate).
+// load reads and compiles the live policy set: a promoted one (promote.go), else Dir, else
+// the embedded set.
 func (e *Engine) load(ctx context.Context) (*source, error) {
-	fsys, name := Default(), "embedded policies"
-	if e.dir != "" {
-		if st, err := os.Stat(e.dir); err != nil {
-			return nil, fmt.Errorf("policies: load %s: %w", e.dir, err)
-		} else if !st.IsDir() {
-			return nil, fmt.Errorf("policies: load %s: not a directory", e.dir)
-		}
-		fsys, name = os.DirFS(e.dir), e.dir
+	fsys, name, err := e.liveFS()
+	if err != nil {
+		return nil, err
 	}
+	return loadSource(ctx, fsys, name)
+}
+
+// loadSource reads and compiles the policy set in fsys (Default(): the embedded one, named
+// name in errors); a set other than the embedded one must also pass its own tests (see gate).
+func loadSource(ctx context.Context, fsys fs.FS, name string) (*source, error) {
+	own := fsys != Default()
 	res, err := loadSet(fsys, false)
 	if err != nil {
 		return nil, fmt.Errorf("policies: load %s: %w", name, err)
@@ -379,7 +401,7 @@ func (e *Engine) load(ctx context.Context) (*source, error) {
 	if err := checkDataRefs(c, res.Documents); err != nil {
 		return nil, fmt.Errorf("policies: load %s: %w", name, err)
 	}
-	if e.dir != "" {
+	if own {
 		if err := gate(ctx, fsys); err != nil {
 			return nil, fmt.Errorf("policies: test %s: %w", name, err)
 		}
@@ -388,7 +410,7 @@ func (e *Engine) load(ctx context.Context) (*source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policies: load %s: %w", name, err)
 	}
-	usesDefaults := e.dir == ""
+	usesDefaults := !own
 	if !usesDefaults {
 		own, err := loadFS(fsys, false)
 		if err != nil {
@@ -399,11 +421,12 @@ func (e *Engine) load(ctx context.Context) (*source, error) {
 	return &source{compiler: c, query: decisionQuery(c, usesDefaults), docs: res.Documents, revision: rev}, nil
 }
 
-func (e *Engine) prepare(ctx context.Context, src *source) (*policySet, error) {
+// prepare prepares src's query against store (the engine's, or a candidate's own).
+func (e *Engine) prepare(ctx context.Context, src *source, store storage.Store) (*policySet, error) {
 	pq, err := rego.New(
 		rego.Query(src.query),
 		rego.Compiler(src.compiler),
-		rego.Store(e.store),
+		rego.Store(store),
 		// Hand results back as AST terms: the codec reads them without a JSON detour.
 		rego.GenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }),
 	).PrepareForEval(ctx)
