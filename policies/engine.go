@@ -304,11 +304,15 @@ type ReloadStatus struct {
 func (e *Engine) LastRefusal() *ReloadStatus { return e.lastRefusal.Load() }
 
 func (e *Engine) reload(ctx context.Context) error {
-
 	src, err := e.load(ctx)
 	if err != nil {
 		return fmt.Errorf("policies: reload: %w", err)
 	}
+	return e.install(ctx, src)
+}
+
+// install prepares src and swaps it in as the live set. The caller holds reloadMu.
+func (e *Engine) install(ctx context.Context, src *source) error {
 	set, err := e.prepare(ctx, src, e.store)
 	if err != nil {
 		return fmt.Errorf("policies: reload: %w", err)
