@@ -283,7 +283,12 @@ func ctxError(err error) *DecisionError {
 func (e *Engine) Reload(ctx context.Context) error {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
-	if err := e.reload(ctx); err != nil {
+	return e.counted(e.reload(ctx))
+}
+
+// counted counts and keeps the result of a reload: err is a refusal, nil a set gone live.
+func (e *Engine) counted(err error) error {
+	if err != nil {
 		e.metrics.refused.Inc()
 		e.lastRefusal.Store(&ReloadStatus{Time: time.Now(), Err: err})
 		return err

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing/fstest"
-	"time"
 
 	"github.com/moltgate/moltgate/store"
 )
@@ -148,13 +147,8 @@ func (e *Engine) activate(ctx context.Context, s *Snapshot) error {
 		if rerr := e.reload(ctx); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
-		e.metrics.refused.Inc()
-		e.lastRefusal.Store(&ReloadStatus{Time: time.Now(), Err: err})
-		return err
 	}
-	e.metrics.reloaded.Inc()
-	e.lastRefusal.Store(nil)
-	return nil
+	return e.counted(err)
 }
 
 // RevisionKV is the store promoted revisions are kept in (store.Bolt, store.Redis).
