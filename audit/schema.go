@@ -32,6 +32,9 @@ var typeOutcomes = map[string][]string{
 	TypeSessionStart:    {OutcomeSuccess},
 	TypeProvisionStep:   {OutcomeSuccess, OutcomeError},
 	TypePolicyReload:    {OutcomeSuccess, OutcomeDeny},
+	TypePolicyShadow:    {OutcomeAllow, OutcomeDeny},
+	TypePolicyPromote:   {OutcomeSuccess, OutcomeDeny, OutcomeError},
+	TypePolicyRollback:  {OutcomeSuccess, OutcomeDeny, OutcomeError},
 }
 
 // Outcomes returns the outcomes an event of type typ may carry, nil for an unknown type.

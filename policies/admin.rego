@@ -2,7 +2,7 @@
 package moltgate.authz
 
 # Admin actions that are not about one existing gateway.
-unscoped_admin_actions := ((({"admin.gateway.create", "admin.gateway.list"} | session_admin_actions) | tenant_admin_actions) | keystore_admin_actions) | provision_admin_actions
+unscoped_admin_actions := (((({"admin.gateway.create", "admin.gateway.list"} | session_admin_actions) | tenant_admin_actions) | keystore_admin_actions) | provision_admin_actions) | policy_admin_actions
 
 # Browser session actions: every signed-in user, on their own sessions (the API filters and
 # checks each session: admin.member.write on its gateway, or being its user).
@@ -37,6 +37,10 @@ provision_admin_actions := {
 	"admin.provision.read",
 }
 
+# Policy revision actions (the live policy set and its candidate, /v1/policy: read, promote
+# the candidate, roll back): platform admins and the admin token only.
+policy_admin_actions := {"admin.policy.read", "admin.policy.promote", "admin.policy.rollback"}
+
 # tenant_admin: a user acting in the tenant's own organization with its admin role.
 tenant_admin if {
 	user_id
@@ -66,6 +70,8 @@ admin_decision := {"allow": false, "reason": "unauthenticated", "status": 401} i
 	input.action in keystore_admin_actions
 } else := {"allow": false, "reason": "platform_admin_only", "status": 403} if {
 	input.action in provision_admin_actions
+} else := {"allow": false, "reason": "platform_admin_only", "status": 403} if {
+	input.action in policy_admin_actions
 } else := {"allow": true, "reason": "tenant_admin"} if {
 	input.action in tenant_admin_actions
 	tenant_admin

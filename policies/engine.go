@@ -283,7 +283,9 @@ func ctxError(err error) *DecisionError {
 func (e *Engine) Reload(ctx context.Context) error {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
-	return e.counted(e.reload(ctx))
+	err := e.counted(e.reload(ctx))
+	e.reloadShadow(ctx) // the candidate too: its refusal is its own (ShadowRefusal)
+	return err
 }
 
 // counted counts and keeps the result of a reload: err is a refusal, nil a set gone live.

@@ -199,29 +199,21 @@ func (r *Revisions) read() (revisionRecord, []byte, error) {
 
 // Load makes the store's promoted revision live, or the configured set when none is
 // promoted: at start, on a change of the record, and when a replica reads everything again.
-func (r *Revisions) Load(ctx context.Context) error {
+// It reports whether the live set changed.
+func (r *Revisions) Load(ctx context.Context) (bool, error) {
 	rec, _, err := r.read()
 	if err != nil {
-		return err
+		return false, err
 	}
 	if rec.Active.revision() == r.e.Promoted() {
-		return nil
+		return false, nil
 	}
 	if err := r.e.activate(ctx, rec.Active); err != nil {
-		return err
+		return false, err
 	}
 	r.e.logger.LogAttrs(ctx, slog.LevelInfo, "policies: promoted revision loaded", slog.String("revision", r.e.Revision()),
 		slog.Bool("promoted", rec.Active != nil))
-	return nil
-}
-
-// Changed loads the record again when bucket/key is it (a change on the shared store).
-// It reports whether it was.
-func (r *Revisions) Changed(ctx context.Context, bucket, key string) (bool, error) {
-	if bucket != RevisionsBucket || key != RevisionsKey {
-		return false, nil
-	}
-	return true, r.Load(ctx)
+	return true, nil
 }
 
 // State reports the live, previous and candidate revisions.

@@ -20,7 +20,7 @@ func TestPromoteAndRollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { kv.Close() })
-	cand := writeSet(t, false, nil, map[string]string{"retire.rego": retireRoute})
+	cand := writeSet(t, false, nil, map[string]string{"retire.rego": retireRoute(t)})
 	e := newTestEngine(t, Config{ShadowDir: cand}, nil)
 	gw := registry.Gateway{ID: "gw1", Tenant: "t1", Owner: "owner", AuthMode: registry.AuthToken}
 	if err := e.SetGateways(ctx, []registry.Gateway{gw}); err != nil {
@@ -58,7 +58,7 @@ func TestPromoteAndRollback(t *testing.T) {
 
 	// Another engine on the same store loads the promoted revision, not its own directory.
 	other := newTestEngine(t, Config{}, nil)
-	if err := NewRevisions(other, kv).Load(ctx); err != nil {
+	if _, err := NewRevisions(other, kv).Load(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := other.Revision(); got != candidate {
@@ -83,7 +83,7 @@ func TestPromoteAndRollback(t *testing.T) {
 	if !allowed() {
 		t.Fatal("after rollback: /retired refused, want the configured set's allow")
 	}
-	if err := NewRevisions(other, kv).Load(ctx); err != nil || other.Revision() != configured {
+	if _, err := NewRevisions(other, kv).Load(ctx); err != nil || other.Revision() != configured {
 		t.Errorf("other engine after rollback: revision %s (%v), want %s", other.Revision(), err, configured)
 	}
 }

@@ -101,17 +101,24 @@ func (e *Engine) ShadowDir() string { return e.shadow.dir }
 // candidate it read was taken (or none ran).
 func (e *Engine) ShadowRefusal() *ReloadStatus { return e.shadow.lastRefusal.Load() }
 
-// ReloadShadow re-reads the candidate directory; a set that fails the gate (compile,
-// schema, its own tests) is refused and the previous candidate keeps shadowing. It does
-// nothing without Config.ShadowDir.
+// ReloadShadow re-reads the candidate directory (Reload does too); a set that fails the
+// gate (compile, schema, its own tests) is refused and the previous candidate keeps
+// shadowing. It does nothing without Config.ShadowDir.
 func (e *Engine) ReloadShadow(ctx context.Context) error {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	return e.reloadShadow(ctx)
+}
+
+// reloadShadow reloads the candidate, if any; the caller holds reloadMu.
+func (e *Engine) reloadShadow(ctx context.Context) error {
 	if e.shadow.dir == "" {
 		return nil
 	}
-	e.reloadMu.Lock()
-	defer e.reloadMu.Unlock()
 	if err := e.loadShadow(ctx); err != nil {
 		e.shadow.lastRefusal.Store(&ReloadStatus{Time: time.Now(), Err: err})
+		e.logger.LogAttrs(ctx, slog.LevelError, "policies: shadow candidate refused; the previous candidate stays",
+			slog.String("dir", e.shadow.dir), slog.Any("err", err))
 		return err
 	}
 	e.shadow.lastRefusal.Store(nil)

@@ -73,7 +73,7 @@ func timeDecide(b *testing.B, e *Engine, ins []Input, after func()) []time.Durat
 func BenchmarkShadow(b *testing.B) {
 	ctx := context.Background()
 	ins := benchInputs(10_000)
-	e := benchEngine(b, Config{ShadowDir: benchDir(b, "retire.rego", retireRoute)}, ins)
+	e := benchEngine(b, Config{ShadowDir: benchDir(b, "retire.rego", retireRoute(b))}, ins)
 	times := timeDecide(b, e, ins, e.WaitShadow)
 	p50 := percentile(times, 50)
 	if os.Getenv("MOLTGATE_BENCH_REPORT") != "1" || len(times) < 1000 {

@@ -15,21 +15,22 @@ import (
 	"github.com/moltgate/moltgate/registry"
 )
 
-// retireRoute is a candidate set that extends the defaults with one refusal: it retires
-// /retired. It allows nothing the defaults refuse (moltgate.custom can only take away).
-const retireRoute = `package moltgate.custom
-
-deny contains {"reason": "route_retired", "status": 410} if {
-	input.request.path == "/retired"
+// retireRoute is a candidate set that retires /retired and allows nothing new.
+func retireRoute(tb testing.TB) string {
+	tb.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "shadow", "retire.rego"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return string(b)
 }
-`
 
 // Issue 12: shadow mode reports exactly the requests whose decision the candidate changes,
 // checked against a known set, while the live decision is the one returned.
 func TestShadowReportsExactlyTheDifferences(t *testing.T) {
 	var mu sync.Mutex
 	var diffs []ShadowDifference
-	cand := writeSet(t, false, nil, map[string]string{"retire.rego": retireRoute})
+	cand := writeSet(t, false, nil, map[string]string{"retire.rego": retireRoute(t)})
 	reg := prometheus.NewRegistry()
 	e, err := New(t.Context(), Config{ShadowDir: cand, ShadowReport: func(d ShadowDifference) {
 		mu.Lock()
@@ -119,7 +120,7 @@ func TestShadowCandidateIsGated(t *testing.T) {
 	if _, err := New(t.Context(), Config{ShadowDir: writeSet(t, false, nil, broken)}, nil, nil); err == nil {
 		t.Fatal("New with a candidate that does not compile: got nil error")
 	}
-	dir := writeSet(t, false, nil, map[string]string{"retire.rego": retireRoute})
+	dir := writeSet(t, false, nil, map[string]string{"retire.rego": retireRoute(t)})
 	e := newTestEngine(t, Config{ShadowDir: dir}, nil)
 	rev := e.ShadowRevision()
 	failing := "package moltgate.custom_test\n\ntest_fails if {\n\tfalse\n}\n"

@@ -9,11 +9,11 @@ import (
 	"github.com/moltgate/moltgate/policies"
 )
 
-const policyUsage = "usage: moltgate policy test [DIR] | check DIR | fmt [-w] DIR"
+const policyUsage = "usage: moltgate policy test [DIR] | check DIR | fmt [-w] DIR | promote [--revision R] | rollback | status"
 
 // policyCommand runs `moltgate policy SUBCOMMAND ...`: the policy author's tools. Each
 // subcommand is one function; they share nothing but the usage line.
-func policyCommand(ctx context.Context, args []string, stdout io.Writer) error {
+func policyCommand(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return usageError{policyUsage}
 	}
@@ -24,6 +24,8 @@ func policyCommand(ctx context.Context, args []string, stdout io.Writer) error {
 		return policyFmt(args[1:], stdout)
 	case "test":
 		return policyTest(ctx, args[1:], stdout)
+	case "promote", "rollback", "status":
+		return policyRevision(ctx, args[0], args[1:], env, stdout, stderr)
 	}
 	return usageError{policyUsage}
 }

@@ -109,9 +109,16 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	auditLog := auditStack.log
 	closers = append(closers, auditLog.Close)
 
-	engine, err := policies.New(ctx, policies.Config{Dir: cfg.Policies.Dir, Timeout: cfg.Policies.Timeout, Fresh: fresh}, logger, metrics)
+	engine, err := policies.New(ctx, policies.Config{Dir: cfg.Policies.Dir, Timeout: cfg.Policies.Timeout, Fresh: fresh,
+		ShadowDir: cfg.Policies.Shadow.Dir, ShadowReport: shadowReporter(context.WithoutCancel(ctx), auditLog, logger)}, logger, metrics)
 	if err != nil {
 		return err
+	}
+	// A promoted revision in the store overrides policies.dir; one that no longer loads
+	// leaves the configured set deciding, with the refusal in /readyz.
+	revisions := policies.NewRevisions(engine, kv)
+	if _, err := revisions.Load(ctx); err != nil {
+		logger.Error("promoted policy revision not loaded; the configured set decides", "err", err)
 	}
 	if err := engine.SetPlatformAdmins(ctx, cfg.PlatformAdmins); err != nil {
 		return err
@@ -192,7 +199,8 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	// Authorization is continuous: every registry change re-decides the open sockets of
 	// that gateway (a removed member loses a live socket at once).
 	gateways.Subscribe(func(id string) { go relay.Recheck(context.WithoutCancel(ctx), id) })
-	view = replicaView{gateways: gateways, keys: keySvc.keys, ks: ks, rotator: keySvc.rotator, browsers: browsers, engine: engine, relay: relay}
+	view = replicaView{gateways: gateways, keys: keySvc.keys, ks: ks, rotator: keySvc.rotator, browsers: browsers, engine: engine, relay: relay,
+		revisions: revisions}
 
 	trusted := cfg.trustedPrefixes()
 	handler, err := proxy.New(proxy.Config{
@@ -219,7 +227,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	adminAPI, err := admin.New(admin.Config{AdminToken: adminTok, TrustedProxies: trusted, GatewayURL: cfg.gatewayURL()},
 		admin.Deps{Registry: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger,
 			Keys: keySvc.keys, Rotator: keySvc.rotator, Limits: limits, Metrics: metrics, Browser: browsers,
-			Provisioner: prov.prov})
+			Provisioner: prov.prov, Revisions: recheckedRevisions{revisions, relay}})
 	if err != nil {
 		return err
 	}
@@ -251,6 +259,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		if r := engine.LastRefusal(); r != nil {
 			fmt.Fprintf(w, "policy candidate refused at %s: %v\n", r.Time.UTC().Format(time.RFC3339), r.Err)
 		}
+		writeShadowStatus(w, engine)
 	})
 	// Every other path is the admin API's, so that calls no route takes are its probes.
 	adminMux.Handle("/", auditGate(adminAPI, auditLog.Ready))
@@ -277,6 +286,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	auditCtx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
 	g.Go(func() error { return auditStack.run(auditCtx) })
 	reloaded := policyReloaded(gctx, engine, relay, auditLog, logger)
+	view.policyChanged = reloaded // a revision promoted or rolled back on another replica
 	g.Go(func() error { reloadOnHangup(gctx, engine, reloaded); return nil })
 	if cfg.Policies.Watch {
 		g.Go(func() error { return engine.Watch(gctx, func(err error) { reloaded("watch", err) }) })

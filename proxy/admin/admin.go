@@ -67,6 +67,8 @@ type Deps struct {
 	Browser BrowserSessions
 	// Provisioner serves the provisioning endpoints (provision.go); nil leaves them out.
 	Provisioner Provisioner
+	// Revisions serves the policy promote and rollback endpoints (policy.go); nil leaves them out.
+	Revisions PolicyRevisions
 	// Now is the clock of the probe summaries. Default time.Now.
 	Now func() time.Time
 	// Limits are the budgets of admin writes (ratelimit.go); zero: none.
@@ -115,6 +117,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.auditRoutes()
 	s.browserRoutes()
 	s.provisionRoutes()
+	s.policyRoutes()
 	// No catch-all: what no route takes is ServeHTTP's, recorded as probing (probe.go).
 	return s, nil
 }
