@@ -4,12 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/moltgate/moltgate/policies"
 )
 
-const policyUsage = "usage: moltgate policy test [DIR] | check DIR | fmt [-w] DIR | promote [--revision R] | rollback | status"
+const policyUsage = "usage: moltgate policy test [--min-coverage N] [DIR] | check DIR | fmt [-w] DIR | promote [--revision R] | rollback | status"
 
 // policyCommand runs `moltgate policy SUBCOMMAND ...`: the policy author's tools. Each
 // subcommand is one function; they share nothing but the usage line.
@@ -23,7 +22,7 @@ func policyCommand(ctx context.Context, args []string, env func(string) string, 
 	case "fmt":
 		return policyFmt(args[1:], stdout)
 	case "test":
-		return policyTest(ctx, args[1:], stdout)
+		return policyTest(ctx, args[1:], stdout, stderr)
 	case "promote", "rollback", "status":
 		return policyRevision(ctx, args[0], args[1:], env, stdout, stderr)
 	}
@@ -57,31 +56,4 @@ func policyFmt(args []string, stdout io.Writer) error {
 		return err
 	}
 	return fmt.Errorf("policy fmt: %d files not formatted", len(changed))
-}
-
-// policyTest runs the Rego tests of DIR (the embedded set without it).
-func policyTest(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) > 1 {
-		return usageError{policyUsage}
-	}
-	fsys := policies.Default()
-	if len(args) == 1 {
-		fsys = os.DirFS(args[0])
-	}
-	results, err := policies.RunTests(ctx, fsys)
-	if err != nil {
-		return err
-	}
-	failed := 0
-	for _, r := range results {
-		if r.Failed() {
-			failed++
-			fmt.Fprintln(stdout, "FAIL", r.String())
-		}
-	}
-	fmt.Fprintf(stdout, "%d passed, %d failed\n", len(results)-failed, failed)
-	if failed > 0 {
-		return fmt.Errorf("policy test: %d failed", failed)
-	}
-	return nil
 }
