@@ -22,7 +22,7 @@ import (
 // retireRoute is a candidate set that retires /retired and allows nothing new.
 func retireRoute(tb testing.TB) string {
 	tb.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "policies", "testdata", "shadow", "retire.rego"))
+	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "policy-examples", "retire-route", "retire.rego"))
 	if err != nil {
 		tb.Fatal(err)
 	}
