@@ -114,6 +114,8 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	if err != nil {
 		return err
 	}
+	// Candidate evaluations in flight report to audit: they end before it closes.
+	closers = append(closers, func() error { engine.WaitShadow(); return nil })
 	// A promoted revision in the store overrides policies.dir; one that no longer loads
 	// leaves the configured set deciding, with the refusal in /readyz.
 	revisions := policies.NewRevisions(engine, kv)
