@@ -1,6 +1,7 @@
 package policies
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -165,4 +167,41 @@ func toJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// The candidate directory is watched as the live one is: an edit of it is shadowing once it
+// passes the gate.
+func TestShadowWatched(t *testing.T) {
+	dir := writeSet(t, false, nil, map[string]string{"retire.rego": retireRoute(t)})
+	e := newTestEngine(t, Config{ShadowDir: dir}, nil)
+	first := e.ShadowRevision()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	reloads := make(chan error, 64)
+	go func() { done <- e.Watch(ctx, func(err error) { reloads <- err }) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	edited := strings.Replace(retireRoute(t), `"/retired"`, `"/gone"`, 1)
+	// The watcher may not be watching yet when the file is first written: write until a
+	// reload takes the edit.
+	deadline := time.Now().Add(10 * time.Second)
+	for e.ShadowRevision() == first {
+		if time.Now().After(deadline) {
+			t.Fatalf("candidate revision still %s 10s after its directory changed", first)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "retire.rego"), []byte(edited), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-reloads:
+		case <-time.After(time.Second):
+		}
+	}
+	if e.ShadowRefusal() != nil {
+		t.Errorf("candidate refusal after a good edit: %v", e.ShadowRefusal().Err)
+	}
 }
