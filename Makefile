@@ -62,6 +62,7 @@ $(OPENCLAW_STAMP):
 bench: testdeps benchdeps
 	MOLTGATE_BENCH_REPORT=1 $(GO) test -run '^$$' -bench . -benchtime 2s -cpu 1 ./policies/ ./proxy/authn/ ./keystore/
 	set -o pipefail; MOLTGATE_BENCH_REPORT=1 $(GO) test -run '^$$' -bench 'CredentialPaths' -benchtime 30000x -cpu 1 ./proxy/ | grep -E '^(bench |ok|FAIL|---)'
+	set -o pipefail; MOLTGATE_BENCH_REPORT=1 $(GO) test -run '^$$' -bench 'AuthFailureCheck' -benchtime 30000x -cpu 1 ./proxy/ | grep -E '^(bench |ok|FAIL|---)'
 	set -o pipefail; MOLTGATE_BENCH_REPORT=1 $(GO) test -run '^$$' -bench 'SpoolToRedis|AuditedRequest/spool' -benchtime 300000x ./audit/ | grep -E '^(bench |ok|FAIL|---)'
 	set -o pipefail; MOLTGATE_BENCH_REPORT=1 $(GO) test -run '^$$' -bench 'AuditedRequest/durable' -benchtime 20000x ./audit/ | grep -E '^(bench |ok|FAIL|---)'
 	set -o pipefail; MOLTGATE_BENCH_REPORT=1 $(GO) test -run '^$$' -bench 'Propagation' -benchtime 5000x ./store/ | grep -E '^(bench |ok|FAIL|---)'

@@ -61,6 +61,10 @@ type Config struct {
 	// ShadowReport, if set, is told of every decision the candidate would make otherwise,
 	// secrets masked. It is called off the request path and must not block for long.
 	ShadowReport func(ShadowDifference)
+	// Bundle, if set, makes an OPA bundle server the source of the policy set instead of Dir
+	// or the embedded set (see BundleConfig and PollBundle). New fails when the first bundle
+	// cannot be fetched or is refused. Exclusive with Dir.
+	Bundle *BundleConfig
 }
 
 // Engine evaluates policy decisions. It is safe for concurrent use: Decide may run
@@ -70,6 +74,7 @@ type Engine struct {
 	timeout time.Duration
 	fresh   func() error
 	logger  *slog.Logger
+	remote  *bundleSource // Config.Bundle; nil without one
 	store   storage.Store
 	codec   *codec
 	metrics *metrics
@@ -118,7 +123,17 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 		e.timeout = DefaultTimeout
 	}
 
-	src, err := e.load(ctx)
+	var first *candidate
+	if cfg.Bundle != nil {
+		if cfg.Dir != "" {
+			return nil, errors.New("policies: give a directory or a bundle, not both")
+		}
+		var err error
+		if first, err = e.firstBundle(ctx, *cfg.Bundle, reg); err != nil {
+			return nil, err
+		}
+	}
+	src, err := e.load(ctx, first)
 	if err != nil {
 		return nil, err
 	}
@@ -149,6 +164,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 	}
 	e.metrics = m
 	e.cur.Store(set)
+	if first != nil {
+		first.live()
+	}
 	if err := e.initShadow(ctx, cfg, reg); err != nil {
 		return nil, err
 	}
@@ -276,15 +294,21 @@ func ctxError(err error) *DecisionError {
 	return &DecisionError{Kind: FailTimeout, Err: err}
 }
 
-// Reload re-reads the policy set (Config.Dir; the embedded set has nothing to re-read but
-// is recompiled all the same), compiles it and swaps it in atomically. A set that fails to
-// load or compile is refused with an error naming file and line, and the current set keeps
-// serving. Gateways, platform admins and tenant keys are kept.
-func (e *Engine) Reload(ctx context.Context) error {
+// Reload re-reads the policy set (Config.Dir; the embedded set and the bundle in force have
+// nothing to re-read but are recompiled all the same: PollBundle fetches new bundles),
+// compiles it and swaps it in atomically. A set that fails to load or compile is refused
+// with an error naming file and line, and the current set keeps serving. Gateways, platform
+// admins and tenant keys are kept.
+func (e *Engine) Reload(ctx context.Context) error { return e.reloadWith(ctx, nil) }
+
+// reloadWith is Reload with the candidate next returns (nil next: the configured source).
+func (e *Engine) reloadWith(ctx context.Context, next func() (*candidate, error)) error {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
-	err := e.counted(e.reload(ctx))
-	e.reloadShadow(ctx) // the candidate too: its refusal is its own (ShadowRefusal)
+	err := e.counted(e.reload(ctx, next))
+	if next == nil {
+		e.reloadShadow(ctx) // the candidate directory too: its refusal is its own (ShadowRefusal)
+	}
 	return err
 }
 
@@ -310,16 +334,24 @@ type ReloadStatus struct {
 // ran): for /readyz detail. The set that decides is the previous one (Revision).
 func (e *Engine) LastRefusal() *ReloadStatus { return e.lastRefusal.Load() }
 
-func (e *Engine) reload(ctx context.Context) error {
-	src, err := e.load(ctx)
+func (e *Engine) reload(ctx context.Context, next func() (*candidate, error)) error {
+	var cand *candidate
+	if next != nil {
+		var err error
+		if cand, err = next(); err != nil {
+			return fmt.Errorf("policies: reload: %w", err)
+		}
+	}
+	src, err := e.load(ctx, cand)
 	if err != nil {
 		return fmt.Errorf("policies: reload: %w", err)
 	}
-	return e.install(ctx, src)
+	return e.install(ctx, src, cand)
 }
 
-// install prepares src and swaps it in as the live set. The caller holds reloadMu.
-func (e *Engine) install(ctx context.Context, src *source) error {
+// install prepares src and swaps it in as the live set (cand, if any, is then in force). The
+// caller holds reloadMu.
+func (e *Engine) install(ctx context.Context, src *source, cand *candidate) error {
 	set, err := e.prepare(ctx, src, e.store)
 	if err != nil {
 		return fmt.Errorf("policies: reload: %w", err)
@@ -332,6 +364,9 @@ func (e *Engine) install(ctx context.Context, src *source) error {
 	}
 	e.cur.Store(set)
 	e.gen.Add(1)
+	if cand != nil {
+		cand.live()
+	}
 	e.logger.LogAttrs(ctx, slog.LevelInfo, "policies: reloaded",
 		slog.String("from_revision", old.revision), slog.String("revision", set.revision))
 	return nil
@@ -369,20 +404,32 @@ type source struct {
 	revision string
 }
 
-// load reads and compiles the live policy set: a promoted one (promote.go), else Dir, else
-// the embedded set.
-func (e *Engine) load(ctx context.Context) (*source, error) {
-	fsys, name, err := e.liveFS()
-	if err != nil {
-		return nil, err
+// load reads and compiles the live set: a promoted one (promote.go) while there is one, else
+// cand, or without one the configured policy set; a set other than the embedded one must
+// also pass its own tests (see gate).
+func (e *Engine) load(ctx context.Context, cand *candidate) (*source, error) {
+	fsys, name := Default(), "embedded policies"
+	switch p := e.promoted.Load(); {
+	case p != nil:
+		fsys, name = p.FS(), "promoted revision "+p.Revision
+	case cand != nil:
+		fsys, name = cand.fsys, cand.name
+	case e.remote != nil:
+		fsys, name = e.remote.inForce(), "bundle "+e.remote.shown
+	case e.dir != "":
+		var err error
+		if fsys, err = dirFS(e.dir); err != nil {
+			return nil, err
+		}
+		name = e.dir
 	}
 	return loadSource(ctx, fsys, name)
 }
 
-// loadSource reads and compiles the policy set in fsys (Default(): the embedded one, named
-// name in errors); a set other than the embedded one must also pass its own tests (see gate).
+// loadSource reads and compiles the policy set in fsys (named name in errors); a set other
+// than the embedded one must also pass its own tests (see gate).
 func loadSource(ctx context.Context, fsys fs.FS, name string) (*source, error) {
-	own := fsys != Default()
+	gated := fsys != Default()
 	res, err := loadSet(fsys, false)
 	if err != nil {
 		return nil, fmt.Errorf("policies: load %s: %w", name, err)
@@ -412,7 +459,7 @@ func loadSource(ctx context.Context, fsys fs.FS, name string) (*source, error) {
 	if err := checkDataRefs(c, res.Documents); err != nil {
 		return nil, fmt.Errorf("policies: load %s: %w", name, err)
 	}
-	if own {
+	if gated {
 		if err := gate(ctx, fsys); err != nil {
 			return nil, fmt.Errorf("policies: test %s: %w", name, err)
 		}
@@ -421,8 +468,8 @@ func loadSource(ctx context.Context, fsys fs.FS, name string) (*source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policies: load %s: %w", name, err)
 	}
-	usesDefaults := !own
-	if !usesDefaults {
+	usesDefaults := !gated
+	if gated {
 		own, err := loadFS(fsys, false)
 		if err != nil {
 			return nil, fmt.Errorf("policies: load %s: %w", name, err)

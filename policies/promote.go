@@ -100,19 +100,6 @@ func SnapshotDir(dir string) (*Snapshot, error) {
 	return s, nil
 }
 
-// liveFS is the live set's files: a promoted snapshot overrides Dir, which overrides the
-// embedded set.
-func (e *Engine) liveFS() (fs.FS, string, error) {
-	if s := e.promoted.Load(); s != nil {
-		return s.FS(), "promoted revision " + s.Revision, nil
-	}
-	if e.dir == "" {
-		return Default(), "embedded policies", nil
-	}
-	fsys, err := dirFS(e.dir)
-	return fsys, e.dir, err
-}
-
 // dirFS is a policy directory as a file system, once it is known to be one.
 func dirFS(dir string) (fs.FS, error) {
 	if st, err := os.Stat(dir); err != nil {
@@ -138,13 +125,13 @@ func (e *Engine) activate(ctx context.Context, s *Snapshot) error {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
 	old := e.promoted.Swap(s)
-	err := e.reload(ctx)
+	err := e.reload(ctx, nil)
 	if err == nil && s != nil && e.Revision() != s.Revision {
 		err = fmt.Errorf("policies: %w: promoted %s loads as %s", ErrRevisionMismatch, s.Revision, e.Revision())
 	}
 	if err != nil {
 		e.promoted.Store(old)
-		if rerr := e.reload(ctx); rerr != nil {
+		if rerr := e.reload(ctx, nil); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
 	}

@@ -48,7 +48,7 @@ type shadow struct {
 	report func(ShadowDifference)
 	logger *slog.Logger
 
-	cur         atomic.Pointer[candidate]
+	cur         atomic.Pointer[shadowSet]
 	slots       chan struct{}
 	inflight    sync.WaitGroup
 	dataMu      sync.Mutex // orders writes of engine data with a candidate's copy of it
@@ -57,8 +57,8 @@ type shadow struct {
 	same, differs, skipped prometheus.Counter
 }
 
-// candidate is one compiled candidate set with its own store.
-type candidate struct {
+// shadowSet is one compiled candidate set with its own store.
+type shadowSet struct {
 	set   *policySet
 	store storage.Store
 }
@@ -156,7 +156,7 @@ func (e *Engine) loadShadow(ctx context.Context) error {
 			return fmt.Errorf("policies: shadow: data.%s: %w", k, err)
 		}
 	}
-	old := e.shadow.cur.Swap(&candidate{set: set, store: st})
+	old := e.shadow.cur.Swap(&shadowSet{set: set, store: st})
 	from := ""
 	if old != nil {
 		from = old.set.revision

@@ -69,6 +69,9 @@ type Config struct {
 	// ProbeInterval is the least time between two proxy.probe events for one client
 	// (requests for gateways that do not exist). Default DefaultProbeInterval, one minute.
 	ProbeInterval time.Duration
+	// AuthFailureWindow is the least time between two audit events of one client refused for
+	// its failed authentications (authlimit.go). Default DefaultAuthFailureWindow, one minute.
+	AuthFailureWindow time.Duration
 }
 
 // Deps are the parts a Handler works with.
@@ -84,6 +87,9 @@ type Deps struct {
 	Relay *wsrelay.Relay
 	// Browser keeps browsers' sessions (the session cookie, launch links); nil: none.
 	Browser *browser.Sessions
+	// AuthFailures is the budget of failed authentications per client address (authlimit.go);
+	// nil: no limit.
+	AuthFailures FailureBudget
 	// Now is the clock of the probe summaries. Default time.Now.
 	Now func() time.Time
 }
@@ -96,6 +102,8 @@ type Handler struct {
 	rp   *httputil.ReverseProxy
 	// probes summarises requests for unknown gateways per client (probe.go).
 	probes *ProbeLimiter
+	// authLimit limits failed authentications per client (authlimit.go); nil: no limit.
+	authLimit *authLimit
 
 	reqPrefix string
 	reqSeq    atomic.Uint64
@@ -128,6 +136,9 @@ func New(cfg Config, deps Deps) (*Handler, error) {
 	var prefix [4]byte
 	_, _ = rand.Read(prefix[:])
 	h := &Handler{cfg: cfg, deps: deps, m: m, probes: NewProbeLimiter(cfg.ProbeInterval), reqPrefix: hex.EncodeToString(prefix[:]) + "-"}
+	if h.authLimit, err = newAuthLimit(deps.AuthFailures, cfg.AuthFailureWindow, deps.Metrics); err != nil {
+		return nil, fmt.Errorf("proxy: metrics: %w", err)
+	}
 	h.rp = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,
 		Transport:      cfg.Transport,
@@ -176,6 +187,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Anonymous until identified: a refusal before that (bad_path) still names an actor kind.
 	ev := audit.Event{Tenant: entry.Tenant, Gateway: entry.ID, RequestID: rq.id, ClientIP: addrString(ip),
 		Actor: audit.Actor{Kind: policies.SubjectAnonymous}}
+	if h.authBlocked(sw, r, ev, ip) {
+		decision = "deny"
+		return
+	}
 
 	p, err := normalizePath(r.URL)
 	if err != nil {
@@ -197,6 +212,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if id.status != 0 {
 		decision = "unauthenticated"
 		h.m.authnFailed.WithLabelValues(id.reason).Inc()
+		if id.status == http.StatusUnauthorized {
+			h.authFailed(r.Context(), ip)
+		}
 		h.refuse(sw, r, ev, audit.TypeAuthnFailure, id.status, id.reason, id, https)
 		return
 	}
@@ -247,7 +265,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.deps.Relay != nil && entry.AuthMode == registry.AuthToken && isUpgrade(r) && headerHasToken(r.Header, "Upgrade", "websocket") {
 		h.relay(sw, r, ev, &decision, wsrelay.Session{Entry: entry, Subject: subject, Input: in, RequestID: rq.id,
 			Path: p, RawQuery: r.URL.RawQuery, HTTPS: https, PublicOrigin: wsrelay.PublicOrigin(r, https),
-			Identify: h.identifyToken})
+			Identify: h.identifyCounted(ip)})
 		return
 	}
 	if err != nil || !d.Allow {

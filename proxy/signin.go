@@ -176,6 +176,7 @@ func (h *Handler) launch(w http.ResponseWriter, r *http.Request, entry *registry
 			reason = "bad_launch" // unknown, used, expired or malformed: told apart in the metrics only
 		}
 		h.m.authnFailed.WithLabelValues(reason).Inc()
+		h.authFailed(r.Context(), ClientIP(r, h.cfg.TrustedProxies))
 		h.refuse(w, r, ev, audit.TypeAuthnFailure, http.StatusUnauthorized, reason, identity{}, https)
 		return "unauthenticated"
 	}

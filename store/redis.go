@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -44,6 +45,12 @@ type SentinelConfig struct {
 	MasterName string
 	// Addrs are host:port of sentinels. At least one.
 	Addrs []string
+	// Replicas is how many replica Redis servers must have a write before it is acknowledged
+	// (WAIT, within half the store's Timeout): replication is asynchronous, and a failover
+	// promotes a replica, so a write only the old master had would be lost although answered.
+	// A write they do not confirm in time fails with ErrNotReplicated. Default 1; negative:
+	// do not wait (a failover may lose acknowledged writes).
+	Replicas int
 	// Username and Password authenticate to the sentinels; empty means none.
 	Username string
 	Password string
@@ -65,7 +72,14 @@ type Redis struct {
 	maxLen  int64
 	timeout time.Duration
 	g       *guard
+	// replicas must have a write before it is acknowledged (SentinelConfig.Replicas); 0: none.
+	replicas int
 }
+
+// ErrNotReplicated is returned by a write the master took but not enough replica Redis
+// servers confirmed in time (SentinelConfig.Replicas). Its outcome is unknown: it may survive
+// a failover or not, so it was not acknowledged.
+var ErrNotReplicated = errors.New("store: write not confirmed by the replica Redis servers")
 
 // OpenRedis connects to cfg.Addr (or the master cfg.Sentinel names) and checks the server
 // answers.
@@ -88,6 +102,9 @@ func OpenRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	c, where := newRedisClient(cfg)
 	r := &Redis{c: c, prefix: cfg.Prefix, stream: cfg.Stream, seqKey: cfg.Stream + ":seq", maxLen: cfg.StreamMaxLen,
 		timeout: cfg.Timeout, g: newGuard(cfg.Timeout)}
+	if s := cfg.Sentinel; s != nil {
+		r.replicas = max(0, cmp.Or(s.Replicas, 1))
+	}
 	pctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	if err := c.Ping(pctx).Err(); err != nil {
@@ -153,7 +170,7 @@ func (r *Redis) Put(bucket, key string, value []byte) error {
 	return r.g.run(opPut, bucket, func() error {
 		ctx, cancel := r.ctx()
 		defer cancel()
-		if err := putScript.Run(ctx, r.c, r.keys(bucket), r.changeArgs(bucket, key, value)...).Err(); err != nil {
+		if _, err := r.write(ctx, putScript, bucket, r.changeArgs(bucket, key, value)); err != nil {
 			return fmt.Errorf("store: redis put %s: %w", bucket, err)
 		}
 		return nil
@@ -165,7 +182,7 @@ func (r *Redis) Delete(bucket, key string) error {
 	return r.g.run(opDelete, bucket, func() error {
 		ctx, cancel := r.ctx()
 		defer cancel()
-		if err := deleteScript.Run(ctx, r.c, r.keys(bucket), r.changeArgs(bucket, key)...).Err(); err != nil {
+		if _, err := r.write(ctx, deleteScript, bucket, r.changeArgs(bucket, key)); err != nil {
 			return fmt.Errorf("store: redis delete %s: %w", bucket, err)
 		}
 		return nil
@@ -287,6 +304,30 @@ func (r *Redis) changeArgs(bucket, key string, more ...any) []any {
 	return append([]any{r.maxLen, bucket, key}, more...)
 }
 
+// write runs a write script on bucket and returns its answer: the change's sequence number,
+// 0 when it changed nothing. When replicas must confirm writes, the script and WAIT go on one
+// connection (WAIT counts the replicas that have this connection's writes), and a change they
+// do not confirm in time is ErrNotReplicated.
+func (r *Redis) write(ctx context.Context, s *redis.Script, bucket string, args []any) (int64, error) {
+	if r.replicas == 0 {
+		return s.Run(ctx, r.c, r.keys(bucket), args...).Int64()
+	}
+	conn := r.c.Conn()
+	defer conn.Close()
+	n, err := s.Run(ctx, conn, r.keys(bucket), args...).Int64()
+	if err != nil || n == 0 {
+		return n, err
+	}
+	got, err := conn.Wait(ctx, r.replicas, r.timeout/2).Result()
+	if err != nil {
+		return n, fmt.Errorf("%w: %w", ErrNotReplicated, err)
+	}
+	if got < int64(r.replicas) {
+		return n, fmt.Errorf("%w: %d of %d confirmed within %v", ErrNotReplicated, got, r.replicas, r.timeout/2)
+	}
+	return n, nil
+}
+
 // Swap replaces bucket/key with new only if it holds old (see Bolt.Swap).
 func (r *Redis) Swap(bucket, key string, old, new []byte) error {
 	return r.g.run(opSwap, bucket, func() error { return r.swap(bucket, key, old, new) })
@@ -301,7 +342,7 @@ func (r *Redis) swap(bucket, key string, old, new []byte) error {
 		}
 		return "0"
 	}
-	n, err := swapScript.Run(ctx, r.c, r.keys(bucket), r.changeArgs(bucket, key, flag(old == nil), old, flag(new == nil), new)...).Int()
+	n, err := r.write(ctx, swapScript, bucket, r.changeArgs(bucket, key, flag(old == nil), old, flag(new == nil), new))
 	if err != nil {
 		return fmt.Errorf("store: redis swap %s: %w", bucket, err)
 	}

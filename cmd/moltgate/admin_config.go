@@ -74,11 +74,7 @@ func (a *AdminConfig) validate() []error {
 // budgets hold across every replica rather than per replica.
 func adminLimits(c AdminRateLimitConfig, now func() time.Time, rdb redis.Scripter) (admin.Limits, error) {
 	limiter := func(name string, perMinute, burst int) (admin.Limiter, error) {
-		limit := ratelimit.Limit{Rate: perMinute, Per: time.Minute, Burst: burst}
-		if rdb != nil {
-			return ratelimit.NewRedis(ratelimit.RedisConfig{Limit: limit, Prefix: "moltgate:ratelimit:admin-" + name + ":", Now: now}, rdb)
-		}
-		return ratelimit.NewMemory(ratelimit.MemoryConfig{Limit: limit, Now: now})
+		return newBudget("admin-"+name, ratelimit.Limit{Rate: perMinute, Per: time.Minute, Burst: burst}, now, rdb)
 	}
 	tenant, err := limiter("tenant", c.TenantWritesPerMinute, c.Burst)
 	if err != nil {

@@ -267,7 +267,7 @@ const auditUsage = `usage:
   moltgate audit verify (--files DIR | --archive DIR | --redis ADDR [--stream KEY]) [--pubkey HEX|FILE] [--redis-password-file FILE]
                                    without --stream: every replica's stream
   moltgate audit archive --redis ADDR --dir DIR [--consumer NAME] [--redis-password-file FILE]    drain every stream into the archive once
-  moltgate audit tail [--files DIR] [-n N]
+  moltgate audit tail [--files DIR] [--archive DIR] [--redis ADDR] [-n N]    with --redis: every replica's chain, merged in time
   moltgate audit query [--archive DIR] [--files DIR] [--redis ADDR] [--tenant T] [--gateway G] [--type TYPE] [--since RFC3339] [--until RFC3339]
   moltgate audit pubkey [--data DIR]
 `
@@ -402,22 +402,19 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 					*t.dst = v
 				}
 			}
-		} else if rd.SpoolDir == "" {
+		} else if rd.SpoolDir == "" && rd.Redis == nil && rd.ArchiveDir == "" {
 			rd.SpoolDir = filepath.Join(*data, "audit")
 		}
-		var ring []audit.Event
+		tail := newTail(*n) // the last n of every replica's chain, merged in time
 		enc := json.NewEncoder(stdout)
 		err := rd.QueryContext(ctx, q, func(e audit.Event) bool {
 			if args[0] == "tail" {
-				ring = append(ring, e)
-				if len(ring) > *n {
-					ring = ring[1:]
-				}
+				tail.Add(e)
 				return true
 			}
 			return enc.Encode(e) == nil
 		})
-		for _, e := range ring {
+		for _, e := range tail.Last() {
 			enc.Encode(e)
 		}
 		return err

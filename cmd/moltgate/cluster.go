@@ -15,6 +15,7 @@ import (
 
 	"github.com/moltgate/moltgate/keystore"
 	"github.com/moltgate/moltgate/policies"
+	"github.com/moltgate/moltgate/proxy"
 	"github.com/moltgate/moltgate/proxy/browser"
 	"github.com/moltgate/moltgate/proxy/wsrelay"
 	"github.com/moltgate/moltgate/registry"
@@ -68,7 +69,7 @@ func (c *StoreRedisConfig) options(env func(string) string) (store.RedisConfig, 
 		rc.Password = string(pw)
 	}
 	if s := c.Sentinel; s != nil {
-		rc.Sentinel = &store.SentinelConfig{MasterName: s.MasterName, Addrs: s.Addresses}
+		rc.Sentinel = &store.SentinelConfig{MasterName: s.MasterName, Addrs: s.Addresses, Replicas: s.Replicas}
 		if s.Password != nil {
 			pw, err := s.Password.resolve(env)
 			if err != nil {
@@ -105,6 +106,7 @@ type replicaView struct {
 	browsers *browser.Sessions
 	engine   *policies.Engine
 	relay    *wsrelay.Relay
+	blocks   *proxy.SharedFailures // nil: auth failures not limited
 	// revisions and policyChanged: a policy revision promoted or rolled back elsewhere goes
 	// live here, and is reported as a reload from source "store".
 	revisions     *policies.Revisions
@@ -117,7 +119,8 @@ func (v *replicaView) apply(ctx context.Context, c store.Change) error {
 	// A rotation started elsewhere: a new master version is loaded here, and the job's
 	// lease says which replica runs it.
 	return errors.Join(v.rotator.Changed(ctx, c.Bucket, c.Key), v.gateways.Changed(ctx, c.Bucket, c.Key),
-		v.ks.Changed(c.Bucket, c.Key), v.browsers.Changed(c.Bucket, c.Key), v.policyRevision(ctx, c))
+		v.ks.Changed(c.Bucket, c.Key), v.browsers.Changed(c.Bucket, c.Key), v.blocks.Changed(c.Bucket, c.Key),
+		v.policyRevision(ctx, c))
 }
 
 // policyRevision loads a promoted or rolled back policy revision; the refusal of one that
@@ -134,7 +137,7 @@ func (v *replicaView) policyRevision(ctx context.Context, c store.Change) error 
 
 // reload reads the whole view again, then re-decides every open socket.
 func (v *replicaView) reload(ctx context.Context) error {
-	err := errors.Join(v.gateways.Reload(ctx), v.engine.LoadTenantKeys(ctx, v.keys), v.browsers.Reload())
+	err := errors.Join(v.gateways.Reload(ctx), v.engine.LoadTenantKeys(ctx, v.keys), v.browsers.Reload(), v.blocks.Reload())
 	if changed, perr := v.revisions.Load(ctx); changed || perr != nil {
 		v.policyChanged("store", perr)
 	}

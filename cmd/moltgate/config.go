@@ -45,6 +45,8 @@ type Config struct {
 	PlatformAdmins []string `yaml:"platform_admins"`
 	// Admin configures the admin API (rate limits of its writes).
 	Admin AdminConfig `yaml:"admin"`
+	// Proxy configures the proxy listener's own defences (proxy_config.go).
+	Proxy ProxyConfig `yaml:"proxy"`
 	// Clerk verifies dashboard sessions. Default: off (only gateway tokens are accepted).
 	Clerk *ClerkConfig `yaml:"clerk"`
 	// Policies selects the Rego policy set.
@@ -141,6 +143,9 @@ type RedisSentinelConfig struct {
 	Addresses []string `yaml:"addresses"`
 	// Password authenticates to the sentinels, by reference. Default none.
 	Password *SecretRef `yaml:"password"`
+	// Replicas is how many replica Redis servers must have a write before it is acknowledged
+	// (WAIT), so that a failover loses no acknowledged write. Default 1; -1: do not wait.
+	Replicas int `yaml:"replicas"`
 }
 
 // RedisTLSConfig configures TLS to Redis.
@@ -193,6 +198,8 @@ type PoliciesConfig struct {
 	Timeout time.Duration `yaml:"timeout"`
 	// Watch reloads Dir when a file in it changes (fsnotify), as SIGHUP does. Default false.
 	Watch bool `yaml:"watch"`
+	// Bundle polls an OPA bundle server for the policy set instead of Dir. Default none.
+	Bundle *PolicyBundleConfig `yaml:"bundle"`
 	// Shadow runs a candidate policy set beside the live one (shadow mode). Default: none.
 	Shadow PolicyShadowConfig `yaml:"shadow"`
 }
@@ -414,6 +421,7 @@ func (c *Config) setDefaults() {
 	def(&c.DataDir, "./data")
 	c.Audit.setDefaults(c.DataDir)
 	c.Admin.setDefaults()
+	c.Proxy.setDefaults()
 	c.Provisioner.setDefaults(c.DataDir)
 	def(&c.GatewayDomain, "gw.localhost")
 	def(&c.Log.Level, "info")
@@ -505,6 +513,7 @@ func (c *Config) Validate() error {
 	if c.Policies.Timeout < 0 {
 		bad("policies.timeout", "negative")
 	}
+	errs = append(errs, c.Policies.validateBundle()...)
 	if c.Limits.MaxToolBodyBytes < 0 {
 		bad("limits.max_tool_body_bytes", "negative")
 	}
@@ -564,6 +573,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.Audit.validate()...)
 	errs = append(errs, c.Admin.validate()...)
+	errs = append(errs, c.Proxy.validate()...)
 	errs = append(errs, c.Provisioner.validate()...)
 	return errors.Join(errs...)
 }
@@ -609,6 +619,9 @@ func (s *StoreConfig) validate() []error {
 		}
 		for i, a := range r.Sentinel.Addresses {
 			hostPort(fmt.Sprintf("redis.sentinel.addresses[%d]", i), a)
+		}
+		if r.Sentinel.Replicas < -1 {
+			bad("redis.sentinel.replicas", "%d: want -1 (do not wait), 0 (the default, 1) or more", r.Sentinel.Replicas)
 		}
 	default:
 		bad("redis", "address or sentinel required")

@@ -36,6 +36,10 @@ func TestConfigDefaults(t *testing.T) {
 		AdminTokenWritesPerMinute: 1200, AdminTokenBurst: 300}) {
 		t.Fatalf("admin.rate_limit defaults: got %+v", rl)
 	}
+	// Issue 11: failed authentications are limited per client address by default.
+	if a := cfg.Proxy.AuthFailures; a != (AuthFailuresConfig{Limit: 30, Window: 5 * time.Minute}) {
+		t.Fatalf("proxy.auth_failures defaults: got %+v", a)
+	}
 	// An empty file is the defaults too.
 	if _, err := loadConfig(writeConfig(t, ""), noEnv); err != nil {
 		t.Fatal(err)
@@ -152,8 +156,10 @@ admin:
 			[]string{"store.redis: give either address or sentinel"}, ""},
 		{"redis fields", "store:\n  backend: redis\n  redis:\n    address: nohost\n    db: 16\n    password: s3cret-inline\n",
 			[]string{"store.redis.address: \"nohost\": want host:port", "store.redis.db: 16", "by reference"}, "s3cret-inline"},
-		{"sentinel fields", "store:\n  backend: redis\n  redis:\n    sentinel: {addresses: [x], password: {file: a, env: B}}\n",
-			[]string{"store.redis.sentinel.master_name: required", "store.redis.sentinel.addresses[0]", "store.redis.sentinel.password"}, ""},
+		{"sentinel fields", "store:\n  backend: redis\n  redis:\n    sentinel: {addresses: [x], password: {file: a, env: B}, replicas: -2}\n",
+			[]string{"store.redis.sentinel.master_name: required", "store.redis.sentinel.addresses[0]", "store.redis.sentinel.password", "store.redis.sentinel.replicas: -2"}, ""},
+		{"auth failure limit", "proxy:\n  auth_failures: {limit: -2, window: 10ms}\n",
+			[]string{"proxy.auth_failures.limit: -2", "proxy.auth_failures.window: 10ms"}, ""},
 		// An entry that is not exactly an origin would never match a browser's Origin.
 		{"dashboard origins that are not origins", "websocket:\n  allowed_origins: [https://ok.example, https://app.example/path, 'null', https://u@app.example, app.example]\n",
 			[]string{"allowed_origins[1]", "allowed_origins[2]", "allowed_origins[3]", "allowed_origins[4]"}, "allowed_origins[0]"},

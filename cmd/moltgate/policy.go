@@ -8,7 +8,7 @@ import (
 	"github.com/moltgate/moltgate/policies"
 )
 
-const policyUsage = "usage: moltgate policy test [--min-coverage N] [DIR] | check DIR | fmt [-w] DIR | promote [--revision R] | rollback | status"
+const policyUsage = "usage: moltgate policy test [--min-coverage N] [DIR] | check DIR | fmt [-w] DIR | bundle build|sign ... | promote [--revision R] | rollback | status"
 
 // policyCommand runs `moltgate policy SUBCOMMAND ...`: the policy author's tools. Each
 // subcommand is one function; they share nothing but the usage line.
@@ -17,6 +17,8 @@ func policyCommand(ctx context.Context, args []string, env func(string) string, 
 		return usageError{policyUsage}
 	}
 	switch args[0] {
+	case "bundle":
+		return policyBundle(ctx, args[1:], stdout)
 	case "check":
 		return policyCheck(ctx, args[1:], stdout)
 	case "fmt":

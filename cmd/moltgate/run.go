@@ -54,6 +54,8 @@ const usage = `usage: moltgate <command> [flags]
   policy test [DIR]              run the *_test.rego files (default: the embedded policies)
   policy check DIR               load DIR as serve would: compile, type-check input, data read, tests
   policy fmt [-w] DIR            list (-w: rewrite) the .rego files opa fmt would change
+  policy bundle build DIR -o FILE [--revision R]   check DIR, then write it as an OPA bundle
+  policy bundle sign FILE --signing-key KEYFILE [--key-id ID] [--alg RS256]   sign it as opa build --signing-key does
   audit verify|archive|tail|query|pubkey …   read, check and archive audit events (audit help)
   version
 

@@ -64,6 +64,7 @@ func (c *Config) secretRefs() []secretRef {
 	if cf := c.Provisioner.Cloudflare; cf != nil {
 		add("provisioner.cloudflare.api_token", cf.APIToken, nil)
 	}
+	out = append(out, c.Policies.bundleSecretRefs()...)
 	if c.Audit.Redis != nil {
 		add("audit.redis.password", c.Audit.Redis.Password, nil)
 	}

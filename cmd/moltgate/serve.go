@@ -109,7 +109,11 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	auditLog := auditStack.log
 	closers = append(closers, auditLog.Close)
 
-	engine, err := policies.New(ctx, policies.Config{Dir: cfg.Policies.Dir, Timeout: cfg.Policies.Timeout, Fresh: fresh,
+	policyBundle, err := cfg.Policies.engineBundle(env)
+	if err != nil {
+		return err
+	}
+	engine, err := policies.New(ctx, policies.Config{Dir: cfg.Policies.Dir, Timeout: cfg.Policies.Timeout, Fresh: fresh, Bundle: policyBundle,
 		ShadowDir: cfg.Policies.Shadow.Dir, ShadowReport: shadowReporter(context.WithoutCancel(ctx), auditLog, logger)}, logger, metrics)
 	if err != nil {
 		return err
@@ -204,6 +208,15 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	view = replicaView{gateways: gateways, keys: keySvc.keys, ks: ks, rotator: keySvc.rotator, browsers: browsers, engine: engine, relay: relay,
 		revisions: revisions}
 
+	var sharedLimits redis.Scripter // rate limits in memory on bbolt, shared by the replicas on Redis
+	if shared != nil {
+		sharedLimits = shared.Client()
+	}
+	authFailures, blocks, err := authFailureBudget(cfg.Proxy.AuthFailures, kv, sharedLimits, logger)
+	if err != nil {
+		return err
+	}
+	view.blocks = blocks
 	trusted := cfg.trustedPrefixes()
 	handler, err := proxy.New(proxy.Config{
 		GatewayDomain:    cfg.GatewayDomain,
@@ -212,15 +225,11 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		// A token rotation in flight retries a 401 with the gateway's other token (provisioner).
 		Transport: prov.upstream(proxy.NewTransport(proxy.TransportConfig{DialTimeout: cfg.Upstream.DialTimeout,
 			ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout, MaxIdleConnsPerHost: cfg.Upstream.MaxIdleConnsPerHost})),
-		SignInURL: signIn,
+		SignInURL: signIn, AuthFailureWindow: cfg.Proxy.AuthFailures.Window,
 	}, proxy.Deps{Gateways: gateways, Policy: engine, Sessions: sessions, Audit: auditLog, Logger: logger, Metrics: metrics,
-		Relay: relay, Browser: browsers})
+		Relay: relay, Browser: browsers, AuthFailures: authFailures})
 	if err != nil {
 		return err
-	}
-	var sharedLimits redis.Scripter // admin budgets in memory on bbolt, shared by the replicas on Redis
-	if shared != nil {
-		sharedLimits = shared.Client()
 	}
 	limits, err := adminLimits(cfg.Admin.RateLimit, time.Now, sharedLimits)
 	if err != nil {
@@ -261,6 +270,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		if r := engine.LastRefusal(); r != nil {
 			fmt.Fprintf(w, "policy candidate refused at %s: %v\n", r.Time.UTC().Format(time.RFC3339), r.Err)
 		}
+		writeBundleStatus(w, engine.BundleStatus())
 		writeShadowStatus(w, engine)
 	})
 	// Every other path is the admin API's, so that calls no route takes are its probes.
@@ -292,6 +302,9 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	g.Go(func() error { reloadOnHangup(gctx, engine, reloaded); return nil })
 	if cfg.Policies.Watch {
 		g.Go(func() error { return engine.Watch(gctx, func(err error) { reloaded("watch", err) }) })
+	}
+	if policyBundle != nil {
+		g.Go(func() error { return engine.PollBundle(gctx, func(err error) { reloaded("bundle", err) }) })
 	}
 	if follower != nil {
 		// The view of the shared store, kept current until the very end of the shutdown.
@@ -396,6 +409,9 @@ func policyReloaded(ctx context.Context, engine *policies.Engine, relay *wsrelay
 	return func(source string, err error) {
 		ev := audit.Event{Type: audit.TypePolicyReload, Actor: audit.Actor{Kind: "system", ID: "policies"},
 			Outcome: audit.OutcomeSuccess, PolicyRevision: engine.Revision(), Details: map[string]string{"source": source}}
+		if b := engine.BundleStatus(); b != nil {
+			ev.Details["bundle_revision"] = b.Revision // the bundle in force, after the reload
+		}
 		if err != nil {
 			logger.Error("policy reload refused; the previous policy set stays", "source", source, "err", err)
 			ev.Outcome, ev.Reason, ev.Details["error"] = audit.OutcomeDeny, "policy_refused", err.Error()
