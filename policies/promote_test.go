@@ -22,6 +22,7 @@ func TestPromoteAndRollback(t *testing.T) {
 	t.Cleanup(func() { kv.Close() })
 	cand := writeSet(t, false, nil, map[string]string{"retire.rego": retireRoute(t)})
 	e := newTestEngine(t, Config{ShadowDir: cand}, nil)
+	t.Cleanup(e.Close)
 	gw := registry.Gateway{ID: "gw1", Tenant: "t1", Owner: "owner", AuthMode: registry.AuthToken}
 	if err := e.SetGateways(ctx, []registry.Gateway{gw}); err != nil {
 		t.Fatal(err)

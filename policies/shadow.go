@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -27,8 +28,8 @@ import (
 // owns (gateways, platform admins, tenant keys), which every write to the engine's store
 // also writes (data.go, write).
 
-// maxShadowInFlight bounds the candidate evaluations running at once. Past it a decision
-// is not shadowed (counted as skipped) rather than queue work the live path never waits for.
+// maxShadowInFlight bounds the decisions waiting for a candidate evaluation. Past it a
+// decision is not shadowed (counted as skipped) rather than queue work without end.
 const maxShadowInFlight = 64
 
 // ShadowDifference is one decision the candidate set would make otherwise.
@@ -49,8 +50,11 @@ type shadow struct {
 	logger *slog.Logger
 
 	cur         atomic.Pointer[shadowSet]
-	slots       chan struct{}
-	inflight    sync.WaitGroup
+	jobs        chan shadowJob // waiting for a worker; bounded: past it, skipped
+	inflight    sync.WaitGroup // jobs queued or being decided
+	startMu     sync.Mutex     // guards stop
+	stop        chan struct{}  // closed by Close; nil: no workers
+	workers     sync.WaitGroup
 	dataMu      sync.Mutex // orders writes of engine data with a candidate's copy of it
 	lastRefusal atomic.Pointer[ReloadStatus]
 
@@ -65,7 +69,7 @@ type shadowSet struct {
 
 func (e *Engine) initShadow(ctx context.Context, cfg Config, reg prometheus.Registerer) error {
 	e.shadow.dir, e.shadow.report, e.shadow.logger = cfg.ShadowDir, cfg.ShadowReport, e.logger
-	e.shadow.slots = make(chan struct{}, maxShadowInFlight)
+	e.shadow.jobs = make(chan shadowJob, maxShadowInFlight)
 	outcomes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "moltgate_policy_shadow_decisions_total",
 		Help: "Decisions evaluated by the candidate policy set (policies.shadow.dir) too, by outcome: same, differs " +
@@ -156,6 +160,7 @@ func (e *Engine) loadShadow(ctx context.Context) error {
 			return fmt.Errorf("policies: shadow: data.%s: %w", k, err)
 		}
 	}
+	e.startShadowWorkers()
 	old := e.shadow.cur.Swap(&shadowSet{set: set, store: st})
 	from := ""
 	if old != nil {
@@ -197,6 +202,14 @@ func copyValue(v any) any {
 	return v
 }
 
+// shadowJob is one decision for the candidate to decide again.
+type shadowJob struct {
+	c       *shadowSet
+	liveSet *policySet
+	input   ast.Value
+	live    Decision
+}
+
 // shadowDecide has the candidate, if any, decide input too, off the caller's path, and
 // counts and reports the pair. live was decided by liveSet.
 func (e *Engine) shadowDecide(liveSet *policySet, input ast.Value, live Decision) {
@@ -204,33 +217,78 @@ func (e *Engine) shadowDecide(liveSet *policySet, input ast.Value, live Decision
 	if c == nil {
 		return
 	}
+	e.shadow.inflight.Add(1)
 	select {
-	case e.shadow.slots <- struct{}{}:
+	case e.shadow.jobs <- shadowJob{c: c, liveSet: liveSet, input: input, live: live}:
 	default:
+		e.shadow.inflight.Done()
 		e.shadow.skipped.Inc()
+	}
+}
+
+// shadowWorker decides jobs until stop closes. Workers live as long as the engine's shadow
+// mode: a goroutine per decision would grow a fresh stack to OPA's depth every time.
+func (e *Engine) shadowWorker(stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case j := <-e.shadow.jobs:
+			e.shadowJob(j)
+			e.shadow.inflight.Done()
+		}
+	}
+}
+
+func (e *Engine) shadowJob(j shadowJob) {
+	// Its own context: the request it shadows may be over already.
+	d, err := e.eval(context.Background(), j.c.set, j.input)
+	if err == nil && sameDecision(j.live, d) {
+		e.shadow.same.Inc()
 		return
 	}
-	e.shadow.inflight.Add(1)
-	go func() {
-		defer func() { <-e.shadow.slots; e.shadow.inflight.Done() }()
-		// Its own context: the request it shadows may be over already.
-		d, err := e.eval(context.Background(), c.set, input)
-		if err == nil && sameDecision(live, d) {
-			e.shadow.same.Inc()
-			return
-		}
-		e.shadow.differs.Inc()
-		diff := ShadowDifference{Live: live, Candidate: d, LiveRevision: liveSet.revision, CandidateRevision: c.set.revision}
-		if err != nil {
-			diff.Candidate, diff.CandidateErr = PolicyErrorDecision(), err.Error()
-		}
-		if in, ok := jsonInput(input); ok {
-			diff.Input = Mask(in)
-		}
-		if e.shadow.report != nil {
-			e.shadow.report(diff)
-		}
-	}()
+	e.shadow.differs.Inc()
+	diff := ShadowDifference{Live: j.live, Candidate: d, LiveRevision: j.liveSet.revision, CandidateRevision: j.c.set.revision}
+	if err != nil {
+		diff.Candidate, diff.CandidateErr = PolicyErrorDecision(), err.Error()
+	}
+	if in, ok := jsonInput(j.input); ok {
+		diff.Input = Mask(in)
+	}
+	if e.shadow.report != nil {
+		e.shadow.report(diff)
+	}
+}
+
+// Close stops shadow mode's workers once the candidate evaluations in flight are done; the
+// engine decides on without a candidate. It does nothing without one.
+func (e *Engine) Close() {
+	e.shadow.cur.Store(nil)
+	e.shadow.inflight.Wait()
+	e.shadow.startMu.Lock()
+	defer e.shadow.startMu.Unlock()
+	if e.shadow.stop != nil {
+		close(e.shadow.stop)
+		e.shadow.workers.Wait()
+		e.shadow.stop = nil
+	}
+}
+
+// startShadowWorkers starts the workers, once: one per processor.
+func (e *Engine) startShadowWorkers() {
+	e.shadow.startMu.Lock()
+	defer e.shadow.startMu.Unlock()
+	if e.shadow.stop != nil {
+		return
+	}
+	e.shadow.stop = make(chan struct{})
+	for range runtime.GOMAXPROCS(0) {
+		e.shadow.workers.Add(1)
+		go func(stop <-chan struct{}) {
+			defer e.shadow.workers.Done()
+			e.shadowWorker(stop)
+		}(e.shadow.stop)
+	}
 }
 
 // WaitShadow waits for the candidate evaluations in flight: for tests, and for a caller

@@ -20,6 +20,7 @@ func benchEngine(b *testing.B, cfg Config, ins []Input) *Engine {
 	b.Helper()
 	cfg.Timeout = time.Second // a benchmark measures, it must not fail on one slow call
 	e := newTestEngine(b, cfg, nil)
+	b.Cleanup(e.Close)
 	if err := e.SetGateways(context.Background(), benchGateways(10_000)); err != nil {
 		b.Fatal(err)
 	}

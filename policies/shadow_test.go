@@ -42,6 +42,7 @@ func TestShadowReportsExactlyTheDifferences(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(e.Close)
 	// Gateways arrive after the candidate is loaded: the candidate must see them too.
 	gw := registry.Gateway{ID: "gw1", Tenant: "t1", Owner: "owner", AuthMode: registry.AuthToken,
 		Members: map[string]string{"vera": registry.RoleViewer}}
@@ -124,6 +125,7 @@ func TestShadowCandidateIsGated(t *testing.T) {
 	}
 	dir := writeSet(t, false, nil, map[string]string{"retire.rego": retireRoute(t)})
 	e := newTestEngine(t, Config{ShadowDir: dir}, nil)
+	t.Cleanup(e.Close)
 	rev := e.ShadowRevision()
 	failing := "package moltgate.custom_test\n\ntest_fails if {\n\tfalse\n}\n"
 	if err := os.WriteFile(filepath.Join(dir, "retire_test.rego"), []byte(failing), 0o600); err != nil {
@@ -174,6 +176,7 @@ func toJSON(t *testing.T, v any) string {
 func TestShadowWatched(t *testing.T) {
 	dir := writeSet(t, false, nil, map[string]string{"retire.rego": retireRoute(t)})
 	e := newTestEngine(t, Config{ShadowDir: dir}, nil)
+	t.Cleanup(e.Close)
 	first := e.ShadowRevision()
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)

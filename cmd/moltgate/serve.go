@@ -119,7 +119,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		return err
 	}
 	// Candidate evaluations in flight report to audit: they end before it closes.
-	closers = append(closers, func() error { engine.WaitShadow(); return nil })
+	closers = append(closers, func() error { engine.Close(); return nil })
 	// A promoted revision in the store overrides policies.dir; one that no longer loads
 	// leaves the configured set deciding, with the refusal in /readyz.
 	revisions := policies.NewRevisions(engine, kv)
