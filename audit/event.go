@@ -48,6 +48,13 @@ const (
 	TypePolicyDecision  = "policy.decision"        // a policy decision that allowed, sampled: the decision log of allows
 )
 
+// Event types of policy revisions (shadow mode, promotion; issue 12).
+const (
+	TypePolicyShadow   = "policy.shadow_difference" // the shadowed candidate set would have decided otherwise
+	TypePolicyPromote  = "policy.promote"           // the candidate set was promoted (made live), or refused
+	TypePolicyRollback = "policy.rollback"          // the previous policy revision was re-activated, or refused
+)
+
 // Actor is who acted: a subject kind and id, never a credential.
 type Actor struct {
 	Kind string `json:"kind"`

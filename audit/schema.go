@@ -33,6 +33,9 @@ var typeOutcomes = map[string][]string{
 	TypeProvisionStep:   {OutcomeSuccess, OutcomeError},
 	TypePolicyReload:    {OutcomeSuccess, OutcomeDeny},
 	TypePolicyDecision:  {OutcomeAllow},
+	TypePolicyShadow:    {OutcomeAllow, OutcomeDeny},
+	TypePolicyPromote:   {OutcomeSuccess, OutcomeDeny, OutcomeError},
+	TypePolicyRollback:  {OutcomeSuccess, OutcomeDeny, OutcomeError},
 }
 
 // Outcomes returns the outcomes an event of type typ may carry, nil for an unknown type.

@@ -4,10 +4,6 @@ package moltgate.authz
 # Admin actions that are not about one existing gateway.
 unscoped_admin_actions := (((({"admin.gateway.create", "admin.gateway.list"} | session_admin_actions) | tenant_admin_actions) | keystore_admin_actions) | provision_admin_actions) | policy_admin_actions
 
-# Policy actions (POST /v1/policy/eval: a decision with OPA's explanation, which shows the
-# policies' view of any gateway): platform admins and the admin token only.
-policy_admin_actions := {"admin.policy.eval"}
-
 # Browser session actions: every signed-in user, on their own sessions (the API filters and
 # checks each session: admin.member.write on its gateway, or being its user).
 session_admin_actions := {"admin.session.read", "admin.session.revoke"}
@@ -40,6 +36,12 @@ provision_admin_actions := {
 	"admin.provision.rotate", "admin.provision.upgrade",
 	"admin.provision.read",
 }
+
+# Policy actions: a decision with OPA's explanation (POST /v1/policy/eval, which shows the
+# policies' view of any gateway) and the revisions (the live policy set and its candidate,
+# /v1/policy: read, promote the candidate, roll back): platform admins and the admin token
+# only.
+policy_admin_actions := {"admin.policy.eval", "admin.policy.read", "admin.policy.promote", "admin.policy.rollback"}
 
 # tenant_admin: a user acting in the tenant's own organization with its admin role.
 tenant_admin if {

@@ -264,9 +264,14 @@ func (e *Engine) write(ctx context.Context, op storage.PatchOp, path storage.Pat
 	if v != nil {
 		value = v
 	}
+	e.shadow.dataMu.Lock()
+	defer e.shadow.dataMu.Unlock()
 	err := storage.Txn(ctx, e.store, storage.WriteParams, func(txn storage.Transaction) error {
 		return e.store.Write(ctx, txn, op, path, value)
 	})
+	if err == nil {
+		err = e.shadow.mirror(ctx, op, path, value) // the candidate reads the same gateways
+	}
 	e.gen.Add(1) // after the commit (and after a failed write too: cheap, and never wrong)
 	return err
 }

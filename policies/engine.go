@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
-	"os"
 	"path"
 	"reflect"
 	"slices"
@@ -56,6 +55,12 @@ type Config struct {
 	// known to be current (a replica following a shared store); an error refuses the
 	// decision with a DecisionError of kind FailStale. It must be cheap. Nil: always current.
 	Fresh func() error
+	// ShadowDir, if set, is a candidate policy set (a directory, gated like Dir) evaluated
+	// beside the live one on every decision and never enforced; see shadow.go. Empty: none.
+	ShadowDir string
+	// ShadowReport, if set, is told of every decision the candidate would make otherwise,
+	// secrets masked. It is called off the request path and must not block for long.
+	ShadowReport func(ShadowDifference)
 	// Bundle, if set, makes an OPA bundle server the source of the policy set instead of Dir
 	// or the embedded set (see BundleConfig and PollBundle). New fails when the first bundle
 	// cannot be fetched or is refused. Exclusive with Dir.
@@ -86,6 +91,9 @@ type Engine struct {
 	reloadMu    sync.Mutex    // serialises Reload
 	lastRefusal atomic.Pointer[ReloadStatus]
 	keysMu      sync.Mutex // serialises SyncTenantKeys and LoadTenantKeys
+
+	shadow   shadow                   // the candidate set (shadow.go)
+	promoted atomic.Pointer[Snapshot] // a promoted set overriding Dir (promote.go)
 }
 
 // policySet is one compiled generation of policy source and static data.
@@ -151,7 +159,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 		return nil, fmt.Errorf("policies: data: %w", err)
 	}
 
-	set, err := e.prepare(ctx, src)
+	set, err := e.prepare(ctx, src, e.store)
 	if err != nil {
 		return nil, err
 	}
@@ -165,6 +173,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 		first.live()
 	}
 	if e.memos, err = newMemoHook(cfg.MemoSize, reg, e.cur.Load); err != nil {
+		return nil, err
+	}
+	if err := e.initShadow(ctx, cfg, reg); err != nil {
 		return nil, err
 	}
 	return e, nil
@@ -246,9 +257,22 @@ func (e *Engine) decide(ctx context.Context, in *Input, opts ...rego.EvalOption)
 	if len(opts) == 0 { // a traced evaluation (Evaluate) is evaluated, never reused
 		key = e.memoKey(set, gen, input)
 		if d, ok := e.memoGet(key, gen); ok {
+			e.shadowDecide(set, input, d)
 			return d, nil
 		}
 	}
+	d, err := e.eval(ctx, set, input, opts...)
+	if err != nil || len(opts) > 0 {
+		return d, err
+	}
+	e.memoPut(key, gen, d)
+	e.shadowDecide(set, input, d)
+	return d, nil
+}
+
+// eval evaluates the decision of set for input, bounded by the engine's timeout; opts are
+// added to the evaluation's own (a tracer).
+func (e *Engine) eval(ctx context.Context, set *policySet, input ast.Value, opts ...rego.EvalOption) (Decision, error) {
 
 	// One cancel flag, raised by a timer or by ctx, instead of the goroutine per query that
 	// rego starts when it handles cancellation itself.
@@ -286,7 +310,6 @@ func (e *Engine) decide(ctx context.Context, in *Input, opts ...rego.EvalOption)
 		return Decision{}, &DecisionError{Kind: FailResult, Err: err}
 	}
 	d.Revision = set.revision
-	e.memoPut(key, gen, d)
 	return d, nil
 }
 
@@ -310,7 +333,16 @@ func (e *Engine) Reload(ctx context.Context) error { return e.reloadWith(ctx, ni
 func (e *Engine) reloadWith(ctx context.Context, next func() (*candidate, error)) error {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
-	if err := e.reload(ctx, next); err != nil {
+	err := e.counted(e.reload(ctx, next))
+	if next == nil {
+		e.reloadShadow(ctx) // the candidate directory too: its refusal is its own (ShadowRefusal)
+	}
+	return err
+}
+
+// counted counts and keeps the result of a reload: err is a refusal, nil a set gone live.
+func (e *Engine) counted(err error) error {
+	if err != nil {
 		e.metrics.refused.Inc()
 		e.lastRefusal.Store(&ReloadStatus{Time: time.Now(), Err: err})
 		return err
@@ -342,7 +374,13 @@ func (e *Engine) reload(ctx context.Context, next func() (*candidate, error)) er
 	if err != nil {
 		return fmt.Errorf("policies: reload: %w", err)
 	}
-	set, err := e.prepare(ctx, src)
+	return e.install(ctx, src, cand)
+}
+
+// install prepares src and swaps it in as the live set (cand, if any, is then in force). The
+// caller holds reloadMu.
+func (e *Engine) install(ctx context.Context, src *source, cand *candidate) error {
+	set, err := e.prepare(ctx, src, e.store)
 	if err != nil {
 		return fmt.Errorf("policies: reload: %w", err)
 	}
@@ -394,24 +432,32 @@ type source struct {
 	revision string
 }
 
-// load reads and compiles cand, or without one the configured policy set; a set other than
-// the embedded one must also pass its own tests (see gate).
+// load reads and compiles the live set: a promoted one (promote.go) while there is one, else
+// cand, or without one the configured policy set; a set other than the embedded one must
+// also pass its own tests (see gate).
 func (e *Engine) load(ctx context.Context, cand *candidate) (*source, error) {
 	fsys, name := Default(), "embedded policies"
-	switch {
+	switch p := e.promoted.Load(); {
+	case p != nil:
+		fsys, name = p.FS(), "promoted revision "+p.Revision
 	case cand != nil:
 		fsys, name = cand.fsys, cand.name
 	case e.remote != nil:
 		fsys, name = e.remote.inForce(), "bundle "+e.remote.shown
 	case e.dir != "":
-		if st, err := os.Stat(e.dir); err != nil {
-			return nil, fmt.Errorf("policies: load %s: %w", e.dir, err)
-		} else if !st.IsDir() {
-			return nil, fmt.Errorf("policies: load %s: not a directory", e.dir)
+		var err error
+		if fsys, err = dirFS(e.dir); err != nil {
+			return nil, err
 		}
-		fsys, name = os.DirFS(e.dir), e.dir
+		name = e.dir
 	}
-	gated := cand != nil || e.remote != nil || e.dir != ""
+	return loadSource(ctx, fsys, name)
+}
+
+// loadSource reads and compiles the policy set in fsys (named name in errors); a set other
+// than the embedded one must also pass its own tests (see gate).
+func loadSource(ctx context.Context, fsys fs.FS, name string) (*source, error) {
+	gated := fsys != Default()
 	res, err := loadSet(fsys, false)
 	if err != nil {
 		return nil, fmt.Errorf("policies: load %s: %w", name, err)
@@ -461,11 +507,12 @@ func (e *Engine) load(ctx context.Context, cand *candidate) (*source, error) {
 	return &source{compiler: c, query: decisionQuery(c, usesDefaults), docs: res.Documents, revision: rev}, nil
 }
 
-func (e *Engine) prepare(ctx context.Context, src *source) (*policySet, error) {
+// prepare prepares src's query against store (the engine's, or a candidate's own).
+func (e *Engine) prepare(ctx context.Context, src *source, store storage.Store) (*policySet, error) {
 	pq, err := rego.New(
 		rego.Query(src.query),
 		rego.Compiler(src.compiler),
-		rego.Store(e.store),
+		rego.Store(store),
 		// Hand results back as AST terms: the codec reads them without a JSON detour.
 		rego.GenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }),
 	).PrepareForEval(ctx)

@@ -48,11 +48,14 @@ func loadSet(fsys fs.FS, tests bool) (*loader.Result, error) {
 	maps.Copy(def.Documents, res.Documents)
 	for name, m := range res.Modules {
 		// Keyed and named apart from the defaults: the loader merges modules by name.
-		m.Name = "extension/" + m.Name
-		def.Modules["extension/"+name] = m
+		m.Name = extensionPrefix + m.Name
+		def.Modules[extensionPrefix+name] = m
 	}
 	return def, nil
 }
+
+// extensionPrefix names an extension's modules apart from the defaults'.
+const extensionPrefix = "extension/"
 
 // defaultDecisionQuery is the default rules' answer before the extension point's merge.
 const defaultDecisionQuery = "data.moltgate.authz.default_decision"

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/cover"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tester"
 )
@@ -50,19 +51,29 @@ func (r TestResult) String() string {
 // not load or compile, or that has no tests; failing tests are results, not errors. Use
 // Default() for the embedded set and os.DirFS(dir) for a directory.
 func RunTests(ctx context.Context, fsys fs.FS) ([]TestResult, error) {
+	results, _, err := runTests(ctx, fsys, nil)
+	return results, err
+}
+
+// runTests is RunTests, tracing every evaluation into cov when it is not nil; it also
+// returns the modules tested.
+func runTests(ctx context.Context, fsys fs.FS, cov *cover.Cover) ([]TestResult, map[string]*ast.Module, error) {
 	res, err := loadSet(fsys, true)
 	if err != nil {
-		return nil, fmt.Errorf("policies: test: load: %w", err)
+		return nil, nil, fmt.Errorf("policies: test: load: %w", err)
 	}
 	store := inmem.NewFromObject(res.Documents)
-	ch, err := tester.NewRunner().
+	runner := tester.NewRunner().
 		SetStore(store).
 		SetModules(res.ParsedModules()).
 		SetDefaultRegoVersion(ast.RegoV1).
-		CapturePrintOutput(true).
-		RunTests(ctx, nil)
+		CapturePrintOutput(true)
+	if cov != nil {
+		runner = runner.SetCoverageQueryTracer(cov)
+	}
+	ch, err := runner.RunTests(ctx, nil)
 	if err != nil {
-		return nil, fmt.Errorf("policies: test: compile: %w", err)
+		return nil, nil, fmt.Errorf("policies: test: compile: %w", err)
 	}
 	var out []TestResult
 	for r := range ch { // drain fully: the runner's goroutines end when the channel is read out
@@ -83,13 +94,13 @@ func RunTests(ctx context.Context, fsys fs.FS) ([]TestResult, error) {
 		out = append(out, tr)
 	}
 	if err := ctx.Err(); err != nil {
-		return out, fmt.Errorf("policies: test: %w", err)
+		return out, nil, fmt.Errorf("policies: test: %w", err)
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("policies: test: %w", ErrNoTests)
+		return nil, nil, fmt.Errorf("policies: test: %w", ErrNoTests)
 	}
 	slices.SortFunc(out, func(a, b TestResult) int {
 		return cmp.Or(cmp.Compare(a.Location, b.Location), cmp.Compare(a.Name, b.Name))
 	})
-	return out, nil
+	return out, res.ParsedModules(), nil
 }

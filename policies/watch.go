@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,13 +18,14 @@ import (
 // an editor or a deploy writes several files, and a set half written must not be judged.
 const watchSettle = 100 * time.Millisecond
 
-// Watch reloads the policy directory (Config.Dir) whenever a file in it changes, once the
+// Watch reloads the policy directory (Config.Dir) and the candidate's (Config.ShadowDir) whenever a file in it changes, once the
 // directory has been quiet for a moment, and calls reloaded with the result of each Reload
 // (nil: the new set is live; else it was refused and the old one decides). It returns when
 // ctx ends, or at once with an error when the engine has no directory or it cannot be
 // watched. Subdirectories created later are watched too.
 func (e *Engine) Watch(ctx context.Context, reloaded func(error)) error {
-	if e.dir == "" {
+	dirs := slices.DeleteFunc([]string{e.dir, e.shadow.dir}, func(d string) bool { return d == "" })
+	if len(dirs) == 0 {
 		return errors.New("policies: watch: no policy directory")
 	}
 	w, err := fsnotify.NewWatcher()
@@ -31,8 +33,10 @@ func (e *Engine) Watch(ctx context.Context, reloaded func(error)) error {
 		return fmt.Errorf("policies: watch: %w", err)
 	}
 	defer w.Close()
-	if err := watchTree(w, e.dir); err != nil {
-		return fmt.Errorf("policies: watch %s: %w", e.dir, err)
+	for _, dir := range dirs {
+		if err := watchTree(w, dir); err != nil {
+			return fmt.Errorf("policies: watch %s: %w", dir, err)
+		}
 	}
 	settle := time.NewTimer(time.Hour)
 	settle.Stop()

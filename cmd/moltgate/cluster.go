@@ -107,6 +107,10 @@ type replicaView struct {
 	engine   *policies.Engine
 	relay    *wsrelay.Relay
 	blocks   *proxy.SharedFailures // nil: auth failures not limited
+	// revisions and policyChanged: a policy revision promoted or rolled back elsewhere goes
+	// live here, and is reported as a reload from source "store".
+	revisions     *policies.Revisions
+	policyChanged func(source string, err error)
 }
 
 // apply brings the view up to one change. Each part ignores the buckets not its own.
@@ -115,12 +119,28 @@ func (v *replicaView) apply(ctx context.Context, c store.Change) error {
 	// A rotation started elsewhere: a new master version is loaded here, and the job's
 	// lease says which replica runs it.
 	return errors.Join(v.rotator.Changed(ctx, c.Bucket, c.Key), v.gateways.Changed(ctx, c.Bucket, c.Key),
-		v.ks.Changed(c.Bucket, c.Key), v.browsers.Changed(c.Bucket, c.Key), v.blocks.Changed(c.Bucket, c.Key))
+		v.ks.Changed(c.Bucket, c.Key), v.browsers.Changed(c.Bucket, c.Key), v.blocks.Changed(c.Bucket, c.Key),
+		v.policyRevision(ctx, c))
+}
+
+// policyRevision loads a promoted or rolled back policy revision; the refusal of one that
+// does not load here is reported, not retried (the configured set keeps deciding).
+func (v *replicaView) policyRevision(ctx context.Context, c store.Change) error {
+	if c.Bucket != policies.RevisionsBucket || c.Key != policies.RevisionsKey {
+		return nil
+	}
+	if changed, err := v.revisions.Load(ctx); changed || err != nil {
+		v.policyChanged("store", err)
+	}
+	return nil
 }
 
 // reload reads the whole view again, then re-decides every open socket.
 func (v *replicaView) reload(ctx context.Context) error {
 	err := errors.Join(v.gateways.Reload(ctx), v.engine.LoadTenantKeys(ctx, v.keys), v.browsers.Reload(), v.blocks.Reload())
+	if changed, perr := v.revisions.Load(ctx); changed || perr != nil {
+		v.policyChanged("store", perr)
+	}
 	v.relay.Recheck(ctx, "")
 	return err
 }

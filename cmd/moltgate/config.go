@@ -204,6 +204,16 @@ type PoliciesConfig struct {
 	DecisionLog DecisionLogConfig `yaml:"decision_log"`
 	// Memo bounds the exact decision memo.
 	Memo PolicyMemoConfig `yaml:"memo"`
+	// Shadow runs a candidate policy set beside the live one (shadow mode). Default: none.
+	Shadow PolicyShadowConfig `yaml:"shadow"`
+}
+
+// PolicyShadowConfig configures shadow mode.
+type PolicyShadowConfig struct {
+	// Dir holds a candidate policy set, gated as Dir is: every decision is evaluated by it
+	// too, never enforced; differences are counted and audited, and `moltgate policy promote`
+	// makes it live. Empty: no candidate.
+	Dir string `yaml:"dir"`
 }
 
 // PolicyMemoConfig bounds the exact decision memo (see policies.Engine).
@@ -402,6 +412,7 @@ func (c *Config) applyEnv(env func(string) string) map[string]string {
 		"MOLTGATE_MASTER_KEY_FILE":          {"master_key", func(v string) { c.MasterKey = &SecretRef{File: v} }},
 		"MOLTGATE_ADMIN_TOKEN_FILE":         {"admin_token", func(v string) { c.AdminToken = &SecretRef{File: v} }},
 		"MOLTGATE_POLICY_DIR":               {"policies.dir", func(v string) { c.Policies.Dir = v }},
+		"MOLTGATE_POLICY_SHADOW_DIR":        {"policies.shadow.dir", func(v string) { c.Policies.Shadow.Dir = v }},
 		"MOLTGATE_LOG_LEVEL":                {"log.level", func(v string) { c.Log.Level = v }},
 		"MOLTGATE_AUDIT_REPLICA":            {"audit.replica", func(v string) { c.Audit.Replica = v }},
 		"MOLTGATE_AUDIT_REDIS_ADDR":         {"audit.redis.addr", func(v string) { c.Audit.Redis = &AuditRedisConfig{Addr: v} }},
@@ -518,8 +529,8 @@ func (c *Config) Validate() error {
 			bad("clerk.leeway", "%v: want 0 to 1m", k.Leeway)
 		}
 	}
-	if c.Policies.Watch && c.Policies.Dir == "" {
-		bad("policies.watch", "needs policies.dir")
+	if c.Policies.Watch && c.Policies.Dir == "" && c.Policies.Shadow.Dir == "" {
+		bad("policies.watch", "needs policies.dir or policies.shadow.dir")
 	}
 	if c.Policies.Timeout < 0 {
 		bad("policies.timeout", "negative")

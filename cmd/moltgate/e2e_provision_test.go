@@ -258,13 +258,7 @@ func writeJSON(t *testing.T, path string, v any) {
 // metricValue reads one unlabelled metric from moltgate's /metrics.
 func metricValue(t *testing.T, mg *instance, name string) string {
 	t.Helper()
-	resp, err := http.Get(mg.adminURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(scrapeMetrics(t, mg), "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			if _, err := strconv.ParseFloat(v, 64); err == nil {
 				return v

@@ -4,16 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/moltgate/moltgate/policies"
 )
 
-const policyUsage = "usage: moltgate policy test [DIR] | check DIR | fmt [-w] DIR | bundle build|sign ... | eval --input FILE [--dir DIR] [--data FILE] [--explain MODE]"
+const policyUsage = "usage: moltgate policy test [--min-coverage N] [DIR] | check DIR | fmt [-w] DIR | bundle build|sign ... | eval --input FILE [--dir DIR] [--data FILE] [--explain MODE] | promote [--revision R] | rollback | status"
 
 // policyCommand runs `moltgate policy SUBCOMMAND ...`: the policy author's tools. Each
 // subcommand is one function; they share nothing but the usage line.
-func policyCommand(ctx context.Context, args []string, stdout io.Writer) error {
+func policyCommand(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return usageError{policyUsage}
 	}
@@ -25,7 +24,9 @@ func policyCommand(ctx context.Context, args []string, stdout io.Writer) error {
 	case "fmt":
 		return policyFmt(args[1:], stdout)
 	case "test":
-		return policyTest(ctx, args[1:], stdout)
+		return policyTest(ctx, args[1:], stdout, stderr)
+	case "promote", "rollback", "status":
+		return policyRevision(ctx, args[0], args[1:], env, stdout, stderr)
 	case "eval":
 		return policyEval(ctx, args[1:], stdout)
 	}
@@ -59,31 +60,4 @@ func policyFmt(args []string, stdout io.Writer) error {
 		return err
 	}
 	return fmt.Errorf("policy fmt: %d files not formatted", len(changed))
-}
-
-// policyTest runs the Rego tests of DIR (the embedded set without it).
-func policyTest(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) > 1 {
-		return usageError{policyUsage}
-	}
-	fsys := policies.Default()
-	if len(args) == 1 {
-		fsys = os.DirFS(args[0])
-	}
-	results, err := policies.RunTests(ctx, fsys)
-	if err != nil {
-		return err
-	}
-	failed := 0
-	for _, r := range results {
-		if r.Failed() {
-			failed++
-			fmt.Fprintln(stdout, "FAIL", r.String())
-		}
-	}
-	fmt.Fprintf(stdout, "%d passed, %d failed\n", len(results)-failed, failed)
-	if failed > 0 {
-		return fmt.Errorf("policy test: %d failed", failed)
-	}
-	return nil
 }

@@ -102,7 +102,7 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 	case "session":
 		return sessionCommand(ctx, args[1:], env, stdout, stderr)
 	case "policy":
-		return policyCommand(ctx, args[1:], stdout)
+		return policyCommand(ctx, args[1:], env, stdout, stderr)
 	case "keys":
 		return keysCommand(ctx, args[1:], env, os.Stdin, stdout, stderr)
 	case "audit":

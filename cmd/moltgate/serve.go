@@ -114,9 +114,18 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		return err
 	}
 	engine, err := policies.New(ctx, policies.Config{Dir: cfg.Policies.Dir, Timeout: cfg.Policies.Timeout, Fresh: fresh, Bundle: policyBundle,
-		MemoSize: cfg.Policies.Memo.engineSize()}, logger, metrics)
+		MemoSize: cfg.Policies.Memo.engineSize(),
+		ShadowDir: cfg.Policies.Shadow.Dir, ShadowReport: shadowReporter(context.WithoutCancel(ctx), auditLog, logger)}, logger, metrics)
 	if err != nil {
 		return err
+	}
+	// Candidate evaluations in flight report to audit: they end before it closes.
+	closers = append(closers, func() error { engine.Close(); return nil })
+	// A promoted revision in the store overrides policies.dir; one that no longer loads
+	// leaves the configured set deciding, with the refusal in /readyz.
+	revisions := policies.NewRevisions(engine, kv)
+	if _, err := revisions.Load(ctx); err != nil {
+		logger.Error("promoted policy revision not loaded; the configured set decides", "err", err)
 	}
 	if err := engine.SetPlatformAdmins(ctx, cfg.PlatformAdmins); err != nil {
 		return err
@@ -204,7 +213,8 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	// Authorization is continuous: every registry change re-decides the open sockets of
 	// that gateway (a removed member loses a live socket at once).
 	gateways.Subscribe(func(id string) { go relay.Recheck(context.WithoutCancel(ctx), id) })
-	view = replicaView{gateways: gateways, keys: keySvc.keys, ks: ks, rotator: keySvc.rotator, browsers: browsers, engine: engine, relay: relay}
+	view = replicaView{gateways: gateways, keys: keySvc.keys, ks: ks, rotator: keySvc.rotator, browsers: browsers, engine: engine, relay: relay,
+		revisions: revisions}
 
 	var sharedLimits redis.Scripter // rate limits in memory on bbolt, shared by the replicas on Redis
 	if shared != nil {
@@ -236,7 +246,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	adminAPI, err := admin.New(admin.Config{AdminToken: adminTok, TrustedProxies: trusted, GatewayURL: cfg.gatewayURL()},
 		admin.Deps{Registry: gateways, Policy: engine, Evaluator: engine, Sessions: sessions, Audit: auditLog, Logger: logger,
 			Keys: keySvc.keys, Rotator: keySvc.rotator, Limits: limits, Metrics: metrics, Browser: browsers,
-			Provisioner: prov.prov})
+			Provisioner: prov.prov, Revisions: recheckedRevisions{revisions, relay}})
 	if err != nil {
 		return err
 	}
@@ -272,6 +282,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		if reason, detail := engine.MemoStatus(); reason != "" {
 			fmt.Fprintf(w, "policy decision memo off (%s): %s\n", reason, detail)
 		}
+		writeShadowStatus(w, engine)
 	})
 	// Every other path is the admin API's, so that calls no route takes are its probes.
 	adminMux.Handle("/", auditGate(adminAPI, auditLog.Ready))
@@ -298,6 +309,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	auditCtx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
 	g.Go(func() error { return auditStack.run(auditCtx) })
 	reloaded := policyReloaded(gctx, engine, relay, auditLog, logger)
+	view.policyChanged = reloaded // a revision promoted or rolled back on another replica
 	g.Go(func() error { reloadOnHangup(gctx, engine, reloaded); return nil })
 	if cfg.Policies.Watch {
 		g.Go(func() error { return engine.Watch(gctx, func(err error) { reloaded("watch", err) }) })

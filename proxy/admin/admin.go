@@ -69,6 +69,8 @@ type Deps struct {
 	Provisioner Provisioner
 	// Evaluator serves POST /v1/policy/eval (policyeval.go); nil leaves it out.
 	Evaluator Evaluator
+	// Revisions serves the policy promote and rollback endpoints (policy.go); nil leaves them out.
+	Revisions PolicyRevisions
 	// Now is the clock of the probe summaries. Default time.Now.
 	Now func() time.Time
 	// Limits are the budgets of admin writes (ratelimit.go); zero: none.
@@ -118,6 +120,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.browserRoutes()
 	s.provisionRoutes()
 	s.policyRoutes()
+	s.policyEvalRoutes()
 	// No catch-all: what no route takes is ServeHTTP's, recorded as probing (probe.go).
 	return s, nil
 }

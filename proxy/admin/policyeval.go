@@ -22,7 +22,7 @@ type EvalRequest struct {
 	Explain string `json:"explain,omitempty"`
 }
 
-func (s *Server) policyRoutes() {
+func (s *Server) policyEvalRoutes() {
 	if s.deps.Evaluator == nil {
 		return
 	}
