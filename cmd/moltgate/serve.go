@@ -114,7 +114,7 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 		return err
 	}
 	engine, err := policies.New(ctx, policies.Config{Dir: cfg.Policies.Dir, Timeout: cfg.Policies.Timeout, Fresh: fresh, Bundle: policyBundle,
-		MemoSize: cfg.Policies.Memo.engineSize(),
+		MemoSize:  cfg.Policies.Memo.engineSize(),
 		ShadowDir: cfg.Policies.Shadow.Dir, ShadowReport: shadowReporter(context.WithoutCancel(ctx), auditLog, logger)}, logger, metrics)
 	if err != nil {
 		return err
