@@ -66,6 +66,7 @@ func (c *Config) secretRefs() []secretRef {
 	}
 	if c.Audit.Redis != nil {
 		add("audit.redis.password", c.Audit.Redis.Password, nil)
+		add("audit.redis.sentinel.password", c.Audit.Redis.sentinelPassword(), nil)
 	}
 	if r := c.Store.Redis; r != nil {
 		add("store.redis.password", r.Password, nil)
