@@ -35,10 +35,76 @@ type FailureBudget interface {
 // for its failures, when Config.AuthFailureWindow is zero.
 const DefaultAuthFailureWindow = time.Minute
 
+// AuthLimit applies a FailureBudget to the requests of one listener, the proxy's or the admin
+// API's: whether a client may fail another authentication now, and when its refusal is due on
+// record. A nil AuthLimit limits nothing.
+type AuthLimit struct {
+	budget FailureBudget
+	events *ProbeLimiter // one audit event per client per window, counting the refusals between
+}
+
+// NewAuthLimit returns the limit of budget, its refusals audited at most once per client per
+// window (DefaultAuthFailureWindow when zero). A nil budget is no limit: nil.
+func NewAuthLimit(budget FailureBudget, window time.Duration) *AuthLimit {
+	if budget == nil {
+		return nil
+	}
+	if window <= 0 {
+		window = DefaultAuthFailureWindow
+	}
+	return &AuthLimit{budget: budget, events: NewProbeLimiter(window)}
+}
+
+// AuthBlock is the refusal, 429 auth_rate_limited, of a client that may not fail another
+// authentication now.
+type AuthBlock struct {
+	// RetryAfter is the wait in whole seconds, at least 1: the Retry-After header.
+	RetryAfter string
+	// Count is how many refusals this one's audit event counts, itself included; 0 when no
+	// event is due (one was written less than a window ago).
+	Count int
+	// Shared says Count is of every client past ProbeLimiter's bound, not of this one alone.
+	Shared bool
+}
+
+// Details are the audit details of the refusal of a request with method.
+func (b *AuthBlock) Details(method string) map[string]string {
+	d := map[string]string{"method": clip(method, 16), "status": strconv.Itoa(http.StatusTooManyRequests),
+		"count": strconv.Itoa(b.Count), "retry_after": b.RetryAfter}
+	if b.Shared {
+		d["counted"] = others
+	}
+	return d
+}
+
+// Blocked returns the block of the client at addr at now, nil when it may go on. It runs
+// before any credential of the request is checked. An error (the budget cannot be read)
+// must refuse the request: a budget that cannot be read does not lift the limit.
+func (l *AuthLimit) Blocked(ctx context.Context, addr netip.Addr, now time.Time) (*AuthBlock, error) {
+	if l == nil {
+		return nil, nil
+	}
+	ok, retry, err := l.budget.Peek(ctx, failureKey(addr))
+	if err != nil || ok {
+		return nil, err
+	}
+	b := &AuthBlock{RetryAfter: strconv.Itoa(max(1, int((retry+time.Second-1)/time.Second)))}
+	b.Count, b.Shared = l.events.Note(addr, now)
+	return b, nil
+}
+
+// Failed spends one failure of the budget of the client at addr.
+func (l *AuthLimit) Failed(ctx context.Context, addr netip.Addr) error {
+	if l == nil {
+		return nil
+	}
+	_, _, err := l.budget.Allow(ctx, failureKey(addr))
+	return err
+}
+
 // authLimit is what a Handler keeps to apply Deps.AuthFailures.
 type authLimit struct {
-	budget  FailureBudget
-	events  *ProbeLimiter // one audit event per client per window, counting the refusals between
+	*AuthLimit
 	limited prometheus.Counter
 }
 
@@ -46,10 +112,7 @@ func newAuthLimit(budget FailureBudget, window time.Duration, reg prometheus.Reg
 	if budget == nil {
 		return nil, nil
 	}
-	if window <= 0 {
-		window = DefaultAuthFailureWindow
-	}
-	l := &authLimit{budget: budget, events: NewProbeLimiter(window), limited: prometheus.NewCounter(prometheus.CounterOpts{
+	l := &authLimit{AuthLimit: NewAuthLimit(budget, window), limited: prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "moltgate_authn_rate_limited_total",
 		Help: "Requests refused with 429 auth_rate_limited: their client address had spent its budget of failed authentications.",
 	})}
@@ -75,29 +138,23 @@ func failureKey(addr netip.Addr) string {
 // authentication now: 429 with Retry-After, audited once per client per window with the
 // refusals counted. It runs before any credential of r is checked.
 func (h *Handler) authBlocked(w http.ResponseWriter, r *http.Request, ev audit.Event, addr netip.Addr) bool {
-	l := h.authLimit
-	if l == nil {
+	if h.authLimit == nil {
 		return false
 	}
-	ok, retry, err := l.budget.Peek(r.Context(), failureKey(addr))
+	b, err := h.authLimit.Blocked(r.Context(), addr, h.deps.Now())
 	if err != nil {
 		h.deps.Logger.LogAttrs(r.Context(), slog.LevelError, "auth failure limit unreadable; request refused",
 			slog.String("request_id", ev.RequestID), slog.Any("err", err))
 		Refuse(w, http.StatusServiceUnavailable, "rate_limit_unavailable")
 		return true
 	}
-	if ok {
+	if b == nil {
 		return false
 	}
-	l.limited.Inc()
-	secs := strconv.Itoa(max(1, int((retry+time.Second-1)/time.Second)))
-	w.Header().Set("Retry-After", secs)
-	if n, shared := l.events.Note(addr, h.deps.Now()); n > 0 {
-		ev.Details = map[string]string{"method": clip(r.Method, 16), "status": strconv.Itoa(http.StatusTooManyRequests),
-			"count": strconv.Itoa(n), "retry_after": secs}
-		if shared {
-			ev.Details["counted"] = others
-		}
+	h.authLimit.limited.Inc()
+	w.Header().Set("Retry-After", b.RetryAfter)
+	if b.Count > 0 {
+		ev.Details = b.Details(r.Method)
 		ev.Actor = audit.Actor{Kind: policies.SubjectAnonymous}
 		h.refuseAudited(w, r, ev, audit.TypeAuthnFailure, http.StatusTooManyRequests, "auth_rate_limited")
 		return true
@@ -112,7 +169,7 @@ func (h *Handler) authFailed(ctx context.Context, addr netip.Addr) {
 	if h.authLimit == nil {
 		return
 	}
-	if _, _, err := h.authLimit.budget.Allow(ctx, failureKey(addr)); err != nil {
+	if err := h.authLimit.Failed(ctx, addr); err != nil {
 		h.deps.Logger.LogAttrs(ctx, slog.LevelError, "auth failure not counted", slog.Any("err", err))
 	}
 }

@@ -114,6 +114,14 @@ func OpenRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	return r, nil
 }
 
+// NewRedisClient returns the client cfg asks for (Addr, or the master Sentinel names, and
+// the credentials, TLS and DB; the store's own fields are ignored), for what else follows the
+// same Redis across failovers: the audit stream.
+func NewRedisClient(cfg RedisConfig) *redis.Client {
+	c, _ := newRedisClient(cfg)
+	return c
+}
+
 // newRedisClient returns the client cfg asks for and how to name its server in errors.
 // Context deadlines bound every command, so a blocked read of the change stream ends with
 // the follower's context.

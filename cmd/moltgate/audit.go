@@ -49,10 +49,13 @@ type AuditConfig struct {
 	Archive AuditArchiveConfig `yaml:"archive"`
 }
 
-// AuditRedisConfig locates Redis.
+// AuditRedisConfig locates Redis: addr, or sentinel.
 type AuditRedisConfig struct {
-	// Addr is host:port. Required.
+	// Addr is host:port. Give it or sentinel, not both.
 	Addr string `yaml:"addr"`
+	// Sentinel finds the master through Redis Sentinel and follows it across failovers, as
+	// store.redis.sentinel does (replicas is not used here).
+	Sentinel *RedisSentinelConfig `yaml:"sentinel"`
 	// Password, if Redis needs one.
 	Password *SecretRef `yaml:"password"`
 	// DB number. Default 0.
@@ -123,14 +126,7 @@ func (a *AuditConfig) validate() []error {
 		bad("archive.retention", "%v: below the minimum of %v", a.Archive.Retention, audit.MinRetention)
 	}
 	if r := a.Redis; r != nil {
-		if r.Addr == "" {
-			bad("redis.addr", "required")
-		}
-		if r.Password != nil {
-			if err := r.Password.validate(); err != nil {
-				bad("redis.password", "%v", err)
-			}
-		}
+		errs = append(errs, r.validate()...)
 	}
 	return errs
 }
@@ -164,15 +160,9 @@ func openAudit(cfg *Config, env func(string) string, kv keystore.KV, ks *keystor
 	}
 	var sinks []audit.Sink
 	if r := ac.Redis; r != nil {
-		opts := &redis.Options{Addr: r.Addr, DB: r.DB}
-		if r.Password != nil {
-			pw, err := r.Password.resolve(env)
-			if err != nil {
-				return nil, fmt.Errorf("audit.redis.password: %w", err)
-			}
-			opts.Password = string(pw)
+		if st.rdb, err = r.client(env); err != nil {
+			return nil, err
 		}
-		st.rdb = redis.NewClient(opts)
 		sinks = append(sinks, audit.NewRedisSink(st.rdb, ac.Replica))
 	} else if arch != nil {
 		sinks = append(sinks, arch.Sink(ac.Replica, 0, ac.Archive.Interval))

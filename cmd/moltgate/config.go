@@ -639,15 +639,7 @@ func (s *StoreConfig) validate() []error {
 	case r.Address != "":
 		hostPort("redis.address", r.Address)
 	case r.Sentinel != nil:
-		if r.Sentinel.MasterName == "" {
-			bad("redis.sentinel.master_name", "required")
-		}
-		if len(r.Sentinel.Addresses) == 0 {
-			bad("redis.sentinel.addresses", "required: at least one sentinel host:port")
-		}
-		for i, a := range r.Sentinel.Addresses {
-			hostPort(fmt.Sprintf("redis.sentinel.addresses[%d]", i), a)
-		}
+		errs = append(errs, r.Sentinel.validate("store.redis.sentinel")...)
 		if r.Sentinel.Replicas < -1 {
 			bad("redis.sentinel.replicas", "%d: want -1 (do not wait), 0 (the default, 1) or more", r.Sentinel.Replicas)
 		}

@@ -160,6 +160,12 @@ admin:
 			[]string{"store.redis.address: \"nohost\": want host:port", "store.redis.db: 16", "by reference"}, "s3cret-inline"},
 		{"sentinel fields", "store:\n  backend: redis\n  redis:\n    sentinel: {addresses: [x], password: {file: a, env: B}, replicas: -2}\n",
 			[]string{"store.redis.sentinel.master_name: required", "store.redis.sentinel.addresses[0]", "store.redis.sentinel.password", "store.redis.sentinel.replicas: -2"}, ""},
+		{"audit redis address and sentinel", "audit:\n  redis: {addr: r:6379, sentinel: {master_name: m, addresses: [s:26379]}}\n",
+			[]string{"audit.redis: give either addr or sentinel"}, ""},
+		{"audit redis sentinel fields", "audit:\n  redis:\n    sentinel: {addresses: [x], password: {file: a, env: B}, replicas: 1}\n",
+			[]string{"audit.redis.sentinel.master_name: required", "audit.redis.sentinel.addresses[0]", "audit.redis.sentinel.password",
+				"audit.redis.sentinel.replicas: 1: not used"}, ""},
+		{"audit redis empty", "audit:\n  redis: {db: 1}\n", []string{"audit.redis.addr: required"}, ""},
 		{"auth failure limit", "proxy:\n  auth_failures: {limit: -2, window: 10ms}\n",
 			[]string{"proxy.auth_failures.limit: -2", "proxy.auth_failures.window: 10ms"}, ""},
 		// An entry that is not exactly an origin would never match a browser's Origin.

@@ -28,7 +28,14 @@ func getFrom(t *testing.T, in *instance, src, id string, hdr map[string]string) 
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	listen := strings.TrimPrefix(in.proxyURL, "http://")
+	return sendFrom(t, req, src)
+}
+
+// sendFrom sends req from the loopback address src, and returns the status, the refusal
+// reason and Retry-After.
+func sendFrom(t *testing.T, req *http.Request, src string) (int, string, string) {
+	t.Helper()
+	listen := req.URL.Host
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {

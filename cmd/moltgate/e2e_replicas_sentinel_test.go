@@ -20,8 +20,8 @@ import (
 const sentinelPlaceholder = "sentinel-placeholder:6379"
 
 // startSentinelReplicas starts n `moltgate serve` whose store is the master set's sentinel
-// names (store.redis.sentinel). Their audit events stay in their spools: audit.redis takes one
-// address, which a failover would leave behind.
+// names (store.redis.sentinel). Their audit events stay in their spools (the audit stream
+// across a failover is TestAuditStreamAcrossSentinelFailover's).
 func startSentinelReplicas(t *testing.T, n int, set *testenv.SentinelSet) ([]*instance, *clerktest.Server) {
 	t.Helper()
 	config, clerk := replicaConfig(t, sentinelPlaceholder, replicaOptions{})

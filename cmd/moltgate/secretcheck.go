@@ -67,6 +67,7 @@ func (c *Config) secretRefs() []secretRef {
 	out = append(out, c.Policies.bundleSecretRefs()...)
 	if c.Audit.Redis != nil {
 		add("audit.redis.password", c.Audit.Redis.Password, nil)
+		add("audit.redis.sentinel.password", c.Audit.Redis.sentinelPassword(), nil)
 	}
 	if r := c.Store.Redis; r != nil {
 		add("store.redis.password", r.Password, nil)

@@ -243,10 +243,11 @@ func serve(ctx context.Context, cfg *Config, env func(string) string, stderr io.
 	if err != nil {
 		return err
 	}
-	adminAPI, err := admin.New(admin.Config{AdminToken: adminTok, TrustedProxies: trusted, GatewayURL: cfg.gatewayURL()},
+	adminAPI, err := admin.New(admin.Config{AdminToken: adminTok, TrustedProxies: trusted, GatewayURL: cfg.gatewayURL(),
+		AuthFailureWindow: cfg.Proxy.AuthFailures.Window},
 		admin.Deps{Registry: gateways, Policy: engine, Evaluator: engine, Sessions: sessions, Audit: auditLog, Logger: logger,
 			Keys: keySvc.keys, Rotator: keySvc.rotator, Limits: limits, Metrics: metrics, Browser: browsers,
-			Provisioner: prov.prov, Revisions: recheckedRevisions{revisions, relay}})
+			Provisioner: prov.prov, Revisions: recheckedRevisions{revisions, relay}, AuthFailures: authFailures})
 	if err != nil {
 		return err
 	}

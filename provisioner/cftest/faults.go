@@ -1,15 +1,13 @@
 package cftest
 
 import (
-	"fmt"
 	"net/http"
-	"net/http/httptest"
-	"strconv"
-	"time"
+
+	"github.com/moltgate/moltgate/provisioner/internal/fakeapi"
 )
 
 // Route names one endpoint of the fake, as its method and path pattern.
-type Route string
+type Route = fakeapi.Route
 
 // The routes the fake serves: those cloudflare-go v7.9.0 calls for Cloudflare Tunnel
 // (zero_trust.TunnelCloudflared*), DNS records (dns.RecordService) and Access service tokens,
@@ -58,160 +56,60 @@ const (
 )
 
 // FaultKind is what an injected fault does to a request.
-type FaultKind int
+type FaultKind = fakeapi.FaultKind
 
-// Fault kinds.
+// Fault kinds: fakeapi's (Fail, FailAfter, Stall, StallAfter, RateLimit), and these. Taken
+// answers as a create of a name that is already taken: 409 code 1013 on RouteCreateTunnel,
+// 400 code 81053 on RouteCreateRecord (Code 81057 for "identical record"), 409 code 12130
+// elsewhere; nothing is created. RateLimit answers code 971. OtherTunnel answers 400 code
+// 1033: the hostname is already routed to another tunnel.
 const (
-	// Fail answers Status (default 500) without doing anything.
-	Fail FaultKind = iota + 1
-	// FailAfter does the request's work (the resource is created or changed), then answers
-	// Status (default 500) instead of the result. A request the fake refuses anyway gets
-	// its own answer.
-	FailAfter
-	// Stall holds the request, without doing anything, until the client gives up.
-	Stall
-	// StallAfter does the request's work, then holds the request until the client gives up.
-	StallAfter
-	// RateLimit answers 429 (code 971) with a Retry-After header of RetryAfter (whole
-	// seconds, rounded up; default 1 s).
-	RateLimit
-	// Taken answers as a create of a name that is already taken: 409 code 1013 on
-	// RouteCreateTunnel, 400 code 81053 on RouteCreateRecord (Code 81057 for "identical
-	// record"), 409 code 12130 elsewhere. Nothing is created.
-	Taken
-	// OtherTunnel answers 400 code 1033: the hostname is already routed to another tunnel.
-	OtherTunnel
+	Fail, FailAfter, Stall, StallAfter, RateLimit = fakeapi.Fail, fakeapi.FailAfter, fakeapi.Stall, fakeapi.StallAfter, fakeapi.RateLimit
+	Taken, OtherTunnel                            = fakeapi.Taken, fakeapi.OwnKind
 )
 
-// String names the kind, for test names.
-func (k FaultKind) String() string {
-	switch k {
-	case Fail:
-		return "fail"
-	case FailAfter:
-		return "fail-after"
-	case Stall:
-		return "stall"
-	case StallAfter:
-		return "stall-after"
-	case RateLimit:
-		return "rate-limit"
-	case Taken:
-		return "taken"
-	case OtherTunnel:
-		return "other-tunnel"
-	}
-	return "fault(" + strconv.Itoa(int(k)) + ")"
-}
-
-// Fault is an injected failure of the next requests on one route.
-type Fault struct {
-	Kind FaultKind
-	// Status is the status answered by Fail and FailAfter (default 500), Taken and
-	// OtherTunnel (defaults above).
-	Status int
-	// Code is the API error code answered by Taken and OtherTunnel; default above.
-	Code int
-	// RetryAfter is RateLimit's Retry-After. Default 1 s.
-	RetryAfter time.Duration
-	// Times is how many requests the fault affects. Default 1; negative: every request
-	// until ClearFaults.
-	Times int
-}
+// Fault is an injected failure of the next requests on one route: Status is the status
+// answered by Fail and FailAfter (default 500), Taken and OtherTunnel (defaults above); Code
+// the API error code answered by Taken and OtherTunnel (defaults above).
+type Fault = fakeapi.Fault
 
 // Inject queues f for route. Faults on one route apply in the order injected.
-func (s *Server) Inject(route Route, f Fault) {
-	if f.Times == 0 {
-		f.Times = 1
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults[route] = append(s.faults[route], f)
-}
+func (s *Server) Inject(route Route, f Fault) { s.api.Inject(route, f) }
 
 // ClearFaults drops every queued fault.
-func (s *Server) ClearFaults() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	clear(s.faults)
+func (s *Server) ClearFaults() { s.api.ClearFaults() }
+
+// answers are the fake's answers to injected faults, in the v4 envelope.
+type answers struct{}
+
+func (answers) Internal(w http.ResponseWriter, status int) {
+	writeError(w, status, 10001, "Internal server error (injected)")
 }
 
-// takeFault returns the route's next fault, using one of its Times. Callers hold s.mu.
-func (s *Server) takeFault(route Route) (Fault, bool) {
-	q := s.faults[route]
-	if len(q) == 0 {
-		return Fault{}, false
-	}
-	f := q[0]
-	if f.Times > 0 {
-		q[0].Times--
-		if q[0].Times == 0 {
-			s.faults[route] = q[1:]
-		}
-	}
-	return f, true
+func (answers) RateLimited(w http.ResponseWriter) {
+	writeError(w, http.StatusTooManyRequests, 971, "Please wait and consider throttling your request speed")
 }
 
-// apply answers r as fault f prescribes, running h when the fault comes after the work.
-func (s *Server) apply(route Route, f Fault, w http.ResponseWriter, r *http.Request, h http.HandlerFunc) {
+func (answers) Fault(route Route, f Fault, w http.ResponseWriter, _ *http.Request) {
 	switch f.Kind {
-	case Fail:
-		writeError(w, orDefault(f.Status, http.StatusInternalServerError), 10001, "Internal server error (injected)")
-	case FailAfter, StallAfter:
-		rec := httptest.NewRecorder()
-		h(rec, r)
-		if rec.Code > 299 {
-			copyRecorded(w, rec)
-			return
-		}
-		if f.Kind == StallAfter {
-			s.stall(r)
-			return
-		}
-		writeError(w, orDefault(f.Status, http.StatusInternalServerError), 10001, "Internal server error (injected)")
-	case Stall:
-		s.stall(r)
-	case RateLimit:
-		after := f.RetryAfter
-		if after == 0 {
-			after = time.Second
-		}
-		secs := int((after + time.Second - 1) / time.Second)
-		w.Header().Set("Retry-After", strconv.Itoa(secs))
-		writeError(w, http.StatusTooManyRequests, 971, "Please wait and consider throttling your request speed")
 	case Taken:
 		switch route {
 		case RouteCreateTunnel:
-			writeError(w, orDefault(f.Status, http.StatusConflict), orDefault(f.Code, CodeTunnelNameTaken), "You already have a tunnel with this name.")
+			writeError(w, fakeapi.OrDefault(f.Status, http.StatusConflict), fakeapi.OrDefault(f.Code, CodeTunnelNameTaken), "You already have a tunnel with this name.")
 		case RouteCreateRecord, RouteUpdateRecord:
-			code := orDefault(f.Code, CodeRecordConflict)
+			code := fakeapi.OrDefault(f.Code, CodeRecordConflict)
 			msg := "An A, AAAA, or CNAME record with that host already exists."
 			if code == CodeRecordExists {
 				msg = "The record already exists."
 			}
-			writeError(w, orDefault(f.Status, http.StatusBadRequest), code, msg)
+			writeError(w, fakeapi.OrDefault(f.Status, http.StatusBadRequest), code, msg)
 		default:
-			writeError(w, orDefault(f.Status, http.StatusConflict), orDefault(f.Code, CodeAppExists), "already exists")
+			writeError(w, fakeapi.OrDefault(f.Status, http.StatusConflict), fakeapi.OrDefault(f.Code, CodeAppExists), "already exists")
 		}
 	case OtherTunnel:
-		writeError(w, orDefault(f.Status, http.StatusBadRequest), orDefault(f.Code, CodeHostnameOnTunnel),
+		writeError(w, fakeapi.OrDefault(f.Status, http.StatusBadRequest), fakeapi.OrDefault(f.Code, CodeHostnameOnTunnel),
 			"An A, AAAA, or CNAME record with that host already exists and is routed to another tunnel.")
 	default:
-		writeError(w, http.StatusInternalServerError, 10001, fmt.Sprintf("cftest: unknown fault %v", f.Kind))
+		writeError(w, http.StatusInternalServerError, 10001, "cftest: unknown fault "+f.Kind.String())
 	}
-}
-
-func copyRecorded(w http.ResponseWriter, rec *httptest.ResponseRecorder) {
-	for k, v := range rec.Header() {
-		w.Header()[k] = v
-	}
-	w.WriteHeader(rec.Code)
-	_, _ = w.Write(rec.Body.Bytes())
-}
-
-func orDefault(v, def int) int {
-	if v == 0 {
-		return def
-	}
-	return v
 }

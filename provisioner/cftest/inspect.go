@@ -29,22 +29,10 @@ func (s *Server) Counts() Counts {
 }
 
 // Calls returns how many requests route has had, faulted ones included.
-func (s *Server) Calls(route Route) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.calls[route]
-}
+func (s *Server) Calls(route Route) int { return s.api.Calls(route) }
 
 // TotalCalls returns how many requests all routes have had.
-func (s *Server) TotalCalls() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, c := range s.calls {
-		n += c
-	}
-	return n
-}
+func (s *Server) TotalCalls() int { return s.api.TotalCalls() }
 
 // Tunnel is a tunnel as the fake holds it.
 type Tunnel struct {

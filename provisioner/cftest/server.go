@@ -7,13 +7,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/moltgate/moltgate/provisioner/internal/fakeapi"
 )
 
 // Config sets up a Server. The zero value is a working fake of account "acc-test" and zone
@@ -49,10 +50,8 @@ type Server struct {
 	// URL+"/client/v4/".
 	URL string
 
-	cfg       Config
-	srv       *httptest.Server
-	closed    chan struct{}
-	closeOnce sync.Once
+	cfg Config
+	api *fakeapi.API // the server, its calls, latency and faults
 
 	mu       sync.Mutex
 	seq      uint64
@@ -61,8 +60,6 @@ type Server struct {
 	tokens   map[string]*serviceToken
 	policies map[string]*policy
 	apps     map[string]*app
-	faults   map[Route][]Fault
-	calls    map[Route]int
 }
 
 // New starts a fake on a loopback port. Close it when done.
@@ -87,17 +84,14 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg:      cfg,
-		closed:   make(chan struct{}),
+		api:      fakeapi.New(answers{}, cfg.Latency),
 		tunnels:  map[string]*tunnel{},
 		records:  map[string]*record{},
 		tokens:   map[string]*serviceToken{},
 		policies: map[string]*policy{},
 		apps:     map[string]*app{},
-		faults:   map[Route][]Fault{},
-		calls:    map[Route]int{},
 	}
-	s.srv = httptest.NewServer(s.routes())
-	s.URL = s.srv.URL
+	s.URL = s.api.Serve(s.routes())
 	return s, nil
 }
 
@@ -109,12 +103,7 @@ func setDefault[T comparable](p *T, def T) {
 }
 
 // Close ends stalled requests and shuts the server down.
-func (s *Server) Close() {
-	s.closeOnce.Do(func() {
-		close(s.closed)
-		s.srv.Close()
-	})
-}
+func (s *Server) Close() { s.api.Close() }
 
 // BaseURL is the URL to give option.WithBaseURL: URL + "/client/v4/".
 func (s *Server) BaseURL() string { return s.URL + "/client/v4/" }
@@ -186,52 +175,16 @@ func (s *Server) inZone(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// wrap counts the call, checks the token, applies injected latency and the route's next
-// fault, then runs h.
+// wrap checks the token, then serves route with h through the fake's calls, latency and
+// faults.
 func (s *Server) wrap(route Route, h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		s.calls[route]++
-		f, faulted := s.takeFault(route)
-		s.mu.Unlock()
-
+	return s.api.Wrap(route, func(w http.ResponseWriter, r *http.Request) bool {
 		if s.cfg.Token != "" && r.Header.Get("Authorization") != "Bearer "+s.cfg.Token {
 			writeError(w, http.StatusBadRequest, 10000, "Authentication error")
-			return
+			return false
 		}
-		if s.cfg.Latency != nil && !s.pause(r, s.cfg.Latency()) {
-			return
-		}
-		if !faulted {
-			h(w, r)
-			return
-		}
-		s.apply(route, f, w, r, h)
-	}
-}
-
-// pause waits d, or until the client gives up or the server closes (then false).
-func (s *Server) pause(r *http.Request, d time.Duration) bool {
-	if d <= 0 {
 		return true
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-r.Context().Done():
-	case <-s.closed:
-	}
-	return false
-}
-
-// stall holds the request until the client gives up or the server closes.
-func (s *Server) stall(r *http.Request) {
-	select {
-	case <-r.Context().Done():
-	case <-s.closed:
-	}
+	}, h)
 }
 
 // now is the server's clock, in UTC as the API answers.

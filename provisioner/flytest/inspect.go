@@ -70,11 +70,7 @@ func (s *Server) countApp(a *app) Counts {
 }
 
 // Calls is how many requests reached route, faulted ones included.
-func (s *Server) Calls(route Route) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.calls[route]
-}
+func (s *Server) Calls(route Route) int { return s.api.Calls(route) }
 
 // SeedApp creates an app as if someone had: org other than Config.Org makes a name another
 // organization holds.

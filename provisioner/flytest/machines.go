@@ -466,7 +466,7 @@ func (s *Server) wait(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-r.Context().Done():
 			return
-		case <-s.closed:
+		case <-s.api.Closed():
 			return
 		}
 	}

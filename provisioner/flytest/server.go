@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/moltgate/moltgate/provisioner/internal/fakeapi"
 )
 
 // Config sets up a Server. The zero value is a working fake for organization "moltgate"
@@ -50,18 +51,14 @@ type Server struct {
 	// URL is the base URL of the fake, for example http://127.0.0.1:PORT (no trailing /v1).
 	URL string
 
-	cfg       Config
-	srv       *httptest.Server
-	closed    chan struct{}
-	closeOnce sync.Once
+	cfg Config
+	api *fakeapi.API // the server, its calls, latency and faults
 
 	mu         sync.Mutex
 	changed    chan struct{} // closed and replaced on every state change: wakes waiters
 	offset     time.Duration // added to cfg.Now by Advance
 	seq        uint64
 	apps       map[string]*app
-	faults     map[Route][]Fault
-	calls      map[Route]int
 	bootHold   bool
 	failImages map[string]bool
 	failChecks map[checkFault]bool // FailChecks
@@ -99,25 +96,17 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg:        cfg,
-		closed:     make(chan struct{}),
 		changed:    make(chan struct{}),
 		apps:       map[string]*app{},
-		faults:     map[Route][]Fault{},
-		calls:      map[Route]int{},
 		failImages: map[string]bool{},
 	}
-	s.srv = httptest.NewServer(s.routes())
-	s.URL = s.srv.URL
+	s.api = fakeapi.New(answers{s}, cfg.Latency)
+	s.URL = s.api.Serve(s.routes())
 	return s, nil
 }
 
 // Close ends stalled requests and shuts the server down.
-func (s *Server) Close() {
-	s.closeOnce.Do(func() {
-		close(s.closed)
-		s.srv.Close()
-	})
-}
+func (s *Server) Close() { s.api.Close() }
 
 // Transport returns a RoundTripper that sends every request to this fake whatever its
 // host, keeping the path: give it to flaps.NewClientOpts.Transport.
@@ -198,28 +187,16 @@ func (s *Server) inMachine(h func(http.ResponseWriter, *http.Request, *app, *mac
 	})
 }
 
-// wrap counts the call, checks the token, applies injected latency and the route's next
-// fault, then runs h.
+// wrap checks the token, then serves route with h through the fake's calls, latency and
+// faults.
 func (s *Server) wrap(route Route, h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		s.calls[route]++
-		f, faulted := s.takeFault(route)
-		s.mu.Unlock()
-
+	return s.api.Wrap(route, func(w http.ResponseWriter, r *http.Request) bool {
 		if !s.authorized(r) {
 			writeError(w, http.StatusUnauthorized, "unauthorized")
-			return
+			return false
 		}
-		if s.cfg.Latency != nil && !s.pause(r, s.cfg.Latency()) {
-			return
-		}
-		if !faulted {
-			h(w, r)
-			return
-		}
-		s.apply(f, w, r, h)
-	}
+		return true
+	}, h)
 }
 
 func (s *Server) authorized(r *http.Request) bool {
@@ -228,30 +205,6 @@ func (s *Server) authorized(r *http.Request) bool {
 	}
 	a := r.Header.Get("Authorization")
 	return a == "Bearer "+s.cfg.Token || a == "FlyV1 "+s.cfg.Token
-}
-
-// pause waits d, or until the client gives up or the server closes (then false).
-func (s *Server) pause(r *http.Request, d time.Duration) bool {
-	if d <= 0 {
-		return true
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-r.Context().Done():
-	case <-s.closed:
-	}
-	return false
-}
-
-// stall holds the request until the client gives up or the server closes.
-func (s *Server) stall(r *http.Request) {
-	select {
-	case <-r.Context().Done():
-	case <-s.closed:
-	}
 }
 
 // now is the server's clock. Callers hold s.mu.

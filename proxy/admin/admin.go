@@ -50,6 +50,9 @@ type Config struct {
 	// ProbeInterval is the least time between two admin.probe events for one client (calls
 	// no route takes). Default one minute.
 	ProbeInterval time.Duration
+	// AuthFailureWindow is the least time between two audit events of one client refused for
+	// its failed authentications (authlimit.go). Default proxy.DefaultAuthFailureWindow.
+	AuthFailureWindow time.Duration
 }
 
 // Deps are the parts the admin API works with.
@@ -77,6 +80,9 @@ type Deps struct {
 	Limits Limits
 	// Metrics registers the admin API's metrics. Default: not exported.
 	Metrics prometheus.Registerer
+	// AuthFailures is the budget of failed authentications per client address (authlimit.go),
+	// the proxy's own so that a client has one budget for both; nil: no limit.
+	AuthFailures proxy.FailureBudget
 }
 
 // Server serves /v1/ of the admin API, and answers every call no route takes (probe.go).
@@ -88,6 +94,7 @@ type Server struct {
 	crossOrigin *http.CrossOriginProtection
 	probes      *proxy.ProbeLimiter
 	limits      *rateLimits
+	authLimit   *proxy.AuthLimit // nil: no limit
 }
 
 // maxBody bounds admin request bodies.
@@ -106,7 +113,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, deps: deps, mux: http.NewServeMux(), crossOrigin: http.NewCrossOriginProtection(),
-		probes: proxy.NewProbeLimiter(cfg.ProbeInterval), limits: limits}
+		probes: proxy.NewProbeLimiter(cfg.ProbeInterval), limits: limits,
+		authLimit: proxy.NewAuthLimit(deps.AuthFailures, cfg.AuthFailureWindow)}
 	s.mux.HandleFunc("GET /v1/gateways", s.list)
 	s.mux.HandleFunc("POST /v1/gateways", s.create)
 	s.mux.HandleFunc("GET /v1/gateways/{id}", s.show)
@@ -226,8 +234,15 @@ func (s *Server) authorizeFor(w http.ResponseWriter, r *http.Request, action, id
 		s.refuse(w, r, c, audit.TypeAdminDeny, status, reason)
 		return nil, false
 	}
+	addr := proxy.ClientIP(r, s.cfg.TrustedProxies)
+	if s.authBlocked(w, r, c, addr) {
+		return nil, false
+	}
 	subject, status, reason := s.identify(r)
 	c.subject, c.ev.Actor = subject, audit.Actor{Kind: subject.Kind, ID: subject.ID}
+	if status == http.StatusUnauthorized {
+		s.authFailed(r, addr) // a credential was sent and refused; a missing one guesses nothing
+	}
 	if status == 0 && subject.Kind == policies.SubjectAnonymous {
 		status, reason = http.StatusUnauthorized, "unauthenticated"
 	}

@@ -39,7 +39,7 @@ type Limits struct {
 // rateLimits is what the Server keeps to apply Limits.
 type rateLimits struct {
 	Limits
-	refused *prometheus.CounterVec // limit: tenant, caller
+	refused *prometheus.CounterVec // limit: tenant, caller, auth_failures
 	runs    refusalRuns
 }
 
@@ -47,7 +47,7 @@ func newRateLimits(l Limits, reg prometheus.Registerer) (*rateLimits, error) {
 	rl := &rateLimits{Limits: l, runs: refusalRuns{keys: map[string]string{}},
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moltgate_admin_rate_limited_total",
-			Help: "Admin API writes refused with 429 by a rate limit: a tenant's budget or a caller's (a user's, or the admin token's).",
+			Help: "Admin API calls refused with 429: writes by a rate limit (a tenant's budget or a caller's, a user's or the admin token's), any call by its client address's budget of failed authentications (auth_failures).",
 		}, []string{"limit"})}
 	if reg == nil {
 		reg = prometheus.NewRegistry() // not exported
@@ -57,6 +57,7 @@ func newRateLimits(l Limits, reg prometheus.Registerer) (*rateLimits, error) {
 	}
 	rl.refused.WithLabelValues("tenant")
 	rl.refused.WithLabelValues("caller")
+	rl.refused.WithLabelValues("auth_failures")
 	return rl, nil
 }
 
