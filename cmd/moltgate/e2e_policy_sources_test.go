@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -45,7 +46,7 @@ type sourceLoad struct {
 	stop     atomic.Bool
 	wg       sync.WaitGroup
 	mu       sync.Mutex
-	answers  map[string]int // "http 200", "http 403 <reason>", "ws ok", "ws refused <reason>", or a failure
+	answers  map[string]int // "http 200", "http 403 <reason>" (moltgate's refusal), "ws ok", "ws refused <reason>", or a failure
 	requests atomic.Int64
 	messages atomic.Int64
 }
@@ -78,7 +79,16 @@ func startSourceLoad(t *testing.T, mg *instance, host, gwToken, ownerJWT string)
 				case resp.StatusCode == http.StatusOK:
 					count("http 200")
 				case resp.StatusCode == http.StatusForbidden:
-					count("http 403 " + string(body))
+					// moltgate's refusal: {"error":"forbidden","reason":R,"decision_id":ID}.
+					var r struct {
+						Error, Reason string
+						DecisionID    string `json:"decision_id"`
+					}
+					if json.Unmarshal(body, &r) != nil || r.Error != "forbidden" || r.DecisionID == "" {
+						count("http 403 not a refusal: " + string(body))
+					} else {
+						count("http 403 " + r.Reason)
+					}
 				default:
 					count(fmt.Sprintf("http %d %s", resp.StatusCode, body))
 				}
@@ -127,7 +137,7 @@ func (l *sourceLoad) finish(t *testing.T, good map[string]bool) {
 	for key, n := range l.answers {
 		ok := key == "http 200" || key == "ws ok"
 		for reason := range good {
-			ok = ok || key == `http 403 {"error":"forbidden","reason":"`+reason+`"}` || key == "ws refused "+reason
+			ok = ok || key == "http 403 "+reason || key == "ws refused "+reason
 		}
 		if !ok {
 			t.Errorf("%d answered %q: not the answer of a good version", n, key)
