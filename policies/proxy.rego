@@ -2,7 +2,8 @@
 #
 # This is the hot path: every request is decided here. The gateway record is looked up once
 # and handed to a per-subject-kind function, whose else-chain checks refusals in priority
-# order and ends in the allow. Conditions are written inline because, in OPA, every rule or
+# order and ends in the allow; a user's request then takes the member's path or the owner's,
+# each walking only the refusals that can apply to it. Conditions are written inline because, in OPA, every rule or
 # function evaluation costs about as much as ten comparisons.
 #
 # Refusal order (first match wins):
@@ -36,6 +37,7 @@ proxy_decision := user_decision(gw) if {
 	input.subject.kind == "anonymous"
 	gw := data.gateways[input.gateway.id]
 	is_object(gw)
+	object.get(gw, "allowlist", []) != [] # an open gateway skips the address match
 	not ip_allowed_on(gw)
 } else := {"allow": false, "reason": "unauthenticated", "status": 401} if {
 	not authenticated
@@ -45,76 +47,92 @@ proxy_decision := user_decision(gw) if {
 
 # The admin token and any other kind of subject ends in the final "denied" above.
 
-# user_decision(gw): a signed-in user on a known gateway.
+# user_decision(gw): a signed-in user on a known gateway. Members and owners take separate
+# paths, so a request walks only the refusals that can apply to its caller.
 user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403} if {
+	object.get(gw, "allowlist", []) != [] # an open gateway skips the address match
 	not ip_allowed_on(gw)
-} else := {"allow": false, "reason": "not_a_member", "status": 403} if {
-	gw.owner != input.subject.id
-	not gw.members[input.subject.id]
-} else := {"allow": false, "reason": "role_forbids", "status": 403} if {
+} else := member_decision(gw, role) if {
 	gw.owner != input.subject.id
 	role := gw.members[input.subject.id]
+	role != false
+} else := {"allow": false, "reason": "not_a_member", "status": 403} if {
+	gw.owner != input.subject.id
+} else := {"allow": false, "reason": refusal, "status": 403} if {
+	# The owner (or, on a malformed record without one, anybody).
+	refusal := held_refusal(gw)
+} else := {"allow": true, "reason": "owner", "scopes": ["operator.read", "operator.write", "operator.admin"]} if {
+	gw.owner == input.subject.id
+} else := member_allow(role) if {
+	role := gw.members[input.subject.id]
+}
+
+# member_decision(gw, role): a member, not the owner: the role must list the action, and
+# what the gateway keeps for its owner or for operator.admin stays theirs.
+member_decision(gw, role) := {"allow": false, "reason": "role_forbids", "status": 403} if {
 	not input.action in object.get(data.roles, [role, "actions"], [])
 } else := {"allow": false, "reason": "role_forbids", "status": 403} if {
 	# A route the gateway reserves for operator.admin, or runs as its owner; in token mode
 	# it sees every caller as its owner, so the rule is kept here: members need http.admin.
-	gw.owner != input.subject.id
 	admin_route
-	role := gw.members[input.subject.id]
 	not "http.admin" in object.get(data.roles, [role, "actions"], [])
-} else := {"allow": false, "reason": "role_forbids", "status": 403} if {
+} else := member_tool_decision(gw, role) if {
+	input.action == "tools.invoke"
+} else := {"allow": false, "reason": "owner_only", "status": 403} if {
+	input.action == "http.write"
+	owner_route
+} else := member_allow(role)
+
+# member_tool_decision(gw, role): a member's tools.invoke call.
+member_tool_decision(gw, role) := {"allow": false, "reason": "role_forbids", "status": 403} if {
 	# A tool the gateway keeps for its owner (data.http.owner_only_tools). Over HTTP, with
 	# its shared token, it runs every tool as the owner's; on a socket only an admin's call
 	# is. Members need http.admin.
-	input.action == "tools.invoke"
 	input.protocol == "http"
-	gw.owner != input.subject.id
 	input.request.tool in data.http.owner_only_tools
-	role := gw.members[input.subject.id]
 	not "http.admin" in object.get(data.roles, [role, "actions"], [])
 } else := {"allow": false, "reason": "owner_only", "status": 403} if {
 	# A tool that is an owner method in another form (data.ws.owner_tools), held as the
 	# method is on a socket.
-	input.action == "tools.invoke"
 	input.request.tool in data.ws.owner_tools
-	gw.owner != input.subject.id
-} else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
-	input.action == "tools.invoke"
-	input.request.tool in data.ws.owner_tools
-	not second_factor_fresh
-} else := {"allow": false, "reason": "owner_only", "status": 403} if {
-	input.action == "http.write" # first: reads, the common case, skip the route match
-	owner_route
-	gw.owner != input.subject.id
-} else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
-	input.action == "http.write"
-	owner_route
-	not second_factor_fresh
 } else := {"allow": false, "reason": refusal, "status": 403} if {
-	input.action == "tools.invoke"
 	refusal := tool_refusal(gw)
 } else := {"allow": false, "reason": "owner_only", "status": 403} if {
 	# A host-command tool (data.ws.host_command_tools: exec, process) runs commands on the
 	# tenant's VM: the owner's, with a fresh second factor, unless skills.allow lists it.
-	input.action == "tools.invoke"
 	host_command(gw, input.request.tool)
-	gw.owner != input.subject.id
-} else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
-	input.action == "tools.invoke"
-	host_command(gw, input.request.tool)
-	not second_factor_fresh
-} else := {"allow": true, "reason": "owner", "scopes": ["operator.read", "operator.write", "operator.admin"]} if {
-	gw.owner == input.subject.id
-} else := {"allow": true, "reason": "member", "scopes": scopes} if {
-	# The role is checked again: with a malformed record (no owner) the refusals above
-	# cannot apply, and an allow must never rest on them alone.
-	role := gw.members[input.subject.id]
+} else := member_allow(role)
+
+# member_allow(role): the allow of a member whose role lists the action. The role is checked
+# here again: an allow must never rest on the refusals alone.
+member_allow(role) := {"allow": true, "reason": "member", "scopes": scopes} if {
 	input.action in data.roles[role].actions
 	scopes := object.get(data.roles[role], "scopes", [])
 }
 
+# held_refusal(gw): why the owner's own request is refused, undefined when it is not: an
+# owner method (data.ws.owner_tools), owner route or host command needs a fresh second
+# factor, and the gateway's skill rules bind the owner too.
+held_refusal(gw) := "second_factor_required" if {
+	input.action == "tools.invoke"
+	input.request.tool in data.ws.owner_tools
+	not second_factor_fresh
+} else := "second_factor_required" if {
+	input.action == "http.write" # first: reads, the common case, skip the route match
+	owner_route
+	not second_factor_fresh
+} else := refusal if {
+	input.action == "tools.invoke"
+	refusal := tool_refusal(gw)
+} else := "second_factor_required" if {
+	input.action == "tools.invoke"
+	host_command(gw, input.request.tool)
+	not second_factor_fresh
+}
+
 # token_decision(gw): a gateway token on a known gateway.
 token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403} if {
+	object.get(gw, "allowlist", []) != [] # an open gateway skips the address match
 	not ip_allowed_on(gw)
 } else := {"allow": false, "reason": "wrong_gateway", "status": 403} if {
 	input.subject.gateway != input.gateway.id

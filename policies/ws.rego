@@ -78,6 +78,7 @@ ws_decision := ws_user_decision(gw) if {
 # hold the socket at all) and "ws.<class>" in their role; owner methods are the owner's,
 # with a fresh second factor.
 ws_user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403} if {
+	object.get(gw, "allowlist", []) != [] # an open gateway skips the address match
 	not ip_allowed_on(gw)
 } else := {"allow": false, "reason": "not_a_member", "status": 403} if {
 	gw.owner != input.subject.id
@@ -123,6 +124,7 @@ ws_user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 4
 
 # ws_token_decision(gw): a gateway token on a known gateway; everything but owner methods.
 ws_token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403} if {
+	object.get(gw, "allowlist", []) != [] # an open gateway skips the address match
 	not ip_allowed_on(gw)
 } else := {"allow": false, "reason": "wrong_gateway", "status": 403} if {
 	input.subject.gateway != input.gateway.id
