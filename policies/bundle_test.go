@@ -19,7 +19,7 @@ import (
 
 // customBundle is an extension set whose deny refuses http.read with reason, as a bundle
 // with revision rev; test is its *_test.rego (a passing one when empty).
-func customBundle(t *testing.T, reason, rev, test string) bundle.Bundle {
+func customBundle(t testing.TB, reason, rev, test string) bundle.Bundle {
 	t.Helper()
 	if test == "" {
 		test = "package moltgate.custom_test\n\nimport data.moltgate.custom\n\ntest_reason if {\"reason\": \"" + reason + "\"} in custom.deny with input as {\"action\": \"http.read\"}\n"
@@ -35,7 +35,7 @@ func customBundle(t *testing.T, reason, rev, test string) bundle.Bundle {
 }
 
 // encode signs b with key (none when nil) and writes it as a bundle file.
-func encode(t *testing.T, b bundle.Bundle, key []byte) []byte {
+func encode(t testing.TB, b bundle.Bundle, key []byte) []byte {
 	t.Helper()
 	if key != nil {
 		if err := SignBundle(&b, string(key), "ES256", ""); err != nil {
