@@ -19,6 +19,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/prometheus/client_golang/prometheus"
+	"oras.land/oras-go/v2/registry/remote"
 )
 
 // DefaultBundlePollInterval is how often a bundle server is asked for a new bundle when
@@ -41,7 +42,8 @@ var ErrBundleTooLarge = errors.New("bundle larger than the limit")
 // an S3 or GCS bucket over HTTPS) serves it. A new bundle passes the same gate as a
 // directory (compile, input schema, its own tests, required data) before it goes live.
 type BundleConfig struct {
-	// URL is the bundle's http(s) URL. Required.
+	// URL is the bundle's http(s) URL, or oci://host/repository:tag for a bundle pushed to an
+	// OCI registry (see fetchOCI). Required.
 	URL string
 	// PollInterval is how often the server is asked for a new bundle. Zero means
 	// DefaultBundlePollInterval (10s).
@@ -58,8 +60,11 @@ type BundleConfig struct {
 	KeyID string
 	// Scope, if set, must equal the scope claimed by the signature.
 	Scope string
-	// BearerToken, if set, is sent as "Authorization: Bearer" with each request.
+	// BearerToken, if set, is sent as "Authorization: Bearer" with each request (http(s)).
 	BearerToken []byte
+	// Username and Password, if set, log in to an OCI registry (oci:// URLs). Unset: anonymous.
+	Username string
+	Password []byte
 	// MaxBytes bounds the download and each file in it, decompressed. Zero means
 	// DefaultBundleMaxBytes (16 MiB).
 	MaxBytes int64
@@ -96,6 +101,7 @@ type bundleSource struct {
 	token    []byte
 	client   *http.Client
 	verify   *bundle.VerificationConfig // nil: signatures not required
+	oci      *remote.Repository         // an oci:// URL's; nil for http(s)
 	polls    *prometheus.CounterVec
 
 	mu     sync.Mutex
@@ -104,8 +110,8 @@ type bundleSource struct {
 }
 
 func newBundleSource(cfg BundleConfig, reg prometheus.Registerer) (*bundleSource, error) {
-	if !strings.HasPrefix(cfg.URL, "http://") && !strings.HasPrefix(cfg.URL, "https://") {
-		return nil, errors.New("policies: bundle url: want an http(s) URL")
+	if !strings.HasPrefix(cfg.URL, "http://") && !strings.HasPrefix(cfg.URL, "https://") && !strings.HasPrefix(cfg.URL, ociScheme) {
+		return nil, errors.New("policies: bundle url: want an http(s) URL or oci://host/repository:tag")
 	}
 	if cfg.PollInterval < 0 || cfg.MaxBytes < 0 {
 		return nil, errors.New("policies: bundle: negative poll interval or size limit")
@@ -129,6 +135,11 @@ func newBundleSource(cfg BundleConfig, reg prometheus.Registerer) (*bundleSource
 	}
 	if b.client == nil {
 		b.client = &http.Client{Timeout: 30 * time.Second}
+	}
+	if strings.HasPrefix(cfg.URL, ociScheme) {
+		if b.oci, err = newOCIRepository(cfg, b.client); err != nil {
+			return nil, err
+		}
 	}
 	if len(cfg.VerificationKey) > 0 {
 		id := cfg.KeyID
@@ -208,7 +219,7 @@ func (e *Engine) PollBundle(ctx context.Context, reloaded func(error)) error {
 		switch {
 		case ctx.Err() != nil:
 			return nil
-		case err != nil && !errors.Is(err, ErrBundleTooLarge):
+		case err != nil && !refusedDownload(err):
 			b.polls.WithLabelValues("error").Inc()
 			e.logger.LogAttrs(ctx, slog.LevelWarn, "policies: bundle poll failed; the set in force keeps deciding",
 				slog.String("url", b.shown), slog.Any("err", err))
@@ -243,6 +254,9 @@ func (b *bundleSource) wait() time.Duration {
 // "not modified". A bundle over the size limit is ErrBundleTooLarge, and its ETag is kept
 // as any downloaded bundle's is, so a refused bundle is not fetched and refused again.
 func (b *bundleSource) fetch(ctx context.Context) ([]byte, string, error) {
+	if b.oci != nil {
+		return b.fetchOCI(ctx)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.url, nil)
 	if err != nil {
 		return nil, "", b.failed(fmt.Errorf("policies: bundle %s: %w", b.shown, err))

@@ -2,10 +2,8 @@ package policies
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -21,7 +19,7 @@ import (
 
 // customBundle is an extension set whose deny refuses http.read with reason, as a bundle
 // with revision rev; test is its *_test.rego (a passing one when empty).
-func customBundle(t *testing.T, reason, rev, test string) bundle.Bundle {
+func customBundle(t testing.TB, reason, rev, test string) bundle.Bundle {
 	t.Helper()
 	if test == "" {
 		test = "package moltgate.custom_test\n\nimport data.moltgate.custom\n\ntest_reason if {\"reason\": \"" + reason + "\"} in custom.deny with input as {\"action\": \"http.read\"}\n"
@@ -37,7 +35,7 @@ func customBundle(t *testing.T, reason, rev, test string) bundle.Bundle {
 }
 
 // encode signs b with key (none when nil) and writes it as a bundle file.
-func encode(t *testing.T, b bundle.Bundle, key []byte) []byte {
+func encode(t testing.TB, b bundle.Bundle, key []byte) []byte {
 	t.Helper()
 	if key != nil {
 		if err := SignBundle(&b, string(key), "ES256", ""); err != nil {
@@ -92,38 +90,8 @@ func TestBundleSource(t *testing.T) {
 		t.Fatalf("reload: %v, reason %q; want the bundle in force", err, reason())
 	}
 
-	ctx, cancel := context.WithCancel(t.Context())
-	results := make(chan error, 16)
-	done := make(chan error, 1)
-	go func() { done <- e.PollBundle(ctx, func(err error) { results <- err }) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
-	next := func() error {
-		t.Helper()
-		select {
-		case err := <-results:
-			return err
-		case <-t.Context().Done():
-			t.Fatal("no reload")
-		}
-		return nil
-	}
-
-	good := customBundle(t, "second", "v2", "")
-	if err := SignBundle(&good, string(priv), "ES256", ""); err != nil {
-		t.Fatal(err)
-	}
-	tampered := good.Copy()
-	tampered.Modules = slices.Clone(good.Modules) // Copy shares them
-	tampered.Modules[0].Raw = bytes.Replace(tampered.Modules[0].Raw, []byte("second"), []byte("tamper"), 1)
-	tamperedBody, err := bundletest.Encode(tampered)
-	if err != nil {
-		t.Fatal(err)
-	}
+	results, next := pollBundles(t, e)
+	good, tamperedBody := signedAndTampered(t, priv)
 	engineData := customBundle(t, "owned", "v8", "")
 	engineData.Data = map[string]any{"gateways": map[string]any{}}
 	*engineData.Manifest.Roots = append(*engineData.Manifest.Roots, "gateways")
@@ -146,12 +114,7 @@ func TestBundleSource(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: got %v, want a refusal naming %q", tt.name, err, tt.want)
 		}
-		if got, rev := reason(), e.BundleStatus().Revision; got != "first" || rev != "v1" {
-			t.Errorf("%s: reason %q, bundle revision %q; want the set in force (first, v1)", tt.name, got, rev)
-		}
-		if r := e.LastRefusal(); r == nil || r.Err != err {
-			t.Errorf("%s: last refusal %v, want %v", tt.name, r, err)
-		}
+		checkInForce(t, e, tt.name, err, reason)
 		if err != nil && strings.Contains(err.Error(), "s3cr3t") {
 			t.Errorf("%s: the error shows the URL's query: %v", tt.name, err)
 		}

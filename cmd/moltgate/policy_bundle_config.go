@@ -17,7 +17,8 @@ import (
 // PolicyBundleConfig makes an OPA bundle server the source of the policy set
 // (policies.bundle); exclusive with policies.dir.
 type PolicyBundleConfig struct {
-	// URL is the bundle's http(s) URL, e.g. https://bundles.example.com/moltgate.tar.gz. Required.
+	// URL is the bundle's http(s) URL, e.g. https://bundles.example.com/moltgate.tar.gz, or
+	// oci://registry.example.com/org/policies:tag for a bundle pushed to an OCI registry. Required.
 	URL string `yaml:"url"`
 	// PollInterval is how often the server is asked for a new bundle (If-None-Match). Default 10s.
 	PollInterval time.Duration `yaml:"poll_interval"`
@@ -32,6 +33,9 @@ type PolicyBundleConfig struct {
 	Scope string `yaml:"scope"`
 	// BearerToken, if set, is sent as Authorization: Bearer with each request.
 	BearerToken *SecretRef `yaml:"bearer_token"`
+	// Username and Password, if set, log in to the OCI registry of an oci:// URL. Unset: anonymous.
+	Username string     `yaml:"username"`
+	Password *SecretRef `yaml:"password"`
 	// MaxBytes bounds the download and each file in it, decompressed. Default 16777216 (16 MiB).
 	MaxBytes int64 `yaml:"max_bytes"`
 }
@@ -49,9 +53,10 @@ func (p *PoliciesConfig) validateBundle() []error {
 	if p.Dir != "" {
 		errs = append(errs, errors.New("policies.bundle: give policies.dir or policies.bundle, not both"))
 	}
-	if u, err := url.Parse(b.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		bad("url", "%q: want an http(s) URL", b.URL)
+	if u, err := url.Parse(b.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http" && u.Scheme != "oci") || u.Host == "" {
+		bad("url", "%q: want an http(s) URL or oci://host/repository:tag", b.URL)
 	}
+	errs = append(errs, b.validateOCI()...)
 	if b.PollInterval < 0 {
 		bad("poll_interval", "negative")
 	}
@@ -61,7 +66,7 @@ func (p *PoliciesConfig) validateBundle() []error {
 	if b.Algorithm != "" && !keys.IsSupportedAlgorithm(b.Algorithm) {
 		bad("algorithm", "%q: not a signature algorithm OPA supports", b.Algorithm)
 	}
-	for key, ref := range map[string]*SecretRef{"verification_key": b.VerificationKey, "bearer_token": b.BearerToken} {
+	for key, ref := range map[string]*SecretRef{"verification_key": b.VerificationKey, "bearer_token": b.BearerToken, "password": b.Password} {
 		if ref != nil {
 			if err := ref.validate(); err != nil {
 				bad(key, "%v", err)
@@ -86,6 +91,9 @@ func (p *PoliciesConfig) bundleSecretRefs() []secretRef {
 	}
 	if ref := b.BearerToken; ref != nil && ref.validate() == nil {
 		out = append(out, secretRef{key: "policies.bundle.bearer_token", ref: ref})
+	}
+	if ref := b.Password; ref != nil && ref.validate() == nil {
+		out = append(out, secretRef{key: "policies.bundle.password", ref: ref})
 	}
 	return out
 }
@@ -129,6 +137,9 @@ func (p *PoliciesConfig) engineBundle(env func(string) string) (*policies.Bundle
 			return nil, fmt.Errorf("policies.bundle.bearer_token: %w", err)
 		}
 		out.BearerToken = v
+	}
+	if err := b.resolveOCI(out, env); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
