@@ -2,7 +2,6 @@ package policies
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -92,26 +91,7 @@ func TestBundleSource(t *testing.T) {
 		t.Fatalf("reload: %v, reason %q; want the bundle in force", err, reason())
 	}
 
-	ctx, cancel := context.WithCancel(t.Context())
-	results := make(chan error, 16)
-	done := make(chan error, 1)
-	go func() { done <- e.PollBundle(ctx, func(err error) { results <- err }) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
-	next := func() error {
-		t.Helper()
-		select {
-		case err := <-results:
-			return err
-		case <-t.Context().Done():
-			t.Fatal("no reload")
-		}
-		return nil
-	}
+	next, results := pollBundle(t, e)
 
 	good := customBundle(t, "second", "v2", "")
 	if err := SignBundle(&good, string(priv), "ES256", ""); err != nil {
