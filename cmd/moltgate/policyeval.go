@@ -11,29 +11,19 @@ import (
 	"os"
 
 	"github.com/moltgate/moltgate/policies"
-	"github.com/moltgate/moltgate/registry"
 )
 
 const policyEvalUsage = "usage: moltgate policy eval --input FILE [--dir DIR] [--data FILE] [--explain off|notes|fails|full]"
 
-// evalData is the --data file of policy eval: the documents moltgate keeps in policy data
-// itself, as a support case had them.
-type evalData struct {
-	// Gateways are the registry's records (moltgate gateway show, the admin API's gateways);
-	// tokens, hashes and upstreams are not read.
-	Gateways       []registry.Gateway `json:"gateways"`
-	PlatformAdmins []string           `json:"platform_admins"`
-}
-
 // policyEval decides one policy input with DIR's policy set (the embedded one without it)
-// and the gateways and platform admins of --data, and prints the decision as JSON
+// and the gateways, platform admins and tenant keys of --data, and prints the decision as JSON
 // (policies.Evaluation), with OPA's explanation on request.
 func policyEval(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("policy eval", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	input := fs.String("input", "", "the policy input, JSON")
 	dir := fs.String("dir", "", "the policy set (default: the embedded one)")
-	dataFile := fs.String("data", "", `{"gateways": [...], "platform_admins": [...]}`)
+	dataFile := fs.String("data", "", `{"gateways": [...], "platform_admins": [...], "tenant_keys": {...}}`)
 	explain := fs.String("explain", policies.ExplainOff, "off, notes, fails or full")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 0 || *input == "" {
 		return usageError{policyEvalUsage}
@@ -74,7 +64,7 @@ func loadEvalData(ctx context.Context, e *policies.Engine, path string) error {
 	if err != nil {
 		return err
 	}
-	var d evalData
+	var d policies.ReplayData
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&d); err != nil {
@@ -83,8 +73,5 @@ func loadEvalData(ctx context.Context, e *policies.Engine, path string) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return errors.New("trailing data after the JSON object")
 	}
-	if err := e.SetGateways(ctx, d.Gateways); err != nil {
-		return err
-	}
-	return e.SetPlatformAdmins(ctx, d.PlatformAdmins)
+	return d.Apply(ctx, e)
 }
