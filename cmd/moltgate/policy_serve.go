@@ -64,7 +64,7 @@ func decisionText(d policies.Decision) string {
 // writeShadowStatus adds to /readyz the promoted revision and the candidate being shadowed.
 func writeShadowStatus(w io.Writer, engine *policies.Engine) {
 	if rev := engine.Promoted(); rev != "" {
-		fmt.Fprintf(w, "policy revision %s is promoted (policies.dir is not read until it is rolled back)\n", rev)
+		fmt.Fprintf(w, "policy revision %s is promoted: it overrides the configured set (policies.dir, policies.bundle or the embedded one) until rolled back\n", rev)
 	}
 	if rev := engine.ShadowRevision(); rev != "" {
 		fmt.Fprintf(w, "policy candidate %s shadowing (%s)\n", rev, engine.ShadowDir())
