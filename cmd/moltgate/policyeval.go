@@ -33,7 +33,17 @@ func policyEval(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("policy eval: %w", err)
 	}
 	defer f.Close()
-	in, err := policies.DecodeInput(f)
+	// An audit event holding an input is larger than the input: DecodeInput bounds what is left.
+	raw, err := io.ReadAll(io.LimitReader(f, 4*policies.MaxInputBytes))
+	if err != nil {
+		return fmt.Errorf("policy eval: %w", err)
+	}
+	if evIn, ok, err := eventInput(raw); err != nil {
+		return fmt.Errorf("policy eval: %s: %w", *input, err)
+	} else if ok {
+		raw = evIn
+	}
+	in, err := policies.DecodeInput(bytes.NewReader(raw))
 	if err != nil {
 		return fmt.Errorf("policy eval: %s: %w", *input, err)
 	}
