@@ -97,3 +97,15 @@ func (r recheckedRevisions) rechecked(ctx context.Context) func(policies.Revisio
 		return st, err
 	}
 }
+
+// addShadowReload adds to a policy.reload event's details the candidate set's side of the
+// reload: its revision, and why it was refused when it was (the previous candidate shadows
+// on), so a refused candidate is on record as a refused live set is.
+func addShadowReload(details map[string]string, engine *policies.Engine) {
+	if rev := engine.ShadowRevision(); rev != "" {
+		details["candidate_revision"] = rev
+	}
+	if r := engine.ShadowRefusal(); r != nil {
+		details["candidate_error"] = r.Err.Error()
+	}
+}
