@@ -22,11 +22,12 @@ func ownerRead(subject string) *Input {
 }
 
 // Issue 12: every decision (allow, deny, fail-closed policy error) has an id of its own and
-// names the policy revision that decided; reused is false until a memo reuses decisions.
+// names the policy revision that decided; reused is false for decisions evaluated (the memo
+// off here: memo_test.go tests what it reuses).
 func TestDecisionsHaveIDAndRevision(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	e := newTestEngine(t, Config{}, nil)
+	e := newTestEngine(t, Config{MemoSize: -1}, nil)
 	if err := e.SetGateways(ctx, ownerGateway); err != nil {
 		t.Fatal(err)
 	}

@@ -317,7 +317,10 @@ func differential(t testing.TB, memo, fresh *Engine, n int, seed uint64) (mismat
 		if got.Reused {
 			hits++
 		}
-		got.Reused = false
+		if len(got.ID) != 32 || len(want.ID) != 32 || got.ID == want.ID {
+			t.Fatalf("input %d: ids %q and %q, want one of its own each", i, got.ID, want.ID)
+		}
+		got.Reused, got.ID, want.ID = false, "", ""
 		g.decided(in, want)
 		if !reflect.DeepEqual(got, want) || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
 			return fmt.Sprintf("input %d %+v (ws %+v): memoised %+v (err %v), evaluated %+v (err %v)",
