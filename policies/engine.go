@@ -369,6 +369,9 @@ func (e *Engine) reload(ctx context.Context, next func() (*candidate, error)) er
 		if cand, err = next(); err != nil {
 			return fmt.Errorf("policies: reload: %w", err)
 		}
+		if err := e.gateFallback(ctx, cand); err != nil {
+			return fmt.Errorf("policies: reload: %w", err)
+		}
 	}
 	src, err := e.load(ctx, cand)
 	if err != nil {

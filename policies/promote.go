@@ -299,3 +299,17 @@ func (s *Snapshot) revision() string {
 	}
 	return s.Revision
 }
+
+// gateFallback gates cand while a promoted revision decides. cand is then not what decides,
+// but it becomes the set in force that a rollback returns to, so it must pass the gate now:
+// a set is never in force without having passed it. Without a promoted revision, load gates
+// cand itself.
+func (e *Engine) gateFallback(ctx context.Context, cand *candidate) error {
+	if e.promoted.Load() == nil {
+		return nil
+	}
+	if _, err := loadSource(ctx, cand.fsys, cand.name); err != nil {
+		return fmt.Errorf("%w (a promoted revision decides; the bundle in force stays its fallback)", err)
+	}
+	return nil
+}

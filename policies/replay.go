@@ -12,8 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-
-	"github.com/moltgate/moltgate/registry"
 )
 
 // Replay: recorded decisions, in DIR/testdata/replay/, are decided again by the set in DIR;
@@ -25,7 +23,8 @@ import (
 // drop in as they are, plus what it was decided with:
 //
 //	{"decision_id": "…", "input": {…policy input…}, "result": {"allow": false, "reason": "…", "status": 403},
-//	 "data": {"gateways": [{…registry gateway…}], "platform_admins": ["…"]}}
+//	 "data": {"gateways": [{…registry gateway…}], "platform_admins": ["…"],
+//	          "tenant_keys": {"tenant": {"provider": {…data.tenant_keys entry…}}}}}
 //
 // Files: *.json (one record, or an array of them) and *.jsonl (one per line). Fields other
 // than these four are ignored (an audit event's type, seq, hash, …); within input, unknown
@@ -38,12 +37,6 @@ const ReplayDir = "testdata/replay"
 
 // ErrReplayChanged is returned by Replay when an outcome changed that was not listed.
 var ErrReplayChanged = errors.New("recorded decisions changed")
-
-// ReplayData is the data a record was decided with.
-type ReplayData struct {
-	Gateways       []registry.Gateway `json:"gateways"`
-	PlatformAdmins []string           `json:"platform_admins"`
-}
 
 // replayRecord is one recorded decision.
 type replayRecord struct {
@@ -98,10 +91,7 @@ func Replay(ctx context.Context, dir string) (ReplayReport, error) {
 	}
 	var changed []string
 	for _, r := range records {
-		if err := e.SetGateways(ctx, r.Data.Gateways); err != nil {
-			return rep, fmt.Errorf("policies: replay %s: %w", r.at, err)
-		}
-		if err := e.SetPlatformAdmins(ctx, r.Data.PlatformAdmins); err != nil {
+		if err := r.Data.Apply(ctx, e); err != nil {
 			return rep, fmt.Errorf("policies: replay %s: %w", r.at, err)
 		}
 		now, err := e.Decide(ctx, &r.input)

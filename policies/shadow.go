@@ -385,3 +385,13 @@ func maskedKey(k string) bool {
 	// botToken, clientSecret, adminPassword: camel case names of credentials.
 	return strings.HasSuffix(l, "token") || strings.HasSuffix(l, "secret") || strings.HasSuffix(l, "password")
 }
+
+// Shadow has the candidate, if any, decide in too, given live, the live set's decision for
+// in reused by a caller without asking Decide (the WebSocket relay's per-socket cache): the
+// candidate sees all the traffic the live set decides, reused decisions included.
+func (e *Engine) Shadow(in *Input, live Decision) {
+	if in == nil || e.shadow.cur.Load() == nil {
+		return
+	}
+	e.shadowDecide(e.cur.Load(), e.codec.input(in), live)
+}

@@ -123,10 +123,16 @@ func newFixture(t testing.TB, mode registry.AuthMode, trusted ...string) *fixtur
 // buildFixture is newFixture with a WebSocket relay when wsCfg is not nil.
 func buildFixture(t testing.TB, mode registry.AuthMode, wsCfg *wsrelay.Config, trusted ...string) *fixture {
 	t.Helper()
+	return buildFixtureWith(t, policies.Config{Timeout: testDecisionTimeout}, mode, wsCfg, trusted...)
+}
+
+// buildFixtureWith is buildFixture with the policy engine configured by pcfg.
+func buildFixtureWith(t testing.TB, pcfg policies.Config, mode registry.AuthMode, wsCfg *wsrelay.Config, trusted ...string) *fixture {
+	t.Helper()
 	f := &fixture{up: newUpstream(t), clerk: clerktest.New(t), auditDir: filepath.Join(t.TempDir(), "audit"),
 		metrics: prometheus.NewRegistry()}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	engine, err := policies.New(t.Context(), policies.Config{Timeout: testDecisionTimeout}, logger, f.metrics)
+	engine, err := policies.New(t.Context(), pcfg, logger, f.metrics)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,7 +64,7 @@ func decisionText(d policies.Decision) string {
 // writeShadowStatus adds to /readyz the promoted revision and the candidate being shadowed.
 func writeShadowStatus(w io.Writer, engine *policies.Engine) {
 	if rev := engine.Promoted(); rev != "" {
-		fmt.Fprintf(w, "policy revision %s is promoted (policies.dir is not read until it is rolled back)\n", rev)
+		fmt.Fprintf(w, "policy revision %s is promoted: it overrides the configured set (policies.dir, policies.bundle or the embedded one) until rolled back\n", rev)
 	}
 	if rev := engine.ShadowRevision(); rev != "" {
 		fmt.Fprintf(w, "policy candidate %s shadowing (%s)\n", rev, engine.ShadowDir())
@@ -95,5 +95,17 @@ func (r recheckedRevisions) rechecked(ctx context.Context) func(policies.Revisio
 			r.relay.Recheck(context.WithoutCancel(ctx), "")
 		}
 		return st, err
+	}
+}
+
+// addShadowReload adds to a policy.reload event's details the candidate set's side of the
+// reload: its revision, and why it was refused when it was (the previous candidate shadows
+// on), so a refused candidate is on record as a refused live set is.
+func addShadowReload(details map[string]string, engine *policies.Engine) {
+	if rev := engine.ShadowRevision(); rev != "" {
+		details["candidate_revision"] = rev
+	}
+	if r := engine.ShadowRefusal(); r != nil {
+		details["candidate_error"] = r.Err.Error()
 	}
 }

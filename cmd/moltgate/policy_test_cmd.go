@@ -10,9 +10,10 @@ import (
 )
 
 // policyTest runs the Rego tests of DIR (the embedded set without it) with coverage, then
+// passes DIR through the gate serve applies (compile, input schema, data, tests) and
 // replays the decisions recorded in DIR/testdata/replay. It fails on a failed test, on
-// coverage under --min-coverage, and on a recorded outcome that changed unless listed in
-// DIR/testdata/replay/expected_changes.txt.
+// coverage under --min-coverage, on a set serve would refuse, and on a recorded outcome
+// that changed unless listed in DIR/testdata/replay/expected_changes.txt.
 func policyTest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const usage = "usage: moltgate policy test [--min-coverage N] [DIR]"
 	fs := newFlags("policy test", usage, stderr)
@@ -20,8 +21,11 @@ func policyTest(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() > 1 || *minCoverage < 0 || *minCoverage > 100 {
+	if fs.NArg() > 1 {
 		return usageError{usage}
+	}
+	if *minCoverage < 0 || *minCoverage > 100 {
+		return usageError{fmt.Sprintf("policy test: --min-coverage %g: want a percentage, 0 to 100\n%s", *minCoverage, usage)}
 	}
 	fsys, dir := policies.Default(), fs.Arg(0)
 	if dir != "" {
@@ -52,6 +56,13 @@ func policyTest(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if dir == "" {
 		return nil
 	}
+	// The tests alone do not type input against the schema: a set whose tests pass can still
+	// be one serve refuses. Passing here means serve takes it.
+	e, err := policies.New(ctx, policies.Config{Dir: dir}, nil, nil)
+	if err != nil {
+		return fmt.Errorf("policy test: serve would refuse %s: %w", dir, err)
+	}
+	fmt.Fprintf(stdout, "gate: ok, revision %s (what serve loads, shadows and promotes)\n", e.Revision())
 	rep, err := policies.Replay(ctx, dir)
 	unchanged, expected := 0, 0
 	for _, r := range rep.Results {

@@ -11,29 +11,19 @@ import (
 	"os"
 
 	"github.com/moltgate/moltgate/policies"
-	"github.com/moltgate/moltgate/registry"
 )
 
 const policyEvalUsage = "usage: moltgate policy eval --input FILE [--dir DIR] [--data FILE] [--explain off|notes|fails|full]"
 
-// evalData is the --data file of policy eval: the documents moltgate keeps in policy data
-// itself, as a support case had them.
-type evalData struct {
-	// Gateways are the registry's records (moltgate gateway show, the admin API's gateways);
-	// tokens, hashes and upstreams are not read.
-	Gateways       []registry.Gateway `json:"gateways"`
-	PlatformAdmins []string           `json:"platform_admins"`
-}
-
 // policyEval decides one policy input with DIR's policy set (the embedded one without it)
-// and the gateways and platform admins of --data, and prints the decision as JSON
+// and the gateways, platform admins and tenant keys of --data, and prints the decision as JSON
 // (policies.Evaluation), with OPA's explanation on request.
 func policyEval(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("policy eval", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	input := fs.String("input", "", "the policy input, JSON")
 	dir := fs.String("dir", "", "the policy set (default: the embedded one)")
-	dataFile := fs.String("data", "", `{"gateways": [...], "platform_admins": [...]}`)
+	dataFile := fs.String("data", "", `{"gateways": [...], "platform_admins": [...], "tenant_keys": {...}}`)
 	explain := fs.String("explain", policies.ExplainOff, "off, notes, fails or full")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 0 || *input == "" {
 		return usageError{policyEvalUsage}
@@ -43,7 +33,17 @@ func policyEval(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("policy eval: %w", err)
 	}
 	defer f.Close()
-	in, err := policies.DecodeInput(f)
+	// An audit event holding an input is larger than the input: DecodeInput bounds what is left.
+	raw, err := io.ReadAll(io.LimitReader(f, 4*policies.MaxInputBytes))
+	if err != nil {
+		return fmt.Errorf("policy eval: %w", err)
+	}
+	if evIn, ok, err := eventInput(raw); err != nil {
+		return fmt.Errorf("policy eval: %s: %w", *input, err)
+	} else if ok {
+		raw = evIn
+	}
+	in, err := policies.DecodeInput(bytes.NewReader(raw))
 	if err != nil {
 		return fmt.Errorf("policy eval: %s: %w", *input, err)
 	}
@@ -74,7 +74,7 @@ func loadEvalData(ctx context.Context, e *policies.Engine, path string) error {
 	if err != nil {
 		return err
 	}
-	var d evalData
+	var d policies.ReplayData
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&d); err != nil {
@@ -83,8 +83,5 @@ func loadEvalData(ctx context.Context, e *policies.Engine, path string) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return errors.New("trailing data after the JSON object")
 	}
-	if err := e.SetGateways(ctx, d.Gateways); err != nil {
-		return err
-	}
-	return e.SetPlatformAdmins(ctx, d.PlatformAdmins)
+	return d.Apply(ctx, e)
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,29 +12,12 @@ import (
 // Issue 12: `policy eval` reproduces a decision from a support case: the input, the
 // gateways as they were, and OPA's explanation on request; bad input is named, not decided.
 func TestPolicyEvalCLI(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name, text string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := evalFiles(t)
 	member := write("member.json", `{"protocol":"http","action":"http.write","subject":{"kind":"user","id":"u_viewer"},
 		"gateway":{"id":"gw1"},"request":{"method":"DELETE","path":"/x","host":"gw1.gw.localhost"},"client_ip":"192.0.2.1"}`)
 	data := write("data.json", `{"gateways":[{"id":"gw1","tenant":"t1","owner":"u_owner","auth_mode":"token",
 		"members":{"u_viewer":"viewer"},"skills":{}}],"platform_admins":[]}`)
-	eval := func(args ...string) (policies.Evaluation, string, error) {
-		var out, errOut bytes.Buffer
-		err := run(t.Context(), append([]string{"policy", "eval"}, args...), noEnv, &out, &errOut)
-		var ev policies.Evaluation
-		if err == nil {
-			if jerr := json.Unmarshal(out.Bytes(), &ev); jerr != nil {
-				t.Fatalf("output %q: %v", out.String(), jerr)
-			}
-		}
-		return ev, out.String(), err
-	}
+	eval := func(args ...string) (policies.Evaluation, string, error) { return policyEvalRun(t, args...) }
 
 	ev, _, err := eval("--input", member, "--data", data)
 	if err != nil || ev.Allow || ev.Reason != "role_forbids" || len(ev.ID) != 32 || ev.Revision == "" || ev.Explanation != nil {
@@ -68,11 +49,11 @@ func TestPolicyEvalCLI(t *testing.T) {
 		code int
 	}{
 		{"no input", nil, "usage: moltgate policy eval", 2},
-		{"missing file", []string{"--input", filepath.Join(dir, "nope.json")}, "no such file", 1},
+		{"missing file", []string{"--input", filepath.Join(filepath.Dir(member), "nope.json")}, "no such file", 1},
 		{"malformed input", []string{"--input", write("bad.json", `{"protocol":"http","action":"http.read","subject":{"kind":"user"},"headers":{}}`)}, `unknown field "headers"`, 1},
 		{"input missing fields", []string{"--input", write("empty.json", `{}`)}, "action: empty", 1},
 		{"malformed data", []string{"--input", write("ok.json", `{"protocol":"http","action":"http.read","subject":{"kind":"anonymous"}}`), "--data", write("baddata.json", `{"gateway":[]}`)}, `unknown field "gateway"`, 1},
-		{"bad explain", []string{"--input", filepath.Join(dir, "ok.json"), "--explain", "verbose"}, "want one of off, notes, fails, full", 1},
+		{"bad explain", []string{"--input", filepath.Join(filepath.Dir(member), "ok.json"), "--explain", "verbose"}, "want one of off, notes, fails, full", 1},
 	} {
 		_, out, err := eval(tt.args...)
 		if err == nil || exitCode(err) != tt.code || !strings.Contains(err.Error(), tt.want) || out != "" {

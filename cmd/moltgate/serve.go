@@ -424,6 +424,7 @@ func policyReloaded(ctx context.Context, engine *policies.Engine, relay *wsrelay
 		if b := engine.BundleStatus(); b != nil {
 			ev.Details["bundle_revision"] = b.Revision // the bundle in force, after the reload
 		}
+		addShadowReload(ev.Details, engine)
 		if err != nil {
 			logger.Error("policy reload refused; the previous policy set stays", "source", source, "err", err)
 			ev.Outcome, ev.Reason, ev.Details["error"] = audit.OutcomeDeny, "policy_refused", err.Error()

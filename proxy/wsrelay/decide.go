@@ -62,11 +62,14 @@ func (c *conn) decide(ctx context.Context, f *frame, tool, skill string) (polici
 		c.rl.m.cacheHit.Inc()
 		// Reused, but a decision of its own: its refusal is quoted and audited by its id.
 		d.ID, d.Reused = policies.NewDecisionID(), true
+		if c.rl.deps.Policy.ShadowRevision() != "" {
+			// A candidate set must see what it would change for socket traffic as it is.
+			in := c.messageInput(key)
+			c.rl.deps.Policy.Shadow(&in, d)
+		}
 		return d, nil
 	}
-	in := c.s.Input
-	in.Protocol, in.Action = policies.ProtocolWS, "ws.call"
-	in.WS = &policies.WSMessage{Method: key.method, Tool: key.tool, Skill: key.skill}
+	in := c.messageInput(key)
 	d, err := c.rl.deps.Policy.Decide(ctx, &in)
 	c.rl.m.cacheMiss.Inc()
 	if err == nil && ok && len(dc.m) < maxCachedDecisions {
@@ -76,4 +79,12 @@ func (c *conn) decide(ctx context.Context, f *frame, tool, skill string) (polici
 		dc.m[key] = d
 	}
 	return d, err
+}
+
+// messageInput is the policy input of a message on this socket naming key.
+func (c *conn) messageInput(key decisionKey) policies.Input {
+	in := c.s.Input
+	in.Protocol, in.Action = policies.ProtocolWS, "ws.call"
+	in.WS = &policies.WSMessage{Method: key.method, Tool: key.tool, Skill: key.skill}
+	return in
 }

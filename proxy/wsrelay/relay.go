@@ -30,6 +30,10 @@ type Decider interface {
 	Generation() uint64
 	// Fresh is nil while the engine's data is known to be current (policies.Engine).
 	Fresh() error
+	// ShadowRevision is the candidate set's revision, "" without one, and Shadow has it
+	// decide a message answered from the socket's cache (policies.Engine).
+	ShadowRevision() string
+	Shadow(in *policies.Input, live policies.Decision)
 }
 
 // Auditor records security events.
