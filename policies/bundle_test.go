@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/moltgate/moltgate/policies/bundletest"
-	"github.com/moltgate/moltgate/registry"
 )
 
 // customBundle is an extension set whose deny refuses http.read with reason, as a bundle
@@ -70,21 +69,8 @@ func TestBundleSource(t *testing.T) {
 	srv.Publish(encode(t, customBundle(t, "first", "v1", ""), priv))
 
 	reg := prometheus.NewRegistry()
-	e, err := New(t.Context(), Config{Bundle: &BundleConfig{URL: srv.URL + "/bundle.tar.gz?sig=s3cr3t", PollInterval: 5 * time.Millisecond,
-		VerificationKey: pub, Algorithm: "ES256", MaxBytes: 64 << 10}}, nil, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetGateways(t.Context(), []registry.Gateway{{ID: "gw1", Owner: "u_owner", AuthMode: registry.AuthToken}}); err != nil {
-		t.Fatal(err)
-	}
-	reason := func() string {
-		d, _ := e.Decide(t.Context(), owner("http.read"))
-		return d.Reason
-	}
-	if got, rev := reason(), e.BundleStatus().Revision; got != "first" || rev != "v1" {
-		t.Fatalf("at start: reason %q, bundle revision %q; want first, v1", got, rev)
-	}
+	e, reason := startBundleEngine(t, &BundleConfig{URL: srv.URL + "/bundle.tar.gz?sig=s3cr3t", PollInterval: 5 * time.Millisecond,
+		VerificationKey: pub, Algorithm: "ES256", MaxBytes: 64 << 10}, reg)
 	// A reload (SIGHUP) recompiles the bundle in force.
 	if err := e.Reload(t.Context()); err != nil || reason() != "first" {
 		t.Fatalf("reload: %v, reason %q; want the bundle in force", err, reason())

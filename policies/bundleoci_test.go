@@ -43,21 +43,8 @@ func TestBundleSourceOCI(t *testing.T) {
 	push(encode(t, customBundle(t, "first", "v1", ""), priv), ocispec.MediaTypeImageLayerGzip)
 
 	metrics := prometheus.NewRegistry()
-	e, err := New(t.Context(), Config{Bundle: &BundleConfig{URL: "oci://" + reg.Host() + "/org/policies:live", PollInterval: 5e6,
-		VerificationKey: pub, Algorithm: "ES256", MaxBytes: 64 << 10, Username: "ci", Password: []byte("pa55"), Client: reg.Client()}}, nil, metrics)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetGateways(t.Context(), []registry.Gateway{{ID: "gw1", Owner: "u_owner", AuthMode: registry.AuthToken}}); err != nil {
-		t.Fatal(err)
-	}
-	reason := func() string {
-		d, _ := e.Decide(t.Context(), owner("http.read"))
-		return d.Reason
-	}
-	if got, rev := reason(), e.BundleStatus().Revision; got != "first" || rev != "v1" {
-		t.Fatalf("at start: reason %q, bundle revision %q; want first, v1", got, rev)
-	}
+	e, reason := startBundleEngine(t, &BundleConfig{URL: "oci://" + reg.Host() + "/org/policies:live", PollInterval: 5e6,
+		VerificationKey: pub, Algorithm: "ES256", MaxBytes: 64 << 10, Username: "ci", Password: []byte("pa55"), Client: reg.Client()}, metrics)
 
 	results, next := pollBundles(t, e)
 	good, tamperedBody := signedAndTampered(t, priv)
@@ -228,4 +215,26 @@ func checkInForce(t *testing.T, e *Engine, name string, err error, reason func()
 	if r := e.LastRefusal(); r == nil || r.Err != err {
 		t.Errorf("%s: last refusal %v, want %v", name, r, err)
 	}
+}
+
+// startBundleEngine starts an engine on the bundle source cfg, whose first bundle (revision
+// v1) refuses the owner's reads with reason "first", with gateway gw1 of u_owner. reason is
+// the reason of the owner's read now.
+func startBundleEngine(t *testing.T, cfg *BundleConfig, reg prometheus.Registerer) (e *Engine, reason func() string) {
+	t.Helper()
+	e, err := New(t.Context(), Config{Bundle: cfg}, nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetGateways(t.Context(), []registry.Gateway{{ID: "gw1", Owner: "u_owner", AuthMode: registry.AuthToken}}); err != nil {
+		t.Fatal(err)
+	}
+	reason = func() string {
+		d, _ := e.Decide(t.Context(), owner("http.read"))
+		return d.Reason
+	}
+	if got, rev := reason(), e.BundleStatus().Revision; got != "first" || rev != "v1" {
+		t.Fatalf("at start: reason %q, bundle revision %q; want first, v1", got, rev)
+	}
+	return e, reason
 }
