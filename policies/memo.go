@@ -3,6 +3,7 @@ package policies
 import (
 	"fmt"
 	"hash/maphash"
+	"math/bits"
 	"slices"
 	"sync"
 
@@ -22,6 +23,13 @@ const memoShards = 64
 // and handed back only for an equal key. It is bounded: each shard evicts its least
 // recently used entry past its share of the size. A shard seeing a newer data generation
 // drops everything it holds at once, since no key of an older generation can match again.
+//
+// A decision is stored the second time its key misses, not the first: each shard remembers
+// the hashes of keys it has turned away in a small table (a doorkeeper, as in TinyLFU's
+// admission). Traffic whose every request is new (a scan, unique paths) then costs the memo
+// a key, a hash and a probe, and never an entry, an eviction of a useful decision or a
+// bigger heap for the collector to walk. Admission only decides what is kept: what is
+// handed back is always a decision stored under an equal key.
 type memo struct {
 	seed   maphash.Seed
 	shards [memoShards]memoShard
@@ -33,7 +41,8 @@ type memoShard struct {
 	gen     uint64
 	entries map[string]*memoEntry
 	head    memoEntry // sentinel of the LRU list: head.next is the most recent
-	_       [40]byte  // keep shards on separate cache lines
+	seen    []uint64  // the doorkeeper: hashes of keys turned away once, by slot; 0 is empty
+	_       [16]byte  // keep shards on separate cache lines
 }
 
 type memoEntry struct {
@@ -53,21 +62,24 @@ func newMemo(size int) *memo {
 		return nil
 	}
 	m := &memo{seed: maphash.MakeSeed(), limit: max(1, (size+memoShards-1)/memoShards)}
+	slots := 1 << bits.Len(uint(m.limit)) // a power of two above the shard's share
 	for i := range m.shards {
 		s := &m.shards[i]
 		s.entries = map[string]*memoEntry{}
 		s.head.next, s.head.prev = &s.head, &s.head
+		s.seen = make([]uint64, slots)
 	}
 	return m
 }
 
-func (m *memo) shard(key []byte) *memoShard {
-	return &m.shards[maphash.Bytes(m.seed, key)%memoShards]
-}
+// hash returns the hash of key, which picks its shard and its doorkeeper slot.
+func (m *memo) hash(key []byte) uint64 { return maphash.Bytes(m.seed, key) }
+
+func (m *memo) shard(h uint64) *memoShard { return &m.shards[h%memoShards] }
 
 // get returns the decision stored under key, made at data generation gen.
 func (m *memo) get(key []byte, gen uint64) (Decision, bool) {
-	s := m.shard(key)
+	s := m.shard(m.hash(key))
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.advance(gen)
@@ -82,9 +94,11 @@ func (m *memo) get(key []byte, gen uint64) (Decision, bool) {
 	return d, true
 }
 
-// put stores d under key, made at data generation gen; it returns how many entries it evicted.
+// put stores d under key, made at data generation gen, if key was turned away before (see
+// memo); it returns how many entries it evicted.
 func (m *memo) put(key []byte, gen uint64, d Decision) memoStats {
-	s := m.shard(key)
+	h := m.hash(key)
+	s := m.shard(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.advance(gen)
@@ -92,6 +106,9 @@ func (m *memo) put(key []byte, gen uint64, d Decision) memoStats {
 		return memoStats{}
 	}
 	if _, ok := s.entries[string(key)]; ok {
+		return memoStats{}
+	}
+	if !s.admit(h) {
 		return memoStats{}
 	}
 	d.Scopes = slices.Clone(d.Scopes)
@@ -132,6 +149,21 @@ func (s *memoShard) advance(gen uint64) {
 	}
 }
 
+// admit reports whether the key of hash h was turned away before, and forgets it if so;
+// otherwise it remembers h (in place of whatever its slot held) and turns the key away.
+// Two keys whose hashes are equal are one to the doorkeeper: that can only make a decision
+// stored a miss early.
+func (s *memoShard) admit(h uint64) bool {
+	fp := h | 1 // never 0, the empty slot
+	slot := &s.seen[(h/memoShards)&uint64(len(s.seen)-1)]
+	if *slot == fp {
+		*slot = 0
+		return true
+	}
+	*slot = fp
+	return false
+}
+
 func (s *memoShard) unlink(e *memoEntry) {
 	e.prev.next, e.next.prev = e.next, e.prev
 }
@@ -164,7 +196,7 @@ func newMemoHook(size int, reg prometheus.Registerer, cur func() *policySet) (*m
 	h := &memoHook{memo: newMemo(size), disabled: map[string]prometheus.GaugeFunc{}}
 	lookups := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "moltgate_policy_memo_lookups_total",
-		Help: "Decisions by what the exact decision memo did: hit (reused), miss (evaluated and stored), off (evaluated: the memo is off, see moltgate_policy_memo_disabled).",
+		Help: "Decisions by what the exact decision memo did: hit (reused), miss (evaluated; stored the second time its key misses), off (evaluated: the memo is off, see moltgate_policy_memo_disabled).",
 	}, []string{"result"})
 	h.hit, h.miss, h.off = lookups.WithLabelValues("hit"), lookups.WithLabelValues("miss"), lookups.WithLabelValues("off")
 	h.evictions = prometheus.NewCounter(prometheus.CounterOpts{

@@ -402,6 +402,8 @@ func TestMemoInvalidation(t *testing.T) {
 			t.Fatalf("got %s reused %v, want %s reused %v", d.Reason, d.Reused, wantReason, wantReused)
 		}
 	}
+	// A decision is stored the second time its key misses, and reused from the third.
+	decide("first", false)
 	decide("first", false)
 	decide("first", true)
 	gw.Members = map[string]string{}
@@ -409,16 +411,19 @@ func TestMemoInvalidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	decide("not_a_member", false)
+	decide("not_a_member", false)
 	decide("not_a_member", true)
 	gw.Members = map[string]string{"bob": registry.RoleViewer}
 	if err := e.PutGateway(ctx, gw); err != nil {
 		t.Fatal(err)
 	}
 	decide("first", false)
+	decide("first", false) // seen before this generation: the doorkeeper admits it
 	write("second")
 	if err := e.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
+	decide("second", false)
 	decide("second", false)
 	decide("second", true)
 }
@@ -480,7 +485,9 @@ func TestMemoBounded(t *testing.T) {
 	t.Parallel()
 	m := newMemo(memoShards * 2)
 	for i := range 10_000 {
-		m.put(fmt.Appendf(nil, "k%d", i), 0, Decision{Reason: "r"})
+		k := fmt.Appendf(nil, "k%d", i)
+		m.put(k, 0, Decision{Reason: "r"}) // turned away
+		m.put(k, 0, Decision{Reason: "r"}) // stored
 	}
 	if got := m.len(); got > memoShards*2 {
 		t.Fatalf("got %d entries, want at most %d", got, memoShards*2)
@@ -497,7 +504,56 @@ func TestMemoBounded(t *testing.T) {
 		t.Fatal("got an entry of generation 0 at generation 1")
 	}
 	m.put([]byte("k9999"), 0, Decision{})
-	if got := len(m.shard([]byte("k9999")).entries); got != 0 {
+	m.put([]byte("k9999"), 0, Decision{})
+	if got := len(m.shard(m.hash([]byte("k9999"))).entries); got != 0 {
 		t.Fatalf("got %d entries after a put decided on older data, want 0", got)
+	}
+}
+
+// TestMemoAdmission (issue 13): a key is stored the second time it misses, never the first,
+// so requests that are all new leave the memo empty; a key seen before is stored even after
+// many others went by, unless one of them took its doorkeeper slot.
+func TestMemoAdmission(t *testing.T) {
+	t.Parallel()
+	m := newMemo(memoShards * 16)
+	key := func(i int) []byte { return fmt.Appendf(nil, "unique-%d", i) }
+	for i := range 100_000 {
+		m.put(key(i), 0, Decision{Reason: "r"})
+	}
+	if got := m.len(); got != 0 {
+		t.Fatalf("got %d entries after 100,000 keys seen once each, want 0", got)
+	}
+	if _, ok := m.get(key(5), 0); ok {
+		t.Fatal("got a decision for a key put once")
+	}
+	hot := []byte("hot")
+	m.put(hot, 0, Decision{Reason: "hot"})
+	if _, ok := m.get(hot, 0); ok {
+		t.Fatal("got a decision for a key put once")
+	}
+	m.put(hot, 0, Decision{Reason: "hot"})
+	if d, ok := m.get(hot, 0); !ok || d.Reason != "hot" {
+		t.Fatalf("got %+v %v for a key put twice, want its decision", d, ok)
+	}
+	// A slot forgets a key when a later key takes it. In a memo of the default size (131,072
+	// slots), 10,000 other keys take about 7 % of them: of 16 keys put once, then once again
+	// after those, at least half are admitted (all but one in a million runs).
+	m = newMemo(DefaultMemoSize)
+	admitted := 0
+	for i := range 16 {
+		m.put(key(1_000_000+i), 0, Decision{})
+	}
+	for i := range 10_000 {
+		m.put(key(2_000_000+i), 0, Decision{})
+	}
+	for i := range 16 {
+		k := key(1_000_000 + i)
+		m.put(k, 0, Decision{})
+		if _, ok := m.get(k, 0); ok {
+			admitted++
+		}
+	}
+	if admitted < 8 {
+		t.Fatalf("%d of 16 keys seen 10,000 keys earlier were admitted, want at least 8", admitted)
 	}
 }
