@@ -140,9 +140,13 @@ func New(cfg Config, deps Deps) (*Handler, error) {
 		return nil, fmt.Errorf("proxy: metrics: %w", err)
 	}
 	h.rp = &httputil.ReverseProxy{
-		Rewrite:        h.rewrite,
-		Transport:      cfg.Transport,
-		FlushInterval:  -1, // stream every write at once: chat and agent output are streams
+		Rewrite:   h.rewrite,
+		Transport: cfg.Transport,
+		// Zero: a stream (a body of unknown length, as chat and agent output are, or
+		// text/event-stream) is flushed at every write by ReverseProxy itself; a body of known
+		// length is written as a plain proxy writes it, without a flush timer per response
+		// and a second write for its headers (TestStreamedResponsesFlowAtOnce).
+		FlushInterval:  0,
 		BufferPool:     newBufferPool(),
 		ErrorHandler:   h.upstreamError,
 		ModifyResponse: filterSetCookies,

@@ -49,13 +49,38 @@ type upstream struct {
 	seen []*http.Request
 	body [][]byte
 	ws   wsGateway
+	// released lets serveStream write the second part of its stream: the test closes it
+	// once it has read the first.
+	released chan struct{}
+}
+
+// serveStream answers /stream (a body of unknown length) and /events (server-sent events,
+// whose length is not known either) in two parts: the second is written only once the test
+// has read the first, so a proxy that holds streamed bytes back makes the test time out.
+func (u *upstream) serveStream(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/events" {
+		w.Header().Set("Content-Type", "text/event-stream")
+	}
+	io.WriteString(w, "data: first\n\n")
+	http.NewResponseController(w).Flush()
+	select {
+	case <-u.released:
+	case <-r.Context().Done():
+		return
+	case <-time.After(30 * time.Second):
+	}
+	io.WriteString(w, "data: second\n\n")
 }
 
 func newUpstream(t testing.TB) *upstream {
-	u := &upstream{}
+	u := &upstream{released: make(chan struct{})}
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") == "websocket" {
 			u.serveWS(w, r)
+			return
+		}
+		if r.URL.Path == "/stream" || r.URL.Path == "/events" {
+			u.serveStream(w, r)
 			return
 		}
 		if r.URL.Path == "/set-cookies" {
