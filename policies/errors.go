@@ -3,7 +3,17 @@ package policies
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
+
+// unprefixed is an error of this package wrapped by another of its errors: it reads without
+// its own "policies: " prefix, so that the message says it once ("policies: shadow:
+// compile: ..."), and unwraps to the error itself.
+type unprefixed struct{ err error }
+
+func (u unprefixed) Error() string { return strings.TrimPrefix(u.err.Error(), "policies: ") }
+
+func (u unprefixed) Unwrap() error { return u.err }
 
 // ErrPolicy matches (errors.Is) every error Engine.Decide returns: the policy could not
 // produce a valid decision, and the returned Decision is the fail-closed PolicyErrorDecision.

@@ -133,7 +133,7 @@ func (e *Engine) reloadShadow(ctx context.Context) error {
 func (e *Engine) loadShadow(ctx context.Context) error {
 	src, err := loadDir(ctx, e.shadow.dir)
 	if err != nil {
-		return fmt.Errorf("policies: shadow: %w", err)
+		return fmt.Errorf("policies: shadow: %w", unprefixed{err})
 	}
 	st := inmem.NewWithOpts(inmem.OptReturnASTValuesOnRead(true), inmem.OptRoundTripOnWrite(false))
 	docs, err := ast.InterfaceToValue(src.docs)
@@ -145,7 +145,7 @@ func (e *Engine) loadShadow(ctx context.Context) error {
 	}
 	set, err := e.prepare(ctx, src, st)
 	if err != nil {
-		return fmt.Errorf("policies: shadow: %w", err)
+		return fmt.Errorf("policies: shadow: %w", unprefixed{err})
 	}
 	// The engine's own data is copied and the candidate installed under dataMu: a write
 	// after the copy finds the candidate and writes it too.

@@ -208,3 +208,19 @@ func TestShadowWatched(t *testing.T) {
 		t.Errorf("candidate refusal after a good edit: %v", e.ShadowRefusal().Err)
 	}
 }
+
+// A refused candidate's error says "policies: " once, then where it failed.
+func TestShadowRefusalReadsOnce(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "bad.rego"), []byte("package moltgate.custom\n\ndeny contains x if {\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := New(t.Context(), Config{ShadowDir: dir}, nil, nil)
+	if err == nil {
+		t.Fatal("got no error for a candidate that does not parse")
+	}
+	if msg := err.Error(); strings.Count(msg, "policies: ") != 1 || !strings.Contains(msg, "bad.rego") {
+		t.Fatalf("got %q, want one \"policies: \" and the file's name", msg)
+	}
+}
