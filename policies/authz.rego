@@ -35,33 +35,20 @@ default default_decision := {"allow": false, "reason": "denied", "status": 403}
 # checks before evaluating anything.
 default_decision := proxy_decision if {
 	input.protocol == "http"
-	proxy_action
+	input.action in {"http.read", "http.write", "tools.invoke"} # the common ones, first
 } else := ws_decision if {
 	input.protocol == "ws"
 	input.action == "ws.call"
 	is_string(input.ws.method)
 } else := proxy_decision if {
-	input.protocol == "ws"
-	proxy_action # a socket's upgrade: decided as HTTP
+	input.protocol in {"http", "ws"} # over "ws": a socket's upgrade, decided as HTTP
+	is_string(input.action)
+	input.action != "ws.call" # a message without a method, or over plain HTTP, is no request
+	not startswith(input.action, "admin.")
 } else := admin_decision if {
 	input.protocol == "admin"
 	is_string(input.action)
 	startswith(input.action, "admin.")
-}
-
-# proxy_action: the action is one of proxy traffic's: a message without a method, or over
-# plain HTTP, is no request, and the admin API's actions are not the proxy's. The common
-# ones are named first, for OPA's rule index.
-proxy_action if input.action == "http.read"
-
-proxy_action if input.action == "http.write"
-
-proxy_action if input.action == "tools.invoke"
-
-proxy_action if {
-	is_string(input.action)
-	input.action != "ws.call"
-	not startswith(input.action, "admin.")
 }
 
 # gateway is the record of the gateway the request is for (undefined when unknown).

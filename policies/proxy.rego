@@ -20,11 +20,6 @@
 # evaluating anything, so a request walks only the refusals that can apply to it.
 package moltgate.authz
 
-# Actions a gateway token may perform on its own gateway.
-token_actions := {"http.read", "http.write", "tools.invoke"}
-
-owner_scopes := ["operator.read", "operator.write", "operator.admin"]
-
 # proxy_decision: who is asking. The gateway record is looked up once and handed on.
 proxy_decision := user_decision(gw) if {
 	input.subject.kind == "user"
@@ -62,31 +57,26 @@ user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403}
 	gw.members[input.subject.id] # the role does not list the action, or is not defined
 } else := {"allow": false, "reason": "not_a_member", "status": 403}
 
-# owner_decision(gw): the gateway's owner may do anything, but what the gateway keeps for
-# its owner needs a fresh second factor, and its skill rules bind the owner too.
-owner_decision(gw) := {"allow": false, "reason": refusal, "status": 403} if {
-	refusal := owner_refusal(gw)
-} else := {"allow": true, "reason": "owner", "scopes": owner_scopes}
-
-# owner_refusal(gw): why the owner's own request is refused, undefined when it is not: an
-# owner method (data.ws.owner_tools), owner route or host command needs a fresh second
-# factor.
-owner_refusal(gw) := "second_factor_required" if {
+# owner_decision(gw): the gateway's owner may do anything, with every operator scope; but
+# what the gateway keeps for its owner (an owner route, an owner method in tool form,
+# data.ws.owner_tools, or a host command) needs a fresh second factor, and the gateway's
+# skill rules bind the owner too.
+owner_decision(gw) := {"allow": false, "reason": "second_factor_required", "status": 403} if {
 	input.action == "http.write" # reads, the common case, skip the route match
-	owner_route
+	route_under(data.http.owner_prefixes)
 	not second_factor_fresh
-} else := "second_factor_required" if {
+} else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
 	input.action == "tools.invoke"
 	input.request.tool in data.ws.owner_tools
 	not second_factor_fresh
-} else := refusal if {
+} else := {"allow": false, "reason": refusal, "status": 403} if {
 	input.action == "tools.invoke"
 	refusal := tool_refusal(gw)
-} else := "second_factor_required" if {
+} else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
 	input.action == "tools.invoke"
 	host_command(gw, input.request.tool)
 	not second_factor_fresh
-}
+} else := {"allow": true, "reason": "owner", "scopes": ["operator.read", "operator.write", "operator.admin"]}
 
 # member_decision(gw, grant): a member, not the owner, whose role (grant, data.roles[role])
 # lists the action: what the gateway keeps for its owner or for operator.admin stays theirs.
@@ -94,35 +84,32 @@ member_decision(gw, grant) := {"allow": false, "reason": "role_forbids", "status
 	# A route the gateway reserves for operator.admin, or runs as its owner; in token mode
 	# it sees every caller as its owner, so the rule is kept here: members need http.admin.
 	not "http.admin" in grant.actions
-	admin_route
+	route_under(data.http.admin_prefixes)
 } else := {"allow": false, "reason": "owner_only", "status": 403} if {
 	input.action == "http.write"
-	owner_route
-} else := {"allow": false, "reason": refusal, "status": 403} if {
-	input.action == "tools.invoke"
-	refusal := member_tool_refusal(gw, grant)
-} else := {"allow": true, "reason": "member", "scopes": object.get(grant, "scopes", [])}
-
-# member_tool_refusal(gw, grant): why a member's tools.invoke call is refused, undefined
-# when it is not.
-member_tool_refusal(gw, grant) := "role_forbids" if {
+	route_under(data.http.owner_prefixes)
+} else := {"allow": false, "reason": "role_forbids", "status": 403} if {
 	# A tool the gateway keeps for its owner (data.http.owner_only_tools). Over HTTP, with
 	# its shared token, it runs every tool as the owner's; on a socket only an admin's call
 	# is. Members need http.admin.
+	input.action == "tools.invoke"
 	input.protocol == "http"
 	input.request.tool in data.http.owner_only_tools
 	not "http.admin" in grant.actions
-} else := "owner_only" if {
+} else := {"allow": false, "reason": "owner_only", "status": 403} if {
 	# A tool that is an owner method in another form (data.ws.owner_tools), held as the
 	# method is on a socket.
+	input.action == "tools.invoke"
 	input.request.tool in data.ws.owner_tools
-} else := refusal if {
+} else := {"allow": false, "reason": refusal, "status": 403} if {
+	input.action == "tools.invoke"
 	refusal := tool_refusal(gw)
-} else := "owner_only" if {
+} else := {"allow": false, "reason": "owner_only", "status": 403} if {
 	# A host-command tool (data.ws.host_command_tools: exec, process) runs commands on the
 	# tenant's VM: the owner's, with a fresh second factor, unless skills.allow lists it.
+	input.action == "tools.invoke"
 	host_command(gw, input.request.tool)
-}
+} else := {"allow": true, "reason": "member", "scopes": object.get(grant, "scopes", [])}
 
 # token_decision(gw): a gateway token, on its own gateway, for what a token may do; what the
 # gateway keeps for its owner is not a token's.
@@ -131,24 +118,20 @@ token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403
 } else := {"allow": false, "reason": "wrong_gateway", "status": 403} if {
 	input.subject.gateway != input.gateway.id
 } else := {"allow": false, "reason": "token_forbids", "status": 403} if {
-	not token_actions[input.action]
+	not input.action in {"http.read", "http.write", "tools.invoke"} # what a token may do
 } else := {"allow": false, "reason": "owner_only", "status": 403} if {
 	input.action == "http.write"
-	owner_route
+	route_under(data.http.owner_prefixes)
+} else := {"allow": false, "reason": "owner_only", "status": 403} if {
+	input.action == "tools.invoke"
+	input.request.tool in data.ws.owner_tools # an owner method in tool form
 } else := {"allow": false, "reason": refusal, "status": 403} if {
 	input.action == "tools.invoke"
-	refusal := token_tool_refusal(gw)
-} else := {"allow": true, "reason": "gateway_token", "scopes": owner_scopes}
-
-# token_tool_refusal(gw): why a gateway token's tools.invoke call is refused, undefined
-# when it is not: owner methods and host commands are the owner's.
-token_tool_refusal(gw) := "owner_only" if {
-	input.request.tool in data.ws.owner_tools
-} else := refusal if {
 	refusal := tool_refusal(gw)
-} else := "owner_only" if {
+} else := {"allow": false, "reason": "owner_only", "status": 403} if {
+	input.action == "tools.invoke"
 	host_command(gw, input.request.tool)
-}
+} else := {"allow": true, "reason": "gateway_token", "scopes": ["operator.read", "operator.write", "operator.admin"]}
 
 # outside_allowlist(gw): the gateway has an allowlist and the client address is not in it.
 # An open gateway (an empty list) skips the address match.
@@ -157,27 +140,26 @@ outside_allowlist(gw) if {
 	not ip_allowed_on(gw)
 }
 
-# route: the path the gateway routes the request by (input.request.route, else the path),
-# in lower case.
-route := lower(input.request.route) if {
-	input.request.route
-} else := lower(input.request.path)
-
-# admin_route: the request goes where the gateway itself admits only operator.admin (the
-# media of any session, channel avatars, workspace icons), or where, called with its shared
-# token, it acts as its owner (the OpenAI-compatible endpoints run an agent turn whose sender
-# is the owner, with the owner-only tools; on a socket only an admin's turn is): its route
-# starts with one of data.http.admin_prefixes. Any method.
+# route_under(prefixes): the request's route (the path the gateway routes by,
+# input.request.route, else the path) starts with one of prefixes, in lower case. The
+# prefixes are lower case (the engine refuses a set whose route prefixes are not, and
+# test_route_prefixes_are_lower_case says so), so one match covers every spelling.
 #
-# The prefixes are lower case (the engine refuses a set whose prefixes are not, and
-# test_route_prefixes_are_lower_case says so), so one prefix match covers every spelling.
-admin_route if strings.any_prefix_match(route, data.http.admin_prefixes)
+# data.http.admin_prefixes: where the gateway itself admits only operator.admin (the media
+# of any session, channel avatars, workspace icons), or where, called with its shared token,
+# it acts as its owner (the OpenAI-compatible endpoints run an agent turn whose sender is the
+# owner, with the owner-only tools; on a socket only an admin's turn is). Any method.
+#
+# data.http.owner_prefixes: HTTP routes that reach the gateway's owner methods (the
+# admin-http-rpc plugin's /api/v1/admin/rpc runs config, exec-approval and cron methods by
+# name, on POST only), held as a WebSocket owner method is: the owner's alone, with a fresh
+# second factor. Only writes are matched.
+route_under(prefixes) if strings.any_prefix_match(lower(input.request.route), prefixes)
 
-# owner_route: the request goes to an HTTP route that reaches the gateway's owner methods
-# (data.http.owner_prefixes: the admin-http-rpc plugin's /api/v1/admin/rpc runs config,
-# exec-approval and cron methods by name, on POST only). It is held as a WebSocket owner
-# method is: the owner's alone, with a fresh second factor. Only writes are matched.
-owner_route if strings.any_prefix_match(route, data.http.owner_prefixes)
+route_under(prefixes) if {
+	not input.request.route
+	strings.any_prefix_match(lower(input.request.path), prefixes)
+}
 
 # ip_allowed_on(gw): the gateway has no allowlist, or the client address is inside one of
 # its CIDRs. moltgate passes client_ip as a valid address or "" (unknown); an unknown
