@@ -35,8 +35,8 @@ proxy_decision := user_decision(gw) if {
 	# request identifies it, and one from outside the allowlist must get no socket at all.
 	input.subject.kind == "anonymous"
 	gw := data.gateways[input.gateway.id]
-	is_object(gw)
-	outside_allowlist(gw)
+	gw.allowlist != [] # an open gateway skips the address match
+	not ip_allowed_on(gw)
 } else := {"allow": false, "reason": "unauthenticated", "status": 401} if {
 	not authenticated
 } else := {"allow": false, "reason": "unknown_gateway", "status": 404} if {
@@ -47,7 +47,8 @@ proxy_decision := user_decision(gw) if {
 
 # user_decision(gw): a signed-in user on a known gateway: its owner, a member, or nobody.
 user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403} if {
-	outside_allowlist(gw)
+	gw.allowlist != [] # an open gateway skips the address match
+	not ip_allowed_on(gw)
 } else := owner_decision(gw) if {
 	gw.owner == input.subject.id
 } else := member_decision(gw, grant) if {
@@ -114,7 +115,8 @@ member_decision(gw, grant) := {"allow": false, "reason": "role_forbids", "status
 # token_decision(gw): a gateway token, on its own gateway, for what a token may do; what the
 # gateway keeps for its owner is not a token's.
 token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403} if {
-	outside_allowlist(gw)
+	gw.allowlist != [] # an open gateway skips the address match
+	not ip_allowed_on(gw)
 } else := {"allow": false, "reason": "wrong_gateway", "status": 403} if {
 	input.subject.gateway != input.gateway.id
 } else := {"allow": false, "reason": "token_forbids", "status": 403} if {
@@ -132,13 +134,6 @@ token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403
 	input.action == "tools.invoke"
 	host_command(gw, input.request.tool)
 } else := {"allow": true, "reason": "gateway_token", "scopes": ["operator.read", "operator.write", "operator.admin"]}
-
-# outside_allowlist(gw): the gateway has an allowlist and the client address is not in it.
-# An open gateway (an empty list) skips the address match.
-outside_allowlist(gw) if {
-	not gw.allowlist == []
-	not ip_allowed_on(gw)
-}
 
 # route_under(prefixes): the request's route (the path the gateway routes by,
 # input.request.route, else the path) starts with one of prefixes, in lower case. The
@@ -161,11 +156,10 @@ route_under(prefixes) if {
 	strings.any_prefix_match(lower(input.request.path), prefixes)
 }
 
-# ip_allowed_on(gw): the gateway has no allowlist, or the client address is inside one of
-# its CIDRs. moltgate passes client_ip as a valid address or "" (unknown); an unknown
-# address, or an allowlist entry that is not a CIDR, matches nothing.
-ip_allowed_on(gw) if count(object.get(gw, "allowlist", [])) == 0
-
+# ip_allowed_on(gw): the client address is inside one of the gateway's allowlist CIDRs
+# (callers skip the match for an open gateway, gw.allowlist == []). moltgate passes
+# client_ip as a valid address or "" (unknown); an unknown address, or an allowlist entry
+# that is not a CIDR, matches nothing.
 ip_allowed_on(gw) if {
 	is_string(input.client_ip)
 	input.client_ip != ""

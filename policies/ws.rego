@@ -78,7 +78,7 @@ ws_decision := ws_user_decision(gw) if {
 # hold the socket at all) and "ws.<class>" in their role; owner methods are the owner's,
 # with a fresh second factor.
 ws_user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403} if {
-	object.get(gw, "allowlist", []) != [] # an open gateway skips the address match
+	gw.allowlist != [] # an open gateway skips the address match
 	not ip_allowed_on(gw)
 } else := {"allow": false, "reason": "not_a_member", "status": 403} if {
 	gw.owner != input.subject.id
@@ -86,7 +86,7 @@ ws_user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 4
 } else := {"allow": false, "reason": "role_forbids", "status": 403} if {
 	gw.owner != input.subject.id
 	role := gw.members[input.subject.id]
-	not "http.read" in object.get(data.roles, [role, "actions"], [])
+	not "http.read" in data.roles[role].actions
 } else := {"allow": false, "reason": "owner_only", "status": 403} if {
 	ws_class == "owner"
 	gw.owner != input.subject.id
@@ -96,7 +96,7 @@ ws_user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 4
 } else := {"allow": false, "reason": "role_forbids", "status": 403, "missing_scope": object.get(data.ws.class_scopes, ws_class, "operator.admin")} if {
 	gw.owner != input.subject.id
 	role := gw.members[input.subject.id]
-	not concat("", ["ws.", ws_class]) in object.get(data.roles, [role, "actions"], [])
+	not concat("", ["ws.", ws_class]) in data.roles[role].actions
 } else := {"allow": false, "reason": refusal, "status": 403} if {
 	refusal := ws_name_refusal(gw)
 } else := {"allow": false, "reason": "owner_only", "status": 403} if {
@@ -124,7 +124,7 @@ ws_user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 4
 
 # ws_token_decision(gw): a gateway token on a known gateway; everything but owner methods.
 ws_token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403} if {
-	object.get(gw, "allowlist", []) != [] # an open gateway skips the address match
+	gw.allowlist != [] # an open gateway skips the address match
 	not ip_allowed_on(gw)
 } else := {"allow": false, "reason": "wrong_gateway", "status": 403} if {
 	input.subject.gateway != input.gateway.id
@@ -153,7 +153,7 @@ ws_name_allowed(_, "")
 ws_name_allowed(gw, name) if {
 	is_string(name)
 	name != ""
-	not name in object.get(gw, ["skills", "deny"], [])
+	not name in gw.skills.deny
 	ws_listed(gw, name)
 }
 
