@@ -33,13 +33,13 @@ default default_decision := {"allow": false, "reason": "denied", "status": 403}
 # Proxy traffic (proxy.rego), a WebSocket message (ws.rego) or the admin API (admin.rego);
 # anything else is denied. Each branch starts with the protocol, which OPA's rule index
 # checks before evaluating anything.
-default_decision := proxy_decision if {
-	input.protocol == "http"
-	input.action in {"http.read", "http.write", "tools.invoke"} # the common ones, first
-} else := ws_decision if {
+default_decision := ws_decision if {
 	input.protocol == "ws"
 	input.action == "ws.call"
 	is_string(input.ws.method)
+} else := proxy_decision if {
+	input.protocol == "http"
+	input.action in {"http.read", "http.write", "tools.invoke"} # the common ones, first
 } else := proxy_decision if {
 	input.protocol in {"http", "ws"} # over "ws": a socket's upgrade, decided as HTTP
 	is_string(input.action)
