@@ -188,5 +188,5 @@ tool_named if {
 # skills.allow, which hands it to every role that may invoke tools.
 host_command(gw, tool) if {
 	tool in data.ws.host_command_tools
-	not tool in gw.skills.allow
+	not tool in object.get(gw, ["skills", "allow"], []) # `not x in undefined` fails: no list lists nothing
 }

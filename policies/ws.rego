@@ -82,7 +82,7 @@ ws_user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 4
 } else := {"allow": false, "reason": "role_forbids", "status": 403} if {
 	gw.owner != input.subject.id
 	role := gw.members[input.subject.id]
-	not "http.read" in data.roles[role].actions
+	not "http.read" in object.get(data.roles, [role, "actions"], [])
 } else := {"allow": false, "reason": "owner_only", "status": 403} if {
 	ws_class == "owner"
 	gw.owner != input.subject.id
@@ -92,7 +92,7 @@ ws_user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 4
 } else := {"allow": false, "reason": "role_forbids", "status": 403, "missing_scope": object.get(data.ws.class_scopes, ws_class, "operator.admin")} if {
 	gw.owner != input.subject.id
 	role := gw.members[input.subject.id]
-	not concat("", ["ws.", ws_class]) in data.roles[role].actions
+	not concat("", ["ws.", ws_class]) in object.get(data.roles, [role, "actions"], [])
 } else := {"allow": false, "reason": refusal, "status": 403} if {
 	refusal := ws_name_refusal(gw)
 } else := {"allow": false, "reason": "owner_only", "status": 403} if {
@@ -149,7 +149,7 @@ ws_name_allowed(_, "")
 ws_name_allowed(gw, name) if {
 	is_string(name)
 	name != ""
-	not name in gw.skills.deny
+	not name in object.get(gw, ["skills", "deny"], [])
 	ws_listed(gw, name)
 }
 
