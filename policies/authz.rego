@@ -30,8 +30,9 @@ decision := default_decision if {
 
 default default_decision := {"allow": false, "reason": "denied", "status": 403}
 
-# Proxy traffic (proxy.rego), a WebSocket message (ws.rego) or the admin API (admin.rego);
-# anything else is denied. Each branch starts with the protocol, which OPA's rule index
+# A WebSocket message (ws.rego), proxy traffic (proxy.rego: its three common actions over
+# HTTP first, then any other) or the admin API (admin.rego); anything else is denied. The
+# branches start with an equality on the protocol where they can, which OPA's rule index
 # checks before evaluating anything.
 default_decision := ws_decision if {
 	input.protocol == "ws"
