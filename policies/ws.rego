@@ -24,8 +24,7 @@ ws_verb := ws_parts[count(ws_parts) - 1]
 # known family a reading verb (data.ws.read_verbs) makes a method "read". Lookups by key:
 # this runs for every message.
 ws_class := "owner" if {
-	some p in data.ws.owner_prefixes
-	startswith(input.ws.method, p)
+	strings.any_prefix_match(input.ws.method, data.ws.owner_prefixes)
 } else := "owner" if {
 	# A tool that is an owner method in another form (data.ws.owner_tools: the secrets tool
 	# lists and deletes the secret store, as secrets.* does; the terminal tool reads and
@@ -70,53 +69,50 @@ ws_decision := ws_user_decision(gw) if {
 
 # (The last branch: unauthenticated, unknown gateway, or denied; none depends on the action.)
 
-# ws_user_decision(gw): a signed-in user on a known gateway. Members need "http.read" (to
-# hold the socket at all) and "ws.<class>" in their role; owner methods are the owner's,
-# with a fresh second factor.
+# ws_user_decision(gw): a signed-in user on a known gateway: its owner, a member whose role
+# lets them hold the socket at all ("http.read"), or nobody.
 ws_user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403} if {
 	gw.allowlist != [] # an open gateway skips the address match
 	not ip_allowed_on(gw)
-} else := {"allow": false, "reason": "not_a_member", "status": 403} if {
-	gw.owner != input.subject.id
-	not gw.members[input.subject.id]
+} else := ws_owner_decision(gw) if {
+	gw.owner == input.subject.id
+} else := ws_member_decision(gw, grant.actions) if {
+	grant := data.roles[gw.members[input.subject.id]]
+	"http.read" in grant.actions
 } else := {"allow": false, "reason": "role_forbids", "status": 403} if {
-	gw.owner != input.subject.id
-	role := gw.members[input.subject.id]
-	not "http.read" in object.get(data.roles, [role, "actions"], [])
-} else := {"allow": false, "reason": "owner_only", "status": 403} if {
-	ws_class == "owner"
-	gw.owner != input.subject.id
-} else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
+	gw.members[input.subject.id] # the role does not list http.read, or is not defined
+} else := {"allow": false, "reason": "not_a_member", "status": 403}
+
+# ws_owner_decision(gw): the owner may call every method, but owner methods, host commands
+# and configuration writes that open a channel need a fresh second factor, and the
+# gateway's skill rules bind the owner too.
+ws_owner_decision(gw) := {"allow": false, "reason": "second_factor_required", "status": 403} if {
 	ws_class == "owner"
 	not second_factor_fresh
+} else := {"allow": false, "reason": refusal, "status": 403} if {
+	refusal := ws_name_refusal(gw)
+} else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
+	host_command(gw, input.ws.tool)
+	not second_factor_fresh
+} else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
+	channel_opening
+	not second_factor_fresh
+} else := {"allow": true, "reason": ws_class}
+
+# ws_member_decision(gw, actions): a member whose role (its actions, which list http.read)
+# lets them hold the socket: owner methods, host commands and configuration writes that
+# open a channel are the owner's; any other method needs "ws.<class>" in the role.
+ws_member_decision(gw, actions) := {"allow": false, "reason": "owner_only", "status": 403} if {
+	ws_class == "owner"
 } else := {"allow": false, "reason": "role_forbids", "status": 403, "missing_scope": object.get(data.ws.class_scopes, ws_class, "operator.admin")} if {
-	gw.owner != input.subject.id
-	role := gw.members[input.subject.id]
-	not concat("", ["ws.", ws_class]) in object.get(data.roles, [role, "actions"], [])
+	not concat("", ["ws.", ws_class]) in actions
 } else := {"allow": false, "reason": refusal, "status": 403} if {
 	refusal := ws_name_refusal(gw)
 } else := {"allow": false, "reason": "owner_only", "status": 403} if {
 	host_command(gw, input.ws.tool)
-	gw.owner != input.subject.id
-} else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
-	host_command(gw, input.ws.tool)
-	not second_factor_fresh
 } else := {"allow": false, "reason": "owner_only", "status": 403} if {
 	channel_opening
-	gw.owner != input.subject.id
-} else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
-	channel_opening
-	not second_factor_fresh
-} else := {"allow": true, "reason": ws_class} if {
-	gw.owner == input.subject.id
-} else := {"allow": true, "reason": ws_class} if {
-	# Checked again: with a malformed record (no owner) the refusals above cannot apply,
-	# and an allow must never rest on them alone.
-	ws_class != "owner"
-	role := gw.members[input.subject.id]
-	"http.read" in data.roles[role].actions
-	concat("", ["ws.", ws_class]) in data.roles[role].actions
-}
+} else := {"allow": true, "reason": ws_class}
 
 # ws_token_decision(gw): a gateway token on a known gateway; everything but owner methods.
 ws_token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403} if {
