@@ -133,25 +133,25 @@ ws_token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 
 # ws_name_refusal(gw): why the tool or skill a message names is refused, undefined when it
 # is not (or names none): deny always wins, and a non-empty allow list must list it.
 ws_name_refusal(gw) := "tool_denied" if {
-	not ws_name_allowed(gw, input.ws.tool)
+	ws_name_denied(gw, input.ws.tool)
 } else := "skill_denied" if {
-	not ws_name_allowed(gw, input.ws.skill)
+	ws_name_denied(gw, input.ws.skill)
 }
 
-ws_name_allowed(_, name) if not is_string(name)
-
-ws_name_allowed(_, "")
-
-ws_name_allowed(gw, name) if {
+# ws_name_denied(gw, name): name is a name (a non-empty string) that skills.deny lists, or
+# that a non-empty skills.allow does not.
+ws_name_denied(gw, name) if {
 	is_string(name)
 	name != ""
-	not name in object.get(gw, ["skills", "deny"], [])
-	ws_listed(gw, name)
+	name in object.get(gw, ["skills", "deny"], [])
 }
 
-ws_listed(gw, _) if count(object.get(gw, ["skills", "allow"], [])) == 0
-
-ws_listed(gw, name) if name in gw.skills.allow
+ws_name_denied(gw, name) if {
+	is_string(name)
+	name != ""
+	gw.skills.allow != []
+	not name in gw.skills.allow
+}
 
 # channel_opening: a configuration write (data.ws.config_write_methods) opens a messaging
 # channel to more people. moltgate gives the policy the channels section of the config the
