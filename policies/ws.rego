@@ -13,16 +13,9 @@
 # classifies it.
 package moltgate.authz
 
-ws_parts := split(input.ws.method, ".")
-
-ws_family := ws_parts[0]
-
-ws_verb := ws_parts[count(ws_parts) - 1]
-
 # ws_class: data.ws.methods names single methods' classes; data.ws.families gives a
-# family's class, "sensitive" for families that are admin whatever the verb; in any other
-# known family a reading verb (data.ws.read_verbs) makes a method "read". Lookups by key:
-# this runs for every message.
+# family's class (the method's first dot-separated part; see ws_family_class). A method of
+# a family this policy does not know is "admin". Lookups by key: this runs for every message.
 ws_class := "owner" if {
 	strings.any_prefix_match(input.ws.method, data.ws.owner_prefixes)
 } else := "owner" if {
@@ -32,15 +25,23 @@ ws_class := "owner" if {
 	input.ws.tool in data.ws.owner_tools
 } else := c if {
 	c := data.ws.methods[input.ws.method]
-} else := "admin" if {
-	data.ws.families[ws_family] == "sensitive"
-} else := "read" if {
-	data.ws.families[ws_family]
-	data.ws.read_verbs[ws_verb] == true
 } else := c if {
-	c := data.ws.families[ws_family]
-	c in {"operate", "admin"}
+	parts := split(input.ws.method, ".")
+	c := ws_family_class(data.ws.families[parts[0]], parts[count(parts) - 1])
 } else := "admin"
+
+# ws_family_class(family, verb): the class of a method of a known family whose class is
+# family and whose last part is verb: "sensitive" families are admin whatever the verb; in
+# any other a reading verb (data.ws.read_verbs) makes the method "read", else it takes the
+# family's class ("operate" or "admin"; anything else is undefined, so "admin" above).
+ws_family_class("sensitive", _) := "admin"
+
+ws_family_class(family, verb) := "read" if {
+	family != "sensitive"
+	data.ws.read_verbs[verb] == true
+} else := family if {
+	family in {"operate", "admin"}
+}
 
 # second_factor_fresh: the session's second factor was verified recently enough.
 second_factor_fresh if {
