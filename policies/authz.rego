@@ -30,14 +30,19 @@ decision := default_decision if {
 
 default default_decision := {"allow": false, "reason": "denied", "status": 403}
 
-# A WebSocket message (ws.rego), proxy traffic (proxy.rego) or the admin API (admin.rego);
-# anything else is denied.
+# A WebSocket message (ws.rego), proxy traffic (proxy.rego: its three common actions over
+# HTTP first, then any other) or the admin API (admin.rego); anything else is denied. The
+# branches start with an equality on the protocol where they can, which OPA's rule index
+# checks before evaluating anything.
 default_decision := ws_decision if {
 	input.protocol == "ws"
 	input.action == "ws.call"
 	is_string(input.ws.method)
 } else := proxy_decision if {
-	input.protocol in {"http", "ws"}
+	input.protocol == "http"
+	input.action in {"http.read", "http.write", "tools.invoke"} # the common ones, first
+} else := proxy_decision if {
+	input.protocol in {"http", "ws"} # over "ws": a socket's upgrade, decided as HTTP
 	is_string(input.action)
 	input.action != "ws.call" # a message without a method, or over plain HTTP, is no request
 	not startswith(input.action, "admin.")

@@ -30,6 +30,16 @@ test_host_commands_are_the_owners_with_a_second_factor if {
 	}
 }
 
+# Issue 13: a record without an allow list lists nothing: host commands stay the owner's.
+# (`not x in undefined` is undefined, not true: host_command reads the list with object.get.)
+test_host_commands_bind_a_record_without_an_allow_list if {
+	gw9 := {"id": "gw9", "owner": "u_owner", "members": {"u_operator": "operator"}, "allowlist": [], "skills": {"deny": []}}
+	every req in [invoke(user("u_operator"), "gw9", "exec"), invoke(token("gw9"), "gw9", "process")] {
+		d := authz.decision with input as req with data.gateways.gw9 as gw9
+		d == {"allow": false, "reason": "owner_only", "status": 403}
+	}
+}
+
 # The gateway's skill rules can hand them to the roles that invoke tools, explicitly.
 test_host_commands_listed_in_skills_allow_follow_roles if {
 	decide_with_skills(invoke(user("u_operator"), "gw1", "exec"), exec_allowed_skills).allow == true

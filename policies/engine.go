@@ -490,6 +490,9 @@ func loadSource(ctx context.Context, fsys fs.FS, name string) (*source, error) {
 	if err := checkDataRefs(c, res.Documents); err != nil {
 		return nil, fmt.Errorf("policies: load %s: %w", name, err)
 	}
+	if err := checkRoutePrefixes(res.Documents); err != nil {
+		return nil, fmt.Errorf("policies: load %s: %w", name, err)
+	}
 	if gated {
 		if err := gate(ctx, fsys); err != nil {
 			return nil, fmt.Errorf("policies: test %s: %w", name, err)

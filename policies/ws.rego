@@ -13,19 +13,11 @@
 # classifies it.
 package moltgate.authz
 
-ws_parts := split(input.ws.method, ".")
-
-ws_family := ws_parts[0]
-
-ws_verb := ws_parts[count(ws_parts) - 1]
-
 # ws_class: data.ws.methods names single methods' classes; data.ws.families gives a
-# family's class, "sensitive" for families that are admin whatever the verb; in any other
-# known family a reading verb (data.ws.read_verbs) makes a method "read". Lookups by key:
-# this runs for every message.
+# family's class (the method's first dot-separated part; see ws_family_class). A method of
+# a family this policy does not know is "admin". Lookups by key: this runs for every message.
 ws_class := "owner" if {
-	some p in data.ws.owner_prefixes
-	startswith(input.ws.method, p)
+	strings.any_prefix_match(input.ws.method, data.ws.owner_prefixes)
 } else := "owner" if {
 	# A tool that is an owner method in another form (data.ws.owner_tools: the secrets tool
 	# lists and deletes the secret store, as secrets.* does; the terminal tool reads and
@@ -33,15 +25,23 @@ ws_class := "owner" if {
 	input.ws.tool in data.ws.owner_tools
 } else := c if {
 	c := data.ws.methods[input.ws.method]
-} else := "admin" if {
-	data.ws.families[ws_family] == "sensitive"
-} else := "read" if {
-	data.ws.families[ws_family]
-	data.ws.read_verbs[ws_verb] == true
 } else := c if {
-	c := data.ws.families[ws_family]
-	c in {"operate", "admin"}
+	parts := split(input.ws.method, ".")
+	c := ws_family_class(data.ws.families[parts[0]], parts[count(parts) - 1])
 } else := "admin"
+
+# ws_family_class(family, verb): the class of a method of a known family whose class is
+# family and whose last part is verb: "sensitive" families are admin whatever the verb; in
+# any other a reading verb (data.ws.read_verbs) makes the method "read", else it takes the
+# family's class ("operate" or "admin"; anything else is undefined, so "admin" above).
+ws_family_class("sensitive", _) := "admin"
+
+ws_family_class(family, verb) := "read" if {
+	family != "sensitive"
+	data.ws.read_verbs[verb] == true
+} else := family if {
+	family in {"operate", "admin"}
+}
 
 # second_factor_fresh: the session's second factor was verified recently enough.
 second_factor_fresh if {
@@ -60,71 +60,64 @@ second_factor_fresh if {
 # taken from proxy_decision `with` another action, which costs OPA three times as much.
 ws_decision := ws_user_decision(gw) if {
 	input.subject.kind == "user"
-	is_string(input.subject.id)
-	input.subject.id != ""
+	input.subject.id != "" # an empty id must never match an owner or member entry
 	gw := data.gateways[input.gateway.id]
-	is_object(gw)
 } else := ws_token_decision(gw) if {
 	input.subject.kind == "gateway_token"
-	is_string(input.subject.gateway)
 	input.subject.gateway != ""
 	gw := data.gateways[input.gateway.id]
-	is_object(gw)
 } else := proxy_decision
 
 # (The last branch: unauthenticated, unknown gateway, or denied; none depends on the action.)
 
-# ws_user_decision(gw): a signed-in user on a known gateway. Members need "http.read" (to
-# hold the socket at all) and "ws.<class>" in their role; owner methods are the owner's,
-# with a fresh second factor.
+# ws_user_decision(gw): a signed-in user on a known gateway: its owner, a member whose role
+# lets them hold the socket at all ("http.read"), or nobody.
 ws_user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403} if {
-	object.get(gw, "allowlist", []) != [] # an open gateway skips the address match
+	gw.allowlist != [] # an open gateway skips the address match
 	not ip_allowed_on(gw)
-} else := {"allow": false, "reason": "not_a_member", "status": 403} if {
-	gw.owner != input.subject.id
-	not gw.members[input.subject.id]
+} else := ws_owner_decision(gw) if {
+	gw.owner == input.subject.id
+} else := ws_member_decision(gw, grant.actions) if {
+	grant := data.roles[gw.members[input.subject.id]]
+	"http.read" in grant.actions
 } else := {"allow": false, "reason": "role_forbids", "status": 403} if {
-	gw.owner != input.subject.id
-	role := gw.members[input.subject.id]
-	not "http.read" in object.get(data.roles, [role, "actions"], [])
-} else := {"allow": false, "reason": "owner_only", "status": 403} if {
-	ws_class == "owner"
-	gw.owner != input.subject.id
-} else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
+	gw.members[input.subject.id] # the role does not list http.read, or is not defined
+} else := {"allow": false, "reason": "not_a_member", "status": 403}
+
+# ws_owner_decision(gw): the owner may call every method, but owner methods, host commands
+# and configuration writes that open a channel need a fresh second factor, and the
+# gateway's skill rules bind the owner too.
+ws_owner_decision(gw) := {"allow": false, "reason": "second_factor_required", "status": 403} if {
 	ws_class == "owner"
 	not second_factor_fresh
+} else := {"allow": false, "reason": refusal, "status": 403} if {
+	refusal := ws_name_refusal(gw)
+} else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
+	host_command(gw, input.ws.tool)
+	not second_factor_fresh
+} else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
+	channel_opening
+	not second_factor_fresh
+} else := {"allow": true, "reason": ws_class}
+
+# ws_member_decision(gw, actions): a member whose role (its actions, which list http.read)
+# lets them hold the socket: owner methods, host commands and configuration writes that
+# open a channel are the owner's; any other method needs "ws.<class>" in the role.
+ws_member_decision(gw, actions) := {"allow": false, "reason": "owner_only", "status": 403} if {
+	ws_class == "owner"
 } else := {"allow": false, "reason": "role_forbids", "status": 403, "missing_scope": object.get(data.ws.class_scopes, ws_class, "operator.admin")} if {
-	gw.owner != input.subject.id
-	role := gw.members[input.subject.id]
-	not concat("", ["ws.", ws_class]) in object.get(data.roles, [role, "actions"], [])
+	not concat("", ["ws.", ws_class]) in actions
 } else := {"allow": false, "reason": refusal, "status": 403} if {
 	refusal := ws_name_refusal(gw)
 } else := {"allow": false, "reason": "owner_only", "status": 403} if {
 	host_command(gw, input.ws.tool)
-	gw.owner != input.subject.id
-} else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
-	host_command(gw, input.ws.tool)
-	not second_factor_fresh
 } else := {"allow": false, "reason": "owner_only", "status": 403} if {
 	channel_opening
-	gw.owner != input.subject.id
-} else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
-	channel_opening
-	not second_factor_fresh
-} else := {"allow": true, "reason": ws_class} if {
-	gw.owner == input.subject.id
-} else := {"allow": true, "reason": ws_class} if {
-	# Checked again: with a malformed record (no owner) the refusals above cannot apply,
-	# and an allow must never rest on them alone.
-	ws_class != "owner"
-	role := gw.members[input.subject.id]
-	"http.read" in data.roles[role].actions
-	concat("", ["ws.", ws_class]) in data.roles[role].actions
-}
+} else := {"allow": true, "reason": ws_class}
 
 # ws_token_decision(gw): a gateway token on a known gateway; everything but owner methods.
 ws_token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403} if {
-	object.get(gw, "allowlist", []) != [] # an open gateway skips the address match
+	gw.allowlist != [] # an open gateway skips the address match
 	not ip_allowed_on(gw)
 } else := {"allow": false, "reason": "wrong_gateway", "status": 403} if {
 	input.subject.gateway != input.gateway.id
@@ -141,25 +134,25 @@ ws_token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 
 # ws_name_refusal(gw): why the tool or skill a message names is refused, undefined when it
 # is not (or names none): deny always wins, and a non-empty allow list must list it.
 ws_name_refusal(gw) := "tool_denied" if {
-	not ws_name_allowed(gw, input.ws.tool)
+	ws_name_denied(gw, input.ws.tool)
 } else := "skill_denied" if {
-	not ws_name_allowed(gw, input.ws.skill)
+	ws_name_denied(gw, input.ws.skill)
 }
 
-ws_name_allowed(_, name) if not is_string(name)
-
-ws_name_allowed(_, "")
-
-ws_name_allowed(gw, name) if {
+# ws_name_denied(gw, name): name is a name (a non-empty string) that skills.deny lists, or
+# that a non-empty skills.allow does not.
+ws_name_denied(gw, name) if {
 	is_string(name)
 	name != ""
-	not name in object.get(gw, ["skills", "deny"], [])
-	ws_listed(gw, name)
+	name in object.get(gw, ["skills", "deny"], [])
 }
 
-ws_listed(gw, _) if count(object.get(gw, ["skills", "allow"], [])) == 0
-
-ws_listed(gw, name) if name in gw.skills.allow
+ws_name_denied(gw, name) if {
+	is_string(name)
+	name != ""
+	gw.skills.allow != []
+	not name in gw.skills.allow
+}
 
 # channel_opening: a configuration write (data.ws.config_write_methods) opens a messaging
 # channel to more people. moltgate gives the policy the channels section of the config the

@@ -132,6 +132,16 @@ test_ws_unknown_role_gets_nothing if {
 	}
 }
 
+# Issue 13: the socket's own rules refuse a role data.roles does not define, rather than
+# leave it to the HTTP rules: `not x in data.roles[role].actions` is undefined, not true,
+# for such a role, so they must read object.get(data.roles, [role, "actions"], []).
+test_ws_unknown_role_refused_by_the_socket_rules if {
+	every m in ["status", "sessions.list", "chat.send", "config.set"] {
+		d := authz.ws_user_decision(data.gateways.gw1) with input as call(user("u_ghost"), "gw1", m)
+		d == {"allow": false, "reason": "role_forbids", "status": 403}
+	}
+}
+
 # --- who may hold the socket at all --------------------------------------------------------
 
 test_ws_socket_refusals_come_first if {
