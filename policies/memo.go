@@ -41,8 +41,9 @@ type memoShard struct {
 	gen     uint64
 	entries map[string]*memoEntry
 	head    memoEntry // sentinel of the LRU list: head.next is the most recent
-	seen    []uint64  // the doorkeeper: hashes of keys turned away once, by slot; 0 is empty
-	_       [16]byte  // keep shards on separate cache lines
+	seen    []uint64  // the doorkeeper: hashes of keys turned away once, in buckets of doorWays; 0 is empty
+	turn    uint64    // picks the slot a full bucket gives up
+	_       [8]byte   // keep shards on separate cache lines
 }
 
 type memoEntry struct {
@@ -62,7 +63,7 @@ func newMemo(size int) *memo {
 		return nil
 	}
 	m := &memo{seed: maphash.MakeSeed(), limit: max(1, (size+memoShards-1)/memoShards)}
-	slots := 1 << bits.Len(uint(m.limit)) // a power of two above the shard's share
+	slots := max(doorWays, 1<<bits.Len(uint(2*m.limit))) // a power of two above twice the shard's share
 	for i := range m.shards {
 		s := &m.shards[i]
 		s.entries = map[string]*memoEntry{}
@@ -149,18 +150,34 @@ func (s *memoShard) advance(gen uint64) {
 	}
 }
 
+// doorWays is how many hashes share a bucket of the doorkeeper: with one, two hot keys of
+// one slot would push each other out forever and never be stored.
+const doorWays = 4
+
 // admit reports whether the key of hash h was turned away before, and forgets it if so;
-// otherwise it remembers h (in place of whatever its slot held) and turns the key away.
-// Two keys whose hashes are equal are one to the doorkeeper: that can only make a decision
-// stored a miss early.
+// otherwise it remembers h in its bucket and turns the key away. A full bucket gives up a
+// slot picked by a counter, not its oldest: more keys than ways, coming round in a fixed
+// order, would each push out the next one forever. Two keys whose hashes are equal are one
+// to the doorkeeper: that can only make a decision stored a miss early.
 func (s *memoShard) admit(h uint64) bool {
 	fp := h | 1 // never 0, the empty slot
-	slot := &s.seen[(h/memoShards)&uint64(len(s.seen)-1)]
-	if *slot == fp {
-		*slot = 0
-		return true
+	i := int((h/memoShards)&uint64(len(s.seen)/doorWays-1)) * doorWays
+	b := s.seen[i : i+doorWays : i+doorWays]
+	free := -1
+	for j, seen := range b {
+		switch seen {
+		case fp:
+			b[j] = 0
+			return true
+		case 0:
+			free = j
+		}
 	}
-	*slot = fp
+	if free < 0 {
+		s.turn++
+		free = int(s.turn % doorWays)
+	}
+	b[free] = fp
 	return false
 }
 

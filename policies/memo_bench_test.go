@@ -116,22 +116,25 @@ func memoBytes(b *testing.B) float64 {
 				Request: Request{Method: "GET", Path: "/", Host: g.ID + ".gw.example.test"}})
 		}
 	}
-	for range 2 { // stored the second time each misses
+	// Each is stored the second time it misses while the doorkeeper still remembers it: a
+	// few, whose doorkeeper bucket is crowded, need more rounds.
+	for range 3 {
 		for i := range ins {
 			if _, err := e.Decide(ctx, &ins[i]); err != nil {
 				b.Fatal(err)
 			}
 		}
 	}
-	if got := e.memos.memo.len(); got != len(ins) {
-		b.Fatalf("got %d decisions memoised, want %d", got, len(ins))
+	held := e.memos.memo.len()
+	if held < len(ins)*99/100 || held > len(ins) {
+		b.Fatalf("got %d decisions memoised, want at least 99 %% of %d", held, len(ins))
 	}
 	// The memo's share of the live heap: what emptying it frees, nothing else changing.
 	full := liveHeap()
 	e.memos.memo = newMemo(1)
 	empty := liveHeap()
 	runtime.KeepAlive(e)
-	return float64(full-empty) / float64(len(ins))
+	return float64(full-empty) / float64(held)
 }
 
 func liveHeap() uint64 {

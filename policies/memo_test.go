@@ -551,9 +551,9 @@ func TestMemoAdmission(t *testing.T) {
 	if d, ok := m.get(hot, 0); !ok || d.Reason != "hot" {
 		t.Fatalf("got %+v %v for a key put twice, want its decision", d, ok)
 	}
-	// A slot forgets a key when a later key takes it. In a memo of the default size (131,072
-	// slots), 10,000 other keys take about 7 % of them: of 16 keys put once, then once again
-	// after those, at least half are admitted (all but one in a million runs).
+	// A bucket forgets its oldest key when a fifth arrives. In a memo of the default size
+	// (65,536 buckets of 4), 10,000 other keys push very few out: of 16 keys put once, then
+	// once again after those, at least half are admitted.
 	m = newMemo(DefaultMemoSize)
 	admitted := 0
 	for i := range 16 {
@@ -571,5 +571,32 @@ func TestMemoAdmission(t *testing.T) {
 	}
 	if admitted < 8 {
 		t.Fatalf("%d of 16 keys seen 10,000 keys earlier were admitted, want at least 8", admitted)
+	}
+	// Hot keys that share a doorkeeper bucket, more of them than it has ways, coming round
+	// in a fixed order, are all stored within a few rounds: a bucket that gave up its oldest
+	// would have each push out the next forever.
+	m = newMemo(memoShards * 2 * doorWays) // 2 × doorWays entries a shard, 4 buckets
+	var same [][]byte                      // 2 × doorWays keys of shard 0, bucket 0
+	for i := 0; len(same) < 2*doorWays; i++ {
+		if k := key(3_000_000 + i); m.hash(k)%(memoShards*4) == 0 {
+			same = append(same, k)
+		}
+	}
+	stored := func() int {
+		n := 0
+		for _, k := range same {
+			if _, ok := m.get(k, 0); ok {
+				n++
+			}
+		}
+		return n
+	}
+	for round := 0; round < 20 && stored() < len(same); round++ {
+		for _, k := range same {
+			m.put(k, 0, Decision{Reason: "r"})
+		}
+	}
+	if got := stored(); got != len(same) {
+		t.Fatalf("%d of %d keys of one bucket stored after 20 rounds, want all", got, len(same))
 	}
 }
