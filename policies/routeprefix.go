@@ -10,8 +10,8 @@ import (
 // (data.http.admin_prefixes, data.http.owner_prefixes) are not all lower-case strings.
 var ErrRoutePrefix = errors.New("route prefixes must be lower-case strings")
 
-// routePrefixLists are the lists under data.http that the default rules (proxy.rego
-// admin_route, owner_route) match the lower-cased route against.
+// routePrefixLists are the lists under data.http that the default rules (route_under,
+// proxy.rego) match the lower-cased route against.
 var routePrefixLists = []string{"admin_prefixes", "owner_prefixes"}
 
 // checkRoutePrefixes refuses route prefixes that are not lower-case strings. The rules lower
