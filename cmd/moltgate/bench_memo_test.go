@@ -178,11 +178,12 @@ func BenchmarkProxyMemo(b *testing.B) {
 	for _, r := range runs { // warm up each
 		measure(r, 2*time.Second)
 	}
-	// Measure each twice, interleaved, and keep the better run of each: the machine's
-	// noise hits all alike. Lookups are summed over both runs.
+	// Measure each three times, interleaved, and keep the best run of each: the machine's
+	// noise hits all alike, and the unique mix with and without the memo differ by less
+	// than two runs of one of them often do. Lookups are summed over the runs.
 	best := map[string]wrkResult{}
 	lookups := map[string]map[string]float64{}
-	for range 2 {
+	for range 3 {
 		for _, r := range runs {
 			res, counts := measure(r, duration)
 			if res.rps > best[r.name].rps {
