@@ -102,7 +102,9 @@ ws_owner_decision(gw) := {"allow": false, "reason": "second_factor_required", "s
 
 # ws_member_decision(gw, actions): a member whose role (its actions, which list http.read)
 # lets them hold the socket: owner methods, host commands and configuration writes that
-# open a channel are the owner's; any other method needs "ws.<class>" in the role.
+# open a channel are the owner's; any other method needs "ws.<class>" in the role. The
+# allow checks the role again: it must never rest on the refusals alone (with no allow,
+# ws_user_decision goes on to role_forbids).
 ws_member_decision(gw, actions) := {"allow": false, "reason": "owner_only", "status": 403} if {
 	ws_class == "owner"
 } else := {"allow": false, "reason": "role_forbids", "status": 403, "missing_scope": object.get(data.ws.class_scopes, ws_class, "operator.admin")} if {
@@ -113,7 +115,9 @@ ws_member_decision(gw, actions) := {"allow": false, "reason": "owner_only", "sta
 	host_command(gw, input.ws.tool)
 } else := {"allow": false, "reason": "owner_only", "status": 403} if {
 	channel_opening
-} else := {"allow": true, "reason": ws_class}
+} else := {"allow": true, "reason": ws_class} if {
+	concat("", ["ws.", ws_class]) in actions
+}
 
 # ws_token_decision(gw): a gateway token on a known gateway; everything but owner methods.
 ws_token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403} if {

@@ -270,3 +270,11 @@ test_ws_owner_tools if {
 	allowed(object.union(call(user("u_operator"), "gw1", "tools.invoke"), {"ws": {"tool": "web_search"}}))
 	refused(with_fva(object.union(call(user("u_admin"), "gw1", "tools.invoke"), {"ws": {"tool": "terminal"}}), fresh), 403, "owner_only")
 }
+
+# A member's allow rests on the role listing "ws.<class>", not only on the refusals before
+# it: a class the data gives in a shape the refusal cannot read (a number instead of a name)
+# must refuse, never allow.
+test_ws_member_allow_rests_on_the_role if {
+	d := decide(call(user("u_operator"), "gw1", "status")) with data.ws.methods.status as 7
+	d.allow == false
+}
