@@ -122,14 +122,7 @@ func TestBundleSource(t *testing.T) {
 	}
 
 	// Unchanged: polls answered 304, nothing reloaded.
-	notModified := e.remote.polls.WithLabelValues("not_modified")
-	before := testutil.ToFloat64(notModified)
-	waitFor(t, "polls answered 304", func() bool { return testutil.ToFloat64(notModified) >= before+3 })
-	select {
-	case err := <-results:
-		t.Fatalf("an unchanged bundle was reloaded: %v", err)
-	default:
-	}
+	waitUnchanged(t, e, results, "polls answered 304")
 
 	// The server fails: the set in force keeps deciding, the error shows, then clears.
 	srv.Fail(http.StatusServiceUnavailable)
@@ -146,6 +139,20 @@ func TestBundleSource(t *testing.T) {
 	}
 	if s := e.BundleStatus(); reason() != "third" || s.Err != nil || s.Revision != "v9" {
 		t.Errorf("after the outage: reason %q, status %+v; want third, v9, no error", reason(), s)
+	}
+}
+
+// waitUnchanged waits for three polls answered "not modified" (what names them) and fails
+// if any reload happened meanwhile (results, from pollBundles).
+func waitUnchanged(t *testing.T, e *Engine, results chan error, what string) {
+	t.Helper()
+	notModified := e.remote.polls.WithLabelValues("not_modified")
+	before := testutil.ToFloat64(notModified)
+	waitFor(t, what, func() bool { return testutil.ToFloat64(notModified) >= before+3 })
+	select {
+	case err := <-results:
+		t.Fatalf("an unchanged bundle was reloaded: %v", err)
+	default:
 	}
 }
 
