@@ -64,7 +64,7 @@ user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403}
 # skill rules bind the owner too.
 owner_decision(gw) := {"allow": false, "reason": "second_factor_required", "status": 403} if {
 	input.action == "http.write" # reads, the common case, skip the route match
-	route_under(data.http.owner_prefixes)
+	strings.any_prefix_match(route, data.http.owner_prefixes)
 	not second_factor_fresh
 } else := {"allow": false, "reason": "second_factor_required", "status": 403} if {
 	input.action == "tools.invoke"
@@ -85,10 +85,10 @@ member_decision(gw, grant) := {"allow": false, "reason": "role_forbids", "status
 	# A route the gateway reserves for operator.admin, or runs as its owner; in token mode
 	# it sees every caller as its owner, so the rule is kept here: members need http.admin.
 	not "http.admin" in grant.actions
-	route_under(data.http.admin_prefixes)
+	strings.any_prefix_match(route, data.http.admin_prefixes)
 } else := {"allow": false, "reason": "owner_only", "status": 403} if {
 	input.action == "http.write"
-	route_under(data.http.owner_prefixes)
+	strings.any_prefix_match(route, data.http.owner_prefixes)
 } else := {"allow": false, "reason": "role_forbids", "status": 403} if {
 	# A tool the gateway keeps for its owner (data.http.owner_only_tools). Over HTTP, with
 	# its shared token, it runs every tool as the owner's; on a socket only an admin's call
@@ -123,7 +123,7 @@ token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403
 	not input.action in {"http.read", "http.write", "tools.invoke"} # what a token may do
 } else := {"allow": false, "reason": "owner_only", "status": 403} if {
 	input.action == "http.write"
-	route_under(data.http.owner_prefixes)
+	strings.any_prefix_match(route, data.http.owner_prefixes)
 } else := {"allow": false, "reason": "owner_only", "status": 403} if {
 	input.action == "tools.invoke"
 	input.request.tool in data.ws.owner_tools # an owner method in tool form
@@ -135,10 +135,11 @@ token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403
 	host_command(gw, input.request.tool)
 } else := {"allow": true, "reason": "gateway_token", "scopes": ["operator.read", "operator.write", "operator.admin"]}
 
-# route_under(prefixes): the request's route (the path the gateway routes by,
-# input.request.route, else the path) starts with one of prefixes, in lower case. The
-# prefixes are lower case (the engine refuses a set whose route prefixes are not, and
-# test_route_prefixes_are_lower_case says so), so one match covers every spelling.
+# route is the request's route in lower case: input.request.route (the path the gateway
+# routes by), else the path. The rules match it against route prefixes with
+# strings.any_prefix_match. The prefixes are lower case (the engine refuses a set whose
+# route prefixes are not, and test_route_prefixes_are_lower_case says so), so one match
+# covers every spelling.
 #
 # data.http.admin_prefixes: where the gateway itself admits only operator.admin (the media
 # of any session, channel avatars, workspace icons), or where, called with its shared token,
@@ -149,12 +150,9 @@ token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403
 # admin-http-rpc plugin's /api/v1/admin/rpc runs config, exec-approval and cron methods by
 # name, on POST only), held as a WebSocket owner method is: the owner's alone, with a fresh
 # second factor. Only writes are matched.
-route_under(prefixes) if strings.any_prefix_match(lower(input.request.route), prefixes)
-
-route_under(prefixes) if {
-	not input.request.route
-	strings.any_prefix_match(lower(input.request.path), prefixes)
-}
+route := lower(input.request.route) if {
+	input.request.route
+} else := lower(input.request.path)
 
 # ip_allowed_on(gw): the client address is inside one of the gateway's allowlist CIDRs
 # (callers skip the match for an open gateway, gw.allowlist == []). moltgate passes
@@ -170,17 +168,16 @@ ip_allowed_on(gw) if {
 # must be named, not in skills.deny (deny always wins) and, when skills.allow is not empty,
 # listed there.
 tool_refusal(gw) := "tool_missing" if {
-	not tool_named
+	not input.request.tool # absent
+} else := "tool_missing" if {
+	not is_string(input.request.tool)
+} else := "tool_missing" if {
+	input.request.tool == ""
 } else := "tool_denied" if {
 	input.request.tool in gw.skills.deny
 } else := "tool_denied" if {
 	gw.skills.allow != []
 	not input.request.tool in gw.skills.allow
-}
-
-tool_named if {
-	is_string(input.request.tool)
-	input.request.tool != ""
 }
 
 # host_command(gw, tool): tool runs commands on the gateway's host (data.ws.host_command_tools,

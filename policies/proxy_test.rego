@@ -245,7 +245,7 @@ test_tool_rules_only_for_tools_invoke if {
 	allowed(object.union(http(user("u_owner"), "gw1", "http.write"), {"request": {"tool": "exec"}}))
 }
 
-# Issue 13: route_under matches the lower-cased route against the prefixes as
+# Issue 13: the rules match the lower-cased route (route) against the prefixes as
 # written: one with a capital letter would match nothing (the engine refuses such a set).
 test_route_prefixes_are_lower_case if {
 	every p in array.concat(data.http.admin_prefixes, data.http.owner_prefixes) {

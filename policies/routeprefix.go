@@ -10,7 +10,7 @@ import (
 // (data.http.admin_prefixes, data.http.owner_prefixes) are not all lower-case strings.
 var ErrRoutePrefix = errors.New("route prefixes must be lower-case strings")
 
-// routePrefixLists are the lists under data.http that the default rules (route_under,
+// routePrefixLists are the lists under data.http that the default rules (route,
 // proxy.rego) match the lower-cased route against.
 var routePrefixLists = []string{"admin_prefixes", "owner_prefixes"}
 
