@@ -12,10 +12,13 @@ package policies
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,9 +89,80 @@ func BenchmarkDecideMemo(b *testing.B) {
 	line("hit", hits, "")
 	line("miss", miss, " (target <= 3 × at p50)")
 	line("off", evaluated, " (every decision evaluated)")
+	flatReference(b, n, off, floor)
 	per := memoBytes(b)
 	fmt.Printf("bench policy_memo_bytes_per_decision %.0f (10,000 gateways × 10 users, one decision each)\n", per)
 	fmt.Printf("bench policy_memo_mib_10k_gateways_10_users %.1f\n", per*100_000/(1<<20))
+}
+
+// flatMemberWrite decides a member's write on a gateway without an allowlist, to no reserved
+// route, with only the checks that let it through, written as one rule: what OPA charges
+// for that logic alone, with none of the structure or the other refusals of the default set.
+const flatMemberWrite = `package moltgate.authz
+
+default decision := {"allow": false, "reason": "denied", "status": 403}
+
+decision := {"allow": true, "reason": "member", "scopes": grant.scopes} if {
+	input.protocol == "http"
+	input.action == "http.write"
+	input.subject.kind == "user"
+	gw := data.gateways[input.gateway.id]
+	gw.allowlist == []
+	gw.owner != input.subject.id
+	grant := data.roles[gw.members[input.subject.id]]
+	input.action in grant.actions
+	route := lower(input.request.path)
+	not strings.any_prefix_match(route, data.http.admin_prefixes)
+	not strings.any_prefix_match(route, data.http.owner_prefixes)
+}
+`
+
+// flatReference times, interleaved, the members' writes of the mix on gateways without an
+// allowlist as the default set (off: memo off) and as flatMemberWrite decide them, against
+// the floor: how far the default rules are from the cheapest rule that makes the decision.
+func flatReference(b *testing.B, n int, off, floor *Engine) {
+	dir := b.TempDir()
+	files := map[string][]byte{"flat.rego": []byte(flatMemberWrite)}
+	for _, name := range []string{"roles.json", "http.json"} {
+		data, err := fs.ReadFile(Default(), name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		files[name] = data
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			b.Fatal(err)
+		}
+	}
+	flat := newTestEngine(b, Config{Dir: dir, Timeout: time.Second, MemoSize: -1}, nil)
+	if err := flat.SetGateways(context.Background(), benchGateways(n)); err != nil {
+		b.Fatal(err)
+	}
+	var writes []Input
+	for _, in := range benchInputs(n) {
+		if in.Action == "http.write" && strings.HasPrefix(in.Subject.ID, "operator") && in.ClientIP != "10.1.2.3" {
+			writes = append(writes, in)
+		}
+	}
+	decide := func(e *Engine, in *Input) {
+		d, err := e.Decide(context.Background(), in)
+		if err != nil || !d.Allow || d.Reason == "denied" {
+			b.Fatalf("%+v: got %+v, %v; want allowed", in, d, err)
+		}
+	}
+	var floors, flats, rules []time.Duration
+	for i := range 30_000 {
+		in := &writes[i%len(writes)]
+		floors = append(floors, latencies(1, func(int) { decide(floor, in) })[0])
+		flats = append(flats, latencies(1, func(int) { decide(flat, in) })[0])
+		rules = append(rules, latencies(1, func(int) { decide(off, in) })[0])
+	}
+	fp50 := percentile(floors, 50)
+	fmt.Printf("bench policy_flat_member_write_p50_us %.1f (%.1f × floor %.1f): a member's write decided by one rule doing only the checks that let it through\n",
+		us(percentile(flats, 50)), float64(percentile(flats, 50))/float64(fp50), us(fp50))
+	fmt.Printf("bench policy_default_member_write_p50_us %.1f (%.1f × floor): the same writes, default rules, memo off\n",
+		us(percentile(rules, 50)), float64(percentile(rules, 50))/float64(fp50))
 }
 
 // memoBytes returns the heap one memoised decision takes: what the memo holding 100,000
