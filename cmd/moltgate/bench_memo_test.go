@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -131,6 +132,9 @@ func startFleet(b *testing.B, gateways int) fleet {
 	return f
 }
 
+// memoRounds is how many times BenchmarkProxyMemo measures each run.
+const memoRounds = 4
+
 func BenchmarkProxyMemo(b *testing.B) {
 	f := startFleet(b, 10_000)
 	duration, baseline, clerk, dir, dataDir := f.duration, f.baseline, f.clerk, f.dir, f.dataDir
@@ -151,13 +155,13 @@ func BenchmarkProxyMemo(b *testing.B) {
 	type run struct {
 		name, target, script, admin string
 	}
-	runs := []run{
+	runs := []run{ // the runs compared are neighbours
 		{"baseline_dashboard", baseline, dashboard, ""},
 		{"dashboard", "http://" + listen, dashboard, admin},
-		{"baseline_unique", baseline, unique, ""},
-		{"unique", "http://" + listen, unique, admin},
 		{"memo_off", "http://" + offListen, dashboard, offAdmin},
 		{"memo_off_unique", "http://" + offListen, unique, offAdmin},
+		{"unique", "http://" + listen, unique, admin},
+		{"baseline_unique", baseline, unique, ""},
 	}
 	measure := func(r run, d time.Duration) (wrkResult, map[string]float64) {
 		var before map[string]float64
@@ -178,17 +182,22 @@ func BenchmarkProxyMemo(b *testing.B) {
 	for _, r := range runs { // warm up each
 		measure(r, 2*time.Second)
 	}
-	// Measure each three times, interleaved, and keep the best run of each: the machine's
-	// noise hits all alike, and the unique mix with and without the memo differ by less
-	// than two runs of one of them often do. Lookups are summed over the runs.
-	best := map[string]wrkResult{}
+	// Measure each memoRounds times, interleaved, the order reversed every other round so
+	// that each pair compared runs as often before its partner as after it. A ratio is the
+	// median of its rounds' ratios, each of two runs close in time: the machine's drift
+	// cancels, where the unique mix with and without the memo differ by less than two
+	// runs of one of them often do. Lookups are summed over the rounds.
+	var rounds []map[string]wrkResult
 	lookups := map[string]map[string]float64{}
-	for range 3 {
-		for _, r := range runs {
+	for i := range memoRounds {
+		order := slices.Clone(runs)
+		if i%2 == 1 {
+			slices.Reverse(order)
+		}
+		round := map[string]wrkResult{}
+		for _, r := range order {
 			res, counts := measure(r, duration)
-			if res.rps > best[r.name].rps {
-				best[r.name] = res
-			}
+			round[r.name] = res
 			if lookups[r.name] == nil {
 				lookups[r.name] = map[string]float64{}
 			}
@@ -196,28 +205,52 @@ func BenchmarkProxyMemo(b *testing.B) {
 				lookups[r.name][k] += v
 			}
 		}
+		rounds = append(rounds, round)
 	}
 	b.StopTimer()
 	hitRate := func(name string) float64 {
 		c := lookups[name]
 		return c["hit"] / max(1, c["hit"]+c["miss"]+c["off"])
 	}
-	ratio := func(name, base string) float64 { return best[name].rps / best[base].rps }
+	// of returns the median over the rounds of f, and its range.
+	of := func(f func(map[string]wrkResult) float64) (med, lo, hi float64) {
+		var xs []float64
+		for _, r := range rounds {
+			xs = append(xs, f(r))
+		}
+		slices.Sort(xs)
+		n := len(xs)
+		return (xs[(n-1)/2] + xs[n/2]) / 2, xs[0], xs[n-1]
+	}
+	rps := func(name string) float64 {
+		m, _, _ := of(func(r map[string]wrkResult) float64 { return r[name].rps })
+		return m
+	}
+	ratio := func(name, base string) string {
+		m, lo, hi := of(func(r map[string]wrkResult) float64 { return r[name].rps / r[base].rps })
+		return fmt.Sprintf("%.2f (%.2f-%.2f)", m, lo, hi)
+	}
+	p99 := func(name string) float64 {
+		m, _, _ := of(func(r map[string]wrkResult) float64 { return float64(r[name].p99) / 1e3 })
+		return m
+	}
 	lines := []string{
-		fmt.Sprintf("bench proxy_memo_dashboard_rps %.0f vs %.0f: ratio %.2f (target >= 0.80), memo hit rate %.3f",
-			best["dashboard"].rps, best["baseline_dashboard"].rps, ratio("dashboard", "baseline_dashboard"), hitRate("dashboard")),
-		fmt.Sprintf("bench proxy_memo_unique_rps %.0f vs %.0f: ratio %.2f, memo hit rate %.3f",
-			best["unique"].rps, best["baseline_unique"].rps, ratio("unique", "baseline_unique"), hitRate("unique")),
-		fmt.Sprintf("bench proxy_memo_off_rps %.0f vs %.0f: ratio %.2f, memo hit rate %.3f",
-			best["memo_off"].rps, best["baseline_dashboard"].rps, ratio("memo_off", "baseline_dashboard"), hitRate("memo_off")),
-		fmt.Sprintf("bench proxy_memo_off_unique_rps %.0f vs %.0f: ratio %.2f",
-			best["memo_off_unique"].rps, best["baseline_unique"].rps, ratio("memo_off_unique", "baseline_unique")),
-		fmt.Sprintf("bench proxy_memo_unique_vs_off %.2f (unique mix, memo on vs off: its cost when it never hits; target >= 0.95)",
+		fmt.Sprintf("bench proxy_memo_rounds %d (each figure: the median over the rounds, the range in brackets)", memoRounds),
+		fmt.Sprintf("bench proxy_memo_dashboard_rps %.0f vs %.0f: ratio %s (target >= 0.80), memo hit rate %.3f",
+			rps("dashboard"), rps("baseline_dashboard"), ratio("dashboard", "baseline_dashboard"), hitRate("dashboard")),
+		fmt.Sprintf("bench proxy_memo_unique_rps %.0f vs %.0f: ratio %s, memo hit rate %.3f",
+			rps("unique"), rps("baseline_unique"), ratio("unique", "baseline_unique"), hitRate("unique")),
+		fmt.Sprintf("bench proxy_memo_off_rps %.0f vs %.0f: ratio %s, memo hit rate %.3f",
+			rps("memo_off"), rps("baseline_dashboard"), ratio("memo_off", "baseline_dashboard"), hitRate("memo_off")),
+		fmt.Sprintf("bench proxy_memo_off_unique_rps %.0f vs %.0f: ratio %s",
+			rps("memo_off_unique"), rps("baseline_unique"), ratio("memo_off_unique", "baseline_unique")),
+		fmt.Sprintf("bench proxy_memo_unique_vs_off %s (unique mix, memo on vs off: its cost when it never hits; target >= 0.95)",
 			ratio("unique", "memo_off_unique")),
-		fmt.Sprintf("bench proxy_memo_dashboard_p99_us %.0f vs %.0f", float64(best["dashboard"].p99)/1e3, float64(best["baseline_dashboard"].p99)/1e3),
+		fmt.Sprintf("bench proxy_memo_dashboard_p99_us %.0f vs %.0f", p99("dashboard"), p99("baseline_dashboard")),
 	}
 	for _, l := range lines {
 		fmt.Println(l)
 	}
-	b.ReportMetric(ratio("dashboard", "baseline_dashboard"), "dashboard-ratio")
+	m, _, _ := of(func(r map[string]wrkResult) float64 { return r["dashboard"].rps / r["baseline_dashboard"].rps })
+	b.ReportMetric(m, "dashboard-ratio")
 }
