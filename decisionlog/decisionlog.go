@@ -109,8 +109,8 @@ func Event(in *policies.Input, d policies.Decision) audit.Event {
 		Decision: &audit.Decision{DecisionID: d.ID, Input: input, Erased: erased, Reused: d.Reused}}
 }
 
-// Mask returns in as JSON for the decision log and the fields erased from it, as OPA's mask
-// paths: every path of ErasedPaths present, and every string that looks like a credential.
+// Mask returns in as JSON for the decision log, masked as policies.MaskInput masks it, and
+// the fields erased from it, as OPA's mask paths.
 func Mask(in *policies.Input) (json.RawMessage, []string) {
 	raw, err := json.Marshal(in)
 	var doc map[string]any
@@ -120,13 +120,7 @@ func Mask(in *policies.Input) (json.RawMessage, []string) {
 	if err != nil { // an Input always encodes; if it ever did not, nothing of it is written
 		return json.RawMessage(`{}`), []string{"/input"}
 	}
-	var erased []string
-	for _, p := range ErasedPaths {
-		if erase(doc, p[len("/input/"):]) {
-			erased = append(erased, p)
-		}
-	}
-	erased = eraseCredentials(doc, "/input", erased)
-	out, _ := json.Marshal(doc) // decoded JSON re-encodes
+	masked, erased := policies.MaskInput(doc)
+	out, _ := json.Marshal(masked) // decoded JSON re-encodes
 	return out, erased
 }

@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,8 +32,10 @@ const maxShadowInFlight = 64
 
 // ShadowDifference is one decision the candidate set would make otherwise.
 type ShadowDifference struct {
-	// Input is the decision's input as JSON values, secrets masked (see Mask).
-	Input map[string]any
+	// Input is the decision's input as JSON values, without what may be a credential;
+	// Erased lists the fields removed, as OPA mask paths (see MaskInput).
+	Input  map[string]any
+	Erased []string
 	// Live is what was enforced; Candidate what the candidate decided (PolicyErrorDecision
 	// when it failed, then CandidateErr says why).
 	Live, Candidate                 Decision
@@ -253,7 +253,7 @@ func (e *Engine) shadowJob(j shadowJob) {
 		diff.Candidate, diff.CandidateErr = PolicyErrorDecision(), err.Error()
 	}
 	if in, ok := jsonInput(j.input); ok {
-		diff.Input = Mask(in)
+		diff.Input, diff.Erased = MaskInput(in)
 	}
 	if e.shadow.report != nil {
 		e.shadow.report(diff)
@@ -327,64 +327,6 @@ func (c revisionCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 var _ prometheus.Collector = revisionCollector{}
-
-// maskedKeys are input keys whose values are credentials wherever they appear (a channel
-// configuration in a config write carries bot tokens, for one).
-var maskedKeys = []string{"authorization", "cookie", "token", "secret", "password", "passwd", "apikey", "api_key",
-	"key", "launch_code", "code", "credential", "credentials", "bottoken", "bot_token", "access_token", "refresh_token",
-	"webhook", "signing_secret", "app_token"}
-
-// Masked replaces a masked value.
-const Masked = "[masked]"
-
-// Mask returns a copy of a JSON input with the values of credential-bearing keys (any key
-// whose lower-case name is, or ends in, one of maskedKeys: authorization, cookie, token,
-// secret, password, key, launch code, ...) replaced by Masked, at any depth, and the query
-// of input.request.path dropped: what a difference log shows must not hand out a secret.
-func Mask(in map[string]any) map[string]any {
-	out := maskValue(in).(map[string]any)
-	if req, ok := out["request"].(map[string]any); ok {
-		if p, ok := req["path"].(string); ok {
-			if before, _, found := strings.Cut(p, "?"); found {
-				req["path"] = before + "?" + Masked
-			}
-		}
-	}
-	return out
-}
-
-func maskValue(v any) any {
-	switch v := v.(type) {
-	case map[string]any:
-		out := make(map[string]any, len(v))
-		for _, k := range slices.Sorted(maps.Keys(v)) {
-			if maskedKey(k) {
-				out[k] = Masked
-				continue
-			}
-			out[k] = maskValue(v[k])
-		}
-		return out
-	case []any:
-		out := make([]any, len(v))
-		for i, x := range v {
-			out[i] = maskValue(x)
-		}
-		return out
-	}
-	return v
-}
-
-func maskedKey(k string) bool {
-	l := strings.ToLower(k)
-	for _, m := range maskedKeys {
-		if l == m || strings.HasSuffix(l, "_"+m) || strings.HasSuffix(l, "-"+m) {
-			return true
-		}
-	}
-	// botToken, clientSecret, adminPassword: camel case names of credentials.
-	return strings.HasSuffix(l, "token") || strings.HasSuffix(l, "secret") || strings.HasSuffix(l, "password")
-}
 
 // Shadow has the candidate, if any, decide in too, given live, the live set's decision for
 // in reused by a caller without asking Decide (the WebSocket relay's per-socket cache): the

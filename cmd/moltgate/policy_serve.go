@@ -17,7 +17,7 @@ import (
 
 // shadowReporter audits each decision the candidate policy set would make otherwise
 // (policy.shadow_difference): the enforced decision is the event's outcome and reason, the
-// candidate's is in details, with the input, its secrets masked.
+// candidate's is in details, with the input, its secrets erased (policies.MaskInput).
 func shadowReporter(ctx context.Context, auditLog *audit.FileLog, logger *slog.Logger) func(policies.ShadowDifference) {
 	return func(d policies.ShadowDifference) {
 		in, _ := json.Marshal(d.Input)
@@ -34,6 +34,9 @@ func shadowReporter(ctx context.Context, auditLog *audit.FileLog, logger *slog.L
 		}
 		if d.CandidateErr != "" {
 			ev.Details["candidate_error"] = d.CandidateErr
+		}
+		if len(d.Erased) > 0 {
+			ev.Details["erased"] = strings.Join(d.Erased, ",")
 		}
 		if gw, ok := d.Input["gateway"].(map[string]any); ok {
 			ev.Gateway, _ = gw["id"].(string)
