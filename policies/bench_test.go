@@ -52,7 +52,10 @@ func benchGateways(n int) []registry.Gateway {
 	return gws
 }
 
-// benchInputs returns a mix of inputs over the gateways.
+// benchKinds names the kinds of input benchInputs returns, in the order it repeats them.
+var benchKinds = []string{"owner_read", "member_write", "token_tool_call", "viewer_write_refused", "stranger_refused"}
+
+// benchInputs returns a mix of inputs over the gateways, one of each of benchKinds in turn.
 func benchInputs(n int) []Input {
 	var ins []Input
 	for i := 0; i < n; i += 97 {

@@ -71,10 +71,12 @@ func BenchmarkDecideMemo(b *testing.B) {
 	// (the input's path made unique, so the key is new), the memo off, and the floor.
 	count := min(len(hits), 50_000)
 	var miss, evaluated, floors []time.Duration
+	missByKind := make([][]time.Duration, len(benchKinds))
 	for i := range count {
 		in := ins[i%len(ins)]
 		in.Request.Path = fmt.Sprintf("/miss/%d", i)
 		miss = append(miss, latencies(1, func(int) { decide(memo, &in, false) })[0])
+		missByKind[i%len(ins)%len(benchKinds)] = append(missByKind[i%len(ins)%len(benchKinds)], miss[len(miss)-1])
 		evaluated = append(evaluated, latencies(1, func(int) { decide(off, &in, false) })[0])
 		floors = append(floors, latencies(1, func(int) { decide(floor, &in, false) })[0])
 	}
@@ -89,6 +91,11 @@ func BenchmarkDecideMemo(b *testing.B) {
 	line("hit", hits, "")
 	line("miss", miss, " (target <= 3 × at p50)")
 	line("off", evaluated, " (every decision evaluated)")
+	var kinds []string
+	for k, ts := range missByKind {
+		kinds = append(kinds, fmt.Sprintf("%s %.1f", benchKinds[k], float64(percentile(ts, 50))/float64(fp50)))
+	}
+	fmt.Printf("bench policy_memo_miss_p50_by_kind %s (× floor; the mix is a fifth of each)\n", strings.Join(kinds, ", "))
 	flatReference(b, n, off, floor)
 	per := memoBytes(b)
 	fmt.Printf("bench policy_memo_bytes_per_decision %.0f (10,000 gateways × 10 users, one decision each)\n", per)
