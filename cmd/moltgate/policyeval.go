@@ -38,7 +38,8 @@ func policyEval(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("policy eval: %w", err)
 	}
-	if evIn, ok, err := eventInput(raw); err != nil {
+	evIn, erased, ok, err := eventInput(raw)
+	if err != nil {
 		return fmt.Errorf("policy eval: %s: %w", *input, err)
 	} else if ok {
 		raw = evIn
@@ -60,7 +61,12 @@ func policyEval(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("policy eval: %w", err)
 	}
-	out, err := json.MarshalIndent(ev, "", "  ")
+	// What the event's masking removed is not in the input decided: say so beside the
+	// decision, which may then differ from the one recorded.
+	out, err := json.MarshalIndent(struct {
+		policies.Evaluation
+		InputErased []string `json:"input_erased,omitempty"`
+	}{ev, erased}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("policy eval: %w", err)
 	}

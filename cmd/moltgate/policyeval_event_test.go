@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -27,9 +28,26 @@ func TestPolicyEvalAuditEvent(t *testing.T) {
 	shadow := event(audit.Event{Type: audit.TypePolicyShadow, Outcome: audit.OutcomeAllow, Details: map[string]string{"input": input}})
 	sampled := event(audit.Event{Type: audit.TypePolicyDecision, Outcome: audit.OutcomeAllow, Decision: &audit.Decision{Input: json.RawMessage(input)}})
 	for _, file := range []string{shadow, sampled} {
-		ev, _, err := policyEvalRun(t, "--input", file, "--data", data)
-		if err != nil || ev.Reason != "role_forbids" {
-			t.Errorf("%s: got %+v, %v; want the input decided: role_forbids", file, ev, err)
+		ev, out, err := policyEvalRun(t, "--input", file, "--data", data)
+		if err != nil || ev.Reason != "role_forbids" || strings.Contains(out, "input_erased") {
+			t.Errorf("%s: got %s, %v; want the input decided: role_forbids, and no erased fields", file, out, err)
+		}
+	}
+	// An input that lost fields to masking is decided as it is, and the output says which.
+	erasedShadow := event(audit.Event{Type: audit.TypePolicyShadow, Outcome: audit.OutcomeAllow,
+		Details: map[string]string{"input": input, "erased": "/input/request/tool,/input/ws/channels"}})
+	erasedSampled := event(audit.Event{Type: audit.TypePolicyDecision, Outcome: audit.OutcomeAllow,
+		Decision: &audit.Decision{Input: json.RawMessage(input), Erased: []string{"/input/request/tool", "/input/ws/channels"}}})
+	for _, file := range []string{erasedShadow, erasedSampled} {
+		ev, out, err := policyEvalRun(t, "--input", file, "--data", data)
+		var got struct {
+			InputErased []string `json:"input_erased"`
+		}
+		if err == nil {
+			err = json.Unmarshal([]byte(out), &got)
+		}
+		if err != nil || ev.Reason != "role_forbids" || !slices.Equal(got.InputErased, []string{"/input/request/tool", "/input/ws/channels"}) {
+			t.Errorf("%s: got %+v, input_erased %v, %v; want role_forbids and the two erased fields", file, ev, got.InputErased, err)
 		}
 	}
 	deny := event(audit.Event{Type: audit.TypePolicyDeny, Outcome: audit.OutcomeDeny,
