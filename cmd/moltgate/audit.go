@@ -254,17 +254,20 @@ func auditGate(next http.Handler, ready func() error) http.Handler {
 }
 
 const auditUsage = `usage:
-  moltgate audit verify (--files DIR | --archive DIR | --redis ADDR [--stream KEY]) [--pubkey HEX|FILE] [--redis-password-file FILE]
+  moltgate audit verify (--files DIR | --archive DIR | --redis ADDR | --config FILE) [--stream KEY] [--pubkey HEX|FILE] [--redis-password-file FILE]
                                    without --stream: every replica's stream
-  moltgate audit archive --redis ADDR --dir DIR [--consumer NAME] [--redis-password-file FILE]    drain every stream into the archive once
-  moltgate audit tail [--files DIR] [--archive DIR] [--redis ADDR] [-n N]    with --redis: every replica's chain, merged in time
-  moltgate audit query [--archive DIR] [--files DIR] [--redis ADDR] [--tenant T] [--gateway G] [--type TYPE] [--since RFC3339] [--until RFC3339]
+  moltgate audit archive (--redis ADDR | --config FILE) --dir DIR [--consumer NAME] [--redis-password-file FILE]    drain every stream into the archive once
+  moltgate audit tail [--files DIR] [--archive DIR] [--redis ADDR | --config FILE] [-n N]    with Redis: every replica's chain, merged in time
+  moltgate audit query [--archive DIR] [--files DIR] [--redis ADDR | --config FILE] [--tenant T] [--gateway G] [--type TYPE] [--since RFC3339] [--until RFC3339]
   moltgate audit pubkey [--data DIR]
+
+--config FILE reaches the Redis of serve's configuration (audit.redis: its address or, through
+Redis Sentinel, the current master; its password and db) instead of --redis.
 `
 
 // auditCommand is the operators' CLI over audit files, streams and archives. It reads them
 // directly (no admin API): run it where the data is.
-func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func auditCommand(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, auditUsage)
 		return usageError{"audit: no subcommand"}
@@ -275,6 +278,7 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	dir := fs.String("dir", "", "archive directory (archive)")
 	redisAddr := fs.String("redis", "", "Redis host:port")
 	redisPassword := fs.String("redis-password-file", "", "file holding the Redis password (never on the command line)")
+	configPath := fs.String("config", "", "serve's configuration file: its audit.redis instead of --redis")
 	stream := fs.String("stream", "", "stream key, e.g. moltgate:audit:<replica>")
 	pubkey := fs.String("pubkey", "", "trusted checkpoint key: hex, or a file holding it")
 	consumer := fs.String("consumer", "", "consumer name in the archive group (default: host name)")
@@ -287,6 +291,26 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	data := fs.String("data", "./data", "data directory (pubkey)")
 	if err := fs.parse(args[1:]); err != nil {
 		return err
+	}
+	// connect reaches the audit stream's Redis, as --redis or --config names it; nil when
+	// neither does.
+	redisName := *redisAddr
+	connect := func() (*redis.Client, error) { return cliRedis(*redisAddr, *redisPassword) }
+	switch {
+	case *configPath != "" && (*redisAddr != "" || *redisPassword != ""):
+		return usageError{"audit: --config or --redis (with --redis-password-file), not both"}
+	case *configPath != "":
+		cfg, err := loadConfig(*configPath, env)
+		if err != nil {
+			return err
+		}
+		if cfg.Audit.Redis == nil {
+			return fmt.Errorf("audit: --config %s: no audit.redis to read the streams from", *configPath)
+		}
+		redisName = "audit.redis of " + *configPath
+		connect = func() (*redis.Client, error) { return cfg.Audit.Redis.client(env) }
+	case *redisAddr == "":
+		connect = nil
 	}
 	switch args[0] {
 	case "verify":
@@ -317,8 +341,8 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			for r, rep := range reps {
 				printReport(stdout, r, rep)
 			}
-		case *redisAddr != "":
-			rdb, err := cliRedis(*redisAddr, *redisPassword)
+		case connect != nil:
+			rdb, err := connect()
 			if err != nil {
 				return err
 			}
@@ -330,7 +354,7 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 					return err
 				}
 				if len(streams) == 0 {
-					return fmt.Errorf("audit verify: no stream %s* on %s", audit.StreamPrefix, *redisAddr)
+					return fmt.Errorf("audit verify: no stream %s* on %s", audit.StreamPrefix, redisName)
 				}
 			}
 			for _, key := range streams {
@@ -341,12 +365,12 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 				printReport(stdout, key, rep)
 			}
 		default:
-			return usageError{"usage: moltgate audit verify (--files DIR | --archive DIR | --redis ADDR [--stream KEY])"}
+			return usageError{"usage: moltgate audit verify (--files DIR | --archive DIR | --redis ADDR | --config FILE) [--stream KEY]"}
 		}
 		return nil
 	case "archive":
-		if *redisAddr == "" || *dir == "" {
-			return usageError{"usage: moltgate audit archive --redis ADDR --dir DIR"}
+		if connect == nil || *dir == "" {
+			return usageError{"usage: moltgate audit archive (--redis ADDR | --config FILE) --dir DIR"}
 		}
 		logger := slog.New(slog.NewTextHandler(stderr, nil))
 		arch, err := audit.OpenArchive(audit.ArchiveConfig{Dir: *dir}, logger)
@@ -357,7 +381,7 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if name == "" {
 			name, _ = os.Hostname()
 		}
-		rdb, err := cliRedis(*redisAddr, *redisPassword)
+		rdb, err := connect()
 		if err != nil {
 			return err
 		}
@@ -367,10 +391,10 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	case "tail", "query":
 		rd := audit.Reader{SpoolDir: *files, ArchiveDir: *archive}
-		if *redisAddr != "" {
+		if connect != nil {
 			// Every replica's stream: what the replicas sharing this Redis wrote and the
 			// archive does not hold yet.
-			rdb, err := cliRedis(*redisAddr, *redisPassword)
+			rdb, err := connect()
 			if err != nil {
 				return err
 			}

@@ -99,4 +99,9 @@ func TestAuditStreamAcrossSentinelFailover(t *testing.T) {
 		t.Errorf("spool: %s (%v), want the chain from seq 1 with the 80 events of 40 writes at least", inSpool, err)
 	}
 	verifyReport(t, "--redis", set.Replica.Addr, "--stream", stream)
+	// serve's configuration names the sentinel, not a master: the CLI given it finds the
+	// new master as serve did.
+	if got := verifyReport(t, "--config", in.configPath, "--stream", stream); got != inStream {
+		t.Errorf("audit verify --config: got %s, want the new master's stream: %s", got, inStream)
+	}
 }

@@ -88,6 +88,7 @@ audit:
 		{"audit", "verify", "--archive", archive, "--pubkey", pub},
 		{"audit", "verify", "--files", filepath.Join(data, "audit"), "--pubkey", pub},
 		{"audit", "verify", "--redis", rs.Addr, "--stream", audit.StreamKey("e2e"), "--pubkey", pub},
+		{"audit", "verify", "--config", mg2.configPath, "--stream", audit.StreamKey("e2e"), "--pubkey", pub},
 	} {
 		out, err := exec.Command(binary, args...).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "ok") {
@@ -631,11 +632,26 @@ func TestAuditCLIRedisPassword(t *testing.T) {
 		t.Fatal(err)
 	}
 	archive := filepath.Join(t.TempDir(), "archive")
+	// serve's configuration, whose audit.redis has the address and the password's file;
+	// and one without audit.redis.
+	withRedis, without := filepath.Join(t.TempDir(), "moltgate.yaml"), filepath.Join(t.TempDir(), "moltgate.yaml")
+	for file, text := range map[string]string{
+		withRedis: fmt.Sprintf("audit:\n  redis: {addr: %q, password: {file: %q}}\n", rs.Addr, pwFile),
+		without:   "log: {level: info}\n",
+	} {
+		if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, c := range []struct {
 		args []string
 		ok   bool
 		want string
 	}{
+		{[]string{"verify", "--config", withRedis, "--stream", key}, true, "5 events"},
+		{[]string{"tail", "--config", withRedis, "-n", "2"}, true, `"seq":5`},
+		{[]string{"verify", "--config", without, "--stream", key}, false, "no audit.redis"},
+		{[]string{"verify", "--config", withRedis, "--redis", rs.Addr, "--stream", key}, false, "not both"},
 		{[]string{"verify", "--redis", rs.Addr, "--stream", key}, false, "NOAUTH"},
 		{[]string{"verify", "--redis", rs.Addr, "--stream", key, "--redis-password-file", pwFile}, true, "5 events"},
 		{[]string{"archive", "--redis", rs.Addr, "--dir", archive, "--redis-password-file", filepath.Join(t.TempDir(), "none")}, false, "--redis-password-file"},

@@ -55,6 +55,7 @@ type instance struct {
 	proxyURL, adminURL string
 	dataDir            string
 	adminToken         string
+	configPath         string // the configuration file it serves with
 	cmd                *exec.Cmd
 	logPath            string
 }
@@ -82,6 +83,7 @@ func startBinary(t testing.TB, bin string, env []string, config string) *instanc
 	if err := os.WriteFile(cfgPath, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	in.configPath = cfgPath
 	logf, err := os.Create(in.logPath)
 	if err != nil {
 		t.Fatal(err)

@@ -106,7 +106,7 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 	case "keys":
 		return keysCommand(ctx, args[1:], env, os.Stdin, stdout, stderr)
 	case "audit":
-		return auditCommand(ctx, args[1:], stdout, stderr)
+		return auditCommand(ctx, args[1:], env, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "moltgate", version)
 		return nil
