@@ -146,6 +146,12 @@ func (c *conn) run(ctx context.Context) {
 		c.challenge(ctx)
 	}
 	c.fromClient(ctx)
+	// Every way out of fromClient has ended the socket, perhaps from another goroutine (a
+	// shutdown, a recheck) whose end closed the client and so made the read fail: an
+	// ordering through the network, which the memory model does not count. Ending it here
+	// again does nothing but pass closeOnce, which orders this goroutine after that end
+	// started its closers, so closers.Wait below cannot race with their Go.
+	c.end(closeClient, websocket.StatusGoingAway, "")
 	c.flushRefusals()
 	if c.upDone != nil {
 		<-c.upDone
