@@ -15,7 +15,9 @@ import (
 
 // SentinelSet is a Redis master, one replica Redis following it and a Redis Sentinel that
 // watches them under MasterName: what a failover needs. Kill the master and the sentinel
-// promotes the replica within a few seconds (it is declared down after half a second).
+// promotes the replica within a few seconds (it is declared down after 1.5 s: with less, a
+// promoted master that stalls for a moment under a loaded test machine, serving a full sync
+// to the old master come back, was failed over again, back and forth).
 type SentinelSet struct {
 	Master, Replica *RedisServer
 	// Addr is host:port of the sentinel.
@@ -48,7 +50,7 @@ bind 127.0.0.1
 protected-mode no
 dir %s
 sentinel monitor %s 127.0.0.1 %d 1
-sentinel down-after-milliseconds %[3]s 500
+sentinel down-after-milliseconds %[3]s 1500
 sentinel failover-timeout %[3]s 3000
 `, port, dir, s.MasterName, s.Master.Port)), 0o600); err != nil {
 		t.Fatal(err)
