@@ -88,11 +88,4 @@ role_allows if role_grants(member_role)
 
 role_grants(role) if input.action in data.roles[role].actions
 
-# own_token: a gateway token presented to the gateway it was issued for.
-own_token if {
-	input.subject.kind == "gateway_token"
-	input.subject.gateway == input.gateway.id
-	gateway_known
-}
-
 platform_admin if user_id in data.platform_admins

@@ -10,7 +10,7 @@ import (
 // policy.decision events, the shadow set's policy.shadow_difference events): it returns a
 // copy of doc, an input as JSON values, without what may be a credential, and the removed
 // fields as OPA mask paths (/input/ws/channels), sorted. Removed are:
-//   - the fields of ErasedPaths (a configuration write's channels: bot tokens, secrets);
+//   - the fields of erasedPaths (a configuration write's channels: bot tokens, secrets);
 //   - every field whose key is named like a credential (token, secret, password, key,
 //     authorization, cookie, code, botToken, ..., at any depth);
 //   - every string field, or list holding a string, that looks like one (an authorization
@@ -21,7 +21,7 @@ import (
 func MaskInput(doc map[string]any) (map[string]any, []string) {
 	out := copyJSON(doc).(map[string]any)
 	var erased []string
-	for _, p := range ErasedPaths {
+	for _, p := range erasedPaths {
 		if erase(out, strings.Split(p[len("/input/"):], "/")) {
 			erased = append(erased, p)
 		}
@@ -37,10 +37,10 @@ func MaskInput(doc map[string]any) (map[string]any, []string) {
 	return out, erased
 }
 
-// ErasedPaths are the input fields never written out whole, as OPA mask paths. A
+// erasedPaths are the input fields never written out whole, as OPA mask paths. A
 // configuration write's channels section holds the channels' own credentials (bot tokens,
 // signing secrets).
-var ErasedPaths = []string{"/input/ws/channels"}
+var erasedPaths = []string{"/input/ws/channels"}
 
 // copyJSON returns a deep copy of a JSON value (maps, lists, scalars).
 func copyJSON(v any) any {
