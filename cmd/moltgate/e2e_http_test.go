@@ -59,6 +59,8 @@ clerk:
   issuer: %s
   authorized_parties: [%s]
 log: {level: debug}
+# Each case counts the audit events its request wrote: no allow may be sampled in.
+policies: {decision_log: {allow_sample_rate: 0}}
 `, clerk.URL, secretFile, clerk.Issuer(), clerktest.DefaultAuthorizedParty))
 
 	// Gateways through the CLI: the token-mode one with the gateway's existing token, the
