@@ -398,6 +398,13 @@ func (c *Config) applyEnv(env func(string) string) map[string]string {
 		}
 		return c.Clerk
 	}
+	// The file's audit.redis password and db stay with an address from the environment.
+	auditRedis := func() *AuditRedisConfig {
+		if c.Audit.Redis == nil {
+			c.Audit.Redis = &AuditRedisConfig{}
+		}
+		return c.Audit.Redis
+	}
 	type override struct {
 		key string
 		set func(string)
@@ -415,7 +422,7 @@ func (c *Config) applyEnv(env func(string) string) map[string]string {
 		"MOLTGATE_POLICY_SHADOW_DIR":        {"policies.shadow.dir", func(v string) { c.Policies.Shadow.Dir = v }},
 		"MOLTGATE_LOG_LEVEL":                {"log.level", func(v string) { c.Log.Level = v }},
 		"MOLTGATE_AUDIT_REPLICA":            {"audit.replica", func(v string) { c.Audit.Replica = v }},
-		"MOLTGATE_AUDIT_REDIS_ADDR":         {"audit.redis.addr", func(v string) { c.Audit.Redis = &AuditRedisConfig{Addr: v} }},
+		"MOLTGATE_AUDIT_REDIS_ADDR":         {"audit.redis.addr", func(v string) { auditRedis().Addr = v }},
 		"MOLTGATE_LOG_FORMAT":               {"log.format", func(v string) { c.Log.Format = v }},
 		"MOLTGATE_CLERK_API_URL":            {"clerk.api_url", func(v string) { clerk().APIURL = v }},
 		"MOLTGATE_CLERK_ISSUER":             {"clerk.issuer", func(v string) { clerk().Issuer = v }},

@@ -109,6 +109,26 @@ func TestConfigEnvOverrides(t *testing.T) {
 		cfg.Clerk.APIURL != "https://api.clerk.com/v1" {
 		t.Fatalf("overrides: %+v %+v", cfg, cfg.Clerk)
 	}
+
+	// An address from the environment replaces the file's, and keeps its password and db.
+	env = map[string]string{"MOLTGATE_AUDIT_REDIS_ADDR": "10.0.0.7:6379", "MOLTGATE_AUDIT_REPLICA": "r7"}
+	cfg, err = loadConfig(writeConfig(t, "audit:\n  redis: {addr: 127.0.0.1:1, password: {env: AUDIT_PW}, db: 3}\n"), func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := cfg.Audit.Redis; r.Addr != "10.0.0.7:6379" || r.DB != 3 || r.Password == nil || r.Password.Env != "AUDIT_PW" || cfg.Audit.Replica != "r7" {
+		t.Fatalf("audit overrides: %+v (replica %q)", r, cfg.Audit.Replica)
+	}
+	// With no audit.redis in the file, the variable alone turns the stream on.
+	cfg, err = loadConfig(writeConfig(t, "listen: 127.0.0.1:1\n"), func(k string) string { return env[k] })
+	if err != nil || cfg.Audit.Redis == nil || cfg.Audit.Redis.Addr != "10.0.0.7:6379" {
+		t.Fatalf("audit address alone: %v %+v", err, cfg.Audit.Redis)
+	}
+	// With a sentinel in the file, an address too is a conflict, named by its variable.
+	_, err = loadConfig(writeConfig(t, "audit:\n  redis: {sentinel: {master_name: m, addresses: [\"127.0.0.1:26379\"]}}\n"), func(k string) string { return env[k] })
+	if err == nil || !strings.Contains(err.Error(), "audit.redis: give either addr or sentinel") {
+		t.Fatalf("addr over a sentinel: %v", err)
+	}
 }
 
 func TestConfigRejects(t *testing.T) {

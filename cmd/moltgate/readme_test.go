@@ -4,6 +4,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -91,4 +92,95 @@ func readmeMetrics(t *testing.T) map[string]map[string]bool {
 		}
 	}
 	return out
+}
+
+// The README's configuration reference documents every key the configuration file takes,
+// and every MOLTGATE_* variable serve reads: an operator should never have to read the Go
+// to find a setting.
+func TestREADMEDocumentsEveryConfigKey(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := readmeConfigKeys(string(readme))
+	// Refused by config validation, so there is nothing to document but the refusal,
+	// which the audit table does ("replicas is not used").
+	refused := map[string]bool{"audit.redis.sentinel.replicas": true}
+	keys := configKeys(reflect.TypeFor[Config](), "")
+	if len(keys) < 100 {
+		t.Fatalf("found %d configuration keys, want the full set", len(keys))
+	}
+	for _, k := range keys {
+		if !documented[k] && !refused[k] {
+			t.Errorf("configuration key %s is not in the README's reference tables", k)
+		}
+	}
+	var vars []string
+	new(Config).applyEnv(func(name string) string { vars = append(vars, name); return "" })
+	if len(vars) < 10 {
+		t.Fatalf("applyEnv asked for %d variables, want every override", len(vars))
+	}
+	for _, v := range vars {
+		if !strings.Contains(string(readme), "`"+v+"`") {
+			t.Errorf("serve reads %s, which the README does not name", v)
+		}
+	}
+}
+
+// configKeys returns the dotted key of every leaf the YAML decoder fills in t: a scalar, a
+// list, a map or a secret reference.
+func configKeys(t reflect.Type, prefix string) []string {
+	var out []string
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		ft := f.Type
+		for ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		if ft.Kind() == reflect.Struct && ft != reflect.TypeFor[SecretRef]() {
+			out = append(out, configKeys(ft, prefix+name+".")...)
+			continue
+		}
+		out = append(out, prefix+name)
+	}
+	return out
+}
+
+// readmeConfigKeys returns the keys the README's configuration tables name in their first
+// column. A cell may shorten siblings (`store.redis.username` / `.password`), and the rows
+// under a heading naming `audit:` are relative to it.
+func readmeConfigKeys(readme string) map[string]bool {
+	quoted := regexp.MustCompile("`([^`]+)`")
+	keys := map[string]bool{}
+	section := ""
+	for _, line := range strings.Split(readme, "\n") {
+		if strings.HasPrefix(line, "#") {
+			section = ""
+			if strings.Contains(line, "(`audit:`)") {
+				section = "audit."
+			}
+			continue
+		}
+		cells := strings.Split(line, "|")
+		if !strings.HasPrefix(line, "| `") || len(cells) < 3 {
+			continue
+		}
+		parent := ""
+		for _, m := range quoted.FindAllStringSubmatch(cells[1], -1) {
+			k := m[1]
+			if strings.HasPrefix(k, ".") {
+				k = parent + k
+			} else {
+				k = section + k
+				if i := strings.LastIndex(k, "."); i >= 0 {
+					parent = k[:i]
+				}
+			}
+			keys[k] = true
+		}
+	}
+	return keys
 }
