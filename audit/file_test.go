@@ -75,6 +75,8 @@ func TestVerifyFindsTampering(t *testing.T) {
 		"reordered": func(ls [][]byte) [][]byte { ls[4], ls[5] = ls[5], ls[4]; return ls },
 		"inserted":  func(ls [][]byte) [][]byte { return append(ls[:4], append([][]byte{ls[2]}, ls[4:]...)...) },
 		"garbage":   func(ls [][]byte) [][]byte { ls[4] = []byte("{not json"); return ls },
+		// longer than a reader holds: named where it stands, like any line that is no event
+		"overlong": func(ls [][]byte) [][]byte { ls[4] = bytes.Repeat([]byte("a"), maxLine+1); return ls },
 	}
 	for name, fn := range tamper {
 		t.Run(name, func(t *testing.T) {

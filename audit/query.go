@@ -155,7 +155,7 @@ func completeLines(data []byte, atEOF bool) (int, []byte, error) {
 func scanLines(r io.Reader, split bufio.SplitFunc, fn func(Event) bool) (bool, error) {
 	sc := bufio.NewScanner(r)
 	sc.Split(split)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	sc.Buffer(make([]byte, 64<<10), maxLine)
 	for sc.Scan() {
 		if len(sc.Bytes()) == 0 {
 			continue
@@ -168,5 +168,10 @@ func scanLines(r io.Reader, split bufio.SplitFunc, fn func(Event) bool) (bool, e
 			return false, nil
 		}
 	}
-	return true, sc.Err()
+	if err := sc.Err(); errors.Is(err, bufio.ErrTooLong) {
+		return false, fmt.Errorf("audit: unreadable event: longer than %d MiB", maxLine>>20)
+	} else if err != nil {
+		return false, err
+	}
+	return true, nil
 }

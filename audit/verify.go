@@ -107,16 +107,26 @@ func (c *chain) add(file string, line int, raw []byte) (*Event, error) {
 	return &e, nil
 }
 
+// maxLine bounds one line of a spool file: far above any event moltgate writes, and what
+// a reader holds in memory at once.
+const maxLine = 16 << 20
+
 // lines feeds every line of r to c.
 func (c *chain) lines(r io.Reader, name string) error {
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	for line := 1; sc.Scan(); line++ {
+	sc.Buffer(make([]byte, 64<<10), maxLine)
+	line := 1
+	for ; sc.Scan(); line++ {
 		if _, err := c.add(name, line, sc.Bytes()); err != nil {
 			return err
 		}
 	}
-	if err := sc.Err(); err != nil {
+	switch err := sc.Err(); {
+	case errors.Is(err, bufio.ErrTooLong):
+		// A line no event could fill breaks the chain where it stands, as any other
+		// line that is not an event does.
+		return &VerifyError{File: name, Line: line, Seq: c.seq + 1, Why: fmt.Sprintf("not an event: longer than %d MiB", maxLine>>20)}
+	case err != nil:
 		return fmt.Errorf("audit: read %s: %w", name, err)
 	}
 	return nil
