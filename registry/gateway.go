@@ -30,14 +30,16 @@ type SkillRules struct {
 // Gateway is one tenant's OpenClaw gateway as the registry stores it. Values handed out by the
 // registry are copies: changing one changes nothing stored.
 type Gateway struct {
-	ID        string            `json:"id"`
-	Tenant    string            `json:"tenant"`
-	Owner     string            `json:"owner"`
-	Upstream  string            `json:"upstream"`
-	AuthMode  AuthMode          `json:"auth_mode"`
-	Members   map[string]string `json:"members,omitempty"`   // user id → role
-	Allowlist []string          `json:"allowlist,omitempty"` // CIDRs; empty means any address
-	Skills    SkillRules        `json:"skills"`
+	ID       string            `json:"id"`
+	Tenant   string            `json:"tenant"`
+	Owner    string            `json:"owner"`
+	Upstream string            `json:"upstream"`
+	AuthMode AuthMode          `json:"auth_mode"`
+	Members  map[string]string `json:"members,omitempty"` // user id → role
+	// APITokens are the gateway's API tokens by id (apitoken.go).
+	APITokens map[string]APIToken `json:"api_tokens,omitempty"`
+	Allowlist []string            `json:"allowlist,omitempty"` // CIDRs; empty means any address
+	Skills    SkillRules          `json:"skills"`
 	// TokenHash is SHA-256 of the gateway token, compared in constant time.
 	TokenHash []byte `json:"token_hash"`
 	// TokenSealed is the gateway token sealed by the keystore for upstream use.

@@ -34,6 +34,8 @@ var (
 	ErrNotFound = errors.New("registry: gateway not found")
 	ErrExists   = errors.New("registry: gateway already exists")
 	ErrInvalid  = errors.New("registry: invalid")
+	// ErrUnknownAPIToken: the gateway has no API token of that id.
+	ErrUnknownAPIToken = errors.New("registry: no such API token")
 )
 
 const (
@@ -78,10 +80,11 @@ type Registry struct {
 	sync Syncer
 	now  func() time.Time
 
-	writeMu sync.Mutex // serialises changes so store, engine and memory agree
-	mu      sync.RWMutex
-	byID    map[string]*Entry
-	byToken map[[32]byte]string
+	writeMu    sync.Mutex // serialises changes so store, engine and memory agree
+	mu         sync.RWMutex
+	byID       map[string]*Entry
+	byToken    map[[32]byte]string
+	byAPIToken map[[32]byte]apiTokenRef
 
 	subsMu sync.Mutex
 	subs   []func(id string)
@@ -93,14 +96,13 @@ func New(ctx context.Context, kv KV, keys *keystore.Keystore, syncer Syncer, now
 		now = time.Now
 	}
 	r := &Registry{kv: kv, keys: keys, sync: syncer, now: now,
-		byID: map[string]*Entry{}, byToken: map[[32]byte]string{}}
+		byID: map[string]*Entry{}, byToken: map[[32]byte]string{}, byAPIToken: map[[32]byte]apiTokenRef{}}
 	err := kv.ForEach(bucket, func(id string, v []byte) error {
 		e, err := r.decode(id, v)
 		if err != nil {
 			return err
 		}
-		r.byID[id] = e
-		r.byToken[[32]byte(e.TokenHash)] = id
+		r.put(nil, e)
 		return nil
 	})
 	if err != nil {
@@ -189,15 +191,30 @@ func (r *Registry) follow(ctx context.Context, id string, v []byte) error {
 	if err := r.sync.PutGateway(ctx, e.Gateway); err != nil {
 		return fmt.Errorf("registry: sync %q: %w", id, err)
 	}
-	r.mu.Lock()
-	if ok {
-		delete(r.byToken, [32]byte(old.TokenHash))
+	if !ok {
+		old = nil
 	}
-	r.byID[id] = e
-	r.byToken[[32]byte(e.TokenHash)] = id
+	r.mu.Lock()
+	r.put(old, e)
 	r.mu.Unlock()
 	r.notify(id)
 	return nil
+}
+
+// put makes e the entry of its gateway in memory, in place of old (nil: none), with the
+// token indexes. The caller holds mu, or is New.
+func (r *Registry) put(old, e *Entry) {
+	if old != nil {
+		delete(r.byToken, [32]byte(old.TokenHash))
+		for _, t := range old.APITokens {
+			delete(r.byAPIToken, [32]byte(t.Hash))
+		}
+	}
+	r.byID[e.ID] = e
+	r.byToken[[32]byte(e.TokenHash)] = e.ID
+	for id, t := range e.APITokens {
+		r.byAPIToken[[32]byte(t.Hash)] = apiTokenRef{gateway: e.ID, id: id}
+	}
 }
 
 // Subscribe registers fn to be called, after each change, with the id of the changed or
@@ -379,6 +396,9 @@ func (r *Registry) remove(ctx context.Context, e *Entry) error {
 	r.mu.Lock()
 	delete(r.byID, e.ID)
 	delete(r.byToken, [32]byte(e.TokenHash))
+	for _, t := range e.APITokens {
+		delete(r.byAPIToken, [32]byte(t.Hash))
+	}
 	r.mu.Unlock()
 	if err := r.sync.DeleteGateway(ctx, e.ID); err != nil {
 		return fmt.Errorf("registry: sync delete %q: %w", e.ID, err)
@@ -409,9 +429,9 @@ func (r *Registry) commit(ctx context.Context, g Gateway) error {
 		return errors.Join(fmt.Errorf("registry: write %q: %w", g.ID, err), undo())
 	}
 	e.stored = v
+	old, _ := r.Lookup(g.ID)
 	r.mu.Lock()
-	r.byID[g.ID] = e
-	r.byToken[[32]byte(g.TokenHash)] = g.ID
+	r.put(old, e)
 	r.mu.Unlock()
 	r.notify(g.ID)
 	return nil
@@ -494,6 +514,14 @@ func (g *Gateway) Validate() error {
 			bad("members[%s]: role %q: want viewer, operator or admin", user, g.Members[user])
 		}
 	}
+	if len(g.APITokens) > MaxAPITokens {
+		bad("api_tokens: %d: want at most %d", len(g.APITokens), MaxAPITokens)
+	}
+	for _, id := range slices.Sorted(maps.Keys(g.APITokens)) {
+		for _, problem := range g.APITokens[id].validate(id) {
+			bad("%s", problem)
+		}
+	}
 	for i, c := range g.Allowlist {
 		if _, err := ParseCIDR(c); err != nil {
 			bad("allowlist[%d]: %q: not an IP address or CIDR", i, c)
@@ -573,6 +601,7 @@ func shownUpstream(s string, u *url.URL, err error) string {
 
 func (g Gateway) clone() Gateway {
 	g.Members = maps.Clone(g.Members)
+	g.APITokens = maps.Clone(g.APITokens) // the records are never changed in place
 	g.Allowlist = slices.Clone(g.Allowlist)
 	g.Skills.Allow = slices.Clone(g.Skills.Allow)
 	g.Skills.Deny = slices.Clone(g.Skills.Deny)
