@@ -65,7 +65,7 @@ admin_decision := {"allow": false, "reason": "unauthenticated", "status": 401} i
 } else := {"allow": true, "reason": "platform_admin"} if {
 	platform_admin
 } else := {"allow": false, "reason": "token_forbids", "status": 403} if {
-	input.subject.kind == "gateway_token"
+	input.subject.kind in {"gateway_token", "api_token"} # tokens are for gateway traffic only
 } else := {"allow": false, "reason": "platform_admin_only", "status": 403} if {
 	input.action == "admin.gateway.create"
 } else := {"allow": false, "reason": "platform_admin_only", "status": 403} if {

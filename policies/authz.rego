@@ -67,6 +67,14 @@ authenticated if {
 	input.subject.gateway != ""
 }
 
+authenticated if {
+	input.subject.kind == "api_token"
+	is_string(input.subject.gateway)
+	input.subject.gateway != ""
+	is_string(input.subject.id)
+	input.subject.id != ""
+}
+
 authenticated if input.subject.kind == "admin_token"
 
 # user_id is the id of a user subject; undefined for every other kind of subject.

@@ -12,6 +12,10 @@ user(id) := {"kind": "user", "id": id}
 
 token(gw) := {"kind": "gateway_token", "id": "tok", "gateway": gw}
 
+# api_token(gw, id) is the holder of API token id of gateway gw (fixtures: gw1's at_viewer,
+# at_operator, at_admin and at_ghost, whose role is not defined).
+api_token(gw, id) := {"kind": "api_token", "id": id, "gateway": gw}
+
 anonymous := {"kind": "anonymous", "id": ""}
 
 admin_token := {"kind": "admin_token", "id": "ops"}
@@ -86,7 +90,7 @@ test_non_string_action_denied if {
 }
 
 test_decision_is_single_object_for_every_subject if {
-	subjects := [user("u_owner"), user("u_viewer"), user("u_platform"), user("x"), token("gw1"), token("gw2"), anonymous, admin_token]
+	subjects := [user("u_owner"), user("u_viewer"), user("u_platform"), user("x"), token("gw1"), token("gw2"), api_token("gw1", "at_admin"), anonymous, admin_token]
 	actions := ["http.read", "http.write", "tools.invoke", "admin.gateway.create", "admin.gateway.read", "admin.member.write"]
 	every s in subjects {
 		every a in actions {

@@ -40,6 +40,12 @@ func (e *Engine) gatewayValue(ctx context.Context, g *registry.Gateway) ast.Valu
 	for _, user := range slices.Sorted(maps.Keys(g.Members)) {
 		members = append(members, [2]*ast.Term{ast.StringTerm(user), str(g.Members[user])})
 	}
+	// An API token's role only: its hash, name and expiry are the proxy's (an expired token
+	// is refused before any decision).
+	tokens := make([][2]*ast.Term, 0, len(g.APITokens))
+	for _, id := range slices.Sorted(maps.Keys(g.APITokens)) {
+		tokens = append(tokens, [2]*ast.Term{ast.StringTerm(id), ast.ObjectTerm([2]*ast.Term{str("role"), str(g.APITokens[id].Role)})})
+	}
 	allow := make([]*ast.Term, 0, len(g.Allowlist))
 	for _, entry := range g.Allowlist {
 		allow = append(allow, ast.StringTerm(e.canonicalCIDR(ctx, g.ID, entry)))
@@ -50,6 +56,7 @@ func (e *Engine) gatewayValue(ctx context.Context, g *registry.Gateway) ast.Valu
 		[2]*ast.Term{str("owner"), ast.StringTerm(g.Owner)},
 		[2]*ast.Term{str("auth_mode"), str(string(g.AuthMode))},
 		[2]*ast.Term{str("members"), ast.NewTerm(ast.NewObject(members...))},
+		[2]*ast.Term{str("api_tokens"), ast.NewTerm(ast.NewObject(tokens...))},
 		[2]*ast.Term{str("allowlist"), ast.ArrayTerm(allow...)},
 		[2]*ast.Term{str("skills"), ast.ObjectTerm(
 			[2]*ast.Term{str("allow"), namesTerm(g.Skills.Allow)},

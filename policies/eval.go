@@ -117,8 +117,8 @@ func (in *Input) Validate() error {
 	if in.Action == "" {
 		errs = append(errs, errors.New("action: empty"))
 	}
-	if !slices.Contains([]string{SubjectAnonymous, SubjectUser, SubjectGatewayToken, SubjectAdminToken}, in.Subject.Kind) {
-		errs = append(errs, fmt.Errorf("subject.kind: %q: want anonymous, user, gateway_token or admin_token", in.Subject.Kind))
+	if !slices.Contains([]string{SubjectAnonymous, SubjectUser, SubjectGatewayToken, SubjectAPIToken, SubjectAdminToken}, in.Subject.Kind) {
+		errs = append(errs, fmt.Errorf("subject.kind: %q: want anonymous, user, gateway_token, api_token or admin_token", in.Subject.Kind))
 	}
 	return errors.Join(errs...)
 }

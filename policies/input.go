@@ -5,6 +5,7 @@ const (
 	SubjectAnonymous    = "anonymous"     // no credential presented
 	SubjectUser         = "user"          // a verified Clerk session
 	SubjectGatewayToken = "gateway_token" // a machine client holding one gateway's token
+	SubjectAPIToken     = "api_token"     // a machine client holding one of a gateway's API tokens
 	SubjectAdminToken   = "admin_token"   // an operator holding the admin token (admin listener only)
 )
 
@@ -38,7 +39,8 @@ type Subject struct {
 	// FactorAges is Clerk's fva claim: minutes since the first and second factor were verified,
 	// -1 where never. Empty when unknown.
 	FactorAges []int `json:"factor_ages,omitempty"`
-	// Gateway is the gateway a gateway_token subject belongs to.
+	// Gateway is the gateway a gateway_token or api_token subject belongs to. An api_token
+	// subject's ID is the token's id (data.gateways[gateway].api_tokens[id]).
 	Gateway string `json:"gateway,omitempty"`
 }
 

@@ -69,6 +69,14 @@ func (g *gen) gateway(i int) registry.Gateway {
 			gw.Members[u] = pick(r, registry.RoleViewer, registry.RoleOperator, registry.RoleAdmin, registry.RoleAdmin)
 		}
 	}
+	for _, id := range []string{"at_1", "at_2"} {
+		if r.IntN(2) == 0 {
+			if gw.APITokens == nil {
+				gw.APITokens = map[string]registry.APIToken{}
+			}
+			gw.APITokens[id] = registry.APIToken{Role: pick(r, registry.RoleViewer, registry.RoleOperator, registry.RoleAdmin, "ghost")}
+		}
+	}
 	if r.IntN(3) == 0 {
 		gw.Allowlist = pick(r, []string{"10.0.0.0/8"}, []string{"10.0.0.0/8", "2001:db8::/32"}, []string{"192.0.2.1"})
 	}
@@ -91,8 +99,10 @@ func (g *gen) input() Input {
 	switch r.IntN(10) {
 	case 0, 1, 2, 3, 4, 5:
 		in.Subject = Subject{Kind: SubjectUser, ID: pick(r, "alice", "bob", "carol", "dave", "erin", "zed", "")}
-	case 6, 7:
+	case 6:
 		in.Subject = Subject{Kind: SubjectGatewayToken, ID: "tok", Gateway: pick(r, "gw0", "gw1", "gw2", "")}
+	case 7:
+		in.Subject = Subject{Kind: SubjectAPIToken, ID: pick(r, "at_1", "at_2", "at_3", ""), Gateway: pick(r, "gw0", "gw1", "gw2", "")}
 	case 8:
 		in.Subject = Subject{Kind: SubjectAnonymous}
 	default:

@@ -11,6 +11,8 @@
 #                 tool_denied > second_factor_required (host commands)
 #   a gateway     wrong_gateway > token_forbids > owner_only > tool_missing > tool_denied >
 #   token         owner_only (host commands)
+#   an API token  wrong_gateway > then as a member holding the token's role > unknown_token
+#                 (revoked) 401
 #
 # The allowlist and the tool rules come before every allow, so they bind owners and gateway
 # tokens too. Platform admins get nothing here: tenant isolation.
@@ -27,6 +29,10 @@ proxy_decision := user_decision(gw) if {
 	gw := data.gateways[input.gateway.id]
 } else := token_decision(gw) if {
 	input.subject.kind == "gateway_token"
+	input.subject.gateway != ""
+	gw := data.gateways[input.gateway.id]
+} else := api_token_decision(gw) if {
+	input.subject.kind == "api_token"
 	input.subject.gateway != ""
 	gw := data.gateways[input.gateway.id]
 } else := {"allow": false, "reason": "ip_not_allowed", "status": 403} if {
@@ -51,7 +57,7 @@ user_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403}
 	not ip_allowed_on(gw)
 } else := owner_decision(gw) if {
 	gw.owner == input.subject.id
-} else := member_decision(gw, grant) if {
+} else := member_decision(gw, grant, "member") if {
 	grant := data.roles[gw.members[input.subject.id]]
 	input.action in grant.actions
 } else := {"allow": false, "reason": "role_forbids", "status": 403} if {
@@ -79,9 +85,11 @@ owner_decision(gw) := {"allow": false, "reason": "second_factor_required", "stat
 	not second_factor_fresh
 } else := {"allow": true, "reason": "owner", "scopes": ["operator.read", "operator.write", "operator.admin"]}
 
-# member_decision(gw, grant): a member, not the owner, whose role (grant, data.roles[role])
-# lists the action: what the gateway keeps for its owner or for operator.admin stays theirs.
-member_decision(gw, grant) := {"allow": false, "reason": "role_forbids", "status": 403} if {
+# member_decision(gw, grant, who): a member, not the owner, whose role (grant,
+# data.roles[role]) lists the action: what the gateway keeps for its owner or for
+# operator.admin stays theirs. who is the allow's reason: "member", or "api_token" for an
+# API token, which acts with its role as a member does.
+member_decision(gw, grant, who) := {"allow": false, "reason": "role_forbids", "status": 403} if {
 	# A route the gateway reserves for operator.admin, or runs as its owner; in token mode
 	# it sees every caller as its owner, so the rule is kept here: members need http.admin.
 	not "http.admin" in grant.actions
@@ -110,7 +118,7 @@ member_decision(gw, grant) := {"allow": false, "reason": "role_forbids", "status
 	# tenant's VM: the owner's, with a fresh second factor, unless skills.allow lists it.
 	input.action == "tools.invoke"
 	host_command(gw, input.request.tool)
-} else := {"allow": true, "reason": "member", "scopes": object.get(grant, "scopes", [])}
+} else := {"allow": true, "reason": who, "scopes": object.get(grant, "scopes", [])}
 
 # token_decision(gw): a gateway token, on its own gateway, for what a token may do; what the
 # gateway keeps for its owner is not a token's.
@@ -134,6 +142,21 @@ token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403
 	input.action == "tools.invoke"
 	host_command(gw, input.request.tool)
 } else := {"allow": true, "reason": "gateway_token", "scopes": ["operator.read", "operator.write", "operator.admin"]}
+
+# api_token_decision(gw): an API token, on its own gateway, acts as a member holding the
+# token's role (data.gateways[id].api_tokens[token id].role). A token revoked since the
+# request was identified is no longer in the record: refused as unknown.
+api_token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403} if {
+	gw.allowlist != [] # an open gateway skips the address match
+	not ip_allowed_on(gw)
+} else := {"allow": false, "reason": "wrong_gateway", "status": 403} if {
+	input.subject.gateway != input.gateway.id
+} else := member_decision(gw, grant, "api_token") if {
+	grant := data.roles[gw.api_tokens[input.subject.id].role]
+	input.action in grant.actions
+} else := {"allow": false, "reason": "role_forbids", "status": 403} if {
+	gw.api_tokens[input.subject.id] # the role does not list the action, or is not defined
+} else := {"allow": false, "reason": "unknown_token", "status": 401}
 
 # route is the request's route in lower case: input.request.route (the path the gateway
 # routes by), else the path. The rules match it against route prefixes with

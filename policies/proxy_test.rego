@@ -252,3 +252,54 @@ test_route_prefixes_are_lower_case if {
 		p == lower(p)
 	}
 }
+
+# --- API tokens --------------------------------------------------------------------------
+
+# An API token acts as a member holding the token's role, on its own gateway only.
+test_api_token_acts_with_its_role if {
+	d := decide(http(api_token("gw1", "at_viewer"), "gw1", "http.read"))
+	d.allow == true
+	d.reason == "api_token"
+	d.scopes == ["operator.read"]
+	refused(http(api_token("gw1", "at_viewer"), "gw1", "http.write"), 403, "role_forbids")
+	refused(invoke(api_token("gw1", "at_viewer"), "gw1", "web_search"), 403, "role_forbids")
+
+	allowed(invoke(api_token("gw1", "at_operator"), "gw1", "web_search"))
+	refused(invoke(api_token("gw1", "at_operator"), "gw1", "exec"), 403, "tool_denied")
+	refused(invoke(api_token("gw1", "at_operator"), "gw1", "sessions"), 403, "role_forbids")
+	allowed(invoke(api_token("gw1", "at_admin"), "gw1", "sessions"))
+
+	refused(http(api_token("gw1", "at_ghost"), "gw1", "http.read"), 403, "role_forbids")
+}
+
+# What the gateway keeps for its owner is never a token's, whatever its role.
+test_api_token_never_owner if {
+	refused(rpc(api_token("gw1", "at_admin")), 403, "owner_only")
+	refused(invoke(api_token("gw1", "at_admin"), "gw1", "secrets"), 403, "owner_only")
+	refused(invoke(api_token("gw1", "at_admin"), "gw1", "process"), 403, "owner_only")
+}
+
+test_api_token_other_gateway if {
+	refused(from_ip(http(api_token("gw1", "at_admin"), "gw2", "http.read"), "10.0.0.1"), 403, "wrong_gateway")
+	refused(http(api_token("gw1", "at_admin"), "gw3x", "http.read"), 404, "unknown_gateway")
+
+	# A token id of gw1 presented as gw2's finds nothing there.
+	refused(from_ip(http(api_token("gw2", "at_admin"), "gw2", "http.read"), "10.0.0.1"), 401, "unknown_token")
+}
+
+# Revoked (no longer in the record), or malformed: never an allow.
+test_api_token_unknown if {
+	refused(http(api_token("gw1", "at_revoked"), "gw1", "http.read"), 401, "unknown_token")
+	refused(http({"kind": "api_token", "id": "at_admin", "gateway": ""}, "gw1", "http.read"), 401, "unauthenticated")
+	refused(http({"kind": "api_token", "id": "", "gateway": "gw1"}, "gw1", "http.read"), 401, "unknown_token")
+	refused(http({"kind": "api_token", "gateway": "gw1"}, "gw1", "http.read"), 401, "unknown_token")
+}
+
+test_api_token_bound_by_the_allowlist if {
+	refused(from_ip(http(api_token("gw2", "at_admin"), "gw2", "http.read"), "203.0.113.7"), 403, "ip_not_allowed")
+}
+
+test_api_token_refused_on_the_admin_api if {
+	refused(admin(api_token("gw1", "at_admin"), "gw1", "admin.gateway.read"), 403, "token_forbids")
+	refused(admin(api_token("gw1", "at_admin"), "gw1", "admin.member.write"), 403, "token_forbids")
+}

@@ -66,6 +66,10 @@ ws_decision := ws_user_decision(gw) if {
 	input.subject.kind == "gateway_token"
 	input.subject.gateway != ""
 	gw := data.gateways[input.gateway.id]
+} else := ws_api_token_decision(gw) if {
+	input.subject.kind == "api_token"
+	input.subject.gateway != ""
+	gw := data.gateways[input.gateway.id]
 } else := proxy_decision
 
 # (The last branch: unauthenticated, unknown gateway, or denied; none depends on the action.)
@@ -134,6 +138,21 @@ ws_token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 
 } else := {"allow": false, "reason": "owner_only", "status": 403} if {
 	channel_opening
 } else := {"allow": true, "reason": ws_class}
+
+# ws_api_token_decision(gw): an API token on its own gateway, as a member holding the
+# token's role; a token revoked while its socket is open is refused as unknown, and the
+# socket closed.
+ws_api_token_decision(gw) := {"allow": false, "reason": "ip_not_allowed", "status": 403} if {
+	gw.allowlist != [] # an open gateway skips the address match
+	not ip_allowed_on(gw)
+} else := {"allow": false, "reason": "wrong_gateway", "status": 403} if {
+	input.subject.gateway != input.gateway.id
+} else := ws_member_decision(gw, grant.actions) if {
+	grant := data.roles[gw.api_tokens[input.subject.id].role]
+	"http.read" in grant.actions
+} else := {"allow": false, "reason": "role_forbids", "status": 403} if {
+	gw.api_tokens[input.subject.id] # the role does not list http.read, or is not defined
+} else := {"allow": false, "reason": "unknown_token", "status": 401}
 
 # ws_name_refusal(gw): why the tool or skill a message names is refused, undefined when it
 # is not (or names none): deny always wins, and a non-empty allow list must list it.

@@ -278,3 +278,26 @@ test_ws_member_allow_rests_on_the_role if {
 	d := decide(call(user("u_operator"), "gw1", "status")) with data.ws.methods.status as 7
 	d.allow == false
 }
+
+# --- API tokens --------------------------------------------------------------------------
+
+test_ws_api_token_as_its_role if {
+	ws_allowed(call(api_token("gw1", "at_viewer"), "gw1", "sessions.list"), "read")
+	refused(call(api_token("gw1", "at_viewer"), "gw1", "chat.send"), 403, "role_forbids")
+	ws_allowed(call(api_token("gw1", "at_operator"), "gw1", "chat.send"), "operate")
+	refused(call(api_token("gw1", "at_operator"), "gw1", "config.get"), 403, "role_forbids")
+	ws_allowed(call(api_token("gw1", "at_admin"), "gw1", "config.get"), "admin")
+	refused(call_tool(api_token("gw1", "at_operator"), "gw1", "tools.invoke", "exec"), 403, "tool_denied")
+	refused(call(api_token("gw1", "at_ghost"), "gw1", "sessions.list"), 403, "role_forbids")
+}
+
+test_ws_api_token_never_owner if {
+	every m in owner_methods {
+		refused(with_fva(call(api_token("gw1", "at_admin"), "gw1", m), fresh), 403, "owner_only")
+	}
+}
+
+test_ws_api_token_revoked_or_foreign if {
+	refused(call(api_token("gw1", "at_revoked"), "gw1", "sessions.list"), 401, "unknown_token")
+	refused(from_ip(call(api_token("gw1", "at_admin"), "gw2", "sessions.list"), "10.0.0.1"), 403, "wrong_gateway")
+}
