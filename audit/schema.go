@@ -42,7 +42,7 @@ var typeOutcomes = map[string][]string{
 func Outcomes(typ string) []string { return slices.Clone(typeOutcomes[typ]) }
 
 // actorKinds are the kinds of Actor: the policy's subject kinds, and moltgate itself.
-var actorKinds = []string{"anonymous", "user", "gateway_token", "admin_token", "system"}
+var actorKinds = []string{"anonymous", "user", "gateway_token", "api_token", "admin_token", "system"}
 
 // CheckSchema returns every way a written event departs from the schema (version 2), nil
 // when it fits: a known type, an outcome its type takes, an actor kind, the fields Emit sets,

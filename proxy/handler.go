@@ -50,6 +50,7 @@ type Auditor interface {
 type Gateways interface {
 	Lookup(id string) (*registry.Entry, bool)
 	ByToken(tok string) (*registry.Entry, bool)
+	ByAPIToken(tok string) (*registry.Entry, string, registry.APIToken, bool)
 }
 
 // Config configures a Handler. The zero value of each field is its documented default.
@@ -90,7 +91,7 @@ type Deps struct {
 	// AuthFailures is the budget of failed authentications per client address (authlimit.go);
 	// nil: no limit.
 	AuthFailures FailureBudget
-	// Now is the clock of the probe summaries. Default time.Now.
+	// Now is the clock of the probe summaries and of API tokens' expiry. Default time.Now.
 	Now func() time.Time
 }
 
@@ -328,7 +329,8 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, ev audit.Event, 
 	}
 }
 
-// identifyToken identifies the holder of tok: a gateway token or a Clerk session token.
+// identifyToken identifies the holder of tok: a gateway token, an API token or a Clerk
+// session token.
 func (h *Handler) identifyToken(ctx context.Context, tok string) (policies.Subject, time.Time, int, string) {
 	var never time.Time
 	switch {
@@ -338,6 +340,16 @@ func (h *Handler) identifyToken(ctx context.Context, tok string) (policies.Subje
 			return policies.Subject{Kind: policies.SubjectGatewayToken}, never, http.StatusUnauthorized, "unknown_token"
 		}
 		return policies.Subject{Kind: policies.SubjectGatewayToken, ID: "token:" + e.ID, Gateway: e.ID}, never, 0, ""
+	case registry.ValidAPIToken(tok):
+		e, id, t, found := h.deps.Gateways.ByAPIToken(tok)
+		switch {
+		case !found:
+			return policies.Subject{Kind: policies.SubjectAPIToken}, never, http.StatusUnauthorized, "unknown_token"
+		case t.Expired(h.deps.Now()):
+			return policies.Subject{Kind: policies.SubjectAPIToken}, never, http.StatusUnauthorized, authn.ReasonExpired
+		}
+		// Its expiry, like a session token's, ends the sockets opened with it.
+		return policies.Subject{Kind: policies.SubjectAPIToken, ID: id, Gateway: e.ID}, t.Expires, 0, ""
 	case h.deps.Sessions == nil:
 		return policies.Subject{Kind: policies.SubjectUser}, never, http.StatusUnauthorized, "sessions_disabled"
 	}
