@@ -36,6 +36,8 @@ type Registry interface {
 	Create(ctx context.Context, g registry.Gateway, token string) (registry.Gateway, error)
 	Update(ctx context.Context, id string, change func(*registry.Gateway) error) (registry.Gateway, error)
 	Delete(ctx context.Context, id string) error
+	CreateAPIToken(ctx context.Context, id string, n registry.NewAPIToken) (token, tokenID string, g registry.Gateway, err error)
+	RevokeAPIToken(ctx context.Context, id, tokenID string) (registry.Gateway, error)
 }
 
 // Config configures the admin API.
@@ -123,6 +125,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.mux.HandleFunc("DELETE /v1/gateways/{id}/members/{user}", s.deleteMember)
 	s.mux.HandleFunc("PUT /v1/gateways/{id}/allowlist", s.putAllowlist)
 	s.mux.HandleFunc("PUT /v1/gateways/{id}/skills", s.putSkills)
+	s.apiTokenRoutes()
 	s.keyRoutes()
 	s.auditRoutes()
 	s.browserRoutes()
@@ -140,9 +143,11 @@ type Gateway struct {
 	Owner  string `json:"owner"`
 	// Upstream is the gateway's internal address, shown only to those who administer the
 	// gateway (admin.gateway.upstream.read); empty and left out for anyone else.
-	Upstream  string              `json:"upstream,omitempty"`
-	AuthMode  registry.AuthMode   `json:"auth_mode"`
-	Members   map[string]string   `json:"members"`
+	Upstream string            `json:"upstream,omitempty"`
+	AuthMode registry.AuthMode `json:"auth_mode"`
+	Members  map[string]string `json:"members"`
+	// APITokens are the gateway's API tokens, by id: never a token or its hash.
+	APITokens []APIToken          `json:"api_tokens"`
 	Allowlist []string            `json:"allowlist"`
 	Skills    registry.SkillRules `json:"skills"`
 	Created   time.Time           `json:"created"`
@@ -165,7 +170,7 @@ func (s *Server) shown(ctx context.Context, c *call, g registry.Gateway) Gateway
 
 func view(g registry.Gateway) Gateway {
 	v := Gateway{ID: g.ID, Tenant: g.Tenant, Owner: g.Owner, Upstream: g.Upstream, AuthMode: g.AuthMode,
-		Members: g.Members, Allowlist: g.Allowlist, Skills: g.Skills, Created: g.Created, Revision: g.Revision}
+		Members: g.Members, APITokens: apiTokensView(g), Allowlist: g.Allowlist, Skills: g.Skills, Created: g.Created, Revision: g.Revision}
 	if v.Members == nil {
 		v.Members = map[string]string{}
 	}
