@@ -19,7 +19,7 @@ import (
 )
 
 // gatewayUsage is the gateway command's short usage.
-const gatewayUsage = "usage: moltgate gateway create|destroy|rotate-token|status|add|list|show|open|remove|member|allowlist|skills|upgrade … (moltgate gateway -h: its flags)"
+const gatewayUsage = "usage: moltgate gateway create|destroy|rotate-token|status|add|list|show|open|remove|member|api-token|allowlist|skills|upgrade … (moltgate gateway -h: its flags)"
 
 // gatewayCommand is the CLI of the admin API's gateway endpoints.
 func gatewayCommand(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) (err error) {
@@ -35,6 +35,8 @@ func gatewayCommand(ctx context.Context, args []string, env func(string) string,
 	allow := fs.String("allow", "", "comma-separated tool names to allow (skills set)")
 	deny := fs.String("deny", "", "comma-separated tool names to deny (skills set)")
 	path := fs.String("path", "", "path on the gateway's host to open (open; default /)")
+	name := fs.String("name", "", "what the token is for (api-token create)")
+	ttl := fs.String("ttl", "", "how long the token lives, such as 720h (api-token create; default: until revoked)")
 	jsonOut := fs.Bool("json", false, "print JSON")
 	pf := newProvisionFlags(fs.FlagSet)
 	uf := newUpgradeFlags(fs.FlagSet)
@@ -149,6 +151,29 @@ func gatewayCommand(ctx context.Context, args []string, env func(string) string,
 			return err
 		}
 		return print(g)
+	case "api-token":
+		if rest[0] == "revoke" {
+			g, err := c.RevokeAPIToken(ctx, rest[1], rest[2])
+			if err != nil {
+				return err
+			}
+			return print(g)
+		}
+		made, err := c.CreateAPIToken(ctx, rest[1], admin.APITokenRequest{Name: *name, Role: rest[2], TTL: *ttl})
+		if err != nil {
+			return err
+		}
+		if *jsonOut {
+			return print(made)
+		}
+		expires := "never (until revoked)"
+		if made.APIToken.Expires != nil {
+			expires = made.APIToken.Expires.Format(time.RFC3339)
+		}
+		fmt.Fprintf(stdout, "api token %s (%s, %s) of %s, expires %s\n\n"+
+			"token (shown once; a machine client presents it as Authorization: Bearer to %s's host):\n%s\n",
+			made.APIToken.ID, made.APIToken.Name, made.APIToken.Role, rest[1], expires, rest[1], made.Token)
+		return nil
 	case "allowlist":
 		g, err := c.SetAllowlist(ctx, rest[1], rest[2:])
 		if err != nil {
@@ -184,6 +209,7 @@ func gatewayArgs(fs *cliFlags, words []string) error {
 		"open":         {func(n int) bool { return n == 1 }, "open ID [--path /PATH]"},
 		"remove":       {func(n int) bool { return n == 1 }, "remove ID"},
 		"member":       {nil, "member add ID USER ROLE | member remove ID USER"},
+		"api-token":    {nil, "api-token create ID ROLE --name NAME [--ttl 720h] | api-token revoke ID TOKEN-ID"},
 		"allowlist":    {func(n int) bool { return n >= 2 && rest[0] == "set" }, "allowlist set ID [CIDR...]"},
 		"skills":       {func(n int) bool { return n == 2 && rest[0] == "set" }, "skills set ID [--allow A,B] [--deny C,D]"},
 	}
@@ -191,14 +217,20 @@ func gatewayArgs(fs *cliFlags, words []string) error {
 	if !ok {
 		return usageError{fmt.Sprintf("unknown gateway command %q\n%s", verb, gatewayUsage)}
 	}
-	if verb == "member" {
+	switch verb {
+	case "member":
 		f.n = func(n int) bool { return n == 4 && rest[0] == "add" || n == 3 && rest[0] == "remove" }
+	case "api-token":
+		f.n = func(n int) bool { return n == 3 && (rest[0] == "create" || rest[0] == "revoke") }
 	}
 	if !f.n(len(rest)) {
 		return usageError{"usage: moltgate gateway " + f.form}
 	}
 	required := map[string][]string{"add": {"id", "tenant", "owner", "upstream"}, "create": {"id", "tenant", "owner"},
 		"upgrade": {"image"}}[verb]
+	if verb == "api-token" && rest[0] == "create" {
+		required = []string{"name"}
+	}
 	if err := fs.missing(required...); err != nil {
 		return usageError{err.Error() + "\nusage: moltgate gateway " + f.form}
 	}
@@ -272,6 +304,13 @@ func printGateway(w io.Writer, g admin.Gateway) error {
 		g.ID, g.Tenant, g.Owner, upstream, g.AuthMode, g.Revision)
 	for user, role := range g.Members {
 		fmt.Fprintf(tw, "member\t%s (%s)\n", user, role)
+	}
+	for _, t := range g.APITokens {
+		expires := "no expiry"
+		if t.Expires != nil {
+			expires = "expires " + t.Expires.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "api token\t%s (%s, %s, %s)\n", t.ID, t.Role, t.Name, expires)
 	}
 	fmt.Fprintf(tw, "allowlist\t%s\nskills allow\t%s\nskills deny\t%s\n",
 		strings.Join(g.Allowlist, " "), strings.Join(g.Skills.Allow, ","), strings.Join(g.Skills.Deny, ","))
