@@ -247,6 +247,24 @@ policies: {decision_log: {allow_sample_rate: 0}}
 		{name: "removed member", path: "/control-ui-config.json", header: user("user_viewer"), status: 403, reason: "not_a_member", event: audit.TypePolicyDeny},
 	})
 
+	// An API token made through the CLI acts with its role (here operator), reaching the
+	// gateway with the gateway's own token only; revoked, it is refused.
+	made := strings.Split(strings.TrimSpace(mg.cli(t, "gateway", "api-token", "create", "gwtok", "operator", "--name", "e2e ci", "--ttl", "1h")), "\n")
+	apiToken, apiTokenID := made[len(made)-1], strings.Fields(made[0])[2]
+	runCases(t, mg, map[string]*testenv.TapServer{"gwtok": tokTap}, []httpCase{
+		{name: "API token reads", path: "/control-ui-config.json", header: bearer(apiToken), status: 200, body2: configJSON, reached: true, check: upstreamHasOnlyGatewayToken},
+		{name: "API token invokes a tool", method: "POST", path: "/tools/invoke", body: sessionsList, header: bearer(apiToken),
+			status: 200, body2: `"ok":true`, reached: true, check: upstreamHasOnlyGatewayToken},
+		{name: "API token, a denied tool", method: "POST", path: "/tools/invoke", body: `{"tool":"exec","args":{"command":"id"}}`, header: bearer(apiToken),
+			status: 403, reason: "tool_denied", event: audit.TypePolicyDeny},
+		{name: "API token, an owner route", method: "POST", path: "/api/v1/admin/rpc", body: `{}`, header: bearer(apiToken),
+			status: 403, reason: "owner_only", event: audit.TypePolicyDeny},
+	})
+	mg.cli(t, "gateway", "api-token", "revoke", "gwtok", apiTokenID)
+	runCases(t, mg, map[string]*testenv.TapServer{"gwtok": tokTap}, []httpCase{
+		{name: "revoked API token", path: "/control-ui-config.json", header: bearer(apiToken), status: 401, reason: "unknown_token", event: audit.TypeAuthnFailure},
+	})
+
 	// Admin changes were audited, and no event anywhere holds a credential.
 	evs := mg.events(t)
 	changes := 0
@@ -255,18 +273,19 @@ policies: {decision_log: {allow_sample_rate: 0}}
 			changes++
 		}
 		raw, _ := json.Marshal(e)
-		for _, secret := range []string{tokGW.Token, tpToken, mg.adminToken, ownerJWT[:40], clerk.SecretKey()} {
+		for _, secret := range []string{tokGW.Token, tpToken, mg.adminToken, ownerJWT[:40], clerk.SecretKey(), apiToken} {
 			if strings.Contains(string(raw), secret) {
 				t.Fatalf("audit event holds a secret: %s", raw)
 			}
 		}
 	}
-	// gateway add ×2, member add ×3, skills set, allowlist set ×2, member remove.
-	if changes != 9 {
-		t.Fatalf("admin changes audited: got %d, want 9 (one per CLI change)", changes)
+	// gateway add ×2, member add ×3, skills set, allowlist set ×2, member remove, API token
+	// create and revoke.
+	if changes != 11 {
+		t.Fatalf("admin changes audited: got %d, want 11 (one per CLI change)", changes)
 	}
 	logs, _ := os.ReadFile(mg.logPath)
-	for _, secret := range []string{tokGW.Token, tpToken, mg.adminToken, ownerJWT[:40], clerk.SecretKey()} {
+	for _, secret := range []string{tokGW.Token, tpToken, mg.adminToken, ownerJWT[:40], clerk.SecretKey(), apiToken} {
 		if strings.Contains(string(logs), secret) {
 			t.Fatal("moltgate's log holds a secret")
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/moltgate/moltgate/audit"
 	"github.com/moltgate/moltgate/internal/testenv"
+	"github.com/moltgate/moltgate/proxy/admin"
 	"github.com/moltgate/moltgate/proxy/authn/clerktest"
 )
 
@@ -165,6 +166,12 @@ admin_token: {file: @ADMINTOKEN@}
 	// The brief session must outlive Node's start-up and the connect on a slow machine, and
 	// then run out while the socket is open.
 	brief := startJSClient(t, wsURL, clerk.Mint(clerktest.Claims{Subject: "user_ws_brief", Expiry: time.Now().Add(20 * time.Second)}), "hold", "")
+	// A machine client on an API token with the viewer role, whose token is revoked.
+	made, err := mg.admin().CreateAPIToken(t.Context(), "gwws", admin.APITokenRequest{Name: "e2e monitor", Role: "viewer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	machine := startJSClient(t, wsURL, made.Token, "hold", "")
 	worker := startJSClient(t, wsURL, clerk.Mint(clerktest.Claims{Subject: "user_ws_operator"}), "session", "config.get")
 	stayer := startJSClient(t, wsURL, clerk.Mint(clerktest.Claims{Subject: "user_ws_owner"}), "hold", "")
 
@@ -211,6 +218,18 @@ admin_token: {file: @ADMINTOKEN@}
 		}
 	})
 
+	t.Run("API token revoked through the admin API loses the socket within a second", func(t *testing.T) {
+		machine.next(t, "connect", 60*time.Second)
+		machine.next(t, "ready", 5*time.Second)
+		if _, err := mg.admin().RevokeAPIToken(t.Context(), "gwws", made.APIToken.ID); err != nil {
+			t.Fatalf("revoke: %v", err)
+		}
+		s := machine.next(t, "closed", time.Second)
+		if string(s.Code) != "1008" || !strings.Contains(s.Reason, "unknown_token") {
+			t.Errorf("close %s %q, want 1008 with unknown_token", s.Code, s.Reason)
+		}
+	})
+
 	t.Run("expired session loses the socket", func(t *testing.T) {
 		brief.next(t, "connect", 60*time.Second)
 		brief.next(t, "ready", 5*time.Second)
@@ -227,7 +246,7 @@ admin_token: {file: @ADMINTOKEN@}
 				reasons = append(reasons, e.Reason+"/"+e.Details["method"])
 			}
 		}
-		for _, want := range []string{"role_forbids/config.get", "not_a_member/", "session_expired/"} {
+		for _, want := range []string{"role_forbids/config.get", "not_a_member/", "session_expired/", "unknown_token/"} {
 			if !slices.Contains(reasons, want) {
 				t.Errorf("no audit event %q; have %v", want, reasons)
 			}
