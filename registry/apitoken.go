@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -59,7 +60,10 @@ func (t APIToken) validate(id string) []string {
 	if !ValidAPITokenID(id) {
 		bad = append(bad, fmt.Sprintf("api_tokens: %q: want at_ and 16 lowercase hex digits", id))
 	}
-	if t.Name == "" || utf8.RuneCountInString(t.Name) > 64 || !utf8.ValidString(t.Name) || strings.ContainsFunc(t.Name, isControl) {
+	// Printable: no control or format characters (a bidirectional override would make a
+	// listing lie about which token is which).
+	if t.Name == "" || utf8.RuneCountInString(t.Name) > 64 || !utf8.ValidString(t.Name) ||
+		strings.ContainsFunc(t.Name, func(r rune) bool { return !unicode.IsPrint(r) }) {
 		bad = append(bad, fmt.Sprintf("api_tokens[%s].name: want 1 to 64 printable characters", id))
 	}
 	if !ValidRole(t.Role) {
@@ -70,8 +74,6 @@ func (t APIToken) validate(id string) []string {
 	}
 	return bad
 }
-
-func isControl(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) }
 
 // NewAPIToken is what CreateAPIToken is given: the token's name, role, lifetime (0: no
 // expiry) and who asked for it (for the record).

@@ -109,6 +109,7 @@ func TestAPITokenRefusals(t *testing.T) {
 		"no name":       {Role: RoleViewer},
 		"long name":     {Name: strings.Repeat("n", 65), Role: RoleViewer},
 		"control":       {Name: "a\nb", Role: RoleViewer},
+		"bidi override": {Name: "ci \u202etoken", Role: RoleViewer},
 		"unknown role":  {Name: "n", Role: "owner"},
 		"negative ttl":  {Name: "n", Role: RoleViewer, TTL: -time.Second},
 		"invalid utf-8": {Name: "a\xffb", Role: RoleViewer},
