@@ -101,7 +101,7 @@ func (r *Registry) CreateAPIToken(ctx context.Context, gateway string, n NewAPIT
 	if n.TTL > 0 {
 		t.Expires = now.Add(n.TTL)
 	}
-	g, err = r.Update(ctx, gateway, func(g *Gateway) error {
+	g, err = r.update(ctx, gateway, func(g *Gateway) error {
 		if len(g.APITokens) >= MaxAPITokens {
 			return fmt.Errorf("%w: api_tokens: gateway %q has %d, the most it may have: revoke one first", ErrInvalid, gateway, MaxAPITokens)
 		}
@@ -110,7 +110,7 @@ func (r *Registry) CreateAPIToken(ctx context.Context, gateway string, n NewAPIT
 		}
 		g.APITokens[tokenID] = t
 		return nil
-	})
+	}, true)
 	if err != nil {
 		return "", "", Gateway{}, err
 	}
@@ -120,13 +120,13 @@ func (r *Registry) CreateAPIToken(ctx context.Context, gateway string, n NewAPIT
 // RevokeAPIToken removes API token tokenID of gateway id: from its commit on, requests
 // with it are refused, and sockets opened with it are re-decided and closed.
 func (r *Registry) RevokeAPIToken(ctx context.Context, gateway, tokenID string) (Gateway, error) {
-	return r.Update(ctx, gateway, func(g *Gateway) error {
+	return r.update(ctx, gateway, func(g *Gateway) error {
 		if _, ok := g.APITokens[tokenID]; !ok {
 			return fmt.Errorf("%w: %q", ErrUnknownAPIToken, tokenID)
 		}
 		delete(g.APITokens, tokenID)
 		return nil
-	})
+	}, true)
 }
 
 // apiTokenRef is where the byAPIToken index finds a token.

@@ -60,9 +60,19 @@ func TestAPITokens(t *testing.T) {
 		t.Fatal("Expired: wrong around the expiry")
 	}
 
-	// Any other change of the gateway keeps the token; a reload from the store finds it.
-	if _, err := r.Update(t.Context(), "gw1", func(g *Gateway) error { g.Members = map[string]string{"u": RoleViewer}; return nil }); err != nil {
+	// Any other change of the gateway keeps the token, even one that tries to drop or
+	// forge tokens (Update leaves them as it leaves the gateway token); a reload from the
+	// store finds it.
+	forged := APIToken{Name: "forged", Role: RoleAdmin, Hash: make([]byte, 32)}
+	if _, err := r.Update(t.Context(), "gw1", func(g *Gateway) error {
+		g.Members = map[string]string{"u": RoleViewer}
+		g.APITokens = map[string]APIToken{"at_00000000000000ff": forged}
+		return nil
+	}); err != nil {
 		t.Fatal(err)
+	}
+	if got, _ := r.Get("gw1"); len(got.APITokens) != 1 || got.APITokens[id].Role != RoleViewer || got.Members["u"] != RoleViewer {
+		t.Fatalf("after another change: tokens %+v members %v", got.APITokens, got.Members)
 	}
 	r2, _, _ := newTestRegistryOn(t, kv)
 	if e, _, _, ok := r2.ByAPIToken(tok); !ok || e.ID != "gw1" {

@@ -315,6 +315,12 @@ func (r *Registry) Create(ctx context.Context, g Gateway, token string) (Gateway
 // Update applies change to a copy of gateway id, validates it and commits it. change may
 // return an error to abort without writing.
 func (r *Registry) Update(ctx context.Context, id string, change func(*Gateway) error) (Gateway, error) {
+	return r.update(ctx, id, change, false)
+}
+
+// update is Update; with tokens, change may also make and revoke API tokens (apitoken.go),
+// which Update keeps as they are, as it keeps the gateway token.
+func (r *Registry) update(ctx context.Context, id string, change func(*Gateway) error, tokens bool) (Gateway, error) {
 	r.writeMu.Lock()
 	defer r.writeMu.Unlock()
 	e, ok := r.Lookup(id)
@@ -327,6 +333,9 @@ func (r *Registry) Update(ctx context.Context, id string, change func(*Gateway) 
 	}
 	// Identity and secrets are not changeable through Update.
 	g.ID, g.Tenant, g.TokenHash, g.TokenSealed, g.Created = e.ID, e.Tenant, e.TokenHash, e.TokenSealed, e.Created
+	if !tokens {
+		g.APITokens = e.APITokens
+	}
 	g.Revision = e.Revision + 1
 	if err := g.Validate(); err != nil {
 		return Gateway{}, err
