@@ -60,17 +60,26 @@ func (t APIToken) validate(id string) []string {
 	if !ValidAPITokenID(id) {
 		bad = append(bad, fmt.Sprintf("api_tokens: %q: want at_ and 16 lowercase hex digits", id))
 	}
+	for _, problem := range t.checkNameRole() {
+		bad = append(bad, fmt.Sprintf("api_tokens[%s].%s", id, problem))
+	}
+	if len(t.Hash) != 32 {
+		bad = append(bad, fmt.Sprintf("api_tokens[%s]: token hash missing", id))
+	}
+	return bad
+}
+
+// checkNameRole reports the problems of t's name and role, each starting with its field.
+func (t APIToken) checkNameRole() []string {
+	var bad []string
 	// Printable: no control or format characters (a bidirectional override would make a
 	// listing lie about which token is which).
 	if t.Name == "" || utf8.RuneCountInString(t.Name) > 64 || !utf8.ValidString(t.Name) ||
 		strings.ContainsFunc(t.Name, func(r rune) bool { return !unicode.IsPrint(r) }) {
-		bad = append(bad, fmt.Sprintf("api_tokens[%s].name: want 1 to 64 printable characters", id))
+		bad = append(bad, "name: want 1 to 64 printable characters")
 	}
 	if !ValidRole(t.Role) {
-		bad = append(bad, fmt.Sprintf("api_tokens[%s].role: %q: want viewer, operator or admin", id, t.Role))
-	}
-	if len(t.Hash) != 32 {
-		bad = append(bad, fmt.Sprintf("api_tokens[%s]: token hash missing", id))
+		bad = append(bad, fmt.Sprintf("role: %q: want viewer, operator or admin", t.Role))
 	}
 	return bad
 }
@@ -87,8 +96,12 @@ type NewAPIToken struct {
 // CreateAPIToken makes an API token for gateway id and returns it with its id and record.
 // The token is returned here only: the registry keeps its hash.
 func (r *Registry) CreateAPIToken(ctx context.Context, gateway string, n NewAPIToken) (token, tokenID string, g Gateway, err error) {
+	bad := APIToken{Name: n.Name, Role: n.Role}.checkNameRole()
 	if n.TTL < 0 {
-		return "", "", Gateway{}, fmt.Errorf("%w: ttl: %v: want a positive duration, or none for no expiry", ErrInvalid, n.TTL)
+		bad = append(bad, fmt.Sprintf("ttl: %v: want a positive duration, or none for no expiry", n.TTL))
+	}
+	if len(bad) > 0 { // named by field: the token has no id yet
+		return "", "", Gateway{}, fmt.Errorf("%w: %s", ErrInvalid, strings.Join(bad, "; "))
 	}
 	var secret [32]byte
 	var idBytes [8]byte

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -127,6 +128,11 @@ func TestAPITokenRefusals(t *testing.T) {
 		if _, _, _, err := r.CreateAPIToken(t.Context(), "gw1", n); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: %v, want ErrInvalid", name, err)
 		}
+	}
+	// Named by field, as the caller gave them: the token never had an id.
+	_, _, _, err := r.CreateAPIToken(t.Context(), "gw1", NewAPIToken{Name: "", Role: "owner"})
+	if msg := fmt.Sprint(err); !strings.Contains(msg, `role: "owner": want viewer, operator or admin`) || !strings.Contains(msg, "name: want") || strings.Contains(msg, "at_") {
+		t.Errorf("refusal: %v", err)
 	}
 	if _, _, _, err := r.CreateAPIToken(t.Context(), "nope", NewAPIToken{Name: "n", Role: RoleViewer}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("unknown gateway: %v", err)
