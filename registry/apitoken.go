@@ -118,6 +118,9 @@ func (r *Registry) CreateAPIToken(ctx context.Context, gateway string, n NewAPIT
 		if len(g.APITokens) >= MaxAPITokens {
 			return fmt.Errorf("%w: api_tokens: gateway %q has %d, the most it may have: revoke one first", ErrInvalid, gateway, MaxAPITokens)
 		}
+		if _, taken := g.APITokens[tokenID]; taken { // one chance in 2^64: never overwrite one
+			return fmt.Errorf("registry: api token id %s drawn twice: try again", tokenID)
+		}
 		if g.APITokens == nil {
 			g.APITokens = map[string]APIToken{}
 		}
