@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/moltgate/moltgate/keystore"
 )
 
 func TestAPITokens(t *testing.T) {
@@ -75,7 +72,7 @@ func TestAPITokens(t *testing.T) {
 	if got, _ := r.Get("gw1"); len(got.APITokens) != 1 || got.APITokens[id].Role != RoleViewer || got.Members["u"] != RoleViewer {
 		t.Fatalf("after another change: tokens %+v members %v", got.APITokens, got.Members)
 	}
-	r2, _, _ := newTestRegistryOn(t, kv)
+	r2, _ := newTestRegistryOn(t, kv)
 	if e, _, _, ok := r2.ByAPIToken(tok); !ok || e.ID != "gw1" {
 		t.Fatal("a registry loaded from the store does not know the token")
 	}
@@ -174,16 +171,4 @@ func TestValidAPIToken(t *testing.T) {
 			t.Errorf("ValidAPIToken(%q) = %v, want %v", s, !want, want)
 		}
 	}
-}
-
-// newTestRegistryOn is a second registry on kv, as another replica sharing the store.
-func newTestRegistryOn(t *testing.T, kv KV) (*Registry, *recordingSyncer, KV) {
-	t.Helper()
-	ring, _ := keystore.NewKeyring(1, bytes.Repeat([]byte{5}, keystore.KeySize))
-	s := &recordingSyncer{gws: map[string]Gateway{}}
-	r, err := New(t.Context(), kv, keystore.New(ring), s, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r, s, kv
 }

@@ -47,13 +47,21 @@ func newTestRegistry(t *testing.T, path string) (*Registry, *recordingSyncer, *s
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { kv.Close() })
+	r, s := newTestRegistryOn(t, kv)
+	return r, s, kv
+}
+
+// newTestRegistryOn is a registry on kv: a second one on the same kv plays another
+// replica sharing the store.
+func newTestRegistryOn(t *testing.T, kv KV) (*Registry, *recordingSyncer) {
+	t.Helper()
 	ring, _ := keystore.NewKeyring(1, bytes.Repeat([]byte{5}, keystore.KeySize))
 	s := &recordingSyncer{gws: map[string]Gateway{}}
 	r, err := New(t.Context(), kv, keystore.New(ring), s, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return r, s, kv
+	return r, s
 }
 
 func validGateway() Gateway {
