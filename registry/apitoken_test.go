@@ -145,9 +145,30 @@ func TestAPITokenRefusals(t *testing.T) {
 	if _, _, _, err := r.CreateAPIToken(t.Context(), "gw1", NewAPIToken{Name: "n", Role: RoleViewer}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("token %d: %v, want ErrInvalid", MaxAPITokens+1, err)
 	}
-	// A record edited in the store to hold a malformed token is refused at load.
-	var g Gateway
+	// A record in the store whose token hash is cut short is refused at load and when a
+	// replica follows it, never indexed (the index would panic on it).
 	raw, _ := kv.Get(Bucket, "gw1")
+	var g Gateway
+	json.Unmarshal(raw, &g)
+	for id, tok := range g.APITokens {
+		tok.Hash = tok.Hash[:3]
+		g.APITokens[id] = tok
+		break
+	}
+	cut, _ := json.Marshal(g)
+	if err := kv.Put(Bucket, "gw1", cut); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Changed(t.Context(), Bucket, "gw1"); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("following a cut hash: %v, want ErrInvalid", err)
+	}
+	if _, err := New(t.Context(), kv, r.keys, &recordingSyncer{gws: map[string]Gateway{}}, nil); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("loading a cut hash: %v, want ErrInvalid", err)
+	}
+	kv.Put(Bucket, "gw1", raw)
+
+	// A record edited in the store to hold a malformed token is refused at load.
+	g = Gateway{}
 	json.Unmarshal(raw, &g)
 	g.APITokens = map[string]APIToken{"at_x": {Name: "n", Role: RoleViewer, Hash: make([]byte, 32)}}
 	if err := g.Validate(); err == nil || !strings.Contains(err.Error(), `"at_x"`) {

@@ -463,6 +463,11 @@ func (r *Registry) entry(g Gateway) (*Entry, error) {
 	if len(g.TokenHash) != sha256.Size {
 		return nil, fmt.Errorf("%w: token hash missing", ErrInvalid)
 	}
+	for id, t := range g.APITokens {
+		if len(t.Hash) != sha256.Size { // the index takes it as a [32]byte
+			return nil, fmt.Errorf("%w: api_tokens[%s]: token hash missing", ErrInvalid, id)
+		}
+	}
 	tok, err := r.keys.Open(g.Tenant, tokenRecord(g.ID), tokenPurpose, g.TokenSealed)
 	if err != nil {
 		return nil, fmt.Errorf("registry: open token of %q: %w", g.ID, err)
