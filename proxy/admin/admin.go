@@ -399,6 +399,9 @@ func (s *Server) failed(w http.ResponseWriter, r *http.Request, c *call, err err
 	case errors.Is(err, errUnknownMember):
 		s.answer(w, r, c, audit.TypeAdminDeny, "deny", http.StatusNotFound, "unknown_member",
 			fmt.Sprintf("%s is not a member of gateway %s", c.ev.Details["member"], c.ev.Gateway))
+	case errors.Is(err, registry.ErrUnknownAPIToken):
+		s.answer(w, r, c, audit.TypeAdminDeny, "deny", http.StatusNotFound, "unknown_api_token",
+			fmt.Sprintf("gateway %s has no API token %q", c.ev.Gateway, c.ev.Details["api_token"]))
 	case errors.Is(err, registry.ErrNotFound):
 		s.refuse(w, r, c, audit.TypeAdminDeny, http.StatusNotFound, "unknown_gateway")
 	case errors.Is(err, registry.ErrExists):

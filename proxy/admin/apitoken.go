@@ -2,7 +2,6 @@ package admin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -10,7 +9,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/moltgate/moltgate/audit"
 	"github.com/moltgate/moltgate/registry"
 )
 
@@ -104,11 +102,6 @@ func (s *Server) revokeAPIToken(w http.ResponseWriter, r *http.Request) {
 	}
 	c.ev.Details["api_token"] = tokenID
 	g, err := s.deps.Registry.RevokeAPIToken(r.Context(), id, tokenID)
-	if errors.Is(err, registry.ErrUnknownAPIToken) {
-		s.answer(w, r, c, audit.TypeAdminDeny, "deny", http.StatusNotFound, "unknown_api_token",
-			fmt.Sprintf("gateway %s has no API token %q", id, tokenID))
-		return
-	}
 	if err != nil {
 		s.failed(w, r, c, err)
 		return
